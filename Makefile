@@ -1,0 +1,64 @@
+# Oblako — the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FLASK := $(VENV)/bin/flask
+export FLASK_APP := run.py
+PORT ?= 5000
+
+.PHONY: setup run test lint browsers services translations messages demo-data bench clean
+
+## setup: venv, dependencies, compiled translations, migrated database (idempotent)
+setup: $(VENV)/.installed translations
+	$(FLASK) db upgrade
+	$(FLASK) oblako init
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## translations: compile the .po catalogues into .mo (never committed)
+translations: $(VENV)/.installed
+	$(VENV)/bin/pybabel compile --use-fuzzy -d translations -D messages >/dev/null
+
+## messages: re-extract the .pot and update ru/en catalogues after changing strings
+messages: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract -F translations/babel.cfg -k lazy_gettext -k _l -k _ \
+	  --no-location --sort-output -o translations/messages.pot .
+	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations -D messages \
+	  --no-fuzzy-matching --ignore-obsolete
+
+## run: set everything up, load the demo data once, serve http://127.0.0.1:$(PORT)
+run: setup
+	$(FLASK) oblako demo-data
+	PORT=$(PORT) $(PY) run.py
+
+## browsers: Debian's chromium and chromium-driver for the browser tests (no browser download)
+browsers:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing Debian chromium and chromium-driver"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; \
+	fi
+
+## services: start PostgreSQL and Redis when they are down (this machine's own servers)
+services:
+	@bash scripts/services.sh
+
+## test: set up, then run the whole suite (SQLite unless DATABASE_URL says otherwise)
+test: setup browsers services
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,63 @@
+"""The reference catalogue: document types and the diseases a consultation may be asked for.
+
+Loaded by `flask oblako demo-data` and usable on its own by `flask oblako catalogue`; managers
+maintain it afterwards through the screens.
+"""
+
+from __future__ import annotations
+
+from app.extensions import db
+from models import Disease, DocumentType
+
+# code, Russian name, English name
+DOCUMENT_TYPES: list[tuple[str, str, str]] = [
+    ("discharge", "Выписка", "Discharge summary"),
+    ("conclusion", "Заключение врача", "Doctor's conclusion"),
+    ("ultrasound", "УЗИ", "Ultrasound"),
+    ("mri", "МРТ", "MRI"),
+    ("ct", "КТ", "CT"),
+    ("lab", "Результаты анализов", "Lab results"),
+    ("ecg", "ЭКГ", "ECG"),
+    ("other", "Другое", "Other"),
+]
+
+# ICD-10 code, name, profile, required document type codes
+DISEASES: list[tuple[str, str, str, list[str]]] = [
+    ("I10", "Эссенциальная (первичная) гипертензия", "cardiology", ["conclusion", "ecg", "lab"]),
+    ("I20", "Стенокардия", "cardiology", ["conclusion", "ecg", "ultrasound"]),
+    ("I25", "Хроническая ишемическая болезнь сердца", "cardiology",
+     ["discharge", "ecg", "ultrasound"]),
+    ("I48", "Фибрилляция и трепетание предсердий", "cardiology", ["conclusion", "ecg"]),
+    ("I50", "Сердечная недостаточность", "cardiology", ["discharge", "ultrasound", "lab"]),
+    ("Q21", "Врождённые аномалии сердечной перегородки", "cardiology",
+     ["conclusion", "ultrasound"]),
+    ("D25", "Лейомиома матки", "gynaecology", ["conclusion", "ultrasound"]),
+    ("N80", "Эндометриоз", "gynaecology", ["conclusion", "ultrasound", "mri"]),
+    ("N83", "Невоспалительные болезни яичника", "gynaecology", ["conclusion", "ultrasound"]),
+    ("N95", "Нарушения менопаузы и перименопаузы", "gynaecology", ["conclusion", "lab"]),
+    ("N97", "Женское бесплодие", "gynaecology", ["conclusion", "ultrasound", "lab"]),
+]
+
+PROFILES = {"cardiology", "gynaecology"}
+
+
+def load_catalogue() -> dict[str, DocumentType]:
+    """Create what is missing; never overwrite what managers have edited."""
+    types = {t.code: t for t in db.session.query(DocumentType).all()}
+    for order, (code, name, name_en) in enumerate(DOCUMENT_TYPES):
+        if code not in types:
+            types[code] = DocumentType(code=code, name=name, name_en=name_en, sort_order=order)
+            db.session.add(types[code])
+    existing = {d.icd10_code for d in db.session.query(Disease).all()}
+    for code, name, profile, required in DISEASES:
+        if code not in existing:
+            db.session.add(
+                Disease(
+                    icd10_code=code,
+                    name=name,
+                    profile=profile,
+                    required_document_types=[types[r] for r in required],
+                )
+            )
+    db.session.flush()
+    return types

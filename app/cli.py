@@ -1,0 +1,54 @@
+"""`flask oblako ...` commands: roles, demo data."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from app.db import unit_of_work
+
+oblako_cli = AppGroup("oblako", help="Oblako administration commands.")
+
+
+@oblako_cli.command("init")
+def init_command() -> None:
+    """Create the roles of the role matrix (idempotent; run after `flask db upgrade`)."""
+    from app.demo import ensure_roles
+
+    with unit_of_work():
+        ensure_roles()
+    click.echo("roles ready")
+
+
+@oblako_cli.command("demo-data")
+def demo_data_command() -> None:
+    """Load the demo centres, catalogue, staff, shifts and patients (idempotent)."""
+    from app.demo import DEMO_LOGINS, load_demo_data
+
+    with unit_of_work():
+        created = load_demo_data()
+    click.echo("demo data created" if created else "demo data already present")
+    for role, login, password in DEMO_LOGINS:
+        click.echo(f"  {role:<14} {login:<16} {password}")
+
+
+@oblako_cli.command("create-admin")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.password_option()
+def create_admin_command(username: str, email: str, password: str) -> None:
+    """Create an administrator account (the password policy applies)."""
+    from app.accounts import create_user
+    from app.permissions import ADMIN
+
+    with unit_of_work():
+        create_user(
+            username=username, password=password, role_names=[ADMIN], first_name="Admin",
+            last_name=username, email=email,
+        )
+    click.echo(f"administrator {username} created")
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(oblako_cli)

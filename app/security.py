@@ -1,0 +1,108 @@
+"""Oblako's security manager: throttled sign-in, revocable sessions and API tokens."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, g, request, session
+from flask_appbuilder.security.sqla.manager import SecurityManager
+from flask_jwt_extended import JWTManager
+from flask_login import user_logged_in, user_logged_out
+
+from app.throttle import get_throttle
+from models import OblakoUser
+
+log = logging.getLogger(__name__)
+
+SESSION_GENERATION_KEY = "_oblako_gen"
+JWT_GENERATION_CLAIM = "gen"
+
+
+def client_ip() -> str:
+    return request.remote_addr or "" if request else ""
+
+
+class OblakoSecurityManager(SecurityManager):
+    user_model = OblakoUser
+
+    def __init__(self, appbuilder) -> None:
+        from views.auth import OblakoAuthDBView
+
+        self.authdbview = OblakoAuthDBView
+        super().__init__(appbuilder)
+        user_logged_in.connect(_remember_generation)
+        user_logged_out.connect(_revoke_on_logout)
+
+    # --- sign-in ---------------------------------------------------------------------------
+    def auth_user_db(self, username, password):
+        throttle = get_throttle()
+        ip = client_ip()
+        if not throttle.allowed(username or "", ip):
+            log.info("sign-in refused by throttle for %r from %s", username, ip)
+            return None
+        user = super().auth_user_db(username, password)
+        if user is None:
+            throttle.failed(username or "", ip)
+        return user
+
+    # --- sessions --------------------------------------------------------------------------
+    def load_user(self, pk):
+        user = super().load_user(pk)
+        if user is None:
+            return None
+        if session.get(SESSION_GENERATION_KEY) != user.session_generation:
+            return None  # revoked by logout, password change or deactivation elsewhere
+        return user
+
+    def load_user_jwt(self, _jwt_header, jwt_data):
+        user = self.get_user_by_id(int(jwt_data["sub"]))
+        if user is None or not user.is_active:
+            return None
+        if jwt_data.get(JWT_GENERATION_CLAIM) != user.session_generation:
+            return None
+        g.user = user
+        return user
+
+    def create_jwt_manager(self, app) -> JWTManager:
+        jwt_manager = super().create_jwt_manager(app)
+
+        @jwt_manager.additional_claims_loader
+        def _generation_claim(identity):
+            user = self.get_user_by_id(int(identity))
+            return {JWT_GENERATION_CLAIM: user.session_generation if user else -1}
+
+        return jwt_manager
+
+    def reset_password(self, userid, password):
+        """Every password change revokes the user's other sessions and tokens."""
+        user = self.get_user_by_id(userid)
+        revoke_sessions(user)
+        super().reset_password(userid, password)
+        if user is not None and session.get("_user_id") == str(user.id):
+            session[SESSION_GENERATION_KEY] = user.session_generation
+
+    def update_user(self, user):
+        if not user.active:
+            user.session_generation = (user.session_generation or 0) + 1
+        return super().update_user(user)
+
+
+def revoke_sessions(user: OblakoUser | None) -> None:
+    """Invalidate every session cookie and API token issued to the user so far."""
+    if user is not None:
+        user.session_generation = (user.session_generation or 0) + 1
+
+
+def _remember_generation(sender, user, **extra) -> None:
+    session[SESSION_GENERATION_KEY] = user.session_generation
+
+
+def _revoke_on_logout(sender, user, **extra) -> None:
+    if user is None or not getattr(user, "id", None):
+        return
+    sm = current_app.appbuilder.sm
+    fresh = sm.get_user_by_id(user.id)
+    if fresh is not None:
+        revoke_sessions(fresh)
+        sm.session.commit()
+    session.pop(SESSION_GENERATION_KEY, None)

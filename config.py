@@ -1,0 +1,114 @@
+"""Oblako configuration: embedded defaults, overridden by the environment.
+
+Everything a deployment changes comes from environment variables; the defaults run the whole
+service on one machine (SQLite, files under instance/, SMS and e-mail to the outbox table).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask_appbuilder.const import AUTH_DB
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("OBLAKO_INSTANCE_DIR", BASE_DIR / "instance")).resolve()
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in instance/."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = INSTANCE_DIR / "secret_key"
+    if not path.exists():
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'oblako.db'}"
+    # psycopg 3 is the driver we ship; accept the common postgres:// spellings.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def build_config() -> dict:
+    """Return the configuration as a dict, read from the environment at call time."""
+    database_url = _database_url()
+    redis_url = os.environ.get("REDIS_URL", "")
+    return {
+        "SECRET_KEY": _secret_key(),
+        "DEBUG": _bool("FLASK_DEBUG", False),
+        "TESTING": False,
+        "OBLAKO_ENV": os.environ.get("OBLAKO_ENV", "development"),
+        "INSTANCE_DIR": str(INSTANCE_DIR),
+        # Database
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Flask-AppBuilder
+        "APP_NAME": "Облако здоровья",
+        "APP_THEME": "",
+        "AUTH_TYPE": AUTH_DB,
+        "AUTH_ROLE_ADMIN": "Admin",
+        "AUTH_ROLE_PUBLIC": "Public",
+        "AUTH_USER_REGISTRATION": False,  # our own patient registration replaces FAB's
+        "FAB_ADD_SECURITY_VIEWS": True,
+        "FAB_UPDATE_PERMS": True,
+        "FAB_API_SWAGGER_UI": False,
+        "FAB_SECURITY_MANAGER_CLASS": "app.security.OblakoSecurityManager",
+        "FAB_INDEX_VIEW": "views.home.HomeView",
+        "FAB_BASE_TEMPLATE": "oblako/baselayout.html",
+        "FAB_PASSWORD_COMPLEXITY_ENABLED": True,
+        "FAB_PASSWORD_COMPLEXITY_VALIDATOR": "app.passwords.fab_password_validator",
+        # Languages: Russian first, English second.
+        "BABEL_DEFAULT_LOCALE": "ru",
+        "BABEL_DEFAULT_FOLDER": str(BASE_DIR / "translations"),
+        "BABEL_TRANSLATION_DIRECTORIES": str(BASE_DIR / "translations"),
+        "LANGUAGES": {
+            "ru": {"flag": "ru", "name": "Русский"},
+            "en": {"flag": "gb", "name": "English"},
+        },
+        "DEFAULT_TIMEZONE": os.environ.get("OBLAKO_DEFAULT_TZ", "Europe/Moscow"),
+        # Sessions and cookies
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        "WTF_CSRF_ENABLED": True,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=30),
+        # Sign-in throttling (failures per window): per account and per client address.
+        "LOGIN_FAILURES_PER_ACCOUNT": os.environ.get("LOGIN_FAILURES_PER_ACCOUNT", "5/15minutes"),
+        "LOGIN_FAILURES_PER_IP": os.environ.get("LOGIN_FAILURES_PER_IP", "30/15minutes"),
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "REDIS_URL": redis_url,
+        # Password policy
+        "PASSWORD_MIN_LENGTH": 8,
+        "CONSENT_POLICY_VERSION": os.environ.get("CONSENT_POLICY_VERSION", "2026-11"),
+        # Medical documents
+        "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "storage")),
+        "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),
+        "MAX_CONTENT_LENGTH": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024))
+        + 1024 * 1024,
+        # Outbox: "outbox" keeps SMS and e-mail in the table staff can read.
+        "SMS_BACKEND": os.environ.get("SMS_BACKEND", "outbox"),
+        "EMAIL_BACKEND": os.environ.get("EMAIL_BACKEND", "outbox"),
+    }

@@ -1,0 +1,696 @@
+"""Oblako's data layer: every table of the service, in the sections of DESIGN §2.
+
+Shared by the web app and the media server; nothing here imports `app/` or `views/`.
+Conventions: explicit singular table names, `<relation>_id` foreign keys, `<event>_at` UTC
+timestamps, string-stored StrEnum statuses, and a `public_id` UUID for every row that appears in
+a URL, token, room or file key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from flask_appbuilder import Model
+from flask_appbuilder.security.sqla.models import User
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def public_id_column() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, unique=True, nullable=False, default=uuid.uuid4)
+
+
+def created_at_column() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Enumerations
+# ---------------------------------------------------------------------------------------------
+
+
+class Sex(StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+
+
+class PatientSource(StrEnum):
+    SELF = "self"
+    REFERRAL = "referral"
+
+
+class IdentityStatus(StrEnum):
+    UNVERIFIED = "unverified"
+    VERIFIED = "verified"
+
+
+class ConsentKind(StrEnum):
+    PERSONAL_DATA = "personal_data"
+    TELEMEDICINE = "telemedicine"
+    RECORDING = "recording"
+
+
+class ConsultationKind(StrEnum):
+    CENTRE_REQUEST = "centre_request"
+    DUTY = "duty"
+    REFERRAL = "referral"
+
+
+class ConsultationStatus(StrEnum):
+    AWAITING_DOCUMENTS = "awaiting_documents"
+    REQUESTED = "requested"
+    NEEDS_DOCUMENTS = "needs_documents"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    MISSED = "missed"
+
+
+# A slot is held by a consultation in one of these statuses (see the partial unique index).
+SLOT_HOLDING_STATUSES = (
+    ConsultationStatus.SCHEDULED,
+    ConsultationStatus.IN_PROGRESS,
+    ConsultationStatus.COMPLETED,
+)
+
+
+class ConsultationMode(StrEnum):
+    VIDEO = "video"
+
+
+class OutboundChannel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class OutboundStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ImportStatus(StrEnum):
+    VALIDATED = "validated"
+    IMPORTING = "importing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AuditOutcome(StrEnum):
+    OK = "ok"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Users (Flask-AppBuilder's table, extended)
+# ---------------------------------------------------------------------------------------------
+
+
+class OblakoUser(User):
+    """FAB's `ab_user` with what session revocation and one-time passwords need."""
+
+    __tablename__ = "ab_user"
+    __table_args__ = {"extend_existing": True}
+
+    # Bumped on logout, password change and deactivation: sessions and API tokens carry the
+    # generation they were issued under and stop working once it moves on.
+    session_generation: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    password_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference data
+# ---------------------------------------------------------------------------------------------
+
+
+disease_center = Table(
+    "disease_center",
+    Model.metadata,
+    Column("disease_id", Integer, ForeignKey("disease.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "center_id", Integer, ForeignKey("medical_center.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+disease_required_document = Table(
+    "disease_required_document",
+    Model.metadata,
+    Column("disease_id", Integer, ForeignKey("disease.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "document_type_id",
+        Integer,
+        ForeignKey("document_type.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+
+
+class MedicalCenter(Model):
+    __tablename__ = "medical_center"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    profile: Mapped[str] = mapped_column(String(64), nullable=False)
+    region: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+    diseases: Mapped[list[Disease]] = relationship(
+        secondary=disease_center, back_populates="centers"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentType(Model):
+    __tablename__ = "document_type"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    name_en: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    sort_order: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Disease(Model):
+    __tablename__ = "disease"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    icd10_code: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    profile: Mapped[str] = mapped_column(String(64), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+    centers: Mapped[list[MedicalCenter]] = relationship(
+        secondary=disease_center, back_populates="diseases"
+    )
+    required_document_types: Mapped[list[DocumentType]] = relationship(
+        secondary=disease_required_document
+    )
+
+    def __str__(self) -> str:
+        return f"{self.icd10_code} {self.name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# People
+# ---------------------------------------------------------------------------------------------
+
+
+class Patient(Model):
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), unique=True, nullable=False
+    )
+    surname: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    patronymic: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    birth_date: Mapped[date] = mapped_column(Date, nullable=False)
+    sex: Mapped[str] = mapped_column(String(16), nullable=False)
+    phone: Mapped[str] = mapped_column(String(20), unique=True, nullable=False)  # E.164
+    email: Mapped[str | None] = mapped_column(String(254), unique=True, nullable=True)
+    snils: Mapped[str | None] = mapped_column(String(14), unique=True, nullable=True)
+    region: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="Europe/Moscow")
+    source: Mapped[str] = mapped_column(String(16), nullable=False, default=PatientSource.SELF)
+    identity_status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=IdentityStatus.UNVERIFIED
+    )
+    notify_sms: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    notify_email: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+    user: Mapped[OblakoUser] = relationship(foreign_keys=[user_id])
+
+    __table_args__ = (Index("ix_patient_surname_name", "surname", "name"),)
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+
+    def age_on(self, day: date) -> int:
+        born = self.birth_date
+        return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+    def __str__(self) -> str:
+        return self.full_name
+
+
+class Doctor(Model):
+    __tablename__ = "doctor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), unique=True, nullable=False
+    )
+    surname: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    patronymic: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    specialty: Mapped[str] = mapped_column(String(128), nullable=False)
+    center_id: Mapped[int | None] = mapped_column(
+        ForeignKey("medical_center.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    is_duty: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="Europe/Moscow")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+    user: Mapped[OblakoUser] = relationship(foreign_keys=[user_id])
+    center: Mapped[MedicalCenter | None] = relationship()
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+
+    def __str__(self) -> str:
+        return f"{self.full_name} ({self.specialty})"
+
+
+class Consent(Model):
+    """Append-only consent ledger: a withdrawal sets withdrawn_at, nothing is overwritten."""
+
+    __tablename__ = "consent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    consultation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    policy_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    accepted_at: Mapped[datetime] = created_at_column()
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling
+# ---------------------------------------------------------------------------------------------
+
+
+class DutyShift(Model):
+    __tablename__ = "duty_shift"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    doctor_id: Mapped[int] = mapped_column(
+        ForeignKey("doctor.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    slot_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    topics: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = created_at_column()
+
+    doctor: Mapped[Doctor] = relationship()
+    slots: Mapped[list[Slot]] = relationship(
+        back_populates="shift", cascade="all, delete-orphan", order_by="Slot.starts_at"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.doctor} {self.starts_at:%Y-%m-%d %H:%M}"
+
+
+class Slot(Model):
+    __tablename__ = "slot"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    shift_id: Mapped[int] = mapped_column(
+        ForeignKey("duty_shift.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    doctor_id: Mapped[int] = mapped_column(
+        ForeignKey("doctor.id", ondelete="CASCADE"), nullable=False
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    blocked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    shift: Mapped[DutyShift] = relationship(back_populates="slots")
+    doctor: Mapped[Doctor] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("doctor_id", "starts_at", name="uq_slot_doctor_start"),
+        Index("ix_slot_doctor_starts", "doctor_id", "starts_at"),
+    )
+
+    def __str__(self) -> str:
+        return f"{self.starts_at:%Y-%m-%d %H:%M}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Care
+# ---------------------------------------------------------------------------------------------
+
+
+consultation_document = Table(
+    "consultation_document",
+    Model.metadata,
+    Column(
+        "consultation_id",
+        Integer,
+        ForeignKey("consultation.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "document_id",
+        Integer,
+        ForeignKey("medical_document.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+
+
+class Consultation(Model):
+    __tablename__ = "consultation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patient.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    center_id: Mapped[int | None] = mapped_column(
+        ForeignKey("medical_center.id"), nullable=True
+    )
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("doctor.id"), nullable=True)
+    disease_id: Mapped[int | None] = mapped_column(ForeignKey("disease.id"), nullable=True)
+    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slot.id"), nullable=True)
+    referral_row_id: Mapped[int | None] = mapped_column(
+        ForeignKey("referral_import_row.id", ondelete="SET NULL"), nullable=True
+    )
+    diagnosis_text: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    complaints: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    question: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    staff_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    mode: Mapped[str] = mapped_column(String(16), nullable=False, default=ConsultationMode.VIDEO)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    duration_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    due_by: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = created_at_column()
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    scheduled_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reject_reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancelled_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="SET NULL"), nullable=True
+    )
+    cancel_reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reminder_24h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reminder_1h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    patient: Mapped[Patient] = relationship()
+    center: Mapped[MedicalCenter | None] = relationship()
+    doctor: Mapped[Doctor | None] = relationship()
+    disease: Mapped[Disease | None] = relationship()
+    slot: Mapped[Slot | None] = relationship()
+    documents: Mapped[list[MedicalDocument]] = relationship(secondary=consultation_document)
+
+    __table_args__ = (
+        # The database, not Python, guarantees one active booking per slot.
+        Index(
+            "uq_consultation_active_slot",
+            "slot_id",
+            unique=True,
+            sqlite_where=text("slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"),
+            postgresql_where=text(
+                "slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"
+            ),
+        ),
+        Index("ix_consultation_center_status", "center_id", "status", "submitted_at"),
+        Index("ix_consultation_doctor_scheduled", "doctor_id", "scheduled_at"),
+    )
+
+    def __str__(self) -> str:
+        return f"№{str(self.public_id)[:8]}"
+
+
+class MedicalDocument(Model):
+    __tablename__ = "medical_document"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patient.id", ondelete="CASCADE"), nullable=False
+    )
+    document_type_id: Mapped[int] = mapped_column(ForeignKey("document_type.id"), nullable=False)
+    storage_key: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    original_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    document_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    note: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    uploaded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="SET NULL"), nullable=True
+    )
+    uploaded_at: Mapped[datetime] = created_at_column()
+
+    patient: Mapped[Patient] = relationship()
+    document_type: Mapped[DocumentType] = relationship()
+
+    __table_args__ = (Index("ix_medical_document_patient_uploaded", "patient_id", "uploaded_at"),)
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class Conclusion(Model):
+    """A doctor's conclusion. Issued versions are never edited: a correction is a new version."""
+
+    __tablename__ = "conclusion"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    supersedes_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conclusion.id", ondelete="SET NULL"), nullable=True
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("doctor.id"), nullable=False)
+    complaints_history: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    findings: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    diagnosis: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    icd10_code: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    recommendations: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    in_person_visit_needed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    next_steps: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    issued_at: Mapped[datetime] = created_at_column()
+    pdf_storage_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+    consultation: Mapped[Consultation] = relationship()
+    author: Mapped[Doctor] = relationship()
+
+    __table_args__ = (UniqueConstraint("consultation_id", "version", name="uq_conclusion_version"),)
+
+
+class ChatMessage(Model):
+    __tablename__ = "chat_message"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("ab_user.id"), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    client_msg_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint("author_id", "client_msg_id", name="uq_chat_message_client_id"),
+        Index("ix_chat_message_consultation", "consultation_id", "id"),
+    )
+
+
+class Recording(Model):
+    __tablename__ = "recording"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    storage_key: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    duration_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    started_at: Mapped[datetime] = created_at_column()
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------------------------
+
+
+class Notification(Model):
+    __tablename__ = "notification"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    link: Mapped[str] = mapped_column(String(512), nullable=False, default="")
+    created_at: Mapped[datetime] = created_at_column()
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_notification_user_created", "user_id", "created_at"),)
+
+
+class OutboundMessage(Model):
+    """The outbox: every SMS and e-mail is a row first, delivered by the worker."""
+
+    __tablename__ = "outbound_message"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    channel: Mapped[str] = mapped_column(String(8), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(254), nullable=False)
+    subject: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="SET NULL"), nullable=True
+    )
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=OutboundStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = created_at_column()
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_outbound_message_status", "status", "created_at"),)
+
+
+class ReferralImport(Model):
+    __tablename__ = "referral_import"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    file_sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    original_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    uploaded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="SET NULL"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=ImportStatus.VALIDATED)
+    total_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    valid_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    imported_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = created_at_column()
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ReferralImportRow(Model):
+    __tablename__ = "referral_import_row"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(
+        ForeignKey("referral_import.id", ondelete="CASCADE"), nullable=False
+    )
+    row_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    errors: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    patient_id: Mapped[int | None] = mapped_column(
+        ForeignKey("patient.id", ondelete="SET NULL"), nullable=True
+    )
+
+    __table_args__ = (UniqueConstraint("import_id", "row_number", name="uq_import_row_number"),)
+
+
+class AuditEvent(Model):
+    """Append-only audit trail. No medical content: ids, actions and outcomes only."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = created_at_column()
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="SET NULL"), nullable=True
+    )
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_type: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    object_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    patient_id: Mapped[int | None] = mapped_column(
+        ForeignKey("patient.id", ondelete="SET NULL"), nullable=True
+    )
+    ip: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False, default=AuditOutcome.OK)
+
+    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_patient", "patient_id"))

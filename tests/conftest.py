@@ -1,0 +1,257 @@
+"""Test fixtures: one app per session on a freshly migrated database, clean tables per test.
+
+DATABASE_URL selects the server: unset → a SQLite file in a temp folder; a PostgreSQL URL → a
+fresh database beside it (`<name>_tests`), created, migrated and dropped by this session.
+Redis is real too (REDIS_URL, default 127.0.0.1:6379 db 15): the sign-in throttle uses it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("OBLAKO_ENV", "test")
+
+TEST_PASSWORD = "Secret123abc"
+
+
+def _postgres_test_url(base: str) -> str:
+    url = make_url(base.replace("postgres://", "postgresql://", 1))
+    url = url.set(drivername="postgresql+psycopg")
+    name = f"{url.database}_tests_{os.getpid()}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres(url_str: str) -> None:
+    url = make_url(url_str)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith(("postgres://", "postgresql")):
+        url = _postgres_test_url(base)
+        yield url
+        _drop_postgres(url)
+    else:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+
+    redis.Redis.from_url(url).ping()  # a real Redis is required, never skipped
+    return url
+
+
+@pytest.fixture(scope="session")
+def app(database_url, redis_url, tmp_path_factory) -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    storage = tmp_path_factory.mktemp("storage")
+    application = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret-key",
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "STORAGE_DIR": str(storage),
+            "RATELIMIT_STORAGE_URI": redis_url,
+            "REDIS_URL": redis_url,
+            # A fast hash keeps the suite quick; production uses scrypt (FAB's default).
+            "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            "SERVER_NAME": "localhost",
+        }
+    )
+    from app.throttle import init_app as init_throttle
+
+    init_throttle(application)  # re-bind to the test Redis
+    with application.app_context():
+        upgrade()  # the real migrations, not create_all: they are what production runs
+    yield application
+
+
+def _table_names(app: Flask) -> list[str]:
+    from models import Model
+
+    return [t.name for t in reversed(Model.metadata.sorted_tables)]
+
+
+@pytest.fixture(autouse=True)
+def clean_db(request, app: Flask) -> Iterator[None]:
+    """Every test starts from empty tables with the roles in place."""
+    if "no_db" in request.keywords:
+        yield
+        return
+    from app.demo import ensure_roles
+    from app.extensions import db
+    from app.throttle import get_throttle
+
+    with app.app_context():
+        engine = db.engine
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                tables = ", ".join(f'"{t}"' for t in _table_names(app))
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            else:
+                for t in _table_names(app):
+                    conn.execute(text(f'DELETE FROM "{t}"'))
+        ensure_roles()
+        db.session.commit()
+        get_throttle().reset()
+    yield
+    with app.app_context():
+        db.session.remove()
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[None]:
+    with app.app_context():
+        yield
+        from app.extensions import db
+
+        db.session.rollback()
+
+
+_seq = itertools.count(1)
+
+
+def unique_phone() -> str:
+    return f"+7912{next(_seq) + 1000000:07d}"
+
+
+@pytest.fixture
+def make_patient(app: Flask):
+    from app.accounts import create_patient, record_consent
+    from app.extensions import db
+    from models import ConsentKind
+
+    def factory(**kw):
+        n = next(_seq)
+        data = dict(
+            surname=kw.pop("surname", f"Тестова{n}"),
+            name=kw.pop("name", "Анна"),
+            patronymic="Ивановна",
+            birth_date=date(1980, 1, 2),
+            sex="female",
+            phone=kw.pop("phone", unique_phone()),
+            email=kw.pop("email", f"p{n}@example.org"),
+            region="Москва",
+            timezone=kw.pop("timezone", "Europe/Moscow"),
+            password=kw.pop("password", TEST_PASSWORD),
+        )
+        data.update(kw)
+        with app.app_context():
+            patient = create_patient(**data)
+            record_consent(patient.user, ConsentKind.PERSONAL_DATA)
+            db.session.commit()
+            return patient.id
+
+    return factory
+
+
+@pytest.fixture
+def make_center(app: Flask):
+    from app.extensions import db
+    from models import MedicalCenter
+
+    def factory(name: str | None = None, profile: str = "cardiology") -> int:
+        with app.app_context():
+            center = MedicalCenter(
+                name=name or f"Центр {next(_seq)}", profile=profile, region="Москва"
+            )
+            db.session.add(center)
+            db.session.commit()
+            return center.id
+
+    return factory
+
+
+@pytest.fixture
+def make_doctor(app: Flask):
+    from app.accounts import create_doctor
+    from app.extensions import db
+
+    def factory(*, username: str | None = None, center_id: int | None = None,
+                is_duty: bool = False) -> int:
+        n = next(_seq)
+        with app.app_context():
+            doctor = create_doctor(
+                username=username or f"doc{n}", password=TEST_PASSWORD, surname=f"Врачев{n}",
+                name="Пётр", patronymic="", specialty="Кардиолог", email=f"doc{n}@example.org",
+                center_id=center_id, is_duty=is_duty,
+            )
+            db.session.commit()
+            return doctor.id
+
+    return factory
+
+
+@pytest.fixture
+def make_staff(app: Flask):
+    from app.accounts import create_user
+    from app.extensions import db
+
+    def factory(role: str, username: str | None = None) -> str:
+        username = username or f"{role.lower()}{next(_seq)}"
+        with app.app_context():
+            create_user(
+                username=username, password=TEST_PASSWORD, role_names=[role],
+                first_name="Сотрудник", last_name=role, email=f"{username}@example.org",
+            )
+            db.session.commit()
+        return username
+
+    return factory
+
+
+def login(client: FlaskClient, username: str, password: str = TEST_PASSWORD):
+    client.get("/login/")
+    return client.post(
+        "/login/",
+        data={"username": username, "password": password, "csrf_token": csrf_token(client)},
+        follow_redirects=False,
+    )
+
+
+def csrf_token(client: FlaskClient, path: str = "/login/") -> str:
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
+    assert match, f"no csrf token on {path}"
+    return match.group(1)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def patient_username(app: Flask, patient_id: int) -> str:
+    from app.extensions import db
+    from models import Patient
+
+    with app.app_context():
+        return db.session.get(Patient, patient_id).phone

@@ -1,0 +1,5 @@
+"""Placeholder until this area is built."""
+
+
+def register(appbuilder) -> None:
+    pass
