@@ -22,14 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 ## translations: compile the .po catalogues into .mo (never committed)
 translations: $(VENV)/.installed
-	$(VENV)/bin/pybabel compile --use-fuzzy -d translations -D messages >/dev/null
+	$(PY) scripts/i18n.py compile
 
-## messages: re-extract the .pot and update ru/en catalogues after changing strings
+## messages: re-extract the .pot and rebuild ru/en catalogues from translations/ru_parts
 messages: $(VENV)/.installed
-	$(VENV)/bin/pybabel extract -F translations/babel.cfg -k lazy_gettext -k _l -k _ \
-	  --no-location --sort-output -o translations/messages.pot .
-	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations -D messages \
-	  --no-fuzzy-matching --ignore-obsolete
+	$(PY) scripts/i18n.py
 
 ## run: set everything up, load the demo data once, serve http://127.0.0.1:$(PORT)
 run: setup
