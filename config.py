@@ -62,7 +62,7 @@ def build_config() -> dict:
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         # Flask-AppBuilder
-        "APP_NAME": "Облако здоровья",
+        "APP_NAME": "Health Cloud",  # replaced by its translation in create_app()
         "APP_THEME": "",
         "AUTH_TYPE": AUTH_DB,
         "AUTH_ROLE_ADMIN": "Admin",

@@ -434,9 +434,7 @@ class Consultation(Model):
     patient_id: Mapped[int] = mapped_column(
         ForeignKey("patient.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    center_id: Mapped[int | None] = mapped_column(
-        ForeignKey("medical_center.id"), nullable=True
-    )
+    center_id: Mapped[int | None] = mapped_column(ForeignKey("medical_center.id"), nullable=True)
     doctor_id: Mapped[int | None] = mapped_column(ForeignKey("doctor.id"), nullable=True)
     disease_id: Mapped[int | None] = mapped_column(ForeignKey("disease.id"), nullable=True)
     slot_id: Mapped[int | None] = mapped_column(ForeignKey("slot.id"), nullable=True)
@@ -481,7 +479,9 @@ class Consultation(Model):
             "uq_consultation_active_slot",
             "slot_id",
             unique=True,
-            sqlite_where=text("slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"),
+            sqlite_where=text(
+                "slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"
+            ),
             postgresql_where=text(
                 "slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"
             ),
@@ -693,4 +693,7 @@ class AuditEvent(Model):
     ip: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     outcome: Mapped[str] = mapped_column(String(16), nullable=False, default=AuditOutcome.OK)
 
-    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_patient", "patient_id"))
+    __table_args__ = (
+        Index("ix_audit_event_at", "at"),
+        Index("ix_audit_event_patient", "patient_id"),
+    )

@@ -25,7 +25,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
 
+    from flask_babel import lazy_gettext
+
     from app.permissions import ROLE_MATRIX
+
+    app.config["APP_NAME"] = lazy_gettext("Health Cloud")  # the navbar shows it per locale
 
     app.config["FAB_ROLES"] = ROLE_MATRIX
     # Roles live in the matrix (no SQL per permission check); tables come from migrations.

@@ -6,11 +6,10 @@ from datetime import date
 
 import phonenumbers
 from flask import current_app
+from flask_appbuilder.security.sqla.models import Role
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
-
-from flask_appbuilder.security.sqla.models import Role
 
 from app.errors import DomainError
 from app.extensions import db
@@ -60,8 +59,10 @@ def get_role(name: str) -> Role:
 
 
 def username_taken(username: str) -> bool:
-    stmt = select(func.count()).select_from(OblakoUser).where(
-        func.lower(OblakoUser.username) == username.lower()
+    stmt = (
+        select(func.count())
+        .select_from(OblakoUser)
+        .where(func.lower(OblakoUser.username) == username.lower())
     )
     return bool(db.session.execute(stmt).scalar())
 
@@ -113,9 +114,7 @@ def record_consent(user: OblakoUser, kind: ConsentKind, *, ip: str | None = None
 
 
 def phone_in_use(phone: str) -> bool:
-    return bool(
-        db.session.execute(select(func.count()).where(Patient.phone == phone)).scalar()
-    )
+    return bool(db.session.execute(select(func.count()).where(Patient.phone == phone)).scalar())
 
 
 def email_in_use(email: str) -> bool:
@@ -222,8 +221,9 @@ def create_doctor(
     return doctor
 
 
-def create_manager(*, username: str, password: str, first_name: str, last_name: str,
-                   email: str | None) -> OblakoUser:
+def create_manager(
+    *, username: str, password: str, first_name: str, last_name: str, email: str | None
+) -> OblakoUser:
     return create_user(
         username=username,
         password=password,

@@ -44,8 +44,12 @@ def create_admin_command(username: str, email: str, password: str) -> None:
 
     with unit_of_work():
         create_user(
-            username=username, password=password, role_names=[ADMIN], first_name="Admin",
-            last_name=username, email=email,
+            username=username,
+            password=password,
+            role_names=[ADMIN],
+            first_name="Admin",
+            last_name=username,
+            email=email,
         )
     click.echo(f"administrator {username} created")
 

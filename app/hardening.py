@@ -52,9 +52,7 @@ def init_app(app: Flask) -> None:
         headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("Content-Security-Policy", CSP)
-        headers.setdefault(
-            "Permissions-Policy", "camera=(self), microphone=(self), geolocation=()"
-        )
+        headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
         if app.config.get("SESSION_COOKIE_SECURE"):
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response

@@ -13,8 +13,20 @@ from app.errors import DomainError
 
 # A short list of the passwords people pick first; the length and class rules catch the rest.
 _COMMON = {
-    "password", "password1", "qwerty123", "12345678", "123456789", "1234567890", "qwertyui",
-    "11111111", "00000000", "iloveyou", "admin123", "parol123", "пароль123", "йцукенгш",
+    "password",
+    "password1",
+    "qwerty123",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwertyui",
+    "11111111",
+    "00000000",
+    "iloveyou",
+    "admin123",
+    "parol123",
+    "пароль123",
+    "йцукенгш",
 }
 
 # One-time passwords: unambiguous letters and digits (no 0/O, 1/l/I) so they survive an SMS.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import current_app, g, request, session
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 from flask_login import user_logged_in, user_logged_out
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from app.throttle import get_throttle
 from models import OblakoUser
@@ -45,10 +48,33 @@ class OblakoSecurityManager(SecurityManager):
             throttle.failed(username or "", ip)
         return user
 
+    # --- permission checks without SQL -----------------------------------------------------
+    # Roles are the in-memory matrix (app/permissions.py); FAB would otherwise query the Public
+    # role for every menu item an anonymous visitor sees, and the user's groups on every check.
+    def is_item_public(self, permission_name, view_name):
+        return any(
+            re.match(view, view_name) and re.match(perm, permission_name)
+            for view, perm in self.builtin_roles.get(self.auth_role_public, [])
+        )
+
+    def get_user_roles(self, user):
+        if not user.is_authenticated:
+            return [self.get_public_role()]
+        return list(user.roles)
+
     # --- sessions --------------------------------------------------------------------------
     def load_user(self, pk):
-        user = super().load_user(pk)
-        if user is None:
+        # One query for the user and its roles: every page checks permissions against them.
+        user = (
+            self.session.execute(
+                select(OblakoUser)
+                .options(joinedload(OblakoUser.roles))
+                .where(OblakoUser.id == int(pk))
+            )
+            .unique()
+            .scalar_one_or_none()
+        )
+        if user is None or not user.is_active:
             return None
         if session.get(SESSION_GENERATION_KEY) != user.session_generation:
             return None  # revoked by logout, password change or deactivation elsewhere

@@ -34,9 +34,20 @@ def extract_catalog() -> Catalog:
     out = ROOT / ".venv" / "messages.pot.tmp"
     out.parent.mkdir(exist_ok=True)
     cmd = [
-        sys.executable, "-m", "babel.messages.frontend", "extract", "-F",
-        str(TRANSLATIONS / "babel.cfg"), "--no-location", "--sort-output", "--omit-header",
-        "--no-wrap", "-o", str(out), *[f"-k{k}" for k in KEYWORDS], str(ROOT),
+        sys.executable,
+        "-m",
+        "babel.messages.frontend",
+        "extract",
+        "-F",
+        str(TRANSLATIONS / "babel.cfg"),
+        "--no-location",
+        "--sort-output",
+        "--omit-header",
+        "--no-wrap",
+        "-o",
+        str(out),
+        *[f"-k{k}" for k in KEYWORDS],
+        str(ROOT),
     ]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     with out.open("rb") as fh:
@@ -65,9 +76,11 @@ def build(pot: Catalog) -> dict[str, list[str]]:
     ru = Catalog(locale="ru", domain="messages", project="Oblako", charset="utf-8")
     en = Catalog(locale="en", domain="messages", project="Oblako", charset="utf-8")
     ids = [m.id for m in pot if m.id]
-    fab_ids = json.loads((PARTS / "fab.json").read_text(encoding="utf-8")) if (
-        PARTS / "fab.json"
-    ).exists() else {}
+    fab_ids = (
+        json.loads((PARTS / "fab.json").read_text(encoding="utf-8"))
+        if (PARTS / "fab.json").exists()
+        else {}
+    )
     for msgid in ids:
         key = msgid if isinstance(msgid, str) else msgid[0]
         text = parts.get(key)

@@ -193,14 +193,21 @@ def make_doctor(app: Flask):
     from app.accounts import create_doctor
     from app.extensions import db
 
-    def factory(*, username: str | None = None, center_id: int | None = None,
-                is_duty: bool = False) -> int:
+    def factory(
+        *, username: str | None = None, center_id: int | None = None, is_duty: bool = False
+    ) -> int:
         n = next(_seq)
         with app.app_context():
             doctor = create_doctor(
-                username=username or f"doc{n}", password=TEST_PASSWORD, surname=f"Врачев{n}",
-                name="Пётр", patronymic="", specialty="Кардиолог", email=f"doc{n}@example.org",
-                center_id=center_id, is_duty=is_duty,
+                username=username or f"doc{n}",
+                password=TEST_PASSWORD,
+                surname=f"Врачев{n}",
+                name="Пётр",
+                patronymic="",
+                specialty="Кардиолог",
+                email=f"doc{n}@example.org",
+                center_id=center_id,
+                is_duty=is_duty,
             )
             db.session.commit()
             return doctor.id
@@ -217,8 +224,12 @@ def make_staff(app: Flask):
         username = username or f"{role.lower()}{next(_seq)}"
         with app.app_context():
             create_user(
-                username=username, password=TEST_PASSWORD, role_names=[role],
-                first_name="Сотрудник", last_name=role, email=f"{username}@example.org",
+                username=username,
+                password=TEST_PASSWORD,
+                role_names=[role],
+                first_name="Сотрудник",
+                last_name=role,
+                email=f"{username}@example.org",
             )
             db.session.commit()
         return username
