@@ -1,5 +1,209 @@
-"""Placeholder until this area is built."""
+"""Any signed-in person's own things: notifications and password, plus the patient menu tail.
+
+Also the must-change-password gate: a user whose password was issued by someone else (import,
+admin reset) may do nothing but change it or sign out.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, abort, current_app, flash, g, jsonify, redirect, request, url_for
+from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField
+from wtforms.validators import InputRequired
+
+from app import cabinet as notifications
+from app.db import unit_of_work
+from app.errors import NotFound
+from app.registration import RegistrationError, check_password_change
+from views.registration import REQUIRED, attach_error
+
+# Pages a user with must_change_password may still open.
+ALLOWED_WHILE_PASSWORD_MUST_CHANGE = frozenset(
+    {
+        "ChangePasswordView.this_form_get",
+        "ChangePasswordView.this_form_post",
+        "OblakoAuthDBView.logout",
+        "OblakoAuthDBView.login",
+        "LocaleView.index",
+        "static",
+        "appbuilder.static",
+    }
+)
 
 
-def register(appbuilder) -> None:
-    pass
+class NotificationView(BaseView):
+    route_base = "/notifications"
+    default_view = "list"
+
+    @expose("/")
+    @has_access
+    def list(self):
+        page = notifications.notifications_page(g.user.id, request.args.get("page", 1, type=int))
+        return self.render_template(
+            "oblako/notifications.html",
+            page=page,
+            safe_link=notifications.safe_link,
+            title=_("Notifications"),
+            appbuilder=self.appbuilder,
+        )
+
+    @expose("/<uuid:public_id>")
+    @has_access
+    def read(self, public_id: uuid.UUID):
+        """Open a notification: it counts as read and leads to what it is about."""
+        try:
+            with unit_of_work():
+                notification = notifications.mark_read(g.user.id, public_id)
+                target = notifications.safe_link(notification.link)
+        except NotFound:
+            abort(404)
+        return redirect(target or url_for("NotificationView.list"))
+
+    @expose("/<uuid:public_id>/read", methods=["POST"])
+    @has_access
+    def mark_read(self, public_id: uuid.UUID):
+        try:
+            with unit_of_work():
+                notifications.mark_read(g.user.id, public_id)
+        except NotFound:
+            abort(404)
+        return redirect(
+            url_for("NotificationView.list", page=request.args.get("page", 1, type=int))
+        )
+
+    @expose("/read-all", methods=["POST"])
+    @has_access
+    def mark_all_read(self):
+        with unit_of_work():
+            count = notifications.mark_all_read(g.user.id)
+        if count:
+            flash(_("All notifications are marked as read."), "success")
+        return redirect(url_for("NotificationView.list"))
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        _l("Current password"),
+        validators=[InputRequired(message=REQUIRED)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    new_password = PasswordField(
+        _l("New password"),
+        description=_l("At least 8 characters, letters and digits."),
+        validators=[InputRequired(message=REQUIRED)],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm_password = PasswordField(
+        _l("Repeat the new password"),
+        validators=[InputRequired(message=REQUIRED)],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+class ChangePasswordView(BaseView):
+    """Own password. Method names match FAB's SimpleFormView, so are the permission names."""
+
+    route_base = "/account/password"
+    default_view = "this_form_get"
+
+    def _render(self, form: ChangePasswordForm):
+        return self.render_template(
+            "oblako/change_password.html",
+            form=form,
+            title=_("Change password"),
+            appbuilder=self.appbuilder,
+        )
+
+    @expose("/", methods=["GET"])
+    @has_access
+    def this_form_get(self):
+        return self._render(ChangePasswordForm())
+
+    @expose("/", methods=["POST"])
+    @has_access
+    def this_form_post(self):
+        form = ChangePasswordForm()
+        if not form.validate_on_submit():
+            return self._render(form)
+        sm = self.appbuilder.sm
+        user = sm.get_user_by_id(g.user.id)
+        try:
+            with unit_of_work():
+                check_password_change(
+                    user,
+                    current_password=form.current_password.data,
+                    new_password=form.new_password.data,
+                    confirm=form.confirm_password.data,
+                )
+                # Hashes, bumps the session generation (other sessions and API tokens stop
+                # working) and re-stamps this session so the person stays signed in.
+                sm.reset_password(user.id, form.new_password.data)
+        except RegistrationError as exc:
+            attach_error(form, exc)
+            return self._render(form)
+        flash(_("Your password has been changed. Other sessions have been signed out."), "success")
+        return redirect(self.appbuilder.get_url_for_index)
+
+
+def _password_gate():
+    """Before every request: a user who must change the password is sent to do so."""
+    if not current_user.is_authenticated or not getattr(
+        current_user, "must_change_password", False
+    ):
+        return None
+    if request.endpoint in ALLOWED_WHILE_PASSWORD_MUST_CHANGE:
+        return None
+    message = _("Set a new password to continue.")
+    if request.path.startswith("/api/"):
+        return jsonify(message=message), 403
+    flash(message, "warning")
+    return redirect(url_for("ChangePasswordView.this_form_get"))
+
+
+def _navbar_context() -> dict:
+    def unread_notifications() -> int:
+        """Called by the navbar; one COUNT per request at most, nothing for visitors."""
+        if not current_user.is_authenticated:
+            return 0
+        if "_oblako_unread" not in g:
+            g._oblako_unread = notifications.unread_count(current_user.id)
+        return g._oblako_unread
+
+    return {"unread_notifications": unread_notifications}
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_password_gate)
+    app.context_processor(_navbar_context)
+
+
+def register(appbuilder: AppBuilder) -> None:
+    appbuilder.add_view_no_menu(NotificationView)
+    appbuilder.add_view_no_menu(ChangePasswordView)
+    # The patient's «Cabinet» menu, after «My documents» (views.documents comes earlier); names
+    # are permission keys. Staff reach notifications through the bell in the navbar.
+    cabinet = {"category": "Cabinet", "category_label": _l("My account")}
+    appbuilder.add_link(
+        "MyConsultations",
+        href="MyConsultationView.list",
+        label=_l("Consultations"),
+        icon="fa-video-camera",
+        **cabinet,
+    )
+    appbuilder.add_link(
+        "Notifications",
+        href="NotificationView.list",
+        label=_l("Notifications"),
+        icon="fa-bell",
+        **cabinet,
+    )
+    appbuilder.add_link(
+        "Profile", href="ProfileView.show", label=_l("Profile"), icon="fa-user", **cabinet
+    )
+    init_app(current_app._get_current_object())  # register() runs inside create_app
