@@ -44,12 +44,39 @@ CENTERS = [
 ]
 
 PATIENTS = [
-    ("Иванова", "Мария", "Петровна", date(1968, 3, 14), "female", "+79120000001",
-     "maria@example.org", "Республика Саха (Якутия)", "Asia/Yakutsk"),
-    ("Петров", "Сергей", "Николаевич", date(1957, 11, 2), "male", "+79120000002",
-     "petrov@example.org", "Камчатский край", "Asia/Kamchatka"),
-    ("Смирнова", "Ольга", "Андреевна", date(1985, 6, 25), "female", "+79120000003",
-     None, "Калининградская область", "Europe/Kaliningrad"),
+    (
+        "Иванова",
+        "Мария",
+        "Петровна",
+        date(1968, 3, 14),
+        "female",
+        "+79120000001",
+        "maria@example.org",
+        "Республика Саха (Якутия)",
+        "Asia/Yakutsk",
+    ),
+    (
+        "Петров",
+        "Сергей",
+        "Николаевич",
+        date(1957, 11, 2),
+        "male",
+        "+79120000002",
+        "petrov@example.org",
+        "Камчатский край",
+        "Asia/Kamchatka",
+    ),
+    (
+        "Смирнова",
+        "Ольга",
+        "Андреевна",
+        date(1985, 6, 25),
+        "female",
+        "+79120000003",
+        None,
+        "Калининградская область",
+        "Europe/Kaliningrad",
+    ),
 ]
 
 
@@ -73,12 +100,19 @@ def load_demo_data() -> bool:
     from app.permissions import ADMIN
 
     create_user(
-        username="admin", password="Admin2026x", role_names=[ADMIN], first_name="Админ",
-        last_name="Системный", email="admin@oblako.invalid",
+        username="admin",
+        password="Admin2026x",
+        role_names=[ADMIN],
+        first_name="Админ",
+        last_name="Системный",
+        email="admin@oblako.invalid",
     )
     create_manager(
-        username="manager", password=DEMO_PASSWORD_STAFF, first_name="Анна",
-        last_name="Менеджерова", email="manager@oblako.invalid",
+        username="manager",
+        password=DEMO_PASSWORD_STAFF,
+        first_name="Анна",
+        last_name="Менеджерова",
+        email="manager@oblako.invalid",
     )
     centers = {}
     for name, profile, description in CENTERS:
@@ -86,8 +120,9 @@ def load_demo_data() -> bool:
             select(MedicalCenter).where(MedicalCenter.name == name)
         ).scalar_one_or_none()
         if center is None:
-            center = MedicalCenter(name=name, profile=profile, region="Москва",
-                                   description=description)
+            center = MedicalCenter(
+                name=name, profile=profile, region="Москва", description=description
+            )
             db.session.add(center)
         centers[profile] = center
     db.session.flush()
@@ -99,32 +134,63 @@ def load_demo_data() -> bool:
             disease.centers.append(center)
 
     create_doctor(
-        username="cardio", password=DEMO_PASSWORD_STAFF, surname="Сердцев", name="Алексей",
-        patronymic="Викторович", specialty="Кардиолог", email="cardio@oblako.invalid",
-        center_id=centers["cardiology"].id, is_duty=False,
+        username="cardio",
+        password=DEMO_PASSWORD_STAFF,
+        surname="Сердцев",
+        name="Алексей",
+        patronymic="Викторович",
+        specialty="Кардиолог",
+        email="cardio@oblako.invalid",
+        center_id=centers["cardiology"].id,
+        is_duty=False,
     )
     create_doctor(
-        username="gyn", password=DEMO_PASSWORD_STAFF, surname="Берегова", name="Елена",
-        patronymic="Игоревна", specialty="Гинеколог", email="gyn@oblako.invalid",
-        center_id=centers["gynaecology"].id, is_duty=False,
+        username="gyn",
+        password=DEMO_PASSWORD_STAFF,
+        surname="Берегова",
+        name="Елена",
+        patronymic="Игоревна",
+        specialty="Гинеколог",
+        email="gyn@oblako.invalid",
+        center_id=centers["gynaecology"].id,
+        is_duty=False,
     )
     duty = [
         create_doctor(
-            username="duty1", password=DEMO_PASSWORD_STAFF, surname="Дежурнов", name="Игорь",
-            patronymic="Павлович", specialty="Терапевт, кардиолог", email="duty1@oblako.invalid",
-            center_id=None, is_duty=True,
+            username="duty1",
+            password=DEMO_PASSWORD_STAFF,
+            surname="Дежурнов",
+            name="Игорь",
+            patronymic="Павлович",
+            specialty="Терапевт, кардиолог",
+            email="duty1@oblako.invalid",
+            center_id=None,
+            is_duty=True,
         ),
         create_doctor(
-            username="duty2", password=DEMO_PASSWORD_STAFF, surname="Ночная", name="Светлана",
-            patronymic="Олеговна", specialty="Акушер-гинеколог", email="duty2@oblako.invalid",
-            center_id=None, is_duty=True,
+            username="duty2",
+            password=DEMO_PASSWORD_STAFF,
+            surname="Ночная",
+            name="Светлана",
+            patronymic="Олеговна",
+            specialty="Акушер-гинеколог",
+            email="duty2@oblako.invalid",
+            center_id=None,
+            is_duty=True,
         ),
     ]
     _demo_shifts(duty)
     for surname, name, patronymic, born, sex, phone, email, region, tz in PATIENTS:
         patient = create_patient(
-            surname=surname, name=name, patronymic=patronymic, birth_date=born, sex=sex,
-            phone=phone, email=email, region=region, timezone=tz,
+            surname=surname,
+            name=name,
+            patronymic=patronymic,
+            birth_date=born,
+            sex=sex,
+            phone=phone,
+            email=email,
+            region=region,
+            timezone=tz,
             password=DEMO_PASSWORD_PATIENT,
         )
         from app.accounts import record_consent
@@ -156,8 +222,6 @@ def _demo_shifts(doctors: list[Doctor]) -> None:
 
 def _demo_documents(patient: Patient, types: dict) -> None:
     """Each demo patient gets a discharge summary (PDF) and an ECG (PNG)."""
-    try:
-        from app.documents import store_demo_documents
-    except ImportError:  # documents module not there yet
-        return
+    from app.documents import store_demo_documents
+
     store_demo_documents(patient, types)

@@ -1,5 +1,343 @@
-"""Placeholder until this area is built."""
+"""Medical documents: the patient's «Мои документы», the staff's patient documents, a JSON list.
+
+Thin views: FAB permission check, row scope through app.documents / app.access (404 for what is
+not yours), one service call in one unit of work, message. Files are only ever served from here,
+always with nosniff and no-store, and every look at a document is audited by the service.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    request,
+    send_file,
+    url_for,
+)
+from flask_appbuilder import AppBuilder, BaseView, expose
+from flask_appbuilder.api import BaseApi
+from flask_appbuilder.security.decorators import has_access, permission_name, protect
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from sqlalchemy import select
+from wtforms import DateField, SelectField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from app import documents as docs
+from app.access import staff_patient_condition
+from app.accounts import patient_for_user
+from app.db import unit_of_work
+from app.extensions import db
+from models import DocumentType, MedicalDocument, Patient
+
+# The inline preview is a document of its own: no script, no plugin, no navigation; only the
+# picture or the PDF itself. frame-ancestors keeps it embeddable by our pages alone.
+INLINE_CSP = (
+    "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+    "object-src 'self'; frame-ancestors 'self'"
+)
 
 
-def register(appbuilder) -> None:
-    pass
+# ---------------------------------------------------------------------------------------------
+# Presentation helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def type_label(document_type: DocumentType) -> str:
+    locale = get_locale()
+    if locale is not None and locale.language == "en" and document_type.name_en:
+        return document_type.name_en
+    return document_type.name
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return _("%(n)d B", n=size)
+    if size < 1024 * 1024:
+        return _("%(n).1f KB", n=size / 1024)
+    return _("%(n).1f MB", n=size / 1024 / 1024)
+
+
+def _template_helpers() -> dict:
+    return {"type_label": type_label, "human_size": human_size, "is_image": docs.is_image}
+
+
+def _serve(doc: MedicalDocument, *, inline: bool) -> Response:
+    path = docs.document_path(doc)
+    if not path.is_file():
+        abort(404)
+    response = send_file(
+        path,
+        mimetype=doc.content_type,
+        conditional=True,  # Range requests: PDF viewers and large DICOM downloads resume
+        etag=False,
+        last_modified=None,
+        max_age=None,
+    )
+    response.headers["Content-Disposition"] = docs.content_disposition(
+        docs.download_name(doc), inline=inline
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    if inline:
+        response.headers["Content-Security-Policy"] = INLINE_CSP
+    else:
+        response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
+
+
+def _find(public_id: uuid.UUID, *, scope: str, action: str) -> MedicalDocument:
+    # The audit event (allowed or denied) is committed before we answer, even with a 404.
+    with unit_of_work():
+        doc = docs.find_document(g.user, public_id, scope=scope, action=action)
+    if doc is None:
+        abort(404)
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient: «Мои документы»
+# ---------------------------------------------------------------------------------------------
+
+
+class UploadForm(FlaskForm):
+    file = FileField(_l("File"))
+    document_type = SelectField(
+        _l("Document type"), coerce=int, validators=[DataRequired(_l("Choose the document type."))]
+    )
+    document_date = DateField(_l("Document date"), validators=[Optional()])
+    note = TextAreaField(_l("Note"), validators=[Length(max=docs.NOTE_MAX)])
+
+
+def _document_types() -> list[DocumentType]:
+    stmt = select(DocumentType).order_by(DocumentType.sort_order, DocumentType.name)
+    return list(db.session.execute(stmt).scalars())
+
+
+class MyDocumentView(BaseView):
+    route_base = "/cabinet/documents"
+    default_view = "list"
+
+    @expose("/")
+    @has_access
+    def list(self):
+        page = docs.own_documents(g.user, page=request.args.get("page", 1, type=int))
+        return self.render_template(
+            "oblako/documents.html", page=page, title=_("My documents"), **_template_helpers()
+        )
+
+    @expose("/upload", methods=["GET", "POST"])
+    @has_access
+    def upload(self):
+        patient = patient_for_user(g.user) or abort(404)
+        types = _document_types()
+        form = UploadForm()
+        form.document_type.choices = [(t.id, type_label(t)) for t in types]
+        status = 200
+        if request.method == "POST":
+            if form.validate_on_submit():
+                by_id = {t.id: t for t in types}
+                upload = request.files.get("file")
+                try:
+                    with unit_of_work():
+                        docs.store_document(
+                            patient,
+                            by=g.user,
+                            stream=upload.stream if upload else None,
+                            filename=upload.filename if upload else None,
+                            document_type=by_id.get(form.document_type.data),
+                            document_date=form.document_date.data,
+                            note=form.note.data or "",
+                        )
+                except docs.DocumentError as exc:
+                    flash(str(exc), "danger")
+                else:
+                    flash(_("The document has been uploaded."), "success")
+                    return redirect(url_for(".list"))
+            status = 400
+        return (
+            self.render_template(
+                "oblako/documents_upload.html",
+                form=form,
+                title=_("Upload a document"),
+                limit_mb=max(1, current_app.config["MAX_DOCUMENT_BYTES"] // 2**20),
+                today_iso=docs.today_for(patient).isoformat(),
+                **_template_helpers(),
+            ),
+            status,
+        )
+
+    @expose("/<uuid:public_id>/")
+    @has_access
+    def preview(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="own", action="document.view")
+        return self.render_template(
+            "oblako/documents_show.html",
+            doc=doc,
+            title=doc.original_name,
+            staff=False,
+            inline_url=url_for(".inline", public_id=doc.public_id),
+            download_url=url_for(".download", public_id=doc.public_id),
+            dicom=docs.dicom_summary(doc),
+            **_template_helpers(),
+        )
+
+    @expose("/<uuid:public_id>/inline")
+    @has_access
+    @permission_name("preview")
+    def inline(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="own", action="document.preview")
+        if not docs.kind_of(doc) or not docs.kind_of(doc).inline:
+            abort(404)
+        return _serve(doc, inline=True)
+
+    @expose("/<uuid:public_id>/download")
+    @has_access
+    def download(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="own", action="document.download")
+        return _serve(doc, inline=False)
+
+    @expose("/<uuid:public_id>/delete", methods=["POST"])
+    @has_access
+    def delete(self, public_id: uuid.UUID):
+        with unit_of_work():
+            doc = docs.find_document(
+                g.user, public_id, scope="own", action="document.delete", audit_ok=False
+            )
+        if doc is None:
+            abort(404)
+        try:
+            with unit_of_work():
+                docs.delete_document(doc, by=g.user)
+        except docs.DocumentError as exc:
+            flash(str(exc), "danger")
+        else:
+            flash(_("The document has been deleted."), "success")
+        return redirect(url_for(".list"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff: a patient's documents, for the doctors who care for them
+# ---------------------------------------------------------------------------------------------
+
+
+class StaffDocumentView(BaseView):
+    route_base = "/staff/documents"
+    default_view = "list"
+
+    @expose("/")
+    @has_access
+    def list(self):
+        patient = None
+        if raw := request.args.get("patient"):
+            try:
+                patient_uuid = uuid.UUID(raw)
+            except ValueError:
+                abort(404)
+            patient = db.session.execute(
+                select(Patient).where(
+                    Patient.public_id == patient_uuid, staff_patient_condition(g.user)
+                )
+            ).scalar_one_or_none() or abort(404)
+        page = docs.staff_documents(
+            g.user, patient=patient, page=request.args.get("page", 1, type=int)
+        )
+        return self.render_template(
+            "oblako/documents_staff.html",
+            page=page,
+            patient=patient,
+            title=_("Patient documents"),
+            **_template_helpers(),
+        )
+
+    @expose("/<uuid:public_id>/")
+    @has_access
+    def show(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="staff", action="document.view")
+        return self.render_template(
+            "oblako/documents_show.html",
+            doc=doc,
+            title=doc.original_name,
+            staff=True,
+            inline_url=url_for(".preview", public_id=doc.public_id),
+            download_url=url_for(".download", public_id=doc.public_id),
+            dicom=docs.dicom_summary(doc),
+            **_template_helpers(),
+        )
+
+    @expose("/<uuid:public_id>/inline")
+    @has_access
+    def preview(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="staff", action="document.preview")
+        if not docs.kind_of(doc) or not docs.kind_of(doc).inline:
+            abort(404)
+        return _serve(doc, inline=True)
+
+    @expose("/<uuid:public_id>/download")
+    @has_access
+    def download(self, public_id: uuid.UUID):
+        doc = _find(public_id, scope="staff", action="document.download")
+        return _serve(doc, inline=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON for the mobile flows: the caller's own documents
+# ---------------------------------------------------------------------------------------------
+
+
+class MyDocumentApi(BaseApi):
+    """GET /api/v1/my/documents/ — session cookie or JWT; the permission is MyDocumentView's
+    can_list, so the role matrix has one row for both ways of listing one's documents."""
+
+    route_base = "/api/v1/my/documents"
+    class_permission_name = "MyDocumentView"
+    method_permission_name = {"get_list": "list"}
+    allow_browser_login = True
+    openapi_spec_tag = "Documents"
+
+    @expose("/", methods=["GET"])
+    @protect()
+    def get_list(self):
+        page_size = min(max(request.args.get("page_size", 20, type=int), 1), 100)
+        page = docs.own_documents(
+            g.user, page=request.args.get("page", 1, type=int), page_size=page_size
+        )
+        response = jsonify(
+            count=page.total,
+            page=page.page,
+            page_size=page.page_size,
+            result=[docs.document_as_json(d) for d in page.items],
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def register(appbuilder: AppBuilder) -> None:
+    appbuilder.add_view(
+        MyDocumentView,
+        "MyDocuments",
+        label=_l("My documents"),
+        icon="fa-folder-open",
+        category="Cabinet",
+        category_label=_l("Cabinet"),
+    )
+    appbuilder.add_view(
+        StaffDocumentView,
+        "PatientDocuments",
+        label=_l("Patient documents"),
+        icon="fa-folder-open",
+        category="Patients",
+        category_label=_l("Patients"),
+    )
+    appbuilder.add_api(MyDocumentApi)
