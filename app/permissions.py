@@ -48,7 +48,7 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("ConsultationStaffView", READ),
         _view("OutboxView", READ),
         _view("(Reference|Patients|Consultations|Staff|Centres|Diseases|DocumentTypes)", MENU),
-        _view("(DutyShifts|Slots|Doctors|PatientList|ConsultationList|Outbox)", MENU),
+        _view("(Schedule|DutyShifts|Slots|Doctors|PatientList|ConsultationList|Outbox)", MENU),
     ],
     DOCTOR: [
         *_COMMON,
@@ -57,6 +57,7 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("ConsultationStaffView", READ),
         _view("DiseaseView", READ),
         _view("(Patients|Consultations|PatientList|PatientDocuments|ConsultationList)", MENU),
+        _view("(Reference|Diseases)", MENU),
     ],
     DUTY_DOCTOR: [
         *_COMMON,
@@ -76,7 +77,8 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
             "^can_(list|upload|download|preview|delete)$",
         ),
         _view("ProfileView", "^can_(show|edit)$"),
-        _view("(Cabinet|MyDocuments|Profile)", MENU),
+        _view("MyConsultationView", "^can_list$"),
+        _view("(Cabinet|MyDocuments|MyConsultations|Profile)", MENU),
     ],
     PUBLIC: [],
 }

@@ -1,0 +1,180 @@
+"""Shared pieces of the generated staff screens (views/staff.py, scheduling.py, reference.py).
+
+FAB's ModelView gives list/show/add/edit/delete; what it does not give on its own, and what
+every staff screen here needs, lives in this module:
+
+- StaffModelView: no actions, no mass operations, no file download — those routes of FAB
+  (`action`, `action_post`, `download`) fetch rows without `base_filters` (DESIGN §4), so they
+  are not registered at all.
+- RowScope: a base filter evaluated per request for the signed-in user (FAB's base_filters are
+  class-level and static otherwise).
+- StaffInterface: joins the many-to-one relations a list shows, so a list page costs the
+  same number of queries for 5 rows and for 500 (FAB 5.3's ModelView list passes no
+  select_columns to the interface, so related columns would load one row at a time).
+- LocalDateTimeField: date-time inputs in the viewer's time zone, stored as UTC.
+- checkbox_field / optional_text_field: FAB puts InputRequired on every NOT NULL column, so an
+  unticked checkbox or an empty "" text column could never be saved through its generated form.
+- yes_no / joined: show booleans and to-many relations as words, not True or a Python repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import abort, g
+from flask_appbuilder import ModelView
+from flask_appbuilder.fieldwidgets import (
+    BS3TextAreaFieldWidget,
+    BS3TextFieldWidget,
+    DateTimePickerWidget,
+)
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.models.sqla.filters import SQLAFilterConverter
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
+from sqlalchemy import ColumnElement, Uuid
+from sqlalchemy.orm import joinedload
+from wtforms import BooleanField, DateTimeField, StringField, TextAreaField
+from wtforms.validators import Length, Optional
+from wtforms.widgets import html_params
+
+from app.i18n import viewer_timezone
+
+DATETIME_FORMAT = "%Y-%m-%d %H:%M"
+
+ScopeFunction = Callable[[Any], ColumnElement[bool]]
+
+
+class RowScope(BaseFilter):
+    """Base filter whose value is a function user → SQL condition, applied for g.user.
+
+    Used as `base_filters = [["id", RowScope, some_condition]]`. FAB applies base filters to
+    list, show, edit and delete (`datamodel.get(pk, self._base_filters)` answers None → 404).
+    No `arg_name`: it can never be chosen from the URL or the REST filter syntax.
+    """
+
+    name = "Row scope"
+
+    def apply(self, query, value: ScopeFunction):
+        return query.filter(value(g.user))
+
+
+class _StaffFilterConverter(SQLAFilterConverter):
+    # Uuid columns (public_id) get no filters at all: FAB cannot parse them from a search or
+    # URL filter (DESIGN §5), and without this entry it logs a warning on every request.
+    conversion_table = (("is_uuid", []), *SQLAFilterConverter.conversion_table)
+
+
+class StaffInterface(SQLAInterface):
+    """SQLAInterface that eager-loads the given many-to-one relations (dotted for chains)."""
+
+    filter_converter_class = _StaffFilterConverter
+
+    def __init__(self, obj: type, session: Any = None, eager: Sequence[str] = ()) -> None:
+        super().__init__(obj, session)
+        self.eager = tuple(eager)
+
+    def is_uuid(self, col_name: str) -> bool:
+        column = self.list_columns.get(col_name)
+        return column is not None and isinstance(column.type, Uuid)
+
+    def apply_all(self, query, *args: Any, **kwargs: Any):
+        query = super().apply_all(query, *args, **kwargs)
+        for path in self.eager:
+            model = self.obj
+            option = None
+            for name in path.split("."):
+                attr = getattr(model, name)
+                option = joinedload(attr) if option is None else option.joinedload(attr)
+                model = attr.property.mapper.class_
+            query = query.options(option)
+        return query
+
+
+class StaffModelView(ModelView):
+    """ModelView without FAB's unscoped routes (actions, mass actions, file download)."""
+
+    # Plain methods without @expose: FAB registers only methods carrying `_urls`, so these
+    # replace the inherited routes with nothing (the URLs answer 404).
+    def action(self, name: str, pk: str):  # type: ignore[override]
+        abort(404)
+
+    def action_post(self):  # type: ignore[override]
+        abort(404)
+
+    def download(self, filename: str):  # type: ignore[override]
+        abort(404)
+
+
+class LocalDateTimeWidget(DateTimePickerWidget):
+    """FAB's picker renders `field.data` verbatim (UTC here); render the local value instead."""
+
+    data_template = (
+        '<div class="input-group date appbuilder_datetime" '
+        'data-provide="datepicker" id="datetimepicker">'
+        '<span class="input-group-addon"><i class="fa fa-calendar cursor-hand"></i>'
+        "</span>"
+        '<input class="form-control" data-format="yyyy-MM-dd hh:mm" %(text)s />'
+        "</div>"
+    )
+
+    def __call__(self, field: DateTimeField, **kwargs: Any) -> Markup:
+        kwargs.setdefault("id", field.id)
+        kwargs.setdefault("name", field.name)
+        # html_params escapes every attribute value; the template itself is a constant.
+        params = html_params(type="text", value=field._value(), **kwargs)
+        return Markup(self.data_template % {"text": params})  # noqa: S704
+
+
+class LocalDateTimeField(DateTimeField):
+    """A date and time typed in the viewer's zone (Russia spans eleven), kept as aware UTC."""
+
+    widget = LocalDateTimeWidget()
+
+    def __init__(self, label: Any = None, validators: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("format", [DATETIME_FORMAT, "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"])
+        kwargs.setdefault("description", _l("In your time zone, format YYYY-MM-DD HH:MM."))
+        super().__init__(label, validators, **kwargs)
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        super().process_formdata(valuelist)
+        if isinstance(self.data, datetime) and self.data.tzinfo is None:
+            self.data = self.data.replace(tzinfo=ZoneInfo(viewer_timezone())).astimezone(UTC)
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return " ".join(self.raw_data)
+        if isinstance(self.data, datetime):
+            local = self.data.astimezone(ZoneInfo(viewer_timezone()))
+            return local.strftime(DATETIME_FORMAT)
+        return ""
+
+
+def checkbox_field(label: Any, description: Any = "", default: bool = False) -> BooleanField:
+    return BooleanField(label, description=description, default=default, validators=[Optional()])
+
+
+def optional_text_field(
+    label: Any, max_length: int, description: Any = "", textarea: bool = False
+) -> StringField:
+    field_class = TextAreaField if textarea else StringField
+    widget = BS3TextAreaFieldWidget() if textarea else BS3TextFieldWidget()
+    return field_class(
+        label,
+        description=description,
+        default="",
+        widget=widget,
+        validators=[Optional(), Length(max=max_length)],
+    )
+
+
+def yes_no(value: object) -> str:
+    return str(_l("Yes") if value else _l("No"))
+
+
+def joined(values: Any) -> str:
+    return ", ".join(str(v) for v in values or ())
