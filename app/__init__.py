@@ -9,7 +9,7 @@ from flask import Flask
 from flask_appbuilder import AppBuilder
 
 import config as config_module
-from app.extensions import csrf, db, migrate
+from app import extensions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,11 +37,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["FAB_CREATE_DB"] = False
     Path(app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
 
+    db = extensions.db
     db.init_app(app)
 
-    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    extensions.migrate.init_app(
+        app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True
+    )
     # CSRF before AppBuilder so that FAB's forms and ours are all protected.
-    csrf.init_app(app)
+    extensions.csrf.init_app(app)
 
     from app import hardening, i18n
 

@@ -1,6 +1,6 @@
 """The reference catalogue: document types and the diseases a consultation may be asked for.
 
-Loaded by `flask oblako demo-data` and usable on its own by `flask oblako catalogue`; managers
+Loaded by `flask oblako init` (every setup and release) and `flask oblako demo-data`; managers
 maintain it afterwards through the screens.
 """
 

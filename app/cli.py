@@ -13,12 +13,18 @@ oblako_cli = AppGroup("oblako", help="Oblako administration commands.")
 
 @oblako_cli.command("init")
 def init_command() -> None:
-    """Create the roles of the role matrix (idempotent; run after `flask db upgrade`)."""
+    """Create the roles and the reference catalogue (idempotent; run after `flask db upgrade`).
+
+    A fresh deployment needs the document types before any patient can upload; the catalogue
+    only adds what is missing, so managers' edits survive every release.
+    """
+    from app.catalogue import load_catalogue
     from app.demo import ensure_roles
 
     with unit_of_work():
         ensure_roles()
-    click.echo("roles ready")
+        load_catalogue()
+    click.echo("roles and catalogue ready")
 
 
 @oblako_cli.command("demo-data")

@@ -10,7 +10,7 @@ from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 from flask_login import user_logged_in, user_logged_out
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
 
 from app.throttle import get_throttle
 from models import OblakoUser
@@ -64,11 +64,12 @@ class OblakoSecurityManager(SecurityManager):
 
     # --- sessions --------------------------------------------------------------------------
     def load_user(self, pk):
-        # One query for the user and its roles: every page checks permissions against them.
+        # The user and its roles up front (every page checks permissions against them); selectin
+        # rather than a join, which SQLite plans as a scan of ab_user_role.
         user = (
             self.session.execute(
                 select(OblakoUser)
-                .options(joinedload(OblakoUser.roles))
+                .options(selectinload(OblakoUser.roles))
                 .where(OblakoUser.id == int(pk))
             )
             .unique()
