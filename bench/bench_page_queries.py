@@ -1,0 +1,471 @@
+"""Bench: SQL queries per page and latency growth from 1,000 to 100,000 patients.
+
+Pages measured (the ones that grow with the data):
+  - the staff patient list, signed in as a Manager (every patient) and as a Doctor (the patients
+    with a consultation at the doctor's centre: one centre in ten);
+  - a patient's «Мои документы» (50 documents of their own, among all the documents in the table).
+
+Sizes: first 1,000 patients with 5,000 documents, then the same database grown to 100,000
+patients with 500,000 documents (five per patient; the probe patient keeps exactly 50).
+For each page and size: the statements one request sends (target ≤ 8) and the median latency of
+20 requests through Flask's test client; then the ratio of the medians 100k / 1k (target ≤ 1.5).
+
+Run: `make bench`, or `.venv/bin/python bench/bench_page_queries.py` (DATABASE_URL picks
+PostgreSQL: a fresh database bench_<pid> is created and dropped). `--strict` exits 1 when a
+target is missed; `--small/--large/--docs-per-patient` change the sizes for a quick try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from common import (
+    BENCH_PASSWORD,
+    PageFigures,
+    QueryCounter,
+    Stopwatch,
+    analyze,
+    bulk_insert,
+    create_bench_app,
+    fresh_database_url,
+    login,
+    machine_load,
+    measure_page,
+    reset_sequences,
+)
+from flask import Flask, url_for
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, func, select
+
+QUERY_TARGET = 8
+RATIO_TARGET = 1.5
+PROBE_DOCUMENTS = 50
+CENTRES = 10  # the Doctor's centre is the first: a tenth of the patients are in its scope
+REPEATS = 20
+
+# Endpoints of the pages under test (FAB endpoint = "<ViewClass>.<method>").
+STAFF_PATIENT_LIST = "PatientStaffView.list"
+MY_DOCUMENTS = "MyDocumentView.list"
+
+SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
+NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
+DOC_NAMES = ["Выписка", "Заключение", "УЗИ сердца", "Анализы крови", "ЭКГ", "МРТ"]
+REGIONS = ["Москва", "Республика Саха (Якутия)", "Камчатский край", "Калининградская область"]
+
+# Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
+USER_COLUMNS = (
+    "id first_name last_name username password active email login_count fail_login_count "
+    "created_on changed_on session_generation must_change_password timezone"
+).split()
+PATIENT_COLUMNS = (
+    "id public_id user_id surname name patronymic birth_date sex phone email region timezone "
+    "source identity_status notify_sms notify_email created_at"
+).split()
+CONSULTATION_COLUMNS = (
+    "id public_id kind status patient_id center_id diagnosis_text complaints question "
+    "staff_message mode duration_minutes reject_reason cancel_reason created_at submitted_at"
+).split()
+DOCUMENT_COLUMNS = (
+    "id public_id patient_id document_type_id storage_key original_name content_type size_bytes "
+    "sha256 document_date note uploaded_by_id uploaded_at"
+).split()
+
+
+@dataclass
+class World:
+    """What the loader needs to keep between the two sizes."""
+
+    patient_role_id: int
+    document_type_ids: list[int]
+    centre_ids: list[int]
+    probe_username: str = ""
+    patients: int = 0
+    documents: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _next_id(conn: Connection, table: str) -> int:
+    from models import Model
+
+    t = Model.metadata.tables[table]
+    return int(conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()) + 1
+
+
+def set_up_world(app: Flask) -> World:
+    """Roles, catalogue, centres, one Manager and one Doctor: through the real services."""
+    from app.accounts import create_doctor, create_manager, get_role
+    from app.catalogue import load_catalogue
+    from app.demo import ensure_roles
+    from app.extensions import db
+    from app.permissions import PATIENT
+    from models import MedicalCenter
+
+    with app.app_context():
+        ensure_roles()
+        types = load_catalogue()
+        centres = [
+            MedicalCenter(name=f"Центр №{i}", profile="cardiology", region="Москва")
+            for i in range(1, CENTRES + 1)
+        ]
+        db.session.add_all(centres)
+        db.session.flush()
+        create_manager(
+            username="bench-manager",
+            password=BENCH_PASSWORD,
+            first_name="Анна",
+            last_name="Менеджерова",
+            email="bench-manager@example.org",
+        )
+        create_doctor(
+            username="bench-doctor",
+            password=BENCH_PASSWORD,
+            surname="Сердцев",
+            name="Алексей",
+            patronymic="Викторович",
+            specialty="Кардиолог",
+            email="bench-doctor@example.org",
+            center_id=centres[0].id,
+            is_duty=False,
+        )
+        world = World(
+            patient_role_id=get_role(PATIENT).id,
+            document_type_ids=sorted(t.id for t in types.values()),
+            centre_ids=[c.id for c in centres],
+        )
+        db.session.commit()
+    return world
+
+
+def load_patients(app: Flask, world: World, *, patients: int, documents: int) -> None:
+    """Add `patients` patients (user, role link, patient, one consultation each) and
+    `documents` documents. The very first patient loaded is the probe with 50 documents.
+    """
+    from app.accounts import hash_password
+    from app.extensions import db
+
+    rng = random.Random(20261122 + world.patients)  # reproducible figures run to run
+    now = datetime.now(UTC)
+    with app.app_context(), db.engine.begin() as conn:
+        # One hash for everybody, computed once: hashing per row would dominate the load time.
+        password_hash = hash_password(BENCH_PASSWORD)
+        user0, link0 = _next_id(conn, "ab_user"), _next_id(conn, "ab_user_role")
+        patient0, doc0 = _next_id(conn, "patient"), _next_id(conn, "medical_document")
+        consultation0 = _next_id(conn, "consultation")
+        first_n = world.patients  # running patient number: phones and e-mails stay unique
+
+        def phone(n: int) -> str:
+            return f"+7900{n:07d}"
+
+        def users() -> Iterator[tuple]:
+            created = now.replace(tzinfo=None)  # FAB's own columns are naive
+            for i in range(patients):
+                n = first_n + i
+                yield (
+                    user0 + i,
+                    NAMES[n % 8],
+                    SURNAMES[n % 8],
+                    phone(n),
+                    password_hash,
+                    True,
+                    f"bench{n}@example.org",
+                    0,
+                    0,
+                    created,
+                    created,
+                    0,
+                    False,
+                    "Europe/Moscow",
+                )
+
+        bulk_insert(conn, "ab_user", USER_COLUMNS, users())
+        bulk_insert(
+            conn,
+            "ab_user_role",
+            ("id", "user_id", "role_id"),
+            ((link0 + i, user0 + i, world.patient_role_id) for i in range(patients)),
+        )
+
+        def patient_rows() -> Iterator[tuple]:
+            for i in range(patients):
+                n = first_n + i
+                yield (
+                    patient0 + i,
+                    uuid.uuid4(),
+                    user0 + i,
+                    f"{SURNAMES[n % 8]}{n}",
+                    NAMES[n % 8],
+                    "Бенчевич",
+                    date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
+                    "female" if n % 2 else "male",
+                    phone(n),
+                    f"bench{n}@example.org",
+                    REGIONS[n % 4],
+                    "Europe/Moscow",
+                    "self",
+                    "unverified",
+                    True,
+                    True,
+                    now - timedelta(minutes=n),
+                )
+
+        bulk_insert(conn, "patient", PATIENT_COLUMNS, patient_rows())
+
+        def consultation_rows() -> Iterator[tuple]:
+            for i in range(patients):
+                submitted = now - timedelta(hours=rng.randint(1, 24 * 365))
+                yield (
+                    consultation0 + i,
+                    uuid.uuid4(),
+                    "centre_request",
+                    rng.choice(("requested", "scheduled", "completed")),
+                    patient0 + i,
+                    world.centre_ids[(first_n + i) % CENTRES],
+                    "",
+                    "",
+                    "",
+                    "",
+                    "video",
+                    30,
+                    "",
+                    "",
+                    submitted,
+                    submitted,
+                )
+
+        bulk_insert(conn, "consultation", CONSULTATION_COLUMNS, consultation_rows())
+
+        # Who owns each document: the probe first (once, in the first batch), then round robin.
+        owners: list[int] = []
+        others = list(range(patient0, patient0 + patients))
+        if world.patients == 0:
+            world.probe_username = phone(0)
+            owners = [patient0] * PROBE_DOCUMENTS
+            others = others[1:]
+        owners += [others[k % len(others)] for k in range(documents - len(owners))]
+
+        def document_rows() -> Iterator[tuple]:
+            for k, owner in enumerate(owners):
+                uploaded = now - timedelta(minutes=rng.randint(1, 60 * 24 * 730))
+                yield (
+                    doc0 + k,
+                    uuid.uuid4(),
+                    owner,
+                    world.document_type_ids[k % 8],
+                    uuid.uuid4().hex,
+                    f"{DOC_NAMES[k % 6]} {k}.pdf",
+                    "application/pdf",
+                    40_000 + k % 1000,
+                    f"{k:064x}",
+                    uploaded.date(),
+                    "",
+                    None,
+                    uploaded,
+                )
+
+        bulk_insert(conn, "medical_document", DOCUMENT_COLUMNS, document_rows())
+        reset_sequences(
+            conn, ("ab_user", "ab_user_role", "patient", "consultation", "medical_document")
+        )
+    with app.app_context(), db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            analyze(conn)
+    world.patients += patients
+    world.documents += documents
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    label: str
+    role: str
+    client: FlaskClient
+    path: str
+    check: Callable[[str], None]
+
+
+def _contains(*needles: str) -> Callable[[str], None]:
+    def check(body: str) -> None:
+        missing = [n for n in needles if n not in body]
+        if missing:
+            raise RuntimeError(f"the page does not show {missing!r}: is it the right page?")
+
+    return check
+
+
+DOC_NAME_RE = re.compile(r"(?:" + "|".join(map(re.escape, DOC_NAMES)) + r") (\d+)\.pdf")
+
+
+def _only_probe_documents(body: str) -> None:
+    """The page lists documents, and only the probe's (numbered below 50 by the loader)."""
+    numbers = [int(n) for n in DOC_NAME_RE.findall(body)]
+    if not numbers:
+        raise RuntimeError("«Мои документы» shows no document: is it the right page?")
+    if max(numbers) >= PROBE_DOCUMENTS:
+        raise RuntimeError("«Мои документы» shows another patient's document: scope broken")
+
+
+def build_probes(app: Flask, world: World) -> list[Probe]:
+    with app.test_request_context():
+        staff_list = url_for(STAFF_PATIENT_LIST)
+        documents = url_for(MY_DOCUMENTS)
+    probes = []
+    for role, username in (
+        ("Manager", "bench-manager"),
+        ("Doctor", "bench-doctor"),
+        ("Patient", world.probe_username),
+    ):
+        client = app.test_client()
+        login(client, username)
+        if role == "Patient":
+            probes.append(Probe("Мои документы", role, client, documents, _only_probe_documents))
+        else:
+            probes.append(
+                Probe("staff patient list", role, client, staff_list, _contains("Бенчевич"))
+            )
+    return probes
+
+
+def run_probes(app: Flask, probes: list[Probe], counter: QueryCounter) -> list[PageFigures]:
+    results = []
+    for probe in probes:
+        results.append(
+            measure_page(
+                probe.client,
+                counter,
+                probe.path,
+                label=f"{probe.label} ({probe.role})",
+                repeats=REPEATS,
+                check=probe.check,
+            )
+        )
+    return results
+
+
+def print_size(title: str, figures: list[PageFigures]) -> None:
+    print(f"\n{title}")
+    print(f"  {'page':<34} {'queries':>7} {'median ms':>10} {'p90 ms':>8} {'SQL ms':>7} {'KiB':>5}")
+    for f in figures:
+        print(
+            f"  {f.label:<34} {f.queries:>7} {f.median_ms:>10.1f} {f.p90_ms:>8.1f} "
+            f"{f.sql_median_ms:>7.1f} {f.body_bytes / 1024:>5.0f}"
+        )
+
+
+def print_summary(
+    small: list[PageFigures],
+    large: list[PageFigures],
+    sizes: tuple[str, str],
+) -> list[str]:
+    misses: list[str] = []
+    s, l_ = sizes
+    print("\nSummary (targets: queries per page ≤ 8, median latency ratio large/small ≤ 1.5)")
+    header = (
+        f"  {'page':<30} {'q ' + s:>6} {'q ' + l_:>7} {'ms ' + s:>7} {'ms ' + l_:>8} "
+        f"{'ratio':>6} {'SQL ratio':>9}  verdict"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for a, b in zip(small, large, strict=True):
+        ratio = b.median_ms / a.median_ms if a.median_ms else float("inf")
+        sql_ratio = b.sql_median_ms / a.sql_median_ms if a.sql_median_ms else float("inf")
+        problems = []
+        if max(a.queries, b.queries) > QUERY_TARGET:
+            problems.append(f"queries {max(a.queries, b.queries)} > {QUERY_TARGET}")
+        if ratio > RATIO_TARGET:
+            problems.append(f"ratio {ratio:.2f} > {RATIO_TARGET}")
+        verdict = "ok" if not problems else "TARGET MISSED: " + "; ".join(problems)
+        if problems:
+            misses.append(f"{a.label}: {'; '.join(problems)}")
+        print(
+            f"  {a.label:<30} {a.queries:>6} {b.queries:>7} {a.median_ms:>7.1f} "
+            f"{b.median_ms:>8.1f} {ratio:>6.2f} {sql_ratio:>9.2f}  {verdict}"
+        )
+    return misses
+
+
+def explain_over_budget(figures: list[PageFigures], *, every_page: bool = False) -> None:
+    """A page over the query budget: list its statements so the N+1 is easy to spot."""
+    for f in figures:
+        if every_page or f.queries > QUERY_TARGET:
+            print(f"\n  statements of «{f.label}» ({f.queries}):")
+            for i, sql in enumerate(f.statements, 1):
+                print(f"    {i:>2}. {' '.join(sql.split())[:160]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=1_000, help="patients, first size")
+    parser.add_argument("--large", type=int, default=100_000, help="patients, second size")
+    parser.add_argument("--docs-per-patient", type=int, default=5)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--sql", action="store_true", help="list every page's statements")
+    args = parser.parse_args(argv)
+    if args.large <= args.small:
+        parser.error("--large must be bigger than --small")
+
+    with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
+        backend = url.split(":", 1)[0]
+        print(f"bench_page_queries: {backend}, {REPEATS} requests per page, median latency")
+        with Stopwatch("migrating a fresh database"):
+            app = create_bench_app(url, storage)
+        from app.extensions import db
+
+        with app.app_context():
+            counter = QueryCounter(db.engine)
+        try:
+            with Stopwatch("accounts, centres, catalogue"):
+                world = set_up_world(app)
+            small_docs = args.small * args.docs_per_patient
+            with Stopwatch(f"loading {args.small:,} patients, {small_docs:,} documents"):
+                load_patients(app, world, patients=args.small, documents=small_docs)
+            probes = build_probes(app, world)
+            with Stopwatch("measuring"):
+                small = run_probes(app, probes, counter)
+            print_size(f"{world.patients:,} patients, {world.documents:,} documents", small)
+            print(f"  {machine_load()}")
+
+            more = args.large - args.small
+            more_docs = args.large * args.docs_per_patient - world.documents
+            with Stopwatch(f"loading {more:,} more patients, {more_docs:,} more documents"):
+                load_patients(app, world, patients=more, documents=more_docs)
+            with Stopwatch("measuring"):
+                large = run_probes(app, probes, counter)
+            print_size(f"{world.patients:,} patients, {world.documents:,} documents", large)
+            print(f"  {machine_load()}")
+
+            misses = print_summary(small, large, (_short(args.small), _short(args.large)))
+            explain_over_budget(large, every_page=args.sql)
+        finally:
+            counter.close()
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()  # let the PostgreSQL database be dropped
+    if misses:
+        print("\nTargets missed:\n  - " + "\n  - ".join(misses))
+        return 1 if args.strict else 0
+    print("\nAll targets met.")
+    return 0
+
+
+def _short(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

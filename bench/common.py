@@ -1,0 +1,322 @@
+"""Shared helpers for the bench scripts: a fresh migrated database, bulk loading, query counting
+and request timing. Not a bench itself (running it prints a note and exits).
+
+Why a fresh database per run: figures must not depend on whatever a developer's instance/ holds,
+and a PostgreSQL bench must never touch the service's own database. DATABASE_URL picks the
+server (a PostgreSQL URL → a new database `bench_<pid>` beside it, dropped at the end); without
+it, a SQLite file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the project root
+    sys.path.insert(0, str(ROOT))
+
+# Never write instance/secret_key from a bench, and run with the test profile's relaxed checks.
+os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production")
+os.environ.setdefault("OBLAKO_ENV", "test")
+
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+from sqlalchemy import Connection, Engine, create_engine, event, insert, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+BENCH_PASSWORD = "Bench2026secret"
+
+
+# ---------------------------------------------------------------------------------------------
+# Database and app
+# ---------------------------------------------------------------------------------------------
+
+
+def _admin_engine(url_str: str) -> Engine:
+    url = make_url(url_str).set(database="postgres")
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def fresh_database_url() -> Iterator[str]:
+    """A brand-new empty database for this run; dropped (or deleted) afterwards."""
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith(("postgres://", "postgresql")):
+        url = make_url(base.replace("postgres://", "postgresql://", 1))
+        url = url.set(drivername="postgresql+psycopg", database=f"bench_{os.getpid()}")
+        url_str = url.render_as_string(hide_password=False)
+        admin = _admin_engine(url_str)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+        try:
+            yield url_str
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            admin.dispose()
+    else:
+        with tempfile.TemporaryDirectory(prefix="oblako-bench-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+
+def create_bench_app(database_url: str, storage_dir: str) -> Flask:
+    """The real app (same views, same security) on the bench database, migrated to head."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    def quiet() -> None:
+        # Figures first: FAB's notes about the views' columns are noise here. Again after
+        # upgrade(): migrations/env.py re-reads alembic.ini's logging setup.
+        for name in ("alembic", "flask_appbuilder"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    quiet()
+    app = create_app(
+        {
+            # TESTING: an exception in a view propagates instead of turning into a quiet 500.
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "STORAGE_DIR": storage_dir,
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "REDIS_URL": "",
+            # Only the sign-in form of each bench user is posted; CSRF is not what we measure.
+            "WTF_CSRF_ENABLED": False,
+            # One hash for every bench user (computed once), cheap to verify at sign-in.
+            "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            "SERVER_NAME": "localhost",
+        }
+    )
+    with app.app_context():
+        logging.disable(logging.INFO)  # env.py's fileConfig would print Alembic's INFO lines
+        try:
+            upgrade()  # the real migrations: the schema and indexes production has
+        finally:
+            logging.disable(logging.NOTSET)
+    quiet()
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk loading
+# ---------------------------------------------------------------------------------------------
+
+
+def bulk_insert(
+    conn: Connection,
+    table_name: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    chunk: int = 20_000,
+) -> int:
+    """Insert rows (tuples in `columns` order) as fast as the backend allows. Returns the count.
+
+    PostgreSQL: COPY ... FROM STDIN through psycopg 3 (an order of magnitude faster than
+    INSERT for hundreds of thousands of rows). Elsewhere: SQLAlchemy Core executemany in chunks,
+    so the UTC and UUID column types still convert values the way the ORM would.
+    """
+    from models import Model
+
+    table = Model.metadata.tables[table_name]
+    count = 0
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.dbapi_connection
+        cols = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor() as cur, cur.copy(f'COPY "{table_name}" ({cols}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
+    stmt = insert(table)
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(dict(zip(columns, row, strict=True)))
+        if len(batch) >= chunk:
+            conn.execute(stmt, batch)
+            count += len(batch)
+            batch = []
+    if batch:
+        conn.execute(stmt, batch)
+        count += len(batch)
+    return count
+
+
+def reset_sequences(conn: Connection, table_names: Iterable[str]) -> None:
+    """Explicit ids bypass PostgreSQL's sequences: move them past the loaded rows."""
+    if conn.dialect.name != "postgresql":
+        return
+    for name in table_names:
+        conn.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), "
+                f'COALESCE((SELECT max(id) FROM "{name}"), 1))'
+            )
+        )
+
+
+def analyze(conn: Connection) -> None:
+    """Fresh planner statistics, as autovacuum would have them on a live server after a while."""
+    conn.execute(text("ANALYZE"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+class QueryCounter:
+    """Counts statements sent to the database (before_cursor_execute) while active, and the
+    time spent in them (until after_cursor_execute).
+
+    An executemany counts once: it is one round trip in the statement log, and pages should not
+    do bulk writes anyway. The statements are kept so that a page over budget can be explained.
+    The SQL time is the part of a page's latency that grows with the tables; on a busy machine it
+    is also steadier than the wall-clock time, which includes waiting for a CPU.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+        self.sql_seconds = 0.0
+        self.active = False
+        self._started: float | None = None
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if self.active:
+            self.statements.append(statement)
+            self._started = time.perf_counter()
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if self.active and self._started is not None:
+            self.sql_seconds += time.perf_counter() - self._started
+            self._started = None
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        self.statements = []
+        self.sql_seconds = 0.0
+        self.active = True
+        try:
+            yield self.statements
+        finally:
+            self.active = False
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+
+@dataclass
+class PageFigures:
+    label: str
+    path: str
+    status: int
+    queries: int  # the most any one request sent (they should all send the same)
+    median_ms: float
+    p90_ms: float
+    sql_median_ms: float
+    statements: list[str]
+    body_bytes: int
+
+
+def measure_page(
+    client: FlaskClient,
+    counter: QueryCounter,
+    path: str,
+    *,
+    label: str,
+    repeats: int = 20,
+    warmup: int = 3,
+    check: Callable[[str], None] | None = None,
+) -> PageFigures:
+    """Median latency of `repeats` GETs (after `warmup` ones) and the queries they send."""
+    for _ in range(warmup):  # templates compiled, caches and the connection pool warm
+        response = client.get(path)
+    body = response.get_data(as_text=True)
+    if response.status_code != 200:
+        raise RuntimeError(f"{label}: GET {path} answered {response.status_code}")
+    if check is not None:
+        check(body)
+    timings: list[float] = []
+    sql_timings: list[float] = []
+    most: list[str] = []
+    for _ in range(repeats):
+        with counter.counting() as statements:
+            start = time.perf_counter()
+            r = client.get(path)
+            r.get_data()
+            timings.append((time.perf_counter() - start) * 1000)
+        sql_timings.append(counter.sql_seconds * 1000)
+        if len(statements) > len(most):
+            most = list(statements)
+        if r.status_code != 200:
+            raise RuntimeError(f"{label}: GET {path} answered {r.status_code}")
+    timings.sort()
+    return PageFigures(
+        label=label,
+        path=path,
+        status=response.status_code,
+        queries=len(most),
+        median_ms=statistics.median(timings),
+        p90_ms=timings[max(0, int(len(timings) * 0.9) - 1)],
+        sql_median_ms=statistics.median(sql_timings),
+        statements=most,
+        body_bytes=len(body.encode()),
+    )
+
+
+def machine_load() -> str:
+    """The load average against the cores: busy neighbours inflate wall-clock latencies."""
+    load1, _, _ = os.getloadavg()
+    cores = os.cpu_count() or 1
+    note = "  (busy: latencies are inflated, rerun on a quiet machine)" if load1 > cores else ""
+    return f"load average {load1:.2f} on {cores} cores{note}"
+
+
+def login(client: FlaskClient, username: str, password: str = BENCH_PASSWORD) -> None:
+    """Sign in through the real form (CSRF is off in the bench app)."""
+    response = client.post(
+        "/login/", data={"username": username, "password": password}, follow_redirects=False
+    )
+    if response.status_code not in (302, 303):
+        raise RuntimeError(f"sign-in as {username!r} failed: HTTP {response.status_code}")
+    with client.session_transaction() as sess:
+        if not sess.get("_user_id"):
+            raise RuntimeError(f"sign-in as {username!r} did not start a session")
+
+
+class Stopwatch:
+    """`with Stopwatch("loading") as sw: ...` prints how long a set-up step took."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        print(f"  {self.what} ...", end="", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        print(f" {self.seconds:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    # `make bench` runs every bench/*.py; this one only holds helpers.
+    print("bench/common.py: shared helpers, nothing to measure")

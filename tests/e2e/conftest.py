@@ -1,0 +1,197 @@
+"""Browser-test fixtures: the session app served for real, and Debian's headless Chromium.
+
+The live server serves the very `app` fixture of tests/conftest.py (same database, same storage,
+same clean tables per test), so an e2e test can use the factories and then check what the browser
+did directly in the database.
+
+Why no `playwright install`: this machine has no internet beyond package registries, so Playwright
+drives the Debian `chromium` package (`make browsers` installs it). A missing browser is a failure,
+never a skip: a browser suite that silently does not run proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask, got_request_exception
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+CHROMIUM = Path(os.environ.get("OBLAKO_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+# --headless=new comes with headless=True. The rest keep Chromium quiet and deterministic in a
+# root container without network: no sandbox (we run as root), no GPU, no background fetches,
+# and a fake camera/microphone that is granted without a prompt (the consultation room).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+
+# A phone-sized context (an iPhone 12/13/14 screen): most patients use the cabinet on a phone.
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+    "locale": "ru-RU",
+    "timezone_id": "Europe/Moscow",
+}
+
+# Playwright's default 30 s hides hangs for too long on a 2-core machine; 15 s is still generous.
+DEFAULT_TIMEOUT_MS = 15_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is a browser test: `-m "not e2e"` deselects it in one go."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # Keep each phase's report on the item so the page fixture knows, at teardown, whether the
+    # test failed and a screenshot is worth taking.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """No access log line per request (dozens of static files per page would bury a failure's
+    report); errors still reach the log, and the app's exceptions are collected below."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@dataclass
+class LiveServer:
+    host: str
+    port: int
+    # Tracebacks of exceptions the app raised while serving; the browser only sees "500".
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __call__(self, path: str = "/") -> str:
+        return self.url + path
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask) -> Iterator[LiveServer]:
+    """The session app on 127.0.0.1:<free port>, threaded like a real server.
+
+    SERVER_NAME is "localhost" in the test config. Flask 3.1 no longer refuses a request whose
+    Host differs from SERVER_NAME, and no longer derives the session cookie's domain from it, so
+    nothing is overridden here: changing it would change url_for() for every other test that
+    shares this app. The browser is sent to http://localhost:<port>, so the Host matches the
+    configured name anyway. One limit: url_for(..., _external=True) yields http://localhost/...
+    without the port; our views redirect with relative URLs, which is what the e2e path needs.
+    """
+    server: BaseWSGIServer = make_server(
+        "127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler
+    )
+    # Port 0: the OS picks a free port, so parallel sessions (and the dev server) never collide.
+    port = server.server_port
+    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
+    live = LiveServer(host="localhost", port=port)
+
+    def _record(sender: Flask, exception: BaseException, **extra: object) -> None:
+        live.errors.append("".join(traceback.format_exception(exception)))
+
+    got_request_exception.connect(_record, app)
+    thread.start()
+    try:
+        yield live
+    finally:
+        got_request_exception.disconnect(_record, app)
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}. The browser tests need Debian's chromium: run "
+            "`make browsers` (apt-get install chromium chromium-driver) or `make test`, which "
+            "installs it first. Never `playwright install` -- there is no internet here.",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # launch() gives every browser a fresh temporary profile, removed on close.
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _artifact_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
+
+
+@pytest.fixture
+def phone_page(request: pytest.FixtureRequest, browser, live_server: LiveServer):
+    """A fresh phone-sized browser context and page; a full-page screenshot when the test fails."""
+    live_server.errors.clear()
+    context = browser.new_context(base_url=live_server.url, **PHONE)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page = context.new_page()
+    # Console errors and failed requests end up in the failure report: often the real cause.
+    console: list[str] = []
+    page.on(
+        "console",
+        lambda msg: (
+            console.append(f"{msg.type}: {msg.text}") if msg.type in ("error", "warning") else None
+        ),
+    )
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+    yield page
+    failed = any(
+        getattr(request.node, f"rep_{when}", None) is not None
+        and getattr(request.node, f"rep_{when}").failed
+        for when in ("setup", "call")
+    )
+    if failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        stem = ARTIFACTS / _artifact_name(request.node.nodeid)
+        try:
+            page.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.html").write_text(page.content(), encoding="utf-8")
+            Path(f"{stem}.console.txt").write_text(
+                f"url: {page.url}\n"
+                + "\n".join(console)
+                + "\n\nserver errors:\n"
+                + "\n".join(live_server.errors),
+                encoding="utf-8",
+            )
+            print(f"\n[e2e] failure artifacts: {stem}.png / .html / .console.txt")
+            for tb in live_server.errors:
+                print(f"\n[e2e] server error:\n{tb}")
+        except Exception as exc:  # a dead page must not hide the test's own failure
+            print(f"\n[e2e] could not save failure artifacts: {exc}")
+    context.close()
