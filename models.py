@@ -488,6 +488,9 @@ class Consultation(Model):
         ),
         Index("ix_consultation_center_status", "center_id", "status", "submitted_at"),
         Index("ix_consultation_doctor_scheduled", "doctor_id", "scheduled_at"),
+        # Staff row scope: "patients who applied to my centre or booked me" (app/access.py).
+        Index("ix_consultation_center_patient", "center_id", "patient_id"),
+        Index("ix_consultation_doctor_patient", "doctor_id", "patient_id"),
     )
 
     def __str__(self) -> str:
