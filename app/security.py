@@ -29,10 +29,17 @@ class OblakoSecurityManager(SecurityManager):
     user_model = OblakoUser
 
     def __init__(self, appbuilder) -> None:
-        from views.auth import OblakoAuthDBView
+        from views.auth import SECURITY_VIEWS, OblakoAuthDBView
 
         self.authdbview = OblakoAuthDBView
+        for name, view in SECURITY_VIEWS.items():  # FAB's screens minus their 500s
+            setattr(self, name, view)
         super().__init__(appbuilder)
+        from views.staff_crud import StaffInterface
+
+        for name in SECURITY_VIEWS:  # FAB's plain interfaces 500 on /show/<huge id> (PostgreSQL)
+            view = getattr(self, name)
+            view.datamodel = StaffInterface(view.datamodel.obj)
         user_logged_in.connect(_remember_generation)
         user_logged_out.connect(_revoke_on_logout)
 

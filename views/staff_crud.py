@@ -78,6 +78,13 @@ class StaffInterface(SQLAInterface):
         super().__init__(obj, session)
         self.eager = tuple(eager)
 
+    def get(self, id: Any, filters: Any = None, *args: Any, **kwargs: Any):
+        # PostgreSQL refuses a number past its INTEGER range in a query (DataError: a 500 on
+        # /show/9999999999): such a key names no row, so it is "not found" like any other.
+        if not _fits_integer_key(self, id):
+            return None
+        return super().get(id, filters, *args, **kwargs)
+
     def is_uuid(self, col_name: str) -> bool:
         column = self.list_columns.get(col_name)
         return column is not None and isinstance(column.type, Uuid)
@@ -93,6 +100,17 @@ class StaffInterface(SQLAInterface):
                 model = attr.property.mapper.class_
             query = query.options(option)
         return query
+
+
+def _fits_integer_key(datamodel: SQLAInterface, value: Any) -> bool:
+    pk = datamodel.get_pk_name()
+    if not isinstance(pk, str) or not datamodel.is_integer(pk):
+        return True
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return True  # not a number: FAB's filter turns it into "IS NULL", nothing is found
+    return -(2**31) <= number < 2**31
 
 
 class StaffModelView(ModelView):
