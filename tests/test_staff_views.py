@@ -558,11 +558,39 @@ def test_doctor_sees_patients_of_own_centre_and_own_consultations(app, care_worl
     assert client.get(f"/staff/patients/edit/{patients['by_centre']}").status_code == 403
 
 
+def test_opening_a_patient_card_is_audited(app, care_world):
+    from app.extensions import db
+    from models import AuditEvent
+
+    client = _signed_in(app, _doctor_username(app, care_world["doctor"]))
+    patients = care_world["patients"]
+    assert client.get(f"/staff/patients/show/{patients['by_centre']}").status_code == 200
+    assert client.get(f"/staff/patients/show/{patients['elsewhere']}").status_code == 404
+    with app.app_context():
+        events = db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "patient.view")
+        ).scalars().all()
+        assert [e.patient_id for e in events] == [patients["by_centre"]]
+
+
 def test_manager_sees_every_patient(app, care_world, make_staff):
     client = _signed_in(app, make_staff("Manager"))
     html = _text(client.get("/staff/patients/list/"))
     for surname in ("Центрова", "Личная", "Чужая", "Безконсультаций", "Дежурная"):
         assert surname in html
+
+
+def test_record_count_is_capped(app, care_world, make_staff, monkeypatch):
+    """The total stops counting at the cap (constant cost per page); pages still work."""
+    import views.staff_crud
+
+    client = _signed_in(app, make_staff("Manager"))
+    monkeypatch.setattr(views.staff_crud, "COUNT_CAP", 3)
+    html = _text(client.get("/staff/patients/list/"))
+    assert re.search(r"Количество записей:</strong>\s*3\+", html), html
+    monkeypatch.setattr(views.staff_crud, "COUNT_CAP", 1000)
+    html = _text(client.get("/staff/patients/list/"))
+    assert re.search(r"Количество записей:</strong>\s*5\b", html)
 
 
 def test_consultation_scope_per_role(app, care_world, make_staff):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import g
 from flask_appbuilder import AppBuilder
 from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget, Select2Widget
 from flask_babel import lazy_gettext as _l
@@ -19,6 +20,8 @@ from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from app.access import staff_patient_condition
+from app.audit import audit
+from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
@@ -283,6 +286,19 @@ class PatientStaffView(StaffModelView):
         "source": _labelled(SOURCE_LABELS),
         "identity_status": _labelled(IDENTITY_LABELS),
     }
+
+    def _get_show_widget(self, pk, item, *args, **kwargs):
+        # Opening a patient's card is an access to personal data: audited like a document view.
+        # Reached only after FAB found the row inside the scope (out of scope is a 404 earlier).
+        with unit_of_work():
+            audit(
+                "patient.view",
+                actor=g.user,
+                obj_type="patient",
+                obj_id=item.public_id,
+                patient_id=item.id,
+            )
+        return super()._get_show_widget(pk, item, *args, **kwargs)
 
 
 class ConsultationStaffView(StaffModelView):
