@@ -1,0 +1,129 @@
+"""Telling people what happened: a cabinet notification, plus SMS / e-mail through the outbox.
+
+Every transition of a consultation calls notify() for each person concerned. The text is
+rendered in Russian (the service's language; the recipient reads it later, outside any request
+of theirs) and the SMS / e-mail are rows of the outbox table, delivered by the outbox worker
+(app/outbox.py) — never sent from the request that caused them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask_babel import force_locale
+from sqlalchemy import select
+
+from app.extensions import db
+from models import (
+    Doctor,
+    Notification,
+    OblakoUser,
+    OutboundChannel,
+    OutboundMessage,
+    OutboundStatus,
+    Patient,
+)
+
+SMS_MAX_CHARS = 335  # five GSM-7 segments or five UCS-2 segments at most; Cyrillic is UCS-2
+DELIVERY_LOCALE = "ru"
+
+
+def _render(text: str | Callable[[], str]) -> str:
+    with force_locale(DELIVERY_LOCALE):
+        return str(text() if callable(text) else text)
+
+
+def notify(
+    user: OblakoUser,
+    kind: str,
+    text: str | Callable[[], str],
+    *,
+    link: str = "",
+    sms: bool = True,
+    email: bool = True,
+    dedupe_key: str | None = None,
+) -> Notification:
+    """Notify a user in the cabinet and, where they opted in, by SMS and e-mail.
+
+    `text` may be a lazy string or a callable returning one, so it is rendered in the delivery
+    locale. `dedupe_key` makes the outbox rows idempotent (reminders, re-imports): a second
+    call with the same key queues nothing new.
+    """
+    body = _render(text)
+    notification = Notification(user_id=user.id, kind=kind, text=body, link=link)
+    db.session.add(notification)
+    patient = db.session.execute(
+        select(Patient).where(Patient.user_id == user.id)
+    ).scalar_one_or_none()
+    wants_sms = sms and (patient.notify_sms if patient else False)
+    wants_email = email and (patient.notify_email if patient else True)
+    phone = patient.phone if patient else None
+    address = (patient.email if patient else None) or _real_email(user.email)
+    if wants_sms and phone:
+        queue_message(
+            OutboundChannel.SMS,
+            phone,
+            _sms_text(body),
+            user_id=user.id,
+            dedupe_key=f"{dedupe_key}:sms" if dedupe_key else None,
+        )
+    if wants_email and address:
+        queue_message(
+            OutboundChannel.EMAIL,
+            address,
+            body,
+            subject=_render(_subject),
+            user_id=user.id,
+            dedupe_key=f"{dedupe_key}:email" if dedupe_key else None,
+        )
+    return notification
+
+
+def _subject() -> str:
+    from flask_babel import gettext
+
+    return gettext("Health Cloud: notification")
+
+
+def _real_email(address: str | None) -> str | None:
+    # Accounts without an e-mail carry a placeholder on the reserved .invalid domain.
+    if not address or address.endswith(".invalid"):
+        return None
+    return address
+
+
+def _sms_text(body: str) -> str:
+    return body if len(body) <= SMS_MAX_CHARS else body[: SMS_MAX_CHARS - 1] + "…"
+
+
+def queue_message(
+    channel: OutboundChannel,
+    recipient: str,
+    body: str,
+    *,
+    subject: str = "",
+    user_id: int | None = None,
+    dedupe_key: str | None = None,
+) -> OutboundMessage | None:
+    """Add a message to the outbox; with a dedupe_key already queued, add nothing."""
+    if dedupe_key is not None:
+        existing = db.session.execute(
+            select(OutboundMessage.id).where(OutboundMessage.dedupe_key == dedupe_key)
+        ).first()
+        if existing is not None:
+            return None
+    message = OutboundMessage(
+        channel=channel,
+        recipient=recipient,
+        subject=subject,
+        body=body,
+        user_id=user_id,
+        dedupe_key=dedupe_key,
+        status=OutboundStatus.QUEUED,
+    )
+    db.session.add(message)
+    return message
+
+
+def doctor_user(doctor: Doctor | None) -> OblakoUser | None:
+    return doctor.user if doctor is not None else None
