@@ -636,6 +636,10 @@ class OutboundMessage(Model):
     last_error: Mapped[str] = mapped_column(Text, nullable=False, default="")
     created_at: Mapped[datetime] = created_at_column()
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Not before this time: the retry back-off, and the lease of a worker sending it now.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Which adapter delivered it: "outbox" (kept here for staff), "http" (SMS provider), "smtp".
+    delivered_via: Mapped[str] = mapped_column(String(16), nullable=False, default="")
 
     __table_args__ = (Index("ix_outbound_message_status", "status", "created_at"),)
 

@@ -1,4 +1,4 @@
-"""`flask oblako ...` commands: roles, demo data."""
+"""`flask oblako ...` commands: roles, demo data, the outbox, reminders, the worker."""
 
 from __future__ import annotations
 
@@ -58,6 +58,34 @@ def create_admin_command(username: str, email: str, password: str) -> None:
             email=email,
         )
     click.echo(f"administrator {username} created")
+
+
+@oblako_cli.command("outbox-deliver")
+@click.option("--limit", default=100, show_default=True, help="Messages to send at most.")
+def outbox_deliver_command(limit: int) -> None:
+    """Deliver the queued SMS and e-mail once (SMS_BACKEND / EMAIL_BACKEND)."""
+    from app.outbox import deliver_pending
+
+    click.echo(f"outbox: {deliver_pending(limit=limit)}")
+
+
+@oblako_cli.command("reminders")
+def reminders_command() -> None:
+    """Send the due 24 h and 1 h reminders once."""
+    from app.reminders import send_reminders
+
+    click.echo(f"reminders: {send_reminders()}")
+
+
+@oblako_cli.command("worker")
+@click.option("--workers", default=2, show_default=True, help="Worker threads.")
+def worker_command(workers: int) -> None:
+    """Run the background worker (Huey consumer): outbox every minute, reminders every 5."""
+    from flask import current_app
+
+    from app.tasks import run_worker
+
+    run_worker(current_app._get_current_object(), workers=workers)
 
 
 def register_cli(app: Flask) -> None:

@@ -25,6 +25,7 @@ from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
+from app.outbox import DELIVERED_VIA_LABELS
 from app.passwords import check_password
 from app.staff import (
     check_email_free,
@@ -398,6 +399,8 @@ class OutboxView(StaffModelView):
         "attempts",
         "last_error",
         "sent_at",
+        "delivered_via",
+        "next_attempt_at",
     ]
     add_columns = edit_columns = ["status"]  # read-only, see PatientStaffView
     search_columns = ["channel", "recipient", "status"]
@@ -412,12 +415,16 @@ class OutboxView(StaffModelView):
         "attempts": _l("Attempts"),
         "last_error": _l("Last error"),
         "sent_at": _l("Sent at"),
+        "delivered_via": _l("Delivered via"),
+        "next_attempt_at": _l("Next attempt"),
     }
     formatters_columns = {
         "created_at": local_datetime,
         "sent_at": local_datetime,
         "channel": _labelled(CHANNEL_LABELS),
         "status": _labelled(OUTBOUND_STATUS_LABELS),
+        "delivered_via": _labelled(DELIVERED_VIA_LABELS),
+        "next_attempt_at": local_datetime,
     }
 
 

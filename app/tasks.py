@@ -1,0 +1,143 @@
+"""Background jobs on Huey: outbox delivery every minute, reminders every five minutes.
+
+The queue's storage comes from the environment, so `huey_consumer app.tasks.huey` and
+`flask oblako worker` find the same one as the web app:
+
+  HUEY_BACKEND=sqlite   instance/huey.db (embedded default; `make run` starts one worker)
+  HUEY_BACKEND=redis    REDIS_URL (production; the default whenever REDIS_URL is set)
+  HUEY_IMMEDIATE=1      tasks run inline in the caller, in memory (tests: OBLAKO_ENV=test)
+
+A task runs inside a Flask app context: the caller's if it has one (immediate mode, CLI),
+otherwise the worker process's own app, created once per process on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask, has_app_context
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+
+import config as config_module
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def make_huey(env: Mapping[str, str] = os.environ) -> Huey:
+    """The queue configured by the environment (see the module docstring)."""
+    redis_url = env.get("REDIS_URL", "")
+    backend = env.get("HUEY_BACKEND") or ("redis" if redis_url else "sqlite")
+    immediate = _truthy(env.get("HUEY_IMMEDIATE")) or env.get("OBLAKO_ENV") == "test"
+    name = env.get("HUEY_NAME", "oblako")
+    if immediate:
+        return MemoryHuey(name, immediate=True)
+    if backend == "redis":
+        if not redis_url:
+            raise RuntimeError("HUEY_BACKEND=redis needs REDIS_URL")
+        return RedisHuey(name, url=redis_url)
+    if backend == "sqlite":
+        path = Path(env.get("HUEY_SQLITE_PATH") or config_module.INSTANCE_DIR / "huey.db")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(name, filename=str(path))
+    if backend == "memory":
+        return MemoryHuey(name)
+    raise RuntimeError(f"unknown HUEY_BACKEND {backend!r} (sqlite, redis)")
+
+
+huey = make_huey()
+
+_app: Flask | None = None
+_app_lock = threading.Lock()
+
+
+def bind_app(app: Flask) -> None:
+    """Use this app for tasks that run outside any app context (`flask oblako worker`)."""
+    global _app
+    _app = app
+
+
+def worker_app() -> Flask:
+    """The worker process's app: created once, on first use."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            from app import create_app
+
+            _app = create_app()
+        return _app
+
+
+def in_app_context(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        if has_app_context():
+            return fn(*args, **kwargs)
+        with worker_app().app_context():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------
+
+
+@in_app_context
+def run_outbox_delivery(limit: int = 100) -> dict[str, int]:
+    from app.outbox import deliver_pending
+
+    report = deliver_pending(limit=limit)
+    return {"sent": report.sent, "retried": report.retried, "failed": report.failed}
+
+
+@in_app_context
+def run_reminders() -> dict[str, int]:
+    from app.reminders import send_reminders
+
+    report = send_reminders()
+    return {"day_before": report.day_before, "hour_before": report.hour_before}
+
+
+@huey.task()
+def deliver_outbox(limit: int = 100) -> dict[str, int]:
+    """Deliver now (e.g. right after queueing a one-time password) instead of within a minute."""
+    return run_outbox_delivery(limit)
+
+
+@huey.task()
+def send_reminders() -> dict[str, int]:
+    return run_reminders()
+
+
+@huey.periodic_task(crontab(minute="*"), name="oblako.outbox_every_minute")
+def deliver_outbox_periodically() -> None:
+    run_outbox_delivery()
+
+
+@huey.periodic_task(crontab(minute="*/5"), name="oblako.reminders_every_5_minutes")
+def send_reminders_periodically() -> None:
+    run_reminders()
+
+
+def run_worker(app: Flask, *, workers: int = 2) -> None:
+    """Run the Huey consumer with its periodic tasks until SIGINT / SIGTERM."""
+    if huey.immediate:
+        raise RuntimeError("the queue runs in immediate mode (tests): there is nothing to consume")
+    bind_app(app)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log.info("worker: %s storage, %d thread(s)", type(huey).__name__, workers)
+    huey.create_consumer(workers=workers, worker_type="thread", periodic=True).run()
