@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
 
 from app.errors import NotFound
 from app.extensions import db
@@ -115,6 +116,8 @@ def safe_link(link: str) -> str | None:
 def patient_consultations(patient: Patient) -> list[Consultation]:
     stmt = (
         select(Consultation)
+        # The list shows the centre and the doctor of each: loaded with it, not row by row.
+        .options(joinedload(Consultation.center), joinedload(Consultation.doctor))
         .where(Consultation.patient_id == patient.id)
         .order_by(Consultation.created_at.desc(), Consultation.id.desc())
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flask import abort, current_app, flash, g, redirect, url_for
 from flask_appbuilder import AppBuilder, BaseView, expose, has_access
 from flask_babel import gettext as _
@@ -60,6 +62,7 @@ class CabinetView(BaseView):
             return redirect(self.appbuilder.get_url_for_index)
         tiles = [
             (endpoint_url("MyDocumentView.list"), _("My documents"), "fa-file-text-o"),
+            (endpoint_url("ApplicationView.new"), _("New application"), "fa-paper-plane"),
             (url_for("MyConsultationView.list"), _("Consultations"), "fa-video-camera"),
             (url_for("NotificationView.list"), _("Notifications"), "fa-bell"),
             (url_for("ProfileView.show"), _("Profile"), "fa-user"),
@@ -75,7 +78,7 @@ class CabinetView(BaseView):
 
 
 class MyConsultationView(BaseView):
-    """The patient's own consultations; booking and cancelling arrive with the next issue."""
+    """The patient's own consultations: the list, one consultation, cancelling, adding documents."""
 
     route_base = "/cabinet/consultations"
     default_view = "list"
@@ -89,9 +92,33 @@ class MyConsultationView(BaseView):
             consultations=patient_consultations(patient),
             status_labels=CONSULTATION_STATUS_LABELS,
             kind_labels=CONSULTATION_KIND_LABELS,
+            patient=patient,
+            new_application_url=endpoint_url("ApplicationView.new"),
             title=_("Consultations"),
             appbuilder=self.appbuilder,
         )
+
+    # One consultation, cancelling it, adding documents: the work is in views.consultations.
+    @expose("/<uuid:public_id>")
+    @has_access
+    def show(self, public_id: uuid.UUID):
+        from views.consultations import patient_show
+
+        return patient_show(self, public_id)
+
+    @expose("/<uuid:public_id>/cancel", methods=["POST"])
+    @has_access
+    def cancel(self, public_id: uuid.UUID):
+        from views.consultations import patient_cancel
+
+        return patient_cancel(public_id)
+
+    @expose("/<uuid:public_id>/documents", methods=["POST"])
+    @has_access
+    def attach(self, public_id: uuid.UUID):
+        from views.consultations import patient_attach
+
+        return patient_attach(public_id)
 
 
 class ProfileForm(FlaskForm):

@@ -1,0 +1,524 @@
+"""Pathway 1: the patient's application to a centre, and the doctors' care screens.
+
+Thin views (DESIGN §3): FAB permission check, row scope through app.consultations (404 for what
+is not yours), the form, one service call in one unit of work, a message and a redirect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+from flask import abort, current_app, flash, g, redirect, request, url_for
+from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from sqlalchemy import select
+from wtforms import DateField, IntegerField, SelectField, StringField, TextAreaField, TimeField
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
+
+from app import consultations as svc
+from app import documents as docs
+from app.accounts import patient_for_user
+from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
+from app.db import unit_of_work
+from app.errors import DomainError, NotFound
+from app.extensions import db
+from app.roles import role_names
+from models import ConsultationStatus, DocumentType, MedicalDocument
+from views.documents import human_size, type_label
+
+REQUIRED = _l("This field is required.")
+PROFILE_LABELS = {"cardiology": _l("Cardiology"), "gynaecology": _l("Gynaecology")}
+
+
+def parse_uuids(values: list[str]) -> list[uuid.UUID]:
+    """Document ids from checkboxes; a malformed one is refused like a foreign one."""
+    try:
+        return [uuid.UUID(v) for v in values if v]
+    except ValueError as exc:
+        raise svc.ConsultationError(_l("Only your own documents can be attached.")) from exc
+
+
+def document_types() -> list[DocumentType]:
+    stmt = select(DocumentType).order_by(DocumentType.sort_order, DocumentType.name)
+    return list(db.session.execute(stmt).scalars())
+
+
+def upload_from_request(patient, types_by_id: dict[int, DocumentType]) -> list[MedicalDocument]:
+    """The file uploaded with the form, stored through the documents service (same checks as
+    «Мои документы»); nothing when no file was chosen. Call inside the unit of work."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return []
+    type_id = request.form.get("file_type", type=int)
+    return [
+        docs.store_document(
+            patient,
+            by=g.user,
+            stream=upload.stream,
+            filename=upload.filename,
+            document_type=types_by_id.get(type_id) if type_id else None,
+        )
+    ]
+
+
+def own_document_choices(user) -> list[MedicalDocument]:
+    # The patient's documents for the checkboxes; a generous page is enough for a form.
+    return docs.own_documents(user, page=1, page_size=200).items
+
+
+def template_helpers() -> dict:
+    return {
+        "status_labels": CONSULTATION_STATUS_LABELS,
+        "kind_labels": CONSULTATION_KIND_LABELS,
+        "type_label": type_label,
+        "human_size": human_size,
+        "is_image": docs.is_image,
+        "in_zone": svc.format_in_zone,
+        "zone_label": svc.zone_label,
+        "profile_labels": PROFILE_LABELS,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient: «Новая заявка»
+# ---------------------------------------------------------------------------------------------
+
+
+class ApplicationForm(FlaskForm):
+    centre = StringField(validators=[InputRequired(message=REQUIRED)])
+    disease = SelectField(_l("Disease"), validate_choice=False)
+    diagnosis_text = StringField(
+        _l("Diagnosis"),
+        description=_l("If your disease is not in the list, type the diagnosis yourself."),
+        validators=[Length(max=svc.DIAGNOSIS_MAX)],
+    )
+    complaints = TextAreaField(
+        _l("Complaints, briefly"),
+        validators=[InputRequired(message=REQUIRED), Length(max=svc.COMPLAINTS_MAX)],
+    )
+    file = FileField(_l("File"))
+    file_type = SelectField(_l("Document type"), coerce=int, validate_choice=False)
+
+
+class ApplicationView(BaseView):
+    route_base = "/cabinet/applications"
+    default_view = "new"
+
+    @expose("/new", methods=["GET", "POST"])
+    @has_access
+    def new(self):
+        patient = patient_for_user(g.user) or abort(404)
+        centre_id = request.values.get("centre") or ""
+        try:
+            centre = svc.active_centre(uuid.UUID(centre_id)) if centre_id else None
+        except ValueError:
+            centre = None
+        if centre is None:
+            if centre_id:
+                flash(_("Choose a medical centre from the list."), "warning")
+            return self.render_template(
+                "oblako/application_centres.html",
+                centres=svc.active_centres(),
+                title=_("New application"),
+                **template_helpers(),
+            )
+
+        diseases = svc.centre_diseases(centre)
+        types = document_types()
+        own = own_document_choices(g.user)
+        form = ApplicationForm()
+        form.centre.data = str(centre.public_id)
+        form.disease.choices = [("", _("Not in the list"))] + [
+            (str(d.id), f"{d.icd10_code} {d.name}") for d in diseases
+        ]
+        form.file_type.choices = [(t.id, type_label(t)) for t in types]
+        chosen = set(request.form.getlist("documents"))
+        status = 200
+        if request.method == "POST":
+            status = 400
+            if form.validate_on_submit():
+                try:
+                    disease_id = int(form.disease.data) if form.disease.data else None
+                except ValueError:
+                    disease_id = -1  # refused by the service as "not in the catalogue"
+                try:
+                    with unit_of_work():
+                        data = svc.ApplicationData(
+                            centre_public_id=centre.public_id,
+                            disease_id=disease_id,
+                            diagnosis_text=form.diagnosis_text.data or "",
+                            complaints=form.complaints.data or "",
+                            document_ids=tuple(parse_uuids(request.form.getlist("documents"))),
+                        )
+                        new_docs = upload_from_request(patient, {t.id: t for t in types})
+                        consultation = svc.submit_application(g.user, data, new_documents=new_docs)
+                except DomainError as exc:
+                    flash(str(exc), "danger")
+                else:
+                    flash(
+                        _(
+                            "The application has been sent. The doctors of the centre will "
+                            "review it and set the date and time of the consultation."
+                        ),
+                        "success",
+                    )
+                    return redirect(
+                        url_for("MyConsultationView.show", public_id=consultation.public_id)
+                    )
+            else:
+                flash(_("Check the form: some fields are not filled in correctly."), "danger")
+        have_types = {d.document_type_id for d in own}
+        return (
+            self.render_template(
+                "oblako/application_new.html",
+                form=form,
+                centre=centre,
+                patient=patient,
+                age=patient.age_on(docs.today_for(patient)),
+                diseases=diseases,
+                own_documents=own,
+                chosen=chosen,
+                have_types=have_types,
+                title=_("New application"),
+                **template_helpers(),
+            ),
+            status,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient: «Консультации» — one consultation, cancelling it, adding documents.
+# The routes are MyConsultationView's (views/cabinet.py); the work is here.
+# ---------------------------------------------------------------------------------------------
+
+
+class CancelForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Reason for cancelling"),
+        validators=[InputRequired(message=REQUIRED), Length(max=svc.REASON_MAX)],
+    )
+
+
+class AttachForm(FlaskForm):
+    file = FileField(_l("File"))
+    file_type = SelectField(_l("Document type"), coerce=int, validate_choice=False)
+
+
+def patient_consultation(public_id: uuid.UUID):
+    try:
+        return svc.consultation_for_patient(g.user, public_id)
+    except NotFound:
+        abort(404)
+
+
+def endpoint_or_none(endpoint: str, **values) -> str | None:
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)
+
+
+def conclusion_url(c) -> str | None:
+    """The conclusion's PDF, once the conclusions area serves it and one has been issued."""
+    if "ConclusionView.pdf" not in current_app.view_functions:
+        return None
+    conclusion = svc.latest_conclusion(c)
+    if conclusion is None:
+        return None
+    return url_for("ConclusionView.pdf", public_id=conclusion.public_id)
+
+
+def patient_show(view: BaseView, public_id: uuid.UUID):
+    c = patient_consultation(public_id)
+    types = document_types()
+    attach_form = AttachForm()
+    attach_form.file_type.choices = [(t.id, type_label(t)) for t in types]
+    attached = {d.id for d in c.documents}
+    return view.render_template(
+        "oblako/consultation_show.html",
+        c=c,
+        patient=c.patient,
+        cancellable=c.status in svc.CANCELLABLE,
+        documents_open=c.status in svc.DOCUMENTS_OPEN,
+        attachable=[d for d in own_document_choices(g.user) if d.id not in attached],
+        cancel_form=CancelForm(),
+        attach_form=attach_form,
+        conclusion_url=conclusion_url(c),
+        statuses=ConsultationStatus,
+        title=_("Consultation %(number)s", number=str(c)),
+        **template_helpers(),
+    )
+
+
+def patient_cancel(public_id: uuid.UUID):
+    c = patient_consultation(public_id)
+    form = CancelForm()
+    if not form.validate_on_submit():
+        flash(form_errors(form) or _("Check the form."), "danger")
+    else:
+        try:
+            with unit_of_work():
+                svc.cancel_consultation(c, by=g.user, reason=form.reason.data)
+        except DomainError as exc:
+            flash(str(exc), "danger")
+        else:
+            flash(_("The consultation has been cancelled."), "success")
+    return redirect(url_for("MyConsultationView.show", public_id=public_id))
+
+
+def patient_attach(public_id: uuid.UUID):
+    c = patient_consultation(public_id)
+    form = AttachForm()
+    patient = c.patient
+    if not form.validate_on_submit():
+        flash(form_errors(form) or _("Check the form."), "danger")
+    else:
+        try:
+            with unit_of_work():
+                ids = parse_uuids(request.form.getlist("documents"))
+                types_by_id = {t.id: t for t in document_types()}
+                new_docs = upload_from_request(patient, types_by_id)
+                svc.attach_documents(c, by=g.user, document_ids=ids, new_documents=new_docs)
+        except DomainError as exc:
+            flash(str(exc), "danger")
+        else:
+            flash(_("The documents have been added to the consultation."), "success")
+    return redirect(url_for("MyConsultationView.show", public_id=public_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff: the centre's queue, a consultation, a day
+# ---------------------------------------------------------------------------------------------
+
+
+class ScheduleForm(FlaskForm):
+    day = DateField(_l("Date"), validators=[InputRequired(message=REQUIRED)])
+    at = TimeField(_l("Time"), validators=[InputRequired(message=REQUIRED)])
+    duration = IntegerField(
+        _l("Duration, minutes"),
+        default=30,
+        validators=[
+            InputRequired(message=REQUIRED),
+            NumberRange(
+                min=svc.MIN_DURATION,
+                max=svc.MAX_DURATION,
+                message=_l(
+                    "The duration must be from %(min)d to %(max)d minutes.",
+                    min=svc.MIN_DURATION,
+                    max=svc.MAX_DURATION,
+                ),
+            ),
+        ],
+    )
+
+
+class MessageForm(FlaskForm):
+    message = TextAreaField(
+        _l("Which documents are needed"),
+        validators=[InputRequired(message=REQUIRED), Length(max=svc.REASON_MAX)],
+    )
+
+
+class ReasonForm(FlaskForm):
+    reason = TextAreaField(
+        _l("Reason"), validators=[InputRequired(message=REQUIRED), Length(max=svc.REASON_MAX)]
+    )
+
+
+class DayForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET filter
+
+    date = DateField(_l("Date"), validators=[Optional()])
+
+
+def form_errors(form: FlaskForm) -> str:
+    return " ".join(str(e) for errors in form.errors.values() for e in errors)
+
+
+def staff_consultation(public_id: uuid.UUID):
+    try:
+        return svc.consultation_for_staff(g.user, public_id)
+    except NotFound:
+        abort(404)
+
+
+class CareView(BaseView):
+    route_base = "/care"
+    default_view = "queue"
+
+    @expose("/queue")
+    @has_access
+    def queue(self):
+        doctor = svc.active_doctor(g.user)
+        page = (
+            svc.doctor_queue(doctor, request.args.get("page", 1, type=int))
+            if doctor is not None
+            else svc.QueuePage([], 1, svc.QUEUE_PAGE_SIZE, 0, False)
+        )
+        return self.render_template(
+            "oblako/care_queue.html",
+            doctor=doctor,
+            page=page,
+            now=svc.utcnow(),
+            title=_("Applications"),
+            **template_helpers(),
+        )
+
+    @expose("/day")
+    @has_access
+    def schedule_day(self):
+        doctor = svc.active_doctor(g.user)
+        form = DayForm(request.args)
+        day = form.date.data if form.validate() and form.date.data else None
+        if doctor is not None:
+            day = day or svc.doctor_today(doctor)
+            items = svc.doctor_day(doctor, day)
+        else:
+            day, items = day or date.today(), []
+        form.date.data = day
+        return self.render_template(
+            "oblako/care_day.html",
+            doctor=doctor,
+            day=day,
+            form=form,
+            items=items,
+            title=_("My day"),
+            **template_helpers(),
+        )
+
+    @expose("/consultations/<uuid:public_id>")
+    @has_access
+    def show(self, public_id: uuid.UUID):
+        c = staff_consultation(public_id)
+        doctor = svc.active_doctor(g.user)
+        schedule_form = ScheduleForm()
+        if doctor is not None and not schedule_form.day.data:
+            schedule_form.day.data = svc.doctor_today(doctor)
+        patient = c.patient
+        return self.render_template(
+            "oblako/care_show.html",
+            c=c,
+            patient=patient,
+            age=patient.age_on(docs.today_for(patient)),
+            doctor=doctor,
+            roles=role_names(g.user),
+            can_decide=(
+                doctor is not None
+                and doctor.center_id is not None
+                and doctor.center_id == c.center_id
+                and "Doctor" in role_names(g.user)
+            ),
+            cancellable=c.status in svc.CANCELLABLE,
+            schedule_form=schedule_form,
+            message_form=MessageForm(),
+            reason_form=ReasonForm(),
+            statuses=ConsultationStatus,
+            now=svc.utcnow(),
+            # The conclusions area's screens, linked once it is there (it is built in parallel).
+            start_url=endpoint_or_none("ConclusionView.start", public_id=c.public_id),
+            conclusion_form_url=endpoint_or_none("ConclusionView.new", public_id=c.public_id),
+            title=_("Consultation %(number)s", number=str(c)),
+            **template_helpers(),
+        )
+
+    def _act(self, public_id: uuid.UUID, form: FlaskForm, action, success: str):
+        c = staff_consultation(public_id)
+        if not form.validate_on_submit():
+            flash(form_errors(form) or _("Check the form."), "danger")
+        else:
+            try:
+                with unit_of_work():
+                    action(c, form)
+            except DomainError as exc:
+                flash(str(exc), "danger")
+            else:
+                flash(success, "success")
+        return redirect(url_for(".show", public_id=public_id))
+
+    @expose("/consultations/<uuid:public_id>/schedule", methods=["POST"])
+    @has_access
+    def schedule(self, public_id: uuid.UUID):
+        return self._act(
+            public_id,
+            ScheduleForm(),
+            lambda c, f: svc.schedule_consultation(
+                c, by=g.user, day=f.day.data, at=f.at.data, duration_minutes=f.duration.data
+            ),
+            _("The consultation has been scheduled, the patient has been notified."),
+        )
+
+    @expose("/consultations/<uuid:public_id>/request-documents", methods=["POST"])
+    @has_access
+    def request_documents(self, public_id: uuid.UUID):
+        return self._act(
+            public_id,
+            MessageForm(),
+            lambda c, f: svc.request_documents(c, by=g.user, message=f.message.data),
+            _("The patient has been asked for documents."),
+        )
+
+    @expose("/consultations/<uuid:public_id>/reject", methods=["POST"])
+    @has_access
+    def reject(self, public_id: uuid.UUID):
+        return self._act(
+            public_id,
+            ReasonForm(),
+            lambda c, f: svc.reject_consultation(c, by=g.user, reason=f.reason.data),
+            _("The application has been declined, the patient has been notified."),
+        )
+
+    @expose("/consultations/<uuid:public_id>/cancel", methods=["POST"])
+    @has_access
+    def cancel(self, public_id: uuid.UUID):
+        return self._act(
+            public_id,
+            ReasonForm(),
+            lambda c, f: svc.cancel_consultation(c, by=g.user, reason=f.reason.data),
+            _("The consultation has been cancelled, the patient has been notified."),
+        )
+
+
+def register(appbuilder: AppBuilder) -> None:
+    # Times of a consultation are shown in a named person's zone (the doctor's, the patient's),
+    # not only the viewer's: a global, so that the cabinet's list can use it too.
+    current_app.jinja_env.globals.setdefault("in_zone", svc.format_in_zone)
+    current_app.jinja_env.globals.setdefault("zone_label", svc.zone_label)
+    appbuilder.add_view(
+        ApplicationView,
+        "NewApplication",
+        label=_l("New application"),
+        icon="fa-paper-plane",
+        category="Cabinet",
+        category_label=_l("Cabinet"),
+    )
+    # MyConsultationView lives in views/cabinet.py (registered there without a menu entry);
+    # its menu item sits next to «Новая заявка».
+    appbuilder.add_link(
+        "MyConsultations",
+        href="/cabinet/consultations/",
+        label=_l("Consultations"),
+        icon="fa-video-camera",
+        category="Cabinet",
+        category_label=_l("Cabinet"),
+    )
+    appbuilder.add_view(
+        CareView,
+        "Queue",
+        label=_l("Applications"),
+        icon="fa-inbox",
+        category="Consultations",
+        category_label=_l("Consultations"),
+        category_icon="fa-stethoscope",
+    )
+    appbuilder.add_link(
+        "Day",
+        href="/care/day",
+        label=_l("My day"),
+        icon="fa-calendar",
+        category="Consultations",
+        category_label=_l("Consultations"),
+    )
