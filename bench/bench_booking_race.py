@@ -1,0 +1,372 @@
+"""Bench: 200 concurrent clients race for 50 duty slots — no slot doubled, and at what speed.
+
+Every client is a patient on its own thread with its own database connection (a pool sized for
+the clients, capped by what the server still accepts). A client does what the booking page
+does: read the free slots, pick one at random, book it; refused (someone was faster) → read
+again; stop with one booking or when nothing is free. The booking is the real service call
+(app.booking.book_slot in a unit of work: row locks, the partial unique index, notifications,
+audit), so the figure includes everything a booking costs in the database.
+
+Baseline: the same clients, the same loop, on a scratch table `slot_claim` with the barest
+possible claim, `UPDATE slot_claim SET taken_by = :c WHERE id = :id AND taken_by IS NULL`
+(autocommit). The ratio service/baseline of bookings per second is held to ≥ 0.3.
+
+Checked after each run: exactly 50 bookings, no slot held twice (a GROUP BY … HAVING count > 1
+over the active consultations), no client with two.
+
+Run: `.venv/bin/python bench/bench_booking_race.py` (DATABASE_URL picks PostgreSQL: a fresh
+database bench_<pid> is created and dropped; without it a SQLite file, where writers queue on
+one lock). Options: --clients, --slots, --strict (exit 1 when a target is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from common import create_bench_app, fresh_database_url, machine_load
+from flask import Flask
+from sqlalchemy import Engine, create_engine, func, select, text
+
+RATIO_TARGET = 0.3
+DEFAULT_CLIENTS = 200
+DEFAULT_SLOTS = 50
+
+
+@dataclass
+class RunFigures:
+    label: str
+    seconds: float
+    bookings: int
+    attempts: int
+    refused: int
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.bookings / self.seconds if self.seconds else 0.0
+
+
+def connection_budget(url: str, clients: int) -> int:
+    """Connections this bench may open: one per client, within what the server has left."""
+    if not url.startswith("postgresql"):
+        return clients
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        limit = int(conn.execute(text("SHOW max_connections")).scalar())
+        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar())
+        used = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar())
+    engine.dispose()
+    # Leave room for the rest of the machine (other test sessions, the admin connection).
+    return max(8, min(clients, limit - reserved - used - 10))
+
+
+def race_app(url: str, storage: str, pool: int) -> Flask:
+    """The app with a pool of `pool` connections (create_bench_app's default pool is 5 + 10)."""
+    from app import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": url,
+            "SQLALCHEMY_ENGINE_OPTIONS": {
+                "pool_size": pool,
+                "max_overflow": 0,
+                "pool_timeout": 120,
+            },
+            "STORAGE_DIR": storage,
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "REDIS_URL": "",
+            "SERVER_NAME": "localhost",
+            # Every client books once; the limit is not what is measured.
+            "MAX_UPCOMING_DUTY_BOOKINGS": 2,
+        }
+    )
+
+
+def seed(app: Flask, clients: int, slots: int) -> list[int]:
+    """One duty doctor with `slots` slots tomorrow, `clients` patients; returns patient ids."""
+    from app.accounts import create_doctor, hash_password
+    from app.extensions import db
+    from app.scheduling import generate_slots
+    from models import DutyShift, OblakoUser, Patient
+
+    with app.app_context():
+        doctor = create_doctor(
+            username="duty-bench",
+            password="Bench2026secret",
+            surname="Дежурная",
+            name="Ольга",
+            patronymic="",
+            specialty="Терапевт",
+            email="duty-bench@example.org",
+            center_id=None,
+            is_duty=True,
+        )
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start += timedelta(days=1, hours=6)
+        minutes = 15
+        shift = DutyShift(
+            doctor=doctor,
+            doctor_id=doctor.id,
+            starts_at=start,
+            ends_at=start + timedelta(minutes=minutes * slots),
+            slot_minutes=minutes,
+            topics="Профилактика",
+        )
+        if slots * minutes > 24 * 60:
+            raise SystemExit("too many slots for one shift")
+        db.session.add(shift)
+        db.session.add_all(generate_slots(shift))
+        password = hash_password("Bench2026secret")
+        patients = []
+        for n in range(clients):
+            user = OblakoUser(
+                first_name="Пациент",
+                last_name=f"Гонкин{n}",
+                username=f"+7900{n:07d}",
+                email=f"race{n}@example.org",
+                password=password,
+                active=True,
+                timezone="Asia/Yekaterinburg",
+            )
+            patient = Patient(
+                user=user,
+                surname=f"Гонкин{n}",
+                name="Пациент",
+                birth_date=date(1970, 1, 1),
+                sex="male",
+                phone=f"+7900{n:07d}",
+                region="Свердловская область",
+                timezone="Asia/Yekaterinburg",
+                notify_sms=True,
+                notify_email=False,
+            )
+            db.session.add_all([user, patient])
+            patients.append(patient)
+        db.session.commit()
+        return [p.id for p in patients]
+
+
+def run_clients(n: int, client_loop) -> tuple[float, list[tuple[int, int, int, str | None]]]:
+    """Start n threads on a barrier; each returns (bookings, attempts, refused, error)."""
+    barrier = threading.Barrier(n)
+    results: list[tuple[int, int, int, str | None]] = [(0, 0, 0, None)] * n
+
+    def target(i: int) -> None:
+        results[i] = client_loop(i, barrier)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    # The barrier releases everyone at once; the clock started with the threads, close enough.
+    return time.perf_counter() - started, results
+
+
+def service_run(app: Flask, patient_ids: list[int]) -> RunFigures:
+    from app.booking import BookingError, book_slot, free_slots
+    from app.db import unit_of_work
+    from app.extensions import db
+    from models import Patient
+
+    def client(i: int, barrier: threading.Barrier) -> tuple[int, int, int, str | None]:
+        rng = random.Random(i)
+        attempts = refused = 0
+        with app.test_request_context():
+            try:
+                patient = db.session.get(Patient, patient_ids[i])
+                # With fewer connections than clients, no one may hold one across the barrier.
+                db.session.commit()
+                barrier.wait()
+                while True:
+                    free = [s.public_id for s in free_slots()]
+                    if not free:
+                        return 0, attempts, refused, None
+                    attempts += 1
+                    try:
+                        with unit_of_work():
+                            book_slot(patient, rng.choice(free), question="", document_ids=())
+                        return 1, attempts, refused, None
+                    except BookingError:
+                        refused += 1
+            except Exception as exc:  # reported, never hidden
+                return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
+            finally:
+                db.session.remove()
+
+    seconds, results = run_clients(len(patient_ids), client)
+    return RunFigures(
+        "book_slot() (service)",
+        seconds,
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        sum(r[2] for r in results),
+        [r[3] for r in results if r[3]],
+    )
+
+
+def baseline_run(engine: Engine, clients: int, slots: int) -> RunFigures:
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS slot_claim"))
+        conn.execute(text("CREATE TABLE slot_claim (id INTEGER PRIMARY KEY, taken_by INTEGER)"))
+        conn.execute(
+            text("INSERT INTO slot_claim (id, taken_by) VALUES (:id, NULL)"),
+            [{"id": n} for n in range(1, slots + 1)],
+        )
+    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def client(i: int, barrier: threading.Barrier) -> tuple[int, int, int, str | None]:
+        rng = random.Random(i)
+        attempts = refused = 0
+        try:
+            barrier.wait()
+            while True:
+                # A connection per statement, as the service's sessions get one per transaction.
+                with auto.connect() as conn:
+                    free = (
+                        conn.execute(text("SELECT id FROM slot_claim WHERE taken_by IS NULL"))
+                        .scalars()
+                        .all()
+                    )
+                if not free:
+                    return 0, attempts, refused, None
+                attempts += 1
+                with auto.connect() as conn:
+                    claimed = conn.execute(
+                        text(
+                            "UPDATE slot_claim SET taken_by = :c "
+                            "WHERE id = :id AND taken_by IS NULL"
+                        ),
+                        {"c": i, "id": rng.choice(free)},
+                    ).rowcount
+                if claimed == 1:
+                    return 1, attempts, refused, None
+                refused += 1
+        except Exception as exc:
+            return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
+
+    seconds, results = run_clients(clients, client)
+    with engine.connect() as conn:
+        doubled = conn.execute(
+            text(
+                "SELECT taken_by FROM slot_claim WHERE taken_by IS NOT NULL "
+                "GROUP BY taken_by HAVING count(*) > 1"
+            )
+        ).all()
+        conn.execute(text("DROP TABLE slot_claim"))
+        conn.commit()
+    figures = RunFigures(
+        "bare conditional UPDATE (baseline)",
+        seconds,
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        sum(r[2] for r in results),
+        [r[3] for r in results if r[3]],
+    )
+    if doubled:
+        figures.errors.append(f"baseline: {len(doubled)} clients claimed two slots")
+    return figures
+
+
+def verify(app: Flask, slots: int) -> list[str]:
+    """Problems found in the bookings: doubled slots, clients with two, a wrong total."""
+    from app.extensions import db
+    from models import SLOT_HOLDING_STATUSES, Consultation
+
+    active = Consultation.status.in_([str(s) for s in SLOT_HOLDING_STATUSES])
+    problems: list[str] = []
+    with app.app_context():
+        doubled = db.session.execute(
+            select(Consultation.slot_id, func.count(Consultation.id))
+            .where(active, Consultation.slot_id.is_not(None))
+            .group_by(Consultation.slot_id)
+            .having(func.count(Consultation.id) > 1)
+        ).all()
+        twice = db.session.execute(
+            select(Consultation.patient_id)
+            .where(active)
+            .group_by(Consultation.patient_id)
+            .having(func.count(Consultation.id) > 1)
+        ).all()
+        total = db.session.execute(select(func.count(Consultation.id)).where(active)).scalar()
+    if doubled:
+        problems.append(f"{len(doubled)} slots booked twice: {doubled[:5]}")
+    if twice:
+        problems.append(f"{len(twice)} clients hold two bookings")
+    if total != slots:
+        problems.append(f"{total} bookings, expected exactly {slots}")
+    return problems
+
+
+def print_run(f: RunFigures) -> None:
+    print(
+        f"  {f.label:<36} {f.bookings:>4} bookings in {f.seconds:6.2f} s  "
+        f"{f.per_second:8.1f} bookings/s  {f.attempts:>5} attempts, {f.refused:>5} refused"
+    )
+    for error in f.errors[:5]:
+        print(f"      error: {error}")
+    if len(f.errors) > 5:
+        print(f"      … {len(f.errors) - 5} more errors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
+    parser.add_argument("--slots", type=int, default=DEFAULT_SLOTS)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
+        backend = url.split(":", 1)[0]
+        print(f"Booking race: {args.clients} clients, {args.slots} slots, {backend}")
+        create_bench_app(url, storage)  # a fresh database migrated to head
+        pool = connection_budget(url, args.clients)
+        note = "" if pool >= args.clients else " (capped by the server's max_connections)"
+        print(f"  connections: {pool} for {args.clients} clients{note}")
+        app = race_app(url, storage, pool)
+        patient_ids = seed(app, args.clients, args.slots)
+
+        service = service_run(app, patient_ids)
+        problems = verify(app, args.slots)
+        from app.extensions import db
+
+        with app.app_context():
+            db.engine.dispose()  # the baseline gets the same number of connections
+        engine = create_engine(url, pool_size=pool, max_overflow=0, pool_timeout=120)
+        baseline = baseline_run(engine, args.clients, args.slots)
+        engine.dispose()
+
+        print()
+        print_run(service)
+        print_run(baseline)
+        if baseline.bookings != args.slots:
+            problems.append(f"baseline: {baseline.bookings} claims, expected {args.slots}")
+        problems += service.errors + baseline.errors
+        ratio = service.per_second / baseline.per_second if baseline.per_second else 0.0
+        met = ratio >= RATIO_TARGET
+        print()
+        print(
+            f"  ratio service/baseline {ratio:.2f} (target ≥ {RATIO_TARGET}): "
+            f"{'met' if met else 'TARGET MISSED'}"
+        )
+        print(
+            "  no slot doubled, exactly one booking per slot: " + ("yes" if not problems else "NO")
+        )
+        for p in problems:
+            print(f"    problem: {p}")
+        print(f"  {machine_load()}")
+        ok = met and not problems
+        return 0 if ok or not args.strict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
