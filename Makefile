@@ -7,10 +7,10 @@ FLASK := $(VENV)/bin/flask
 export FLASK_APP := run.py
 PORT ?= 5000
 
-.PHONY: setup run test lint browsers services translations messages demo-data bench clean
+.PHONY: setup run test lint browsers fonts services translations messages demo-data bench clean
 
 ## setup: venv, dependencies, compiled translations, migrated database (idempotent)
-setup: $(VENV)/.installed translations
+setup: $(VENV)/.installed translations fonts
 	$(FLASK) db upgrade
 	$(FLASK) oblako init
 
@@ -28,7 +28,7 @@ translations: $(VENV)/.installed
 messages: $(VENV)/.installed
 	$(PY) scripts/i18n.py
 
-## run: set everything up, load the demo data once, serve http://127.0.0.1:$(PORT)
+## run: set everything up, load the demo data once, serve http://127.0.0.1:$(PORT) and the worker
 run: setup
 	$(FLASK) oblako demo-data
 	PORT=$(PORT) $(PY) run.py
@@ -39,6 +39,14 @@ browsers:
 	  echo "installing Debian chromium and chromium-driver"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    chromium chromium-driver >/dev/null; \
+	fi
+
+## fonts: Debian's DejaVu fonts, the Cyrillic font the conclusion PDF embeds (CONCLUSION_FONT_PATH)
+fonts:
+	@if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
+	  echo "installing Debian fonts-dejavu-core"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    fonts-dejavu-core >/dev/null; \
 	fi
 
 ## services: start PostgreSQL and Redis when they are down (this machine's own servers)

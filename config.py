@@ -108,7 +108,32 @@ def build_config() -> dict:
         "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),
         "MAX_CONTENT_LENGTH": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024))
         + 1024 * 1024,
+        # The doctor's conclusion PDF embeds this Cyrillic TrueType font (installed by
+        # `make setup` from Debian's fonts-dejavu-core); missing → a clear error, no fallback.
+        "CONCLUSION_FONT_PATH": os.environ.get(
+            "CONCLUSION_FONT_PATH", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+        ),
         # Outbox: "outbox" keeps SMS and e-mail in the table staff can read.
         "SMS_BACKEND": os.environ.get("SMS_BACKEND", "outbox"),
         "EMAIL_BACKEND": os.environ.get("EMAIL_BACKEND", "outbox"),
+        # SMS_BACKEND=http: POST {to, text, id} as JSON with a bearer token (app/outbox.py).
+        "SMS_HTTP_URL": os.environ.get("SMS_HTTP_URL", ""),
+        "SMS_HTTP_TOKEN": os.environ.get("SMS_HTTP_TOKEN", ""),
+        "SMS_HTTP_TIMEOUT": float(os.environ.get("SMS_HTTP_TIMEOUT", "10")),
+        # EMAIL_BACKEND=smtp
+        "SMTP_HOST": os.environ.get("SMTP_HOST", "localhost"),
+        "SMTP_PORT": int(os.environ.get("SMTP_PORT", "587")),
+        "SMTP_USER": os.environ.get("SMTP_USER", ""),
+        "SMTP_PASSWORD": os.environ.get("SMTP_PASSWORD", ""),
+        "SMTP_STARTTLS": _bool("SMTP_STARTTLS", True),
+        "SMTP_SSL": _bool("SMTP_SSL", False),
+        "SMTP_TIMEOUT": float(os.environ.get("SMTP_TIMEOUT", "10")),
+        "SMTP_FROM": os.environ.get("SMTP_FROM", "Облако здоровья <noreply@localhost>"),
+        # Delivery retries: back-off doubles from OUTBOX_RETRY_SECONDS; failed after MAX_ATTEMPTS.
+        "OUTBOX_MAX_ATTEMPTS": int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "5")),
+        "OUTBOX_RETRY_SECONDS": int(os.environ.get("OUTBOX_RETRY_SECONDS", "60")),
+        # Background jobs (app/tasks.py): "sqlite" (instance/huey.db) unless REDIS_URL is set.
+        "HUEY_BACKEND": os.environ.get("HUEY_BACKEND", "redis" if redis_url else "sqlite"),
+        # Duty doctor booking: how many upcoming bookings one patient may hold at once.
+        "MAX_UPCOMING_DUTY_BOOKINGS": int(os.environ.get("MAX_UPCOMING_DUTY_BOOKINGS", 2)),
     }

@@ -58,6 +58,12 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("DiseaseView", READ),
         _view("(Patients|Consultations|PatientList|PatientDocuments|ConsultationList)", MENU),
         _view("(Reference|Diseases)", MENU),
+        _view(
+            "CareView",
+            "^can_(queue|show|schedule|request_documents|reject|cancel|schedule_day)$",
+        ),
+        _view("(Queue|Day)", MENU),
+        _view("ConclusionView", "^can_(start|new|pdf)$"),
     ],
     DUTY_DOCTOR: [
         *_COMMON,
@@ -68,6 +74,9 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("SlotView", READ),
         _view("(Patients|Consultations|PatientList|PatientDocuments|ConsultationList)", MENU),
         _view("(DutyShifts|Slots|Schedule)", MENU),
+        _view("CareView", "^can_(show|cancel|schedule_day)$"),
+        _view("Day", MENU),
+        _view("ConclusionView", "^can_(start|new|pdf)$"),
     ],
     PATIENT: [
         *_COMMON,
@@ -77,8 +86,13 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
             "^can_(list|upload|download|preview|delete)$",
         ),
         _view("ProfileView", "^can_(show|edit)$"),
-        _view("MyConsultationView", "^can_list$"),
+        _view("ConclusionView", "^can_pdf$"),
+        _view("MyConsultationView", "^can_(list|show|cancel|attach)$"),
+        _view("ApplicationView", "^can_new$"),
+        _view("BookingView", "^can_(index|book)$"),
         _view("(Cabinet|MyDocuments|MyConsultations|Profile)", MENU),
+        _view("NewApplication", MENU),
+        _view("DutyBooking", MENU),
     ],
     PUBLIC: [],
 }
