@@ -47,6 +47,14 @@ def _database_url() -> str:
     return url
 
 
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # SQLite serialises writers: wait for the lock (bookings under load) instead of failing
+        # with "database is locked" after the driver's default 5 s.
+        return {"pool_pre_ping": True, "connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
 def build_config() -> dict:
     """Return the configuration as a dict, read from the environment at call time."""
     database_url = _database_url()
@@ -60,7 +68,7 @@ def build_config() -> dict:
         # Database
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
         # Flask-AppBuilder
         "APP_NAME": "Health Cloud",  # replaced by its translation in create_app()
         "APP_THEME": "",

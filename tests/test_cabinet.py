@@ -117,7 +117,7 @@ def test_cabinet_tiles_and_patient_menu(patient_client):
         assert label in navbar  # the «Личный кабинет» menu
     assert "Личный кабинет" in navbar
     assert "Мои документы" in page  # the documents area's view, linked when it is registered
-    for href in ("/cabinet/consultations/", "/notifications/", "/profile/"):
+    for href in ("/cabinet/consultations/", "/notifications/", "/profile/", "/cabinet/booking/"):
         assert f'href="{href}"' in page and f'href="{href}"' in navbar
     # Staff menus are not there.
     assert "/centres/" not in html

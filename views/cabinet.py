@@ -63,6 +63,7 @@ class CabinetView(BaseView):
         tiles = [
             (endpoint_url("MyDocumentView.list"), _("My documents"), "fa-file-text-o"),
             (endpoint_url("ApplicationView.new"), _("New application"), "fa-paper-plane"),
+            (endpoint_url("BookingView.index"), _("Book a duty doctor"), "fa-calendar"),
             (url_for("MyConsultationView.list"), _("Consultations"), "fa-video-camera"),
             (url_for("NotificationView.list"), _("Notifications"), "fa-bell"),
             (url_for("ProfileView.show"), _("Profile"), "fa-user"),
