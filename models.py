@@ -491,6 +491,16 @@ class Consultation(Model):
         # Staff row scope: "patients who applied to my centre or booked me" (app/access.py).
         Index("ix_consultation_center_patient", "center_id", "patient_id"),
         Index("ix_consultation_doctor_patient", "doctor_id", "patient_id"),
+        # The centre doctors' queue, oldest first: an index scan that stops after one page
+        # (app.consultations.doctor_queue keeps its status list literal to match this one).
+        Index(
+            "ix_consultation_queue",
+            "center_id",
+            "submitted_at",
+            "id",
+            sqlite_where=text("status IN ('requested', 'needs_documents')"),
+            postgresql_where=text("status IN ('requested', 'needs_documents')"),
+        ),
     )
 
     def __str__(self) -> str:

@@ -18,7 +18,7 @@ from babel.dates import format_datetime as babel_format_datetime
 from flask import current_app
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import ColumnElement, false, func, or_, select, true
+from sqlalchemy import ColumnElement, bindparam, false, func, or_, select, true
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.access import own_document_condition
@@ -696,9 +696,12 @@ def doctor_queue(doctor: Doctor, page: int = 1, page_size: int = QUEUE_PAGE_SIZE
     """The centre's applications waiting for a decision, oldest first: two queries a page."""
     if doctor.center_id is None or not doctor.active:
         return QueuePage([], 1, page_size, 0, False)
-    condition = (Consultation.center_id == doctor.center_id) & Consultation.status.in_(
-        [s.value for s in QUEUE_STATUSES]
+    # Literal statuses: the planners (SQLite always, PostgreSQL on a generic plan) use the
+    # partial index ix_consultation_queue only when they can see its condition is implied.
+    statuses = bindparam(
+        "queue_statuses", [s.value for s in QUEUE_STATUSES], expanding=True, literal_execute=True
     )
+    condition = (Consultation.center_id == doctor.center_id) & Consultation.status.in_(statuses)
     # Counting stops at the cap: constant cost however long the queue grows.
     limited = select(Consultation.id).where(condition).limit(COUNT_CAP + 1).subquery()
     counted = int(db.session.execute(select(func.count()).select_from(limited)).scalar_one())

@@ -1,0 +1,509 @@
+"""Bench: the centre doctor's «Заявки» page (/care/queue) from 1,000 to 100,000 applications.
+
+Data: applications to a centre (kind centre_request, status requested or needs_documents) spread
+over two centres, each from its own patient; besides them a quarter as many consultations that
+left the queue (scheduled, completed) at the same centres. First 1,000 applications are loaded
+and measured, then the same database is grown to 100,000 and measured again.
+
+Pages measured, signed in as the Doctor of the first centre: page 1 of the queue and a deep page
+(page 20: OFFSET 380). For each page and size: the statements one request sends (target ≤ 8,
+and the same at both sizes) and the median latency of 20 requests through Flask's test client;
+then the ratio of the medians 100k / 1k (target ≤ 1.5). Each page is checked: exactly the 20
+applications of the doctor's centre that the queue's order puts on that page.
+
+Run: `.venv/bin/python bench/bench_doctor_queue.py` (DATABASE_URL picks PostgreSQL: a fresh
+database bench_<pid> is created and dropped). `--explain` prints the plan of the page's main
+statement at the large size (EXPLAIN ANALYZE on PostgreSQL, EXPLAIN QUERY PLAN on SQLite);
+`--strict` exits 1 when a target is missed; `--small/--large` change the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from common import (
+    BENCH_PASSWORD,
+    PageFigures,
+    QueryCounter,
+    Stopwatch,
+    analyze,
+    bulk_insert,
+    create_bench_app,
+    fresh_database_url,
+    login,
+    machine_load,
+    measure_page,
+    reset_sequences,
+)
+from flask import Flask, url_for
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, event, func, select
+
+QUERY_TARGET = 8
+RATIO_TARGET = 1.5
+CENTRES = 2  # the Doctor's centre is the first: half the applications are in its queue
+REPEATS = 20
+DEEP_PAGE = 20
+PAGE_SIZE = 20  # app.consultations.QUEUE_PAGE_SIZE, checked at start
+OTHERS_PER_QUEUED = 0.25  # scheduled/completed consultations per application in the queue
+
+QUEUE_PAGE = "CareView.queue"
+
+SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
+NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
+REGIONS = ["Москва", "Республика Саха (Якутия)", "Камчатский край", "Калининградская область"]
+
+# Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
+USER_COLUMNS = (
+    "id first_name last_name username password active email login_count fail_login_count "
+    "created_on changed_on session_generation must_change_password timezone"
+).split()
+PATIENT_COLUMNS = (
+    "id public_id user_id surname name patronymic birth_date sex phone email region timezone "
+    "source identity_status notify_sms notify_email created_at"
+).split()
+CONSULTATION_COLUMNS = (
+    "id public_id kind status patient_id center_id doctor_id disease_id diagnosis_text "
+    "complaints question staff_message mode scheduled_at duration_minutes due_by reject_reason "
+    "cancel_reason created_at submitted_at"
+).split()
+
+DATA_CONSULTATION_RE = re.compile(r'data-consultation="([0-9a-f-]{36})"')
+
+
+@dataclass
+class World:
+    """What the loader needs to keep between the two sizes."""
+
+    patient_role_id: int
+    centre_ids: list[int]
+    doctor_id: int
+    disease_ids: list[int]
+    queued: int = 0  # applications in the queue statuses, both centres
+    others: int = 0  # scheduled / completed
+    patients: int = 0
+    expected: dict[int, list[str]] = field(default_factory=dict)  # page → public ids, in order
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _next_id(conn: Connection, table: str) -> int:
+    from models import Model
+
+    t = Model.metadata.tables[table]
+    return int(conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()) + 1
+
+
+def set_up_world(app: Flask) -> World:
+    """Roles, catalogue, two centres and the first centre's Doctor: through the real services."""
+    from app.accounts import create_doctor, get_role
+    from app.catalogue import load_catalogue
+    from app.demo import ensure_roles
+    from app.extensions import db
+    from app.permissions import PATIENT
+    from models import Disease, Doctor, MedicalCenter
+
+    with app.app_context():
+        ensure_roles()
+        load_catalogue()
+        centres = [
+            MedicalCenter(name=f"Центр №{i}", profile="cardiology", region="Москва")
+            for i in range(1, CENTRES + 1)
+        ]
+        db.session.add_all(centres)
+        db.session.flush()
+        create_doctor(
+            username="bench-doctor",
+            password=BENCH_PASSWORD,
+            surname="Сердцев",
+            name="Алексей",
+            patronymic="Викторович",
+            specialty="Кардиолог",
+            email="bench-doctor@example.org",
+            center_id=centres[0].id,
+            is_duty=False,
+        )
+        doctor = db.session.execute(
+            select(Doctor).where(Doctor.center_id == centres[0].id)
+        ).scalar_one()
+        world = World(
+            patient_role_id=get_role(PATIENT).id,
+            centre_ids=[c.id for c in centres],
+            doctor_id=doctor.id,
+            disease_ids=sorted(db.session.execute(select(Disease.id)).scalars()),
+        )
+        db.session.commit()
+    return world
+
+
+def load_applications(app: Flask, world: World, *, queued: int) -> None:
+    """Add `queued` applications in the queue (each from a new patient: user, role link,
+    patient) and a quarter as many scheduled/completed consultations of the same patients.
+    """
+    from app.accounts import hash_password
+    from app.extensions import db
+
+    rng = random.Random(20261123 + world.queued)  # reproducible figures run to run
+    now = datetime.now(UTC)
+    others = int(queued * OTHERS_PER_QUEUED)
+    with app.app_context(), db.engine.begin() as conn:
+        password_hash = hash_password(BENCH_PASSWORD)  # once: per row it would dominate
+        user0, link0 = _next_id(conn, "ab_user"), _next_id(conn, "ab_user_role")
+        patient0, consultation0 = _next_id(conn, "patient"), _next_id(conn, "consultation")
+        first_n = world.patients  # running patient number: phones and e-mails stay unique
+
+        def users() -> Iterator[tuple]:
+            created = now.replace(tzinfo=None)  # FAB's own columns are naive
+            for i in range(queued):
+                n = first_n + i
+                yield (
+                    user0 + i,
+                    NAMES[n % 8],
+                    SURNAMES[n % 8],
+                    f"+7901{n:07d}",
+                    password_hash,
+                    True,
+                    f"queue{n}@example.org",
+                    0,
+                    0,
+                    created,
+                    created,
+                    0,
+                    False,
+                    "Europe/Moscow",
+                )
+
+        bulk_insert(conn, "ab_user", USER_COLUMNS, users())
+        bulk_insert(
+            conn,
+            "ab_user_role",
+            ("id", "user_id", "role_id"),
+            ((link0 + i, user0 + i, world.patient_role_id) for i in range(queued)),
+        )
+
+        def patient_rows() -> Iterator[tuple]:
+            for i in range(queued):
+                n = first_n + i
+                yield (
+                    patient0 + i,
+                    uuid.uuid4(),
+                    user0 + i,
+                    f"{SURNAMES[n % 8]}{n}",
+                    NAMES[n % 8],
+                    "Очередевич",
+                    date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
+                    "female" if n % 2 else "male",
+                    f"+7901{n:07d}",
+                    f"queue{n}@example.org",
+                    REGIONS[n % 4],
+                    "Europe/Moscow",
+                    "self",
+                    "unverified",
+                    True,
+                    True,
+                    now - timedelta(minutes=n),
+                )
+
+        bulk_insert(conn, "patient", PATIENT_COLUMNS, patient_rows())
+
+        def consultation_rows() -> Iterator[tuple]:
+            for i in range(queued + others):
+                n = first_n + i % queued
+                submitted = now - timedelta(minutes=rng.randint(1, 60 * 24 * 365))
+                # Half the applications name a disease from the catalogue (in both centres).
+                disease = world.disease_ids[n % len(world.disease_ids)] if n // 2 % 2 else None
+                if i < queued:  # in the queue: 4 in 5 requested, 1 in 5 needs documents
+                    status = "needs_documents" if n % 5 == 4 else "requested"
+                    doctor, scheduled = None, None
+                else:  # left the queue: scheduled (by the bench doctor) or completed
+                    status = rng.choice(("scheduled", "completed"))
+                    doctor = world.doctor_id
+                    scheduled = submitted + timedelta(days=rng.randint(1, 14))
+                yield (
+                    consultation0 + i,
+                    uuid.uuid4(),
+                    "centre_request",
+                    status,
+                    patient0 + i % queued,
+                    world.centre_ids[n % CENTRES],
+                    doctor,
+                    disease,
+                    "" if disease else "Нарушение ритма сердца",
+                    "Одышка при нагрузке",
+                    "",
+                    "",
+                    "video",
+                    scheduled,
+                    30,
+                    submitted + timedelta(days=3),  # due_by: the older ones are overdue
+                    "",
+                    "",
+                    submitted,
+                    submitted,
+                )
+
+        bulk_insert(conn, "consultation", CONSULTATION_COLUMNS, consultation_rows())
+        reset_sequences(conn, ("ab_user", "ab_user_role", "patient", "consultation"))
+    with app.app_context(), db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            analyze(conn)
+    world.queued += queued
+    world.others += others
+    world.patients += queued
+
+
+def expected_pages(app: Flask, world: World, pages: tuple[int, ...]) -> None:
+    """What each page must list: the doctor's centre's queue in the queue's order (computed
+    here with a plain statement, independently of the service)."""
+    from app.consultations import QUEUE_STATUSES
+    from app.extensions import db
+    from models import Consultation
+
+    with app.app_context():
+        for page in pages:
+            world.expected[page] = [
+                str(p)
+                for p in db.session.execute(
+                    select(Consultation.public_id)
+                    .where(
+                        Consultation.center_id == world.centre_ids[0],
+                        Consultation.status.in_([s.value for s in QUEUE_STATUSES]),
+                    )
+                    .order_by(Consultation.submitted_at, Consultation.id)
+                    .limit(PAGE_SIZE)
+                    .offset((page - 1) * PAGE_SIZE)
+                ).scalars()
+            ]
+        db.session.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    label: str
+    page: int
+    path: str
+    check: Callable[[str], None]
+
+
+def _shows_page(world: World, page: int) -> Callable[[str], None]:
+    def check(body: str) -> None:
+        shown = DATA_CONSULTATION_RE.findall(body)
+        expected = world.expected[page]
+        if len(expected) != PAGE_SIZE:
+            raise RuntimeError(f"page {page}: only {len(expected)} applications expected")
+        if shown != expected:
+            raise RuntimeError(
+                f"page {page} of the queue shows {len(shown)} applications, not the "
+                f"{len(expected)} expected in the queue's order (scope, order or clamping?)"
+            )
+
+    return check
+
+
+def build_probes(app: Flask, world: World) -> list[Probe]:
+    with app.test_request_context():
+        first = url_for(QUEUE_PAGE)
+        deep = url_for(QUEUE_PAGE, page=DEEP_PAGE)
+    return [
+        Probe("queue, page 1 (Doctor)", 1, first, _shows_page(world, 1)),
+        Probe(f"queue, page {DEEP_PAGE} (Doctor)", DEEP_PAGE, deep, _shows_page(world, DEEP_PAGE)),
+    ]
+
+
+def run_probes(
+    client: FlaskClient, probes: list[Probe], counter: QueryCounter
+) -> list[PageFigures]:
+    return [
+        measure_page(client, counter, p.path, label=p.label, repeats=REPEATS, check=p.check)
+        for p in probes
+    ]
+
+
+class StatementCatcher:
+    """Keeps the last statement (with its parameters) that lists the queue: to EXPLAIN it."""
+
+    MARK = "ORDER BY consultation.submitted_at"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.caught: tuple[str, Any] | None = None
+        event.listen(engine, "before_cursor_execute", self._before)
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if self.MARK in statement and "LIMIT" in statement and "EXPLAIN" not in statement:
+            self.caught = (statement, parameters)
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
+
+
+def explain(
+    app: Flask, client: FlaskClient, probes: list[Probe], catcher: StatementCatcher
+) -> None:
+    from app.extensions import db
+
+    for probe in probes:
+        catcher.caught = None
+        client.get(probe.path)
+        if catcher.caught is None:
+            print(f"\n  plan of «{probe.label}»: the listing statement was not seen")
+            continue
+        statement, parameters = catcher.caught
+        print(f"\n  plan of «{probe.label}»:")
+        print(f"    {' '.join(statement.split())[:400]}")
+        with app.app_context(), db.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                prefix = "EXPLAIN (ANALYZE, BUFFERS) "
+            else:
+                prefix = "EXPLAIN QUERY PLAN "
+            rows = conn.exec_driver_sql(prefix + statement, parameters).fetchall()
+            for row in rows:
+                print("    " + " | ".join(str(v) for v in row))
+
+
+def print_size(title: str, figures: list[PageFigures]) -> None:
+    print(f"\n{title}")
+    print(f"  {'page':<30} {'queries':>7} {'median ms':>10} {'p90 ms':>8} {'SQL ms':>7} {'KiB':>5}")
+    for f in figures:
+        print(
+            f"  {f.label:<30} {f.queries:>7} {f.median_ms:>10.1f} {f.p90_ms:>8.1f} "
+            f"{f.sql_median_ms:>7.1f} {f.body_bytes / 1024:>5.0f}"
+        )
+
+
+def print_summary(
+    small: list[PageFigures], large: list[PageFigures], sizes: tuple[str, str]
+) -> list[str]:
+    misses: list[str] = []
+    s, l_ = sizes
+    print(
+        f"\nSummary (targets: queries per page ≤ {QUERY_TARGET} and the same at both sizes, "
+        f"median latency ratio large/small ≤ {RATIO_TARGET})"
+    )
+    header = (
+        f"  {'page':<26} {'q ' + s:>6} {'q ' + l_:>7} {'ms ' + s:>7} {'ms ' + l_:>8} "
+        f"{'ratio':>6} {'SQL ratio':>9}  verdict"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for a, b in zip(small, large, strict=True):
+        ratio = b.median_ms / a.median_ms if a.median_ms else float("inf")
+        sql_ratio = b.sql_median_ms / a.sql_median_ms if a.sql_median_ms else float("inf")
+        problems = []
+        if max(a.queries, b.queries) > QUERY_TARGET:
+            problems.append(f"queries {max(a.queries, b.queries)} > {QUERY_TARGET}")
+        if a.queries != b.queries:
+            problems.append(f"queries grow with the rows ({a.queries} → {b.queries})")
+        if ratio > RATIO_TARGET:
+            problems.append(f"ratio {ratio:.2f} > {RATIO_TARGET}")
+        verdict = "ok" if not problems else "TARGET MISSED: " + "; ".join(problems)
+        if problems:
+            misses.append(f"{a.label}: {'; '.join(problems)}")
+        print(
+            f"  {a.label:<26} {a.queries:>6} {b.queries:>7} {a.median_ms:>7.1f} "
+            f"{b.median_ms:>8.1f} {ratio:>6.2f} {sql_ratio:>9.2f}  {verdict}"
+        )
+    return misses
+
+
+def list_statements(figures: list[PageFigures], *, every_page: bool = False) -> None:
+    """A page over the query budget: list its statements so the N+1 is easy to spot."""
+    for f in figures:
+        if every_page or f.queries > QUERY_TARGET:
+            print(f"\n  statements of «{f.label}» ({f.queries}):")
+            for i, sql in enumerate(f.statements, 1):
+                print(f"    {i:>2}. {' '.join(sql.split())[:160]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=1_000, help="applications, first size")
+    parser.add_argument("--large", type=int, default=100_000, help="applications, second size")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--sql", action="store_true", help="list every page's statements")
+    parser.add_argument("--explain", action="store_true", help="plan of the listing statement")
+    args = parser.parse_args(argv)
+    if args.large <= args.small:
+        parser.error("--large must be bigger than --small")
+    if args.small // CENTRES < DEEP_PAGE * PAGE_SIZE:
+        parser.error(f"--small must fill {DEEP_PAGE} pages of the first centre's queue")
+
+    with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
+        backend = url.split(":", 1)[0]
+        print(f"bench_doctor_queue: {backend}, {REPEATS} requests per page, median latency")
+        with Stopwatch("migrating a fresh database"):
+            app = create_bench_app(url, storage)
+        from app.consultations import QUEUE_PAGE_SIZE
+        from app.extensions import db
+
+        if QUEUE_PAGE_SIZE != PAGE_SIZE:
+            raise RuntimeError(f"the queue's page size is {QUEUE_PAGE_SIZE}, not {PAGE_SIZE}")
+        with app.app_context():
+            counter = QueryCounter(db.engine)
+            catcher = StatementCatcher(db.engine)
+        try:
+            with Stopwatch("accounts, centres, catalogue"):
+                world = set_up_world(app)
+            others = int(args.small * OTHERS_PER_QUEUED)
+            with Stopwatch(f"loading {args.small:,} applications (+{others:,} scheduled/done)"):
+                load_applications(app, world, queued=args.small)
+            expected_pages(app, world, (1, DEEP_PAGE))
+            client = app.test_client()
+            login(client, "bench-doctor")
+            probes = build_probes(app, world)
+            with Stopwatch("measuring"):
+                small = run_probes(client, probes, counter)
+            print_size(f"{world.queued:,} applications, {world.others:,} scheduled/done", small)
+            print(f"  {machine_load()}")
+
+            more = args.large - args.small
+            with Stopwatch(
+                f"loading {more:,} more applications (+{int(more * OTHERS_PER_QUEUED):,})"
+            ):
+                load_applications(app, world, queued=more)
+            expected_pages(app, world, (1, DEEP_PAGE))
+            with Stopwatch("measuring"):
+                large = run_probes(client, probes, counter)
+            print_size(f"{world.queued:,} applications, {world.others:,} scheduled/done", large)
+            print(f"  {machine_load()}")
+
+            misses = print_summary(small, large, (_short(args.small), _short(args.large)))
+            list_statements(large, every_page=args.sql)
+            if args.explain:
+                explain(app, client, probes, catcher)
+        finally:
+            counter.close()
+            catcher.close()
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()  # let the PostgreSQL database be dropped
+    if misses:
+        print("\nTargets missed:\n  - " + "\n  - ".join(misses))
+        return 1 if args.strict else 0
+    print("\nAll targets met.")
+    return 0
+
+
+def _short(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
