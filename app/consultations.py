@@ -125,6 +125,8 @@ def consultation_for_staff(user, public_id: uuid.UUID) -> Consultation:
 # ---------------------------------------------------------------------------------------------
 
 APPLICATION_DUE = timedelta(days=3)
+# A referred patient's documents are promised a review within 2–4 days (issue 4).
+REFERRAL_DUE = timedelta(days=4)
 QUEUE_STATUSES = (ConsultationStatus.REQUESTED, ConsultationStatus.NEEDS_DOCUMENTS)
 # A doctor's diary is taken by these; cancelled, rejected and missed ones free the time.
 BUSY_STATUSES = (ConsultationStatus.SCHEDULED, ConsultationStatus.IN_PROGRESS)
@@ -398,6 +400,7 @@ def submit_application(
 
 DOCUMENTS_OPEN = frozenset(
     {
+        ConsultationStatus.AWAITING_DOCUMENTS,
         ConsultationStatus.REQUESTED,
         ConsultationStatus.NEEDS_DOCUMENTS,
         ConsultationStatus.SCHEDULED,
@@ -414,7 +417,8 @@ def attach_documents(
 ) -> int:
     """The patient adds own documents to own consultation; returns how many were added.
 
-    When the doctor had asked for documents, the application goes back to them (requested).
+    When the doctor had asked for documents, the application goes back to them (requested); a
+    referral waiting for the patient's documents enters the centre's queue.
     """
     patient = _own_patient(by)
     if patient is None or patient.id != c.patient_id:
@@ -428,13 +432,20 @@ def attach_documents(
         raise ConsultationError(_l("Choose or upload at least one document."))
     c.documents.extend(added)
     _audit("consultation.documents_added", c, by)
-    if c.status == ConsultationStatus.NEEDS_DOCUMENTS:
+    if c.status in (ConsultationStatus.NEEDS_DOCUMENTS, ConsultationStatus.AWAITING_DOCUMENTS):
         documents_uploaded(c, by=by)
     return len(added)
 
 
-def documents_uploaded(c: Consultation, *, by) -> None:
-    """needs_documents → requested: the doctors of the centre look at the application again."""
+def documents_uploaded(c: Consultation, *, by, now: datetime | None = None) -> None:
+    """needs_documents → requested: the doctors of the centre look at the application again.
+
+    awaiting_documents → requested: a referral (issue 4) becomes an application in the centre's
+    queue, submitted now and due in four days; from here on it is pathway 1.
+    """
+    if c.status == ConsultationStatus.AWAITING_DOCUMENTS:
+        _referral_documents_uploaded(c, by=by, now=now or utcnow())
+        return
     if c.status != ConsultationStatus.NEEDS_DOCUMENTS:
         raise ConsultationError(_l("The doctor has not asked for documents."))
     c.status = ConsultationStatus.REQUESTED
@@ -445,6 +456,23 @@ def documents_uploaded(c: Consultation, *, by) -> None:
         "documents_uploaded",
         lambda: gettext(
             "The patient has added documents to application %(number)s.", number=number
+        ),
+    )
+
+
+def _referral_documents_uploaded(c: Consultation, *, by, now: datetime) -> None:
+    c.status = ConsultationStatus.REQUESTED
+    c.submitted_at = now
+    c.due_by = now + REFERRAL_DUE
+    _audit("consultation.referral_documents_uploaded", c, by)
+    number = str(c)
+    _notify_staff(
+        c,
+        "referral_documents_uploaded",
+        lambda: gettext(
+            "A referred patient has uploaded documents: application %(number)s "
+            "is waiting for review.",
+            number=number,
         ),
     )
 

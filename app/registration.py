@@ -23,7 +23,8 @@ from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
 from app.passwords import PasswordPolicyError, check_password
-from models import ConsentKind, OblakoUser, Patient, Sex
+from app.roles import is_patient
+from models import Consent, ConsentKind, OblakoUser, Patient, Sex
 
 # Labels for the time-zone select: the city people know and the offset they can check.
 TIMEZONE_LABELS = {
@@ -305,14 +306,43 @@ def update_profile(patient: Patient, data: ProfileData, *, actor: OblakoUser) ->
 # --- password ------------------------------------------------------------------------------
 
 
+def needs_personal_data_consent(user: OblakoUser) -> bool:
+    """A patient with no standing personal-data consent in the ledger (an imported account)."""
+    if not is_patient(user):
+        return False
+    active = db.session.execute(
+        select(func.count())
+        .select_from(Consent)
+        .where(
+            Consent.user_id == user.id,
+            Consent.kind == ConsentKind.PERSONAL_DATA,
+            Consent.withdrawn_at.is_(None),
+        )
+    ).scalar()
+    return not active
+
+
 def check_password_change(
-    user: OblakoUser, *, current_password: str, new_password: str, confirm: str
+    user: OblakoUser,
+    *,
+    current_password: str,
+    new_password: str,
+    confirm: str,
+    consent: bool | None = None,
+    ip: str | None = None,
 ) -> None:
     """Validate an own-password change and clear the must-change flag.
 
     The caller stores the new password through the security manager's reset_password, which
-    hashes it and revokes every other session and API token of the user.
+    hashes it and revokes every other session and API token of the user. On the first sign-in
+    of an imported patient (must_change_password, no personal-data consent yet) the consent is
+    required too and recorded here.
     """
+    consent_needed = user.must_change_password and needs_personal_data_consent(user)
+    if consent_needed and not consent:
+        raise RegistrationError(
+            _l("To continue, give your consent to the processing of personal data."), "consent"
+        )
     if not user.password or not check_password_hash(user.password, current_password or ""):
         raise RegistrationError(_l("The current password is wrong."), "current_password")
     if new_password == current_password:
@@ -332,4 +362,6 @@ def check_password_change(
         raise
     user.must_change_password = False
     user.password_expires_at = None
+    if consent_needed:
+        record_consent(user, ConsentKind.PERSONAL_DATA, ip=ip)
     audit("password_changed", actor=user, obj_type="user", obj_id=user.id)

@@ -6,12 +6,15 @@ import logging
 import re
 
 from flask import current_app, g, request, session
+from flask_appbuilder.security.api import SecurityApi as FabSecurityApi
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
 from flask_login import user_logged_in, user_logged_out
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
+from werkzeug.security import check_password_hash
 
+from app.otp import EXPIRED_MESSAGE, one_time_password_expired
 from app.throttle import get_throttle
 from models import OblakoUser
 
@@ -19,14 +22,35 @@ log = logging.getLogger(__name__)
 
 SESSION_GENERATION_KEY = "_oblako_gen"
 JWT_GENERATION_CLAIM = "gen"
+# g attribute: why the sign-in just refused was refused, when the person should know (the
+# one-time password expired); the login form and the API login show it instead of FAB's own.
+LOGIN_ERROR_KEY = "oblako_login_error"
+
+
+def login_error() -> str | None:
+    return g.get(LOGIN_ERROR_KEY)
 
 
 def client_ip() -> str:
     return request.remote_addr or "" if request else ""
 
 
+class SecurityApi(FabSecurityApi):
+    """FAB's /api/v1/security/login, with the reason of a refusal when the person should know.
+
+    Same class name as FAB's: endpoint and permission names (SecurityApi.login) do not change.
+    """
+
+    def response_401(self):
+        message = login_error()
+        if message:
+            return self.response(401, message=message)
+        return super().response_401()
+
+
 class OblakoSecurityManager(SecurityManager):
     user_model = OblakoUser
+    security_api = SecurityApi
 
     def __init__(self, appbuilder) -> None:
         from views.auth import SECURITY_VIEWS, OblakoAuthDBView
@@ -50,10 +74,29 @@ class OblakoSecurityManager(SecurityManager):
         if not throttle.allowed(username or "", ip):
             log.info("sign-in refused by throttle for %r from %s", username, ip)
             return None
+        if self._one_time_password_expired(username, password):
+            # Right password, but its time is over: a failure for the throttle, and the person
+            # is told to contact the manager (only someone who knows the password learns this).
+            throttle.failed(username or "", ip)
+            g.setdefault(LOGIN_ERROR_KEY, str(EXPIRED_MESSAGE))
+            log.info("sign-in refused: one-time password of %r expired", username)
+            return None
         user = super().auth_user_db(username, password)
         if user is None:
             throttle.failed(username or "", ip)
         return user
+
+    def _one_time_password_expired(self, username, password) -> bool:
+        if not username or not password:
+            return False
+        user = self.find_user(username=username) or self.find_user(email=username)
+        return bool(
+            user is not None
+            and user.is_active
+            and one_time_password_expired(user)
+            and user.password
+            and check_password_hash(user.password, password)
+        )
 
     # --- permission checks without SQL -----------------------------------------------------
     # Roles are the in-memory matrix (app/permissions.py); FAB would otherwise query the Public

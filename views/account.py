@@ -12,16 +12,27 @@ from flask import Flask, abort, current_app, flash, g, jsonify, redirect, reques
 from flask_appbuilder import AppBuilder, BaseView, expose, has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_jwt_extended import get_current_user, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import PasswordField
+from jwt import PyJWTError
+from wtforms import BooleanField, PasswordField
 from wtforms.validators import InputRequired
 
 from app import cabinet as notifications
 from app.db import unit_of_work
 from app.errors import NotFound
-from app.registration import RegistrationError, check_password_change
+from app.registration import (
+    RegistrationError,
+    check_password_change,
+    needs_personal_data_consent,
+)
+from app.security import client_ip
 from views.registration import REQUIRED, attach_error
+
+# FAB's token endpoints (login, refresh): open to everyone, the gate applies to what they give.
+API_SECURITY_PREFIX = "/api/v1/security/"
 
 # Pages a user with must_change_password may still open.
 ALLOWED_WHILE_PASSWORD_MUST_CHANGE = frozenset(
@@ -104,6 +115,10 @@ class ChangePasswordForm(FlaskForm):
         validators=[InputRequired(message=REQUIRED)],
         render_kw={"autocomplete": "new-password"},
     )
+    # Shown (and required) only on an imported patient's first sign-in: see _render.
+    consent = BooleanField(
+        _l("I consent to the processing of my personal data for the online consultations.")
+    )
 
 
 class ChangePasswordView(BaseView):
@@ -113,9 +128,13 @@ class ChangePasswordView(BaseView):
     default_view = "this_form_get"
 
     def _render(self, form: ChangePasswordForm):
+        user = g.user
+        first_sign_in = bool(getattr(user, "must_change_password", False))
         return self.render_template(
             "oblako/change_password.html",
             form=form,
+            first_sign_in=first_sign_in,
+            ask_consent=first_sign_in and needs_personal_data_consent(user),
             title=_("Change password"),
             appbuilder=self.appbuilder,
         )
@@ -140,6 +159,8 @@ class ChangePasswordView(BaseView):
                     current_password=form.current_password.data,
                     new_password=form.new_password.data,
                     confirm=form.confirm_password.data,
+                    consent=bool(form.consent.data),
+                    ip=client_ip(),
                 )
                 # Hashes, bumps the session generation (other sessions and API tokens stop
                 # working) and re-stamps this session so the person stays signed in.
@@ -152,18 +173,38 @@ class ChangePasswordView(BaseView):
 
 
 def _password_gate():
-    """Before every request: a user who must change the password is sent to do so."""
-    if not current_user.is_authenticated or not getattr(
-        current_user, "must_change_password", False
-    ):
-        return None
+    """Before every request: a user who must change the password is sent to do so.
+
+    That is the first sign-in with a one-time password (or after an admin reset); the page also
+    asks an imported patient for the personal-data consent. An API token of such a user opens
+    nothing but the sign-in endpoints (403), whether it comes as a cookie session or a JWT.
+    """
     if request.endpoint in ALLOWED_WHILE_PASSWORD_MUST_CHANGE:
         return None
+    api = request.path.startswith("/api/")
+    if api and request.path.startswith(API_SECURITY_PREFIX):
+        return None
+    user = current_user if current_user.is_authenticated else None
+    if user is None and api:
+        user = _jwt_user()
+    if user is None or not getattr(user, "must_change_password", False):
+        return None
     message = _("Set a new password to continue.")
-    if request.path.startswith("/api/"):
+    if api:
         return jsonify(message=message), 403
     flash(message, "warning")
     return redirect(url_for("ChangePasswordView.this_form_get"))
+
+
+def _jwt_user():
+    """The user of a valid bearer token, else None (the endpoint itself answers bad tokens)."""
+    if not request.headers.get("Authorization"):
+        return None
+    try:
+        verify_jwt_in_request(optional=True)
+        return get_current_user()
+    except (JWTExtendedException, PyJWTError):  # expired, invalid, revoked: the endpoint's 401
+        return None
 
 
 def _navbar_context() -> dict:

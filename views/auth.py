@@ -21,7 +21,17 @@ from flask_appbuilder.security.decorators import has_access, permission_name
 
 
 class OblakoAuthDBView(fab.AuthDBView):
-    """Same form and flow as FAB's; a named class so the throttle can recognise the endpoint."""
+    """Same form and flow as FAB's; a named class so the throttle can recognise the endpoint.
+
+    A refusal the person should understand (an expired one-time password) replaces FAB's
+    generic «invalid login» message.
+    """
+
+    @property
+    def invalid_login_message(self):
+        from app.security import login_error
+
+        return login_error() or fab.AuthView.invalid_login_message
 
 
 class _KnownActionsOnly:
