@@ -110,6 +110,8 @@ def build_config() -> dict:
         "REDIS_URL": redis_url,
         # Password policy
         "PASSWORD_MIN_LENGTH": 8,
+        # One-time passwords sent to imported referral patients stop working after these days.
+        "ONE_TIME_PASSWORD_DAYS": int(os.environ.get("ONE_TIME_PASSWORD_DAYS", "7")),
         "CONSENT_POLICY_VERSION": os.environ.get("CONSENT_POLICY_VERSION", "2026-11"),
         # Medical documents
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "storage")),
@@ -122,6 +124,8 @@ def build_config() -> dict:
             "CONCLUSION_FONT_PATH", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
         ),
         # Outbox: "outbox" keeps SMS and e-mail in the table staff can read.
+        # The sign-in address sent in referral SMS (set it to the public HTTPS address).
+        "PUBLIC_SIGN_IN_URL": os.environ.get("PUBLIC_SIGN_IN_URL", ""),
         "SMS_BACKEND": os.environ.get("SMS_BACKEND", "outbox"),
         "EMAIL_BACKEND": os.environ.get("EMAIL_BACKEND", "outbox"),
         # SMS_BACKEND=http: POST {to, text, id} as JSON with a bearer token (app/outbox.py).
@@ -142,6 +146,8 @@ def build_config() -> dict:
         "OUTBOX_RETRY_SECONDS": int(os.environ.get("OUTBOX_RETRY_SECONDS", "60")),
         # Background jobs (app/tasks.py): "sqlite" (instance/huey.db) unless REDIS_URL is set.
         "HUEY_BACKEND": os.environ.get("HUEY_BACKEND", "redis" if redis_url else "sqlite"),
+        # Referral tables (app/referrals.py): at most this many patient rows per file.
+        "REFERRAL_MAX_ROWS": int(os.environ.get("REFERRAL_MAX_ROWS", 20000)),
         # Duty doctor booking: how many upcoming bookings one patient may hold at once.
         "MAX_UPCOMING_DUTY_BOOKINGS": int(os.environ.get("MAX_UPCOMING_DUTY_BOOKINGS", 2)),
     }

@@ -47,6 +47,11 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("PatientStaffView", READ),
         _view("ConsultationStaffView", READ),
         _view("OutboxView", READ),
+        _view(
+            "ReferralImportView",
+            "^can_(list|show|upload|template|progress|confirm|export|resend)$",
+        ),
+        _view("(Referrals|ReferralImports)", MENU),
         _view("(Reference|Patients|Consultations|Staff|Centres|Diseases|DocumentTypes)", MENU),
         _view("(Schedule|DutyShifts|Slots|Doctors|PatientList|ConsultationList|Outbox)", MENU),
     ],

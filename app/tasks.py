@@ -111,6 +111,20 @@ def run_reminders() -> dict[str, int]:
     return {"day_before": report.day_before, "hour_before": report.hour_before}
 
 
+@in_app_context
+def run_referral_import(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
+    from app.referrals import run_import
+
+    return run_import(import_id, sign_in_url=sign_in_url)
+
+
+@huey.task()
+def import_referrals(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
+    """Import a confirmed referral table in chunks (resumable: started again, it skips
+    the rows already imported)."""
+    return run_referral_import(import_id, sign_in_url)
+
+
 @huey.task()
 def deliver_outbox(limit: int = 100) -> dict[str, int]:
     """Deliver now (e.g. right after queueing a one-time password) instead of within a minute."""

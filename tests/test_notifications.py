@@ -14,8 +14,13 @@ def test_notify_patient_queues_sms_and_email_once_per_key(app, make_patient):
     with app.app_context():
         patient = db.session.get(Patient, patient_id)
         for _ in range(2):
-            notify(patient.user, "test", "Консультация назначена", link="/cabinet/",
-                   dedupe_key="reminder:1")
+            notify(
+                patient.user,
+                "test",
+                "Консультация назначена",
+                link="/cabinet/",
+                dedupe_key="reminder:1",
+            )
         db.session.commit()
         assert db.session.execute(select(Notification)).scalars().all()[0].text == (
             "Консультация назначена"

@@ -567,9 +567,11 @@ def test_opening_a_patient_card_is_audited(app, care_world):
     assert client.get(f"/staff/patients/show/{patients['by_centre']}").status_code == 200
     assert client.get(f"/staff/patients/show/{patients['elsewhere']}").status_code == 404
     with app.app_context():
-        events = db.session.execute(
-            select(AuditEvent).where(AuditEvent.action == "patient.view")
-        ).scalars().all()
+        events = (
+            db.session.execute(select(AuditEvent).where(AuditEvent.action == "patient.view"))
+            .scalars()
+            .all()
+        )
         assert [e.patient_id for e in events] == [patients["by_centre"]]
 
 

@@ -18,6 +18,7 @@ MENU_MODULES = (
     "views.staff",
     "views.consultations",
     "views.conclusions",
+    "views.referrals",
     "views.scheduling",
     "views.reference",
     "views.account",

@@ -1,0 +1,1216 @@
+"""Pathway 3: the treating physicians' table → patients' accounts, referral consultations, SMS.
+
+The manager downloads the template, the regional specialists fill it, the manager uploads it.
+`validate_upload` reads the whole file first (refusing what is not a safe spreadsheet), checks
+every row and stores a preview (ReferralImport `validated`, one ReferralImportRow per row with
+its normalised data and its errors). Nothing else is written until the manager confirms; then
+`run_import` (a Huey task, app/tasks.py) imports the valid rows in chunks, one commit per chunk,
+skipping rows already done — so an interrupted import resumes without duplicates.
+
+Idempotence: a patient is matched by СНИЛС, else by phone + birth date, and linked, never
+created twice (the phone is also unique in the database); a row's consultation is found by
+`referral_row_id`, and an active referral consultation of the same patient for the same disease
+is reused; the invitation SMS carries a dedupe key, and is only sent when an account is created.
+
+Services never commit — except `run_import`, which is the background job's own unit of work.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.accounts import AccountError, get_role, normalize_phone
+from app.audit import audit
+from app.errors import DomainError
+from app.extensions import db
+from app.notifications import queue_message
+from app.permissions import PATIENT
+from models import (
+    Consultation,
+    ConsultationKind,
+    ConsultationStatus,
+    Disease,
+    ImportStatus,
+    MedicalCenter,
+    OblakoUser,
+    OutboundChannel,
+    OutboundMessage,
+    Patient,
+    PatientSource,
+    ReferralImport,
+    ReferralImportRow,
+    Sex,
+    disease_center,
+    utcnow,
+)
+
+
+class ReferralError(DomainError):
+    """The file or the action was refused; nothing was saved."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The table's columns
+# ---------------------------------------------------------------------------------------------
+
+# key, Russian header (what the regional specialists see), whether the column must be present
+TEMPLATE_COLUMNS: list[tuple[str, str, bool]] = [
+    ("full_name", "ФИО", True),
+    ("birth_date", "дата рождения", True),
+    ("sex", "пол", True),
+    ("phone", "телефон", True),
+    ("email", "e-mail", False),
+    ("snils", "СНИЛС", False),
+    ("icd10", "код МКБ-10", True),
+    ("disease", "заболевание из перечня", True),
+    ("centre", "центр", True),
+    ("referring_org", "направившая медицинская организация", True),
+    ("physician", "лечащий врач", True),
+    ("note", "примечание", False),
+]
+HEADERS = {key: header for key, header, _required in TEMPLATE_COLUMNS}
+
+# Outcomes of a row (docs/referrals-contract.md).
+PENDING, INVALID, IMPORTED, LINKED = "pending", "invalid", "imported", "linked"
+DONE_OUTCOMES = (IMPORTED, LINKED)
+
+# Active referral consultations: a second row for the same patient and disease reuses one.
+ACTIVE_STATUSES = (
+    ConsultationStatus.AWAITING_DOCUMENTS,
+    ConsultationStatus.REQUESTED,
+    ConsultationStatus.NEEDS_DOCUMENTS,
+    ConsultationStatus.SCHEDULED,
+    ConsultationStatus.IN_PROGRESS,
+)
+
+DEFAULT_MAX_ROWS = 20_000
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# A real 20,000-row table is a few MB of XML; a zip bomb expands to gigabytes.
+DEFAULT_MAX_UNCOMPRESSED = 200 * 1024 * 1024
+MAX_RATIO = 100  # per member larger than RATIO_FLOOR; plain XML compresses 5–30×
+RATIO_FLOOR = 1024 * 1024
+MAX_ZIP_MEMBERS = 500
+CHUNK_SIZE = 200
+
+
+def _norm_header(value: Any) -> str:
+    text = unicodedata.normalize("NFKC", str(value or "")).lower().replace("ё", "е")
+    text = re.sub(r"\(.*?\)|\*", " ", text)  # «СНИЛС (необязательно)», «ФИО*»
+    return re.sub(r"[\s_]+", " ", text).strip(" :.")
+
+
+_HEADER_KEYS = {_norm_header(header): key for key, header, _required in TEMPLATE_COLUMNS}
+_HEADER_KEYS.update(
+    {
+        "email": "email",
+        "e mail": "email",
+        "электронная почта": "email",
+        "мкб-10": "icd10",
+        "код мкб": "icd10",
+        "мкб": "icd10",
+        "заболевание": "disease",
+        "медицинский центр": "centre",
+        "дата рождения дд.мм.гггг": "birth_date",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Template
+# ---------------------------------------------------------------------------------------------
+
+
+def build_template_xlsx() -> bytes:
+    """The empty table (first sheet) with an example and the catalogue on separate sheets."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Направления"
+    ws.append([header for _key, header, _required in TEMPLATE_COLUMNS])
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    for index, (_key, header, _required) in enumerate(TEMPLATE_COLUMNS):
+        ws.column_dimensions[cell_letter(index)].width = max(14, len(header) + 4)
+    ws.freeze_panes = "A2"
+
+    example = wb.create_sheet("Пример")
+    example.append([header for _key, header, _required in TEMPLATE_COLUMNS])
+    example.append(
+        [
+            "Иванова Мария Петровна",
+            "15.03.1975",
+            "ж",
+            "+7 912 345-67-89",
+            "",
+            "112-233-445 95",
+            "I10",
+            "Эссенциальная (первичная) гипертензия",
+            "Название центра из справочника",
+            "ГБУЗ «Районная больница»",
+            "Петров П. П.",
+            "",
+        ]
+    )
+    ref = wb.create_sheet("Справочник")
+    ref.append(["код МКБ-10", "заболевание из перечня", "центры"])
+    diseases = db.session.execute(
+        select(Disease).where(Disease.active.is_(True)).order_by(Disease.icd10_code)
+    ).scalars()
+    for disease in diseases:
+        centres = ", ".join(c.name for c in disease.centers if c.active)
+        ref.append([disease.icd10_code, disease.name, centres])
+    ref.append([])
+    ref.append(["центр"])
+    for centre in db.session.execute(
+        select(MedicalCenter).where(MedicalCenter.active.is_(True)).order_by(MedicalCenter.name)
+    ).scalars():
+        ref.append([centre.name])
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def cell_letter(index: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a file safely
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawRow:
+    row_number: int  # as the spreadsheet numbers it (the header is row 1 in the template)
+    values: dict[str, Any]
+
+
+def _limit(name: str, default: int) -> int:
+    return int(current_app.config.get(name, default))
+
+
+def _not_a_spreadsheet() -> ReferralError:
+    return ReferralError(
+        _l("This file is not a spreadsheet: upload the table as XLSX or CSV (see the template).")
+    )
+
+
+def read_table(filename: str, data: bytes) -> list[RawRow]:
+    """Rows of the first sheet keyed by TEMPLATE_COLUMNS, or ReferralError (nothing saved)."""
+    if not data or not data.strip():
+        raise ReferralError(_l("The file is empty."))
+    if len(data) > _limit("REFERRAL_MAX_BYTES", DEFAULT_MAX_BYTES):
+        raise ReferralError(_l("The file is too large."))
+    if data.startswith(b"PK\x03\x04"):
+        rows = _read_xlsx(data)
+    elif data.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ReferralError(
+            _l("This is an old Excel file (.xls): save it as an Excel workbook (.xlsx).")
+        )
+    else:
+        rows = _read_csv(data)
+    return _keyed_rows(rows)
+
+
+def _check_zip(archive: zipfile.ZipFile) -> None:
+    members = archive.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise _not_a_spreadsheet()
+    total = 0
+    for info in members:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR and ratio > MAX_RATIO:
+            raise _zip_bomb()
+    if total > _limit("REFERRAL_MAX_UNCOMPRESSED", DEFAULT_MAX_UNCOMPRESSED):
+        raise _zip_bomb()
+    names = {info.filename for info in members}
+    if "xl/workbook.xml" not in names:
+        raise _not_a_spreadsheet()
+    # openpyxl parses with defusedxml (installed); refusing any DTD here as well keeps the guard
+    # when a deployment lacks it. The sizes were bounded above, and zipfile never inflates a
+    # member past its declared size, so reading them is bounded too.
+    for info in members:
+        if not info.filename.endswith((".xml", ".rels")):
+            continue
+        with archive.open(info) as fh:
+            head = fh.read()
+        if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in head.upper():
+            raise ReferralError(
+                _l("The file contains XML declarations that are not allowed in a table.")
+            )
+
+
+def _zip_bomb() -> ReferralError:
+    return ReferralError(
+        _l("The file unpacks to far more data than a table can hold: it was refused.")
+    )
+
+
+def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
+    from openpyxl import load_workbook
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise _not_a_spreadsheet() from exc
+    with archive:
+        _check_zip(archive)
+    try:
+        wb = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
+    except Exception as exc:  # openpyxl raises many kinds, defusedxml its own
+        raise _unreadable(exc) from exc
+    try:
+        ws = wb.worksheets[0]
+        formulas: list[str] = []
+        rows: list[tuple[int, list[Any]]] = []
+        max_rows = _limit("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS)
+        for number, row in enumerate(ws.iter_rows(), start=1):
+            values = []
+            for cell in row:
+                value = getattr(cell, "value", None)
+                if getattr(cell, "data_type", None) == "f" or (
+                    isinstance(value, str) and value.startswith("=") and len(value) > 1
+                ):
+                    formulas.append(getattr(cell, "coordinate", f"{number}"))
+                    value = None
+                values.append(value)
+            if any(_present(v) for v in values):
+                rows.append((number, values))
+                if len(rows) > max_rows + 1:  # + the header
+                    raise _too_many(max_rows)
+    except ReferralError:
+        raise
+    except Exception as exc:
+        raise _unreadable(exc) from exc
+    finally:
+        wb.close()
+    if formulas:
+        shown = ", ".join(formulas[:5]) + (" …" if len(formulas) > 5 else "")
+        raise ReferralError(
+            _l(
+                "The table contains formulas (cells %(cells)s). Replace them with values "
+                "(copy → paste special → values) and upload again.",
+                cells=shown,
+            )
+        )
+    return iter(rows)
+
+
+def _unreadable(exc: Exception) -> ReferralError:
+    names, seen = [], exc
+    while seen is not None:  # openpyxl wraps the parser's error in a ValueError
+        names.append(type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    if any("Forbidden" in n or "DTD" in n for n in names):  # defusedxml's refusals
+        return ReferralError(
+            _l("The file contains XML declarations that are not allowed in a table.")
+        )
+    return _not_a_spreadsheet()
+
+
+def _too_many(max_rows: int) -> ReferralError:
+    return ReferralError(
+        _l(
+            "The table has more than %(n)d rows: split it into several files.",
+            n=max_rows,
+        )
+    )
+
+
+_BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x1f\x8b", b"Rar!", b"7z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
+    if data.startswith(_BINARY_MAGIC) or b"\x00" in data[:4096]:
+        raise _not_a_spreadsheet()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1251")
+        except UnicodeDecodeError as exc:
+            raise _not_a_spreadsheet() from exc
+    if _CONTROL.search(text[:65536]):
+        raise _not_a_spreadsheet()
+    first_line = text.lstrip("\r\n").split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") >= first_line.count(",") else ","
+    if first_line.count(delimiter) == 0:
+        raise _not_a_spreadsheet()
+    max_rows = _limit("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS)
+    rows: list[tuple[int, list[Any]]] = []
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        for number, values in enumerate(reader, start=1):
+            if any(_present(v) for v in values):
+                rows.append((number, values))
+                if len(rows) > max_rows + 1:
+                    raise _too_many(max_rows)
+    except csv.Error as exc:
+        raise _not_a_spreadsheet() from exc
+    return iter(rows)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+def _keyed_rows(rows: Iterator[tuple[int, list[Any]]]) -> list[RawRow]:
+    header = next(rows, None)
+    if header is None:
+        raise ReferralError(_l("The file is empty."))
+    _number, titles = header
+    index: dict[str, int] = {}
+    for position, title in enumerate(titles):
+        key = _HEADER_KEYS.get(_norm_header(title))
+        if key and key not in index:
+            index[key] = position
+    missing = [h for key, h, required in TEMPLATE_COLUMNS if required and key not in index]
+    if missing:
+        raise ReferralError(
+            _l(
+                "Columns missing from the table: %(columns)s. Use the template.",
+                columns=", ".join(f"«{m}»" for m in missing),
+            )
+        )
+    result = []
+    for number, values in rows:
+        keyed = {key: (values[pos] if pos < len(values) else None) for key, pos in index.items()}
+        result.append(RawRow(number, keyed))
+    if not result:
+        raise ReferralError(_l("The table has no patient rows."))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Validating rows
+# ---------------------------------------------------------------------------------------------
+
+_SEX = {
+    "ж": Sex.FEMALE,
+    "жен": Sex.FEMALE,
+    "женский": Sex.FEMALE,
+    "f": Sex.FEMALE,
+    "female": Sex.FEMALE,
+    "м": Sex.MALE,
+    "муж": Sex.MALE,
+    "мужской": Sex.MALE,
+    "m": Sex.MALE,
+    "male": Sex.MALE,
+}
+# Cyrillic letters that look like the Latin ones of ICD-10 codes («А00», «С50», «Е11»...).
+_LOOKALIKE = str.maketrans("АВЕКМНОРСТХаекорсх", "ABEKMHOPCTXAEKOPCX")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return re.sub(r"\s+", " ", str(value)).strip()
+
+
+def _key(value: str) -> str:
+    return _text(value).lower().replace("ё", "е").strip(" .")
+
+
+def parse_birth_date(value: Any) -> date:
+    """A date from a spreadsheet cell; ValueError with a translated message otherwise."""
+    if isinstance(value, datetime):
+        day = value.date()
+    elif isinstance(value, date):
+        day = value
+    else:
+        text = _text(value)
+        match = re.fullmatch(r"(\d{1,2})[./-](\d{1,2})[./-](\d{4})", text) or None
+        iso = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", text)
+        if match:
+            d, m, y = (int(x) for x in match.groups())
+        elif iso:
+            y, m, d = (int(x) for x in iso.groups())
+        else:
+            raise ValueError(_("Enter the date as DD.MM.YYYY."))
+        try:
+            day = date(y, m, d)
+        except ValueError as exc:
+            raise ValueError(_("There is no such date.")) from exc
+    today = date.today()
+    if day > today or day.year < today.year - 130:
+        raise ValueError(_("Enter a real date of birth."))
+    return day
+
+
+def normalize_snils(value: Any) -> str:
+    """«123-456-789 01» after checking the control number; ValueError otherwise."""
+    digits = re.sub(r"\D", "", _text(value))
+    if len(digits) != 11:
+        raise ValueError(_("СНИЛС has 11 digits."))
+    number, control = digits[:9], int(digits[9:])
+    # The control number is defined for numbers above 001-001-998.
+    if int(number) > 1001998:
+        total = sum(int(d) * (9 - i) for i, d in enumerate(number))
+        expected = total if total < 100 else (0 if total in (100, 101) else total % 101)
+        expected = 0 if expected == 100 else expected
+        if control != expected:
+            raise ValueError(_("The СНИЛС control number does not match: check the digits."))
+    return f"{digits[0:3]}-{digits[3:6]}-{digits[6:9]} {digits[9:]}"
+
+
+@dataclass
+class _Catalogue:
+    diseases_by_code: dict[str, Disease]
+    diseases_by_name: dict[str, Disease]
+    centres_by_name: dict[str, MedicalCenter]
+    centre_diseases: dict[int, set[int]]
+
+    @classmethod
+    def load(cls) -> _Catalogue:
+        diseases = list(
+            db.session.execute(select(Disease).where(Disease.active.is_(True))).scalars()
+        )
+        centres = list(
+            db.session.execute(
+                select(MedicalCenter).where(MedicalCenter.active.is_(True))
+            ).scalars()
+        )
+        links: dict[int, set[int]] = {}
+        for disease_id, center_id in db.session.execute(
+            select(disease_center.c.disease_id, disease_center.c.center_id)
+        ):
+            links.setdefault(center_id, set()).add(disease_id)
+        return cls(
+            {d.icd10_code.upper(): d for d in diseases},
+            {_key(d.name): d for d in diseases},
+            {_key(c.name): c for c in centres},
+            links,
+        )
+
+
+def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]:
+    """Normalised data and errors [{column, message}] for one row (no database writes)."""
+    v = raw.values
+    errors: list[dict] = []
+
+    def error(key: str, message: Any) -> None:
+        errors.append({"column": HEADERS[key], "message": str(message)})
+
+    data: dict[str, Any] = {"raw": {k: _text(val) for k, val in v.items() if _present(val)}}
+    parts = _text(v.get("full_name")).split(" ")
+    if len([p for p in parts if p]) < 2:
+        error("full_name", _("Enter the surname and the name."))
+    else:
+        data.update(surname=parts[0], name=parts[1], patronymic=" ".join(parts[2:]))
+    try:
+        data["birth_date"] = parse_birth_date(v.get("birth_date")).isoformat()
+    except ValueError as exc:
+        error("birth_date", exc if _present(v.get("birth_date")) else _("Required."))
+    sex = _SEX.get(_key(v.get("sex")))
+    if sex is None:
+        error("sex", _("Enter «м» or «ж»."))
+    else:
+        data["sex"] = str(sex)
+    try:
+        data["phone"] = normalize_phone(_text(v.get("phone")))
+    except AccountError as exc:
+        error("phone", exc)
+    email = _text(v.get("email")).lower()
+    if email and not _EMAIL.match(email):
+        error("email", _("Enter a valid e-mail or leave it empty."))
+    data["email"] = email or None
+    data["snils"] = None
+    if _present(v.get("snils")):
+        try:
+            data["snils"] = normalize_snils(v.get("snils"))
+        except ValueError as exc:
+            error("snils", exc)
+    code = _text(v.get("icd10")).upper().translate(_LOOKALIKE)
+    name = _key(v.get("disease"))
+    disease = None
+    if code:
+        disease = catalogue.diseases_by_code.get(code)
+        if disease is None:
+            error("icd10", _("Unknown ICD-10 code %(code)s: it is not in the list.", code=code))
+    elif name:
+        disease = catalogue.diseases_by_name.get(name)
+        if disease is None:
+            error("disease", _("This disease is not in the list."))
+    else:
+        error("icd10", _("Enter the ICD-10 code or the disease from the list."))
+    centre = catalogue.centres_by_name.get(_key(v.get("centre")))
+    if centre is None:
+        error(
+            "centre",
+            _("Unknown centre: use a name from the list.")
+            if _present(v.get("centre"))
+            else _("Required."),
+        )
+    if disease is not None:
+        data.update(disease_id=disease.id, icd10=disease.icd10_code)
+    if centre is not None:
+        data["centre_id"] = centre.id
+        taken = catalogue.centre_diseases.get(centre.id)
+        if disease is not None and taken and disease.id not in taken:
+            error("centre", _("This centre does not take this disease."))
+    for key in ("referring_org", "physician", "note"):
+        data[key] = _text(v.get(key))[:500]
+    return data, errors
+
+
+def _chunks(items: list, size: int = 500) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _existing_patients(rows: list[dict]) -> tuple[dict[str, Patient], dict[str, Patient]]:
+    """Patients already registered, by СНИЛС and by phone (a few IN queries, not one a row)."""
+    snils = sorted({d["snils"] for d in rows if d.get("snils")})
+    phones = sorted({d["phone"] for d in rows if d.get("phone")})
+    by_snils: dict[str, Patient] = {}
+    by_phone: dict[str, Patient] = {}
+    for chunk in _chunks(snils):
+        for p in db.session.execute(select(Patient).where(Patient.snils.in_(chunk))).scalars():
+            by_snils[p.snils] = p
+    for chunk in _chunks(phones):
+        for p in db.session.execute(select(Patient).where(Patient.phone.in_(chunk))).scalars():
+            by_phone[p.phone] = p
+    return by_snils, by_phone
+
+
+def _emails_in_use(emails: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(emails))):
+        found.update(
+            e.lower()
+            for e in db.session.execute(
+                select(OblakoUser.email).where(func.lower(OblakoUser.email).in_(chunk))
+            ).scalars()
+        )
+    return found
+
+
+def _match(data: dict, by_snils: dict, by_phone: dict) -> tuple[Patient | None, str | None]:
+    """The registered patient this row is about, or an error message for the row."""
+    if data.get("snils") and data["snils"] in by_snils:
+        patient = by_snils[data["snils"]]
+        if data.get("phone") and patient.phone != data["phone"] and data["phone"] in by_phone:
+            return None, _("This phone belongs to another patient than this СНИЛС.")
+        return patient, None
+    patient = by_phone.get(data.get("phone") or "")
+    if patient is None:
+        return None, None
+    if data.get("birth_date") and patient.birth_date.isoformat() == data["birth_date"]:
+        if data.get("snils") and patient.snils and patient.snils != data["snils"]:
+            return None, _("A patient with this phone is registered with another СНИЛС.")
+        return patient, None
+    return None, _("A patient with this phone is registered with another date of birth.")
+
+
+def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
+    """Read and check the whole file; store the preview (status validated). No commit."""
+    raw_rows = read_table(filename, data)
+    catalogue = _Catalogue.load()
+    checked = [_validate_row(raw, catalogue) for raw in raw_rows]
+    by_snils, by_phone = _existing_patients([d for d, _e in checked])
+    emails_taken = _emails_in_use(d["email"] for d, _e in checked if d.get("email"))
+
+    seen_phone: dict[str, tuple[int, dict]] = {}
+    seen_snils: dict[str, int] = {}
+    seen_email: dict[str, str] = {}
+    records = []
+    for raw, (row_data, errors) in zip(raw_rows, checked, strict=True):
+
+        def error(key: str, message: str, errors=errors) -> None:
+            errors.append({"column": HEADERS[key], "message": message})
+
+        phone, snils = row_data.get("phone"), row_data.get("snils")
+        if phone and phone in seen_phone:
+            first, other = seen_phone[phone]
+            same_person = (
+                other.get("birth_date") == row_data.get("birth_date")
+                and other.get("surname", "").lower() == row_data.get("surname", "").lower()
+            )
+            if not same_person:
+                error("phone", _("Row %(n)d gives this phone for another person.", n=first))
+            elif (other.get("disease_id"), other.get("centre_id")) == (
+                row_data.get("disease_id"),
+                row_data.get("centre_id"),
+            ):
+                error("full_name", _("Duplicate of row %(n)d.", n=first))
+        elif phone:
+            seen_phone[phone] = (raw.row_number, row_data)
+        if snils:
+            if snils in seen_snils and seen_phone.get(phone, (None,))[0] != seen_snils[snils]:
+                error("snils", _("The same СНИЛС is given in row %(n)d.", n=seen_snils[snils]))
+            seen_snils.setdefault(snils, raw.row_number)
+        patient, problem = _match(row_data, by_snils, by_phone)
+        if problem:
+            error("phone", problem)
+        email = row_data.get("email")
+        if patient is None and email:
+            if email in emails_taken or seen_email.get(email, phone) != phone:
+                error("email", _("This e-mail belongs to another account: leave it empty."))
+            seen_email.setdefault(email, phone)
+        records.append(
+            {
+                "row_number": raw.row_number,
+                "data": row_data,
+                "errors": errors,
+                "outcome": INVALID if errors else PENDING,
+                "patient_id": patient.id if patient is not None and not errors else None,
+            }
+        )
+
+    imp = ReferralImport(
+        file_sha256=hashlib.sha256(data).hexdigest(),
+        original_name=(filename or "table")[:255],
+        uploaded_by_id=getattr(user, "id", None),
+        status=ImportStatus.VALIDATED,
+        total_rows=len(records),
+        valid_rows=sum(1 for r in records if not r["errors"]),
+        error_rows=sum(1 for r in records if r["errors"]),
+        imported_rows=0,
+    )
+    db.session.add(imp)
+    db.session.flush()
+    for chunk in _chunks(records, 1000):
+        db.session.execute(insert(ReferralImportRow), [{**r, "import_id": imp.id} for r in chunk])
+    audit("referral_import_uploaded", actor=user, obj_type="referral_import", obj_id=imp.public_id)
+    return imp
+
+
+# ---------------------------------------------------------------------------------------------
+# Importing
+# ---------------------------------------------------------------------------------------------
+
+
+def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
+    """The invitation SMS, in Russian: service, address, login, password — never a diagnosis."""
+    with force_locale("ru"):
+        return _(
+            "Health Cloud: you are invited to an online consultation. Sign in: %(url)s, "
+            "login %(login)s, password %(password)s. The password is valid for 7 days.",
+            url=sign_in_url,
+            login=login,
+            password=password,
+        )
+
+
+def invite_dedupe_key(patient: Patient, file_sha256: str) -> str:
+    return f"referral-invite:{patient.public_id}:{file_sha256}"
+
+
+def default_sign_in_url() -> str:
+    """Outside a request (a worker resuming an import): the configured public address, else the
+    address `make run` serves on."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    if configured:
+        return configured
+    host = os.environ.get("HOST", "127.0.0.1")
+    return f"http://{host}:{os.environ.get('PORT', '5000')}/login/"
+
+
+def start_import(imp: ReferralImport, *, by) -> None:
+    """Confirm the preview: the rows are imported by the background job. No commit."""
+    if imp.status == ImportStatus.DONE:
+        raise ReferralError(_l("This table has already been imported."))
+    if imp.valid_rows == 0:
+        raise ReferralError(_l("The table has no valid rows to import."))
+    imp.status = ImportStatus.IMPORTING
+    audit("referral_import_confirmed", actor=by, obj_type="referral_import", obj_id=imp.public_id)
+
+
+def _issue_password(user: OblakoUser) -> str:
+    from app.otp import issue_one_time_password  # the sign-in part's module (fast hash, 7 days)
+
+    return issue_one_time_password(user)
+
+
+def _find_patient(data: dict) -> Patient | None:
+    if data.get("snils"):
+        patient = db.session.execute(
+            select(Patient).where(Patient.snils == data["snils"])
+        ).scalar_one_or_none()
+        if patient is not None:
+            return patient
+    patient = db.session.execute(
+        select(Patient).where(Patient.phone == data["phone"])
+    ).scalar_one_or_none()
+    if patient is not None and patient.birth_date.isoformat() != data["birth_date"]:
+        # Registered since the preview by someone else with this phone: never link blindly.
+        raise ReferralError(
+            _l("A patient with this phone is registered with another date of birth.")
+        )
+    return patient
+
+
+def _create_patient(data: dict, role) -> Patient:
+    """The account without the slow hash: the one-time password gets the fast one (app.otp)."""
+    phone = data["phone"]
+    email = data.get("email")
+    if (
+        email
+        and db.session.execute(
+            select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
+        ).first()
+    ):
+        email = None  # taken since the preview; the e-mail is optional
+    user = OblakoUser(
+        username=phone,
+        first_name=data["name"],
+        last_name=data["surname"],
+        email=email or f"{phone}@users.invalid",
+        active=True,
+        password="!",  # noqa: S106 — no password yet: issue_one_time_password sets it
+        roles=[role],
+        timezone=None,
+        session_generation=0,
+    )
+    db.session.add(user)
+    db.session.flush()
+    patient = Patient(
+        user_id=user.id,
+        user=user,
+        surname=data["surname"],
+        name=data["name"],
+        patronymic=data.get("patronymic", ""),
+        birth_date=date.fromisoformat(data["birth_date"]),
+        sex=data["sex"],
+        phone=phone,
+        email=email,
+        snils=data.get("snils"),
+        source=PatientSource.REFERRAL,
+    )
+    db.session.add(patient)
+    db.session.flush()
+    return patient
+
+
+def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: str) -> None:
+    data = dict(row.data)
+    patient = db.session.get(Patient, row.patient_id) if row.patient_id else None
+    patient = patient or _find_patient(data)
+    created = patient is None
+    if created:
+        patient = _create_patient(data, role)
+        password = _issue_password(patient.user)
+        queue_message(
+            OutboundChannel.SMS,
+            patient.phone,
+            invitation_text(sign_in_url=sign_in_url, login=patient.phone, password=password),
+            user_id=patient.user_id,
+            dedupe_key=invite_dedupe_key(patient, imp.file_sha256),
+        )
+        audit(
+            "referral_patient_created",
+            obj_type="patient",
+            obj_id=patient.public_id,
+            patient_id=patient.id,
+        )
+    consultation = db.session.execute(
+        select(Consultation).where(Consultation.referral_row_id == row.id)
+    ).scalar_one_or_none()
+    if consultation is None:
+        consultation = db.session.execute(
+            select(Consultation)
+            .where(
+                Consultation.patient_id == patient.id,
+                Consultation.kind == ConsultationKind.REFERRAL,
+                Consultation.disease_id == data["disease_id"],
+                Consultation.status.in_([s.value for s in ACTIVE_STATUSES]),
+            )
+            .order_by(Consultation.id)
+            .limit(1)
+        ).scalar_one_or_none()
+    if consultation is None:
+        consultation = Consultation(
+            kind=ConsultationKind.REFERRAL,
+            status=ConsultationStatus.AWAITING_DOCUMENTS,
+            patient_id=patient.id,
+            center_id=data["centre_id"],
+            disease_id=data["disease_id"],
+            referral_row_id=row.id,
+        )
+        db.session.add(consultation)
+        db.session.flush()
+    data["consultation_id"] = consultation.id
+    row.data = data
+    row.patient_id = patient.id
+    row.outcome = IMPORTED if created else LINKED
+
+
+def _pending_rows(import_id: int, limit: int) -> list[ReferralImportRow]:
+    stmt = (
+        select(ReferralImportRow)
+        .where(ReferralImportRow.import_id == import_id, ReferralImportRow.outcome == PENDING)
+        .order_by(ReferralImportRow.row_number)
+        .limit(limit)
+    )
+    if db.engine.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)  # two workers never take the same rows
+    return list(db.session.execute(stmt).scalars())
+
+
+def _count_done(import_id: int) -> int:
+    return db.session.execute(
+        select(func.count())
+        .select_from(ReferralImportRow)
+        .where(
+            ReferralImportRow.import_id == import_id,
+            ReferralImportRow.outcome.in_(DONE_OUTCOMES),
+        )
+    ).scalar_one()
+
+
+def run_import(
+    import_id: int,
+    *,
+    sign_in_url: str | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    max_chunks: int | None = None,
+) -> dict[str, int]:
+    """Import the pending valid rows, one commit per chunk. Safe to run again at any point:
+    rows already imported are skipped. `max_chunks` stops early (tests of resuming)."""
+    sign_in_url = sign_in_url or default_sign_in_url()
+    imp = db.session.get(ReferralImport, import_id)
+    if imp is None or imp.status == ImportStatus.DONE:
+        return {"imported": 0}
+    imp.status = ImportStatus.IMPORTING
+    db.session.commit()
+    role = get_role(PATIENT)
+    chunks = 0
+    while max_chunks is None or chunks < max_chunks:
+        rows = _pending_rows(import_id, chunk_size)
+        if not rows:
+            break
+        row_ids = [r.id for r in rows]
+        try:
+            for row in rows:
+                _import_row(row, imp, role, sign_in_url)
+            imp.imported_rows = _count_done(import_id)
+            db.session.commit()
+        except (IntegrityError, DomainError, KeyError, ValueError):
+            db.session.rollback()
+            # Find the row that fails, import the others one by one, keep going.
+            _import_one_by_one(row_ids, import_id, sign_in_url)
+        imp = db.session.get(ReferralImport, import_id)
+        role = get_role(PATIENT)
+        chunks += 1
+    remaining = db.session.execute(
+        select(func.count())
+        .select_from(ReferralImportRow)
+        .where(ReferralImportRow.import_id == import_id, ReferralImportRow.outcome == PENDING)
+    ).scalar_one()
+    imp.imported_rows = _count_done(import_id)
+    if not remaining:
+        imp.status = ImportStatus.DONE
+        imp.finished_at = utcnow()
+    db.session.commit()
+    return {"imported": imp.imported_rows, "remaining": remaining}
+
+
+def _import_one_by_one(row_ids: list[int], import_id: int, sign_in_url: str) -> None:
+    for row_id in row_ids:
+        row = db.session.get(ReferralImportRow, row_id)
+        imp = db.session.get(ReferralImport, import_id)
+        if row is None or row.outcome != PENDING:
+            continue
+        try:
+            _import_row(row, imp, get_role(PATIENT), sign_in_url)
+            db.session.commit()
+        except (IntegrityError, DomainError, KeyError, ValueError) as exc:
+            # A row the preview could not foresee (e.g. the phone registered meanwhile). Any
+            # other error (the database gone) propagates: the rows stay pending for a resume.
+            db.session.rollback()
+            current_app.logger.warning("referral row %s failed: %r", row_id, exc)
+            row = db.session.get(ReferralImportRow, row_id)
+            row.outcome = INVALID
+            row.errors = [{"column": "", "message": _("The row could not be imported.")}]
+            imp = db.session.get(ReferralImport, import_id)
+            imp.valid_rows -= 1
+            imp.error_rows += 1
+            db.session.commit()
+
+
+def import_progress(imp: ReferralImport) -> dict[str, Any]:
+    percent = 100 if not imp.valid_rows else int(100 * imp.imported_rows / imp.valid_rows)
+    return {
+        "status": imp.status,
+        "total_rows": imp.total_rows,
+        "valid_rows": imp.valid_rows,
+        "error_rows": imp.error_rows,
+        "imported_rows": imp.imported_rows,
+        "percent": min(percent, 100),
+        "done": imp.status == ImportStatus.DONE,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Resending credentials
+# ---------------------------------------------------------------------------------------------
+
+
+def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) -> None:
+    """A new one-time password (the old one stops working) and a new SMS. No commit."""
+    if patient.source != PatientSource.REFERRAL:
+        raise ReferralError(_l("Credentials are only sent to patients invited by a referral."))
+    password = _issue_password(patient.user)
+    patient.user.session_generation = (patient.user.session_generation or 0) + 1
+    sent_before = db.session.execute(
+        select(func.count())
+        .select_from(OutboundMessage)
+        .where(OutboundMessage.dedupe_key.like(f"referral-resend:{patient.public_id}:%"))
+    ).scalar_one()
+    queue_message(
+        OutboundChannel.SMS,
+        patient.phone,
+        invitation_text(
+            sign_in_url=sign_in_url or default_sign_in_url(),
+            login=patient.phone,
+            password=password,
+        ),
+        user_id=patient.user_id,
+        dedupe_key=f"referral-resend:{patient.public_id}:{sent_before + 1}:"
+        f"{int(utcnow().timestamp())}",
+    )
+    audit(
+        "referral_credentials_resent",
+        actor=by,
+        obj_type="patient",
+        obj_id=patient.public_id,
+        patient_id=patient.id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracking
+# ---------------------------------------------------------------------------------------------
+
+STAGES = ("invited", "signed_in", "documents_uploaded", "scheduled", "concluded")
+STAGE_LABELS = {
+    "not_imported": _l("Not imported"),
+    "invalid": _l("Error in the row"),
+    "invited": _l("Invited"),
+    "signed_in": _l("Signed in"),
+    "documents_uploaded": _l("Documents uploaded"),
+    "scheduled": _l("Scheduled"),
+    "concluded": _l("Concluded"),
+    "closed": _l("Closed"),
+}
+OUTCOME_LABELS = {
+    PENDING: _l("Waiting for import"),
+    INVALID: _l("Error"),
+    IMPORTED: _l("Account created"),
+    LINKED: _l("Linked to a registered patient"),
+}
+
+
+@dataclass
+class TrackedRow:
+    row: ReferralImportRow
+    patient: Patient | None
+    consultation: Consultation | None
+    stage: str
+
+
+def _stage(row: ReferralImportRow, patient: Patient | None, c: Consultation | None) -> str:
+    if row.outcome == INVALID:
+        return "invalid"
+    if row.outcome == PENDING or patient is None:
+        return "not_imported"
+    if c is not None:
+        if c.status == ConsultationStatus.COMPLETED:
+            return "concluded"
+        if c.status in (ConsultationStatus.SCHEDULED, ConsultationStatus.IN_PROGRESS):
+            return "scheduled"
+        if c.status in (
+            ConsultationStatus.CANCELLED,
+            ConsultationStatus.REJECTED,
+            ConsultationStatus.MISSED,
+        ):
+            return "closed"
+        if c.status != ConsultationStatus.AWAITING_DOCUMENTS or c.submitted_at is not None:
+            return "documents_uploaded"
+    if patient.user is not None and patient.user.last_login is not None:
+        return "signed_in"
+    return "invited"
+
+
+def tracked_rows(rows: list[ReferralImportRow]) -> list[TrackedRow]:
+    """Each row with its patient, consultation and stage (three queries for a page)."""
+    patient_ids = {r.patient_id for r in rows if r.patient_id}
+    consultation_ids = {r.data.get("consultation_id") for r in rows} - {None}
+    patients = {}
+    for chunk in _chunks(sorted(patient_ids)):
+        for p in db.session.execute(select(Patient).where(Patient.id.in_(chunk))).scalars():
+            patients[p.id] = p
+    consultations = {}
+    for chunk in _chunks(sorted(consultation_ids)):
+        for c in db.session.execute(
+            select(Consultation).where(Consultation.id.in_(chunk))
+        ).scalars():
+            consultations[c.id] = c
+    result = []
+    for row in rows:
+        patient = patients.get(row.patient_id)
+        c = consultations.get(row.data.get("consultation_id"))
+        result.append(TrackedRow(row, patient, c, _stage(row, patient, c)))
+    return result
+
+
+def import_rows(
+    imp: ReferralImport, *, errors_only: bool = False, page: int = 1, page_size: int = 100
+) -> tuple[list[ReferralImportRow], int]:
+    condition = ReferralImportRow.import_id == imp.id
+    if errors_only:
+        condition = condition & (ReferralImportRow.outcome == INVALID)
+    total = db.session.execute(
+        select(func.count()).select_from(ReferralImportRow).where(condition)
+    ).scalar_one()
+    rows = list(
+        db.session.execute(
+            select(ReferralImportRow)
+            .where(condition)
+            .order_by(ReferralImportRow.row_number)
+            .offset((max(page, 1) - 1) * page_size)
+            .limit(page_size)
+        ).scalars()
+    )
+    return rows, total
+
+
+def referral_patients(imp: ReferralImport) -> list[int]:
+    return list(
+        db.session.execute(
+            select(ReferralImportRow.patient_id).where(
+                ReferralImportRow.import_id == imp.id, ReferralImportRow.patient_id.is_not(None)
+            )
+        ).scalars()
+    )
+
+
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_tracking_xlsx(imp: ReferralImport) -> bytes:
+    """The tracking table for the regional specialists. Text cells are always text: a value
+    starting with = + - @ is never a formula when the file is opened."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Alignment
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Направления")
+    headers = [
+        _("Row"),
+        HEADERS["full_name"],
+        HEADERS["birth_date"],
+        HEADERS["phone"],
+        HEADERS["icd10"],
+        HEADERS["centre"],
+        HEADERS["referring_org"],
+        HEADERS["physician"],
+        _("Outcome"),
+        _("Stage"),
+        _("Consultation"),
+        _("Errors"),
+    ]
+    ws.append(headers)
+    quoted = Alignment()
+
+    def cell(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        c = WriteOnlyCell(ws, value=value)
+        c.data_type = "s"  # never a formula, whatever the text starts with
+        if value.startswith(_DANGEROUS):
+            c.quotePrefix = True
+            c.alignment = quoted
+        return c
+
+    import_id, last = imp.id, 0
+    while True:
+        rows = list(
+            db.session.execute(
+                select(ReferralImportRow)
+                .where(
+                    ReferralImportRow.import_id == import_id, ReferralImportRow.row_number > last
+                )
+                .order_by(ReferralImportRow.row_number)
+                .limit(1000)
+            ).scalars()
+        )
+        if not rows:
+            break
+        for t in tracked_rows(rows):
+            raw = t.row.data.get("raw", {})
+            ws.append(
+                [
+                    t.row.row_number,
+                    cell(t.patient.full_name if t.patient else raw.get("full_name", "")),
+                    cell(raw.get("birth_date", "")),
+                    cell(t.patient.phone if t.patient else raw.get("phone", "")),
+                    cell(raw.get("icd10", "")),
+                    cell(raw.get("centre", "")),
+                    cell(raw.get("referring_org", "")),
+                    cell(raw.get("physician", "")),
+                    cell(str(OUTCOME_LABELS.get(t.row.outcome, t.row.outcome))),
+                    cell(str(STAGE_LABELS.get(t.stage, t.stage))),
+                    cell(str(t.consultation) if t.consultation else ""),
+                    cell("; ".join(f"{e['column']}: {e['message']}" for e in t.row.errors)),
+                ]
+            )
+        last = rows[-1].row_number
+        db.session.expunge_all()
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def recent_imports(limit: int = 100) -> list[ReferralImport]:
+    return list(
+        db.session.execute(
+            select(ReferralImport).order_by(ReferralImport.created_at.desc()).limit(limit)
+        ).scalars()
+    )
+
+
+def import_by_public_id(public_id) -> ReferralImport | None:
+    return db.session.execute(
+        select(ReferralImport).where(ReferralImport.public_id == public_id)
+    ).scalar_one_or_none()
+
+
+__all__ = [
+    "TEMPLATE_COLUMNS",
+    "ReferralError",
+    "build_template_xlsx",
+    "read_table",
+    "resend_credentials",
+    "run_import",
+    "validate_upload",
+]

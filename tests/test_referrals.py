@@ -1,0 +1,553 @@
+"""Referral import (pathway 3): reading files safely, validating rows, importing idempotently."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select
+
+HEADER = [
+    "ФИО",
+    "дата рождения",
+    "пол",
+    "телефон",
+    "e-mail",
+    "СНИЛС",
+    "код МКБ-10",
+    "заболевание из перечня",
+    "центр",
+    "направившая медицинская организация",
+    "лечащий врач",
+    "примечание",
+]
+CENTRE = "Кардиоцентр Тест"
+
+
+def row(
+    name="Иванова Мария Петровна",
+    born="15.03.1975",
+    sex="ж",
+    phone="+79123450001",
+    email="",
+    snils="",
+    code="I10",
+    disease="",
+    centre=CENTRE,
+    note="",
+):
+    return [
+        name,
+        born,
+        sex,
+        phone,
+        email,
+        snils,
+        code,
+        disease,
+        centre,
+        "ЦРБ",
+        "Петров П. П.",
+        note,
+    ]
+
+
+def xlsx(rows, header=HEADER) -> bytes:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(header)
+    for r in rows:
+        ws.append(r)
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def csv_bytes(rows, *, sep=";", encoding="utf-8-sig", header=HEADER) -> bytes:
+    lines = [sep.join(header)] + [sep.join(r) for r in rows]
+    return "\r\n".join(lines).encode(encoding)
+
+
+@pytest.fixture
+def catalogue(app):
+    from app.catalogue import load_catalogue
+    from app.extensions import db
+    from models import Disease, MedicalCenter
+
+    with app.app_context():
+        load_catalogue()
+        centre = MedicalCenter(name=CENTRE, profile="cardiology", region="Москва")
+        db.session.add(centre)
+        for d in db.session.execute(
+            select(Disease).where(Disease.profile == "cardiology")
+        ).scalars():
+            d.centers.append(centre)
+        db.session.commit()
+        return centre.id
+
+
+@pytest.fixture
+def manager(app):
+    from app.accounts import create_manager
+    from app.extensions import db
+
+    with app.app_context():
+        user = create_manager(
+            username="mgr",
+            password="Secret123abc",
+            first_name="М",
+            last_name="Менеджер",
+            email="mgr@example.org",
+        )
+        db.session.commit()
+        return user.id
+
+
+def _validate(app, manager, data, filename="t.xlsx"):
+    from app.extensions import db
+    from app.referrals import validate_upload
+    from models import OblakoUser
+
+    with app.app_context():
+        imp = validate_upload(db.session.get(OblakoUser, manager), filename, data)
+        db.session.commit()
+        return imp.id
+
+
+def _rows(app, import_id):
+    from app.extensions import db
+    from models import ReferralImportRow
+
+    with app.app_context():
+        rows = db.session.execute(
+            select(ReferralImportRow)
+            .where(ReferralImportRow.import_id == import_id)
+            .order_by(ReferralImportRow.row_number)
+        ).scalars()
+        return [(r.row_number, r.outcome, r.errors, r.patient_id, dict(r.data)) for r in rows]
+
+
+def _import(app, import_id, **kw):
+    from app.referrals import run_import
+
+    with app.app_context():
+        return run_import(import_id, sign_in_url="https://oblako.test/login/", **kw)
+
+
+def _count(app, model, *where):
+    from app.extensions import db
+
+    with app.app_context():
+        return db.session.execute(select(func.count()).select_from(model).where(*where)).scalar()
+
+
+def _refused(app, manager, data, filename="t.xlsx") -> str:
+    from app.referrals import ReferralError
+    from models import ReferralImport, ReferralImportRow
+
+    with pytest.raises(ReferralError) as info:
+        _validate(app, manager, data, filename)
+    assert _count(app, ReferralImport) == 0 and _count(app, ReferralImportRow) == 0
+    with app.app_context():
+        return str(info.value)
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+@pytest.mark.no_db
+def test_snils_checksum(app):
+    from app.referrals import normalize_snils
+
+    with app.test_request_context():
+        assert normalize_snils("112-233-445 95") == "112-233-445 95"
+        assert normalize_snils("11223344595") == "112-233-445 95"
+        with pytest.raises(ValueError):
+            normalize_snils("112-233-445 96")
+        with pytest.raises(ValueError):
+            normalize_snils("1234")
+
+
+@pytest.mark.no_db
+def test_birth_dates(app):
+    from app.referrals import parse_birth_date
+
+    with app.test_request_context():
+        assert parse_birth_date("15.03.1975") == date(1975, 3, 15)
+        assert parse_birth_date("1975-03-15") == date(1975, 3, 15)
+        for bad in ("31.02.1980", "01.01.2999", "вчера", "01.01.1800"):
+            with pytest.raises(ValueError):
+                parse_birth_date(bad)
+
+
+def test_template_has_russian_headers(app, catalogue):
+    from openpyxl import load_workbook
+
+    from app.referrals import build_template_xlsx
+
+    with app.app_context():
+        wb = load_workbook(io.BytesIO(build_template_xlsx()))
+    assert [c.value for c in wb.worksheets[0][1]] == HEADER
+    assert wb.worksheets[0].max_row == 1  # no example rows in the sheet that is read
+    assert "I10" in [c.value for c in wb["Справочник"]["A"]]
+
+
+# --- validation and matching -------------------------------------------------------------------
+
+
+def test_rows_are_validated_with_row_and_column(app, catalogue, manager, make_patient):
+    from app.extensions import db
+    from models import Patient
+
+    existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
+    with app.app_context():
+        db.session.get(Patient, existing).snils = "112-233-445 95"
+        db.session.commit()
+    data = xlsx(
+        [
+            row(),  # 2: fine
+            row(phone="12345"),  # 3: bad phone
+            row(phone="+79123450003", born="31.02.1980"),  # 4: impossible date
+            row(phone="+79123450004", code="Z99"),  # 5: unknown disease code
+            row(phone="+79123450005", code="", disease="стенокардия"),  # 6: by name
+            row(phone="+79123450006", centre="Нет такого"),  # 7: unknown centre
+            row(),  # 8: duplicate of row 2
+            row(name="Другая Анна", born="01.01.1990"),  # 9: same phone, another person
+            row(phone="+79123450099", snils="112-233-445 95", born="06.05.1970"),  # 10: СНИЛС
+            row(phone="+79123450010", born="06.05.1970"),  # 11: matched by phone + birth date
+            row(phone="+79123450012", born="06.05.1970", snils="112-233-445 96"),  # 12: checksum
+            row(phone="+79123450010", born="07.05.1970"),  # 13: registered, other birth date
+        ]
+    )
+    import_id = _validate(app, manager, data)
+    rows = {n: (outcome, errors, pid, d) for n, outcome, errors, pid, d in _rows(app, import_id)}
+
+    def columns(n):
+        return [e["column"] for e in rows[n][1]]
+
+    assert rows[2][0] == "pending" and rows[2][1] == []
+    assert columns(3) == ["телефон"]
+    assert columns(4) == ["дата рождения"] and "нет такой даты" in rows[4][1][0]["message"].lower()
+    assert columns(5) == ["код МКБ-10"]
+    assert rows[6][1] == [] and rows[6][3]["icd10"] == "I20"
+    assert columns(7) == ["центр"]
+    assert columns(8) == ["ФИО"] and "2" in rows[8][1][0]["message"]
+    assert columns(9) == ["телефон"]
+    assert rows[10][1] == [] and rows[10][2] == existing
+    assert rows[11][1] == [] and rows[11][2] == existing
+    assert columns(12) == ["СНИЛС"]
+    assert "телефон" in columns(13)
+    with app.app_context():
+        from app.extensions import db
+        from models import ReferralImport
+
+        imp = db.session.get(ReferralImport, import_id)
+        assert (imp.total_rows, imp.valid_rows, imp.error_rows) == (12, 4, 8)
+        assert imp.status == "validated"
+    # Nothing but the preview: no accounts, no consultations, no SMS.
+    from models import Consultation, OutboundMessage
+
+    assert _count(app, Patient) == 1
+    assert _count(app, Consultation) == 0 and _count(app, OutboundMessage) == 0
+
+
+def test_csv_in_windows_1251_with_commas_and_utf8_bom(app, catalogue, manager):
+    from models import ReferralImportRow
+
+    cp = csv_bytes([row(), row(phone="+79123450002")], sep=",", encoding="cp1251")
+    first = _validate(app, manager, cp, "t.csv")
+    assert [r[1] for r in _rows(app, first)] == ["pending", "pending"]
+    bom = csv_bytes([row(phone="+79123450003")], sep=";", encoding="utf-8-sig")
+    second = _validate(app, manager, bom, "t.csv")
+    assert [r[1] for r in _rows(app, second)] == ["pending"]
+    assert _count(app, ReferralImportRow) == 3
+
+
+# --- bad files -------------------------------------------------------------------------------
+
+
+def test_not_a_spreadsheet_and_empty(app, catalogue, manager):
+    assert "не таблица" in _refused(app, manager, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3 binary", "a.xlsx")
+    assert "не таблица" in _refused(app, manager, b"\x89PNG\r\n\x1a\n\x00\x00", "a.csv")
+    docx = io.BytesIO()
+    with zipfile.ZipFile(docx, "w") as z:
+        z.writestr("word/document.xml", "<w/>")
+    assert "не таблица" in _refused(app, manager, docx.getvalue(), "a.xlsx")
+    assert "пуст" in _refused(app, manager, b"", "a.csv")
+    assert "нет строк" in _refused(app, manager, xlsx([]), "a.xlsx")
+
+
+def test_missing_columns_are_named(app, catalogue, manager):
+    header = [h for h in HEADER if h not in ("телефон", "центр")]
+    message = _refused(app, manager, xlsx([["x"] * len(header)], header=header))
+    assert "«телефон»" in message and "«центр»" in message
+
+
+def test_too_many_rows(app, catalogue, manager):
+    app.config["REFERRAL_MAX_ROWS"] = 3
+    try:
+        rows = [row(phone=f"+7912345{n:04d}") for n in range(4)]
+        assert "3" in _refused(app, manager, xlsx(rows))
+        assert "3" in _refused(app, manager, csv_bytes(rows), "t.csv")
+        assert _validate(app, manager, xlsx(rows[:3]))
+    finally:
+        app.config["REFERRAL_MAX_ROWS"] = 20000
+
+
+def test_formulas_are_refused(app, catalogue, manager):
+    rows = [row(), row(phone="+79123450002", note='=HYPERLINK("http://evil","x")')]
+    message = _refused(app, manager, xlsx(rows))
+    assert "формул" in message and "L3" in message
+
+
+def test_zip_bomb_is_refused(app, catalogue, manager):
+    genuine = xlsx([row()])
+    bomb = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(genuine)) as src,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for item in src.infolist():
+            dst.writestr(item.filename, src.read(item.filename))
+        dst.writestr("xl/media/padding.xml", b"<a>" + b" " * (300 * 1024 * 1024) + b"</a>")
+    data = bomb.getvalue()
+    assert len(data) < 1024 * 1024  # a small upload...
+    assert "распаковывается" in _refused(app, manager, data)  # ...that would unpack to 300 MB
+
+
+def _with_entity(genuine: bytes, member: str) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(genuine)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename == member:
+                text = body.decode()
+                decl_end = text.index("?>") + 2 if "?>" in text else 0
+                text = (
+                    text[:decl_end]
+                    + '<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+                    + text[decl_end:]
+                )
+                text = text.replace("Петров П. П.", "&xxe;")
+                body = text.encode()
+            dst.writestr(item.filename, body)
+    return out.getvalue()
+
+
+def test_external_entities_are_refused(app, catalogue, manager):
+    genuine = xlsx([row()])
+    with zipfile.ZipFile(io.BytesIO(genuine)) as z:
+        member = "xl/sharedStrings.xml" if "xl/sharedStrings.xml" in z.namelist() else None
+        member = member or "xl/worksheets/sheet1.xml"
+    data = _with_entity(genuine, member)
+    assert "XML" in _refused(app, manager, data)
+
+
+def test_openpyxl_itself_refuses_entities(app):
+    """The second guard: openpyxl parses with defusedxml here, so even without our pre-scan an
+    external entity never reaches a parser that would resolve it."""
+    from openpyxl import load_workbook
+    from openpyxl.xml import DEFUSEDXML
+
+    assert DEFUSEDXML is True
+    data = _with_entity(xlsx([row()]), "xl/worksheets/sheet1.xml")
+    with pytest.raises(Exception) as info:
+        wb = load_workbook(io.BytesIO(data), read_only=True)
+        list(wb.worksheets[0].iter_rows(values_only=True))
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    assert any("Forbidden" in name for name in chain), chain
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+def test_import_creates_accounts_consultations_and_one_sms(app, catalogue, manager, make_patient):
+    from app.extensions import db
+    from models import Consultation, OblakoUser, OutboundMessage, Patient
+
+    existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
+    data = xlsx(
+        [
+            row(),
+            row(
+                name="Сидоров Пётр",
+                sex="м",
+                phone="+79123450002",
+                born="01.02.1960",
+                code="I20",
+                snils="112-233-445 95",
+            ),
+            row(phone="+79123450010", born="06.05.1970"),  # registered: linked, no SMS
+            row(phone="bad"),
+        ]
+    )
+    import_id = _validate(app, manager, data)
+    _import(app, import_id)
+    rows = _rows(app, import_id)
+    assert [r[1] for r in rows] == ["imported", "imported", "linked", "invalid"]
+    assert _count(app, Patient) == 3
+    assert _count(app, Consultation) == 3
+    with app.app_context():
+        from app.referrals import import_progress
+        from models import ReferralImport
+
+        imp = db.session.get(ReferralImport, import_id)
+        assert imp.status == "done" and imp.imported_rows == 3 and imp.finished_at
+        assert import_progress(imp)["percent"] == 100
+        c = (
+            db.session.execute(
+                select(Consultation).where(Consultation.referral_row_id.is_not(None))
+            )
+            .scalars()
+            .first()
+        )
+        assert c.kind == "referral" and c.status == "awaiting_documents"
+        assert c.center_id == catalogue and c.disease_id is not None
+        patient = db.session.execute(
+            select(Patient).where(Patient.phone == "+79123450001")
+        ).scalar_one()
+        assert patient.source == "referral" and patient.user.username == "+79123450001"
+        user = db.session.get(OblakoUser, patient.user_id)
+        assert user.must_change_password and user.password_expires_at
+        sms = list(db.session.execute(select(OutboundMessage)).scalars())
+        assert len(sms) == 2 and {m.recipient for m in sms} == {"+79123450001", "+79123450002"}
+        body = next(m.body for m in sms if m.recipient == "+79123450001")
+        assert body.startswith("Облако здоровья: вы приглашены на онлайн-консультацию.")
+        assert "https://oblako.test/login/" in body and "логин +79123450001" in body
+        for word in ("I10", "гипертензия", "Эссенциальная", "Кардио"):
+            assert word not in body  # never a diagnosis
+        password = body.split("пароль ")[1].split(".")[0]
+        assert len(password) >= 10
+        from werkzeug.security import check_password_hash
+
+        from app.otp import check_one_time_password  # noqa: F401  (the sign-in part's check)
+
+        assert check_password_hash(user.password, password)
+        assert patient.id != existing
+
+
+def test_reimport_same_file_and_overlap_is_idempotent(app, catalogue, manager):
+    from models import Consultation, OutboundMessage, Patient
+
+    data = xlsx([row(), row(phone="+79123450002", name="Петрова Ольга")])
+    _import(app, _validate(app, manager, data))
+    counts = (_count(app, Patient), _count(app, Consultation), _count(app, OutboundMessage))
+    assert counts == (2, 2, 2)
+    again = _validate(app, manager, data)
+    assert all(r[3] for r in _rows(app, again))  # matched in the preview
+    _import(app, again)
+    overlap = _validate(
+        app, manager, xlsx([row(note="снова"), row(phone="+79123450003", name="Новая Нина")])
+    )
+    _import(app, overlap)
+    assert _count(app, Patient) == 3
+    assert _count(app, Consultation) == 3
+    assert _count(app, OutboundMessage) == 3  # only the new patient got an SMS
+    assert [r[1] for r in _rows(app, again)] == ["linked", "linked"]
+
+
+def test_interrupted_import_resumes_without_duplicates(app, catalogue, manager):
+    from models import Consultation, OutboundMessage, Patient, ReferralImport
+
+    rows = [row(phone=f"+7912345{n:04d}", name=f"Пациентова{n} Анна") for n in range(1, 8)]
+    import_id = _validate(app, manager, xlsx(rows))
+    result = _import(app, import_id, chunk_size=3, max_chunks=1)  # "the worker died"
+    assert result["remaining"] == 4
+    with app.app_context():
+        from app.extensions import db
+
+        imp = db.session.get(ReferralImport, import_id)
+        assert imp.status == "importing" and imp.imported_rows == 3
+    assert _count(app, Patient) == 3
+    _import(app, import_id, chunk_size=3)
+    _import(app, import_id, chunk_size=3)  # and once more: nothing changes
+    assert _count(app, Patient) == 7
+    assert _count(app, Consultation) == 7
+    assert _count(app, OutboundMessage) == 7
+
+
+def test_resend_credentials(app, catalogue, manager):
+    from werkzeug.security import check_password_hash
+
+    from app.extensions import db
+    from app.referrals import resend_credentials
+    from models import OblakoUser, OutboundMessage, Patient
+
+    _import(app, _validate(app, manager, xlsx([row()])))
+    with app.app_context():
+        patient = db.session.execute(select(Patient)).scalar_one()
+        first = db.session.execute(select(OutboundMessage)).scalar_one().body
+        old = first.split("пароль ")[1].split(".")[0]
+        resend_credentials(patient, by=db.session.get(OblakoUser, manager))
+        db.session.commit()
+        resend_credentials(patient, by=db.session.get(OblakoUser, manager))
+        db.session.commit()
+        messages = list(
+            db.session.execute(select(OutboundMessage).order_by(OutboundMessage.id)).scalars()
+        )
+        assert len(messages) == 3
+        assert len({m.dedupe_key for m in messages}) == 3
+        new = messages[-1].body.split("пароль ")[1].split(".")[0]
+        assert new != old
+        user = patient.user
+        assert check_password_hash(user.password, new)
+        assert not check_password_hash(user.password, old)
+        assert user.must_change_password
+
+
+def test_resend_refused_for_self_registered(app, manager, make_patient):
+    from app.extensions import db
+    from app.referrals import ReferralError, resend_credentials
+    from models import OblakoUser, OutboundMessage, Patient
+
+    pid = make_patient()
+    with app.app_context():
+        with pytest.raises(ReferralError):
+            resend_credentials(db.session.get(Patient, pid), by=db.session.get(OblakoUser, manager))
+        db.session.rollback()
+    assert _count(app, OutboundMessage) == 0
+
+
+def test_export_writes_dangerous_text_as_text(app, catalogue, manager):
+    from openpyxl import load_workbook
+
+    from app.extensions import db
+    from app.referrals import export_tracking_xlsx
+    from models import ReferralImport
+
+    data = csv_bytes(
+        [row(name="=cmd|' /C calc'!A0 Анна", phone="+79123450001"), row(phone="x")],
+        encoding="utf-8",
+    )
+    import_id = _validate(app, manager, data, "t.csv")
+    _import(app, import_id)
+    with app.app_context():
+        body = export_tracking_xlsx(db.session.get(ReferralImport, import_id))
+    ws = load_workbook(io.BytesIO(body)).worksheets[0]
+    cells = {c.value: c for r in ws.iter_rows() for c in r if isinstance(c.value, str)}
+    dangerous = cells["=cmd|' /C calc'!A0 Анна"]
+    assert dangerous.data_type == "s"
+    assert "+79123450001" in cells and cells["+79123450001"].data_type == "s"
+    assert [c.value for c in ws[1]][:2] == ["Строка", "ФИО"]
+    assert ws.max_row == 3
+
+
+def test_phone_taken_after_the_preview_marks_the_row_not_another_patient(
+    app, catalogue, manager, make_patient
+):
+    from models import Consultation, OutboundMessage
+
+    import_id = _validate(app, manager, xlsx([row(), row(phone="+79123450002")]))
+    make_patient(phone="+79123450001", birth_date=date(1999, 9, 9))  # meanwhile, someone else
+    _import(app, import_id)
+    rows = _rows(app, import_id)
+    assert [r[1] for r in rows] == ["invalid", "imported"]
+    assert rows[0][2] and rows[0][3] is None
+    assert _count(app, Consultation) == 1 and _count(app, OutboundMessage) == 1

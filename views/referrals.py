@@ -1,0 +1,187 @@
+"""«Импорт направлений»: the manager's screens for pathway 3 (app/referrals.py does the work).
+
+Thin views (DESIGN §3): FAB permission check, the import by its public id (managers share all
+imports), one service call in one unit of work, a message and a redirect — or a file / JSON.
+The import itself runs on the task queue; the page polls its progress.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Response, abort, current_app, flash, g, jsonify, redirect, request, url_for
+from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+
+from app import referrals as svc
+from app.db import unit_of_work
+from app.errors import DomainError
+from app.extensions import db
+from models import ImportStatus, Patient
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PAGE_SIZE = 100
+
+IMPORT_STATUS_LABELS = {
+    ImportStatus.VALIDATED: _l("Checked, waiting for confirmation"),
+    ImportStatus.IMPORTING: _l("Importing"),
+    ImportStatus.DONE: _l("Imported"),
+    ImportStatus.FAILED: _l("Interrupted"),
+}
+
+
+def _xlsx(data: bytes, filename: str) -> Response:
+    return Response(
+        data,
+        mimetype=XLSX,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _sign_in_url() -> str:
+    """The address in the SMS: configured, else this site's sign-in page."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
+
+
+class ReferralImportView(BaseView):
+    route_base = "/referrals"
+    default_view = "list"
+
+    def _import(self, public_id: uuid.UUID):
+        return svc.import_by_public_id(public_id) or abort(404)
+
+    @expose("/")
+    @has_access
+    def list(self):
+        return self.render_template(
+            "oblako/referral_list.html",
+            imports=svc.recent_imports(),
+            status_labels=IMPORT_STATUS_LABELS,
+            max_rows=current_app.config.get("REFERRAL_MAX_ROWS", svc.DEFAULT_MAX_ROWS),
+            title=_("Referral import"),
+        )
+
+    @expose("/template.xlsx")
+    @has_access
+    def template(self):
+        return _xlsx(svc.build_template_xlsx(), "referrals-template.xlsx")
+
+    @expose("/upload", methods=["POST"])
+    @has_access
+    def upload(self):
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            flash(_("Choose the file with the table."), "warning")
+            return redirect(url_for(".list"))
+        limit = current_app.config.get("REFERRAL_MAX_BYTES", svc.DEFAULT_MAX_BYTES)
+        data = upload.stream.read(limit + 1)
+        try:
+            with unit_of_work():
+                imp = svc.validate_upload(g.user, upload.filename, data)
+        except DomainError as exc:
+            flash(str(exc), "danger")
+            return redirect(url_for(".list"))
+        if imp.error_rows:
+            flash(
+                _(
+                    "The table is checked: %(valid)d rows are ready, %(errors)d have errors.",
+                    valid=imp.valid_rows,
+                    errors=imp.error_rows,
+                ),
+                "warning",
+            )
+        else:
+            flash(
+                _("The table is checked: %(valid)d rows are ready.", valid=imp.valid_rows),
+                "success",
+            )
+        return redirect(url_for(".show", public_id=imp.public_id))
+
+    @expose("/<uuid:public_id>")
+    @has_access
+    def show(self, public_id: uuid.UUID):
+        imp = self._import(public_id)
+        errors_only = request.args.get("errors") == "1"
+        page = max(request.args.get("page", 1, type=int) or 1, 1)
+        rows, total = svc.import_rows(imp, errors_only=errors_only, page=page, page_size=PAGE_SIZE)
+        return self.render_template(
+            "oblako/referral_show.html",
+            imp=imp,
+            rows=svc.tracked_rows(rows),
+            total=total,
+            page=page,
+            pages=max(1, -(-total // PAGE_SIZE)),
+            errors_only=errors_only,
+            progress=svc.import_progress(imp),
+            status_labels=IMPORT_STATUS_LABELS,
+            stage_labels=svc.STAGE_LABELS,
+            outcome_labels=svc.OUTCOME_LABELS,
+            stages=svc.STAGES,
+            title=_("Referral import"),
+        )
+
+    @expose("/<uuid:public_id>/progress")
+    @has_access
+    def progress(self, public_id: uuid.UUID):
+        return jsonify(svc.import_progress(self._import(public_id)))
+
+    @expose("/<uuid:public_id>/confirm", methods=["POST"])
+    @has_access
+    def confirm(self, public_id: uuid.UUID):
+        imp = self._import(public_id)
+        try:
+            with unit_of_work():
+                svc.start_import(imp, by=g.user)
+        except DomainError as exc:
+            flash(str(exc), "danger")
+            return redirect(url_for(".show", public_id=public_id))
+        from app.tasks import import_referrals
+
+        import_referrals(imp.id, _sign_in_url())
+        flash(_("The import has started; the page shows its progress."), "success")
+        return redirect(url_for(".show", public_id=public_id))
+
+    @expose("/<uuid:public_id>/export.xlsx")
+    @has_access
+    def export(self, public_id: uuid.UUID):
+        imp = self._import(public_id)
+        name = f"referrals-{imp.created_at:%Y-%m-%d}-{str(imp.public_id)[:8]}.xlsx"
+        return _xlsx(svc.export_tracking_xlsx(imp), name)
+
+    @expose("/resend/<uuid:patient_id>", methods=["POST"])
+    @has_access
+    def resend(self, patient_id: uuid.UUID):
+        patient = db.session.execute(
+            select(Patient).where(Patient.public_id == patient_id)
+        ).scalar_one_or_none() or abort(404)
+        try:
+            with unit_of_work():
+                svc.resend_credentials(patient, by=g.user, sign_in_url=_sign_in_url())
+        except DomainError as exc:
+            flash(str(exc), "danger")
+        else:
+            flash(_("A new password has been sent by SMS; the old one no longer works."), "success")
+        back = request.form.get("back", "")
+        try:
+            return redirect(url_for(".show", public_id=uuid.UUID(back)))
+        except ValueError:
+            return redirect(url_for(".list"))
+
+
+def register(appbuilder: AppBuilder) -> None:
+    appbuilder.add_view(
+        ReferralImportView,
+        "ReferralImports",
+        label=_l("Referral import"),
+        icon="fa-upload",
+        category="Referrals",
+        category_label=_l("Referrals"),
+        category_icon="fa-share",
+    )
