@@ -6,20 +6,29 @@ booking is a `duty` consultation created directly in status `scheduled`.
 A slot is booked by at most one active consultation, and the database guarantees it (DESIGN §2):
 the partial unique index `uq_consultation_active_slot` (slot_id where the status holds the slot)
 refuses a second active consultation of a slot on every backend, whatever the Python code did.
-On top of it, book_slot() serialises the bookers of one slot so that the loser gets a clean
-answer instead of a constraint violation:
+The consultation is inserted with `INSERT … ON CONFLICT (slot_id) WHERE <the index's predicate>
+DO NOTHING RETURNING …`: the index itself decides, and a refused insert returns no row instead of
+raising, so the loser gets a clean answer and the caller's session and transaction stay usable
+(no SAVEPOINT needed). On top of it, book_slot() serialises the bookers of one slot and of one
+patient:
 
 - PostgreSQL: the patient's row and the slot's row are locked (`SELECT … FOR NO KEY UPDATE`;
   NO KEY so that rows referencing them, such as this consultation, can still be inserted).
-  A second booker waits on the slot lock, then reads the committed booking and is refused. The
-  patient's lock makes the limit of upcoming bookings exact under concurrent requests.
+  A second booker of the slot waits on the slot lock, then its insert meets the committed
+  booking in the index and is refused. The patient's lock makes the limit of upcoming bookings
+  exact under concurrent requests: the count runs in a statement that starts after that lock
+  is held, so it sees every booking of the patient's earlier lock holders.
 - SQLite: writers are serialised by the database-wide write lock; the first statement of the
-  booking is a (no-op) write, so the transaction holds that lock from its start and every read
+  locked part is a (no-op) write, so the transaction holds that lock from then on and every read
   after it sees the last committed booking.
 
-The insert runs in a SAVEPOINT and is flushed there: if the unique index bites anyway (a writer
-that skipped the lock), the violation is raised inside book_slot(), translated into BookingError
-and the session stays usable for the caller's unit of work.
+Cost under a race (bench/bench_booking_race.py). Before any lock, one unlocked Core statement
+looks at the slot: when it is already plainly not bookable (taken by a committed booking, past,
+blocked, doctor off duty) the refusal is given at once, without queueing on the slot's lock.
+A slot that looks free still goes the locked way above, which alone decides. A booking is then
+six statements and the commit: the look, the patient's lock, the slot's lock (with the doctor,
+the doctor's user and the patient's count of upcoming bookings), the insert on conflict, and one
+flush of the doctor's notification, its outbox row and the audit event.
 """
 
 from __future__ import annotations
@@ -32,14 +41,17 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm import aliased, contains_eager, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import audit
 from app.errors import DomainError, NotFound
 from app.extensions import db
-from app.notifications import notify
+from app.notifications import LOOKUP, notify
 from models import (
     SLOT_HOLDING_STATUSES,
     Consultation,
@@ -51,6 +63,7 @@ from models import (
     OblakoUser,
     Patient,
     Slot,
+    consultation_document,
     utcnow,
 )
 
@@ -218,8 +231,17 @@ def _is_sqlite() -> bool:
     return db.session.get_bind().dialect.name == "sqlite"
 
 
+def _primary_key(obj) -> int:
+    """The row's id without a refresh of an expired instance (one statement fewer)."""
+    identity = sa_inspect(obj).identity
+    return identity[0] if identity else obj.id
+
+
 def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> None:
-    """Serialise the bookers of this slot and of this patient (see the module docstring)."""
+    """Serialise the bookers of this slot and of this patient (see the module docstring).
+
+    The patient's row is read fresh with its user (the audit's actor) in the locking statement.
+    """
     if _is_sqlite():
         # A write first: the transaction takes SQLite's write lock now, not at the INSERT.
         db.session.execute(
@@ -228,18 +250,19 @@ def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> None:
             .values(blocked=Slot.blocked)
             .execution_options(synchronize_session=False)
         )
-        return
+    # SQLite renders no FOR UPDATE: there the write lock above already serialises.
     db.session.execute(
-        select(Patient.id).where(Patient.id == patient.id).with_for_update(key_share=True)
-    )
+        select(Patient)
+        .options(joinedload(Patient.user))
+        .where(Patient.id == _primary_key(patient))
+        .with_for_update(of=Patient, key_share=True)
+        .execution_options(populate_existing=True)
+    ).unique().scalar_one()
 
 
-def _load_slot(slot_public_id: str | uuid.UUID, *, lock: bool) -> Slot:
-    pid = parse_public_id(slot_public_id)
-    if pid is None:
-        raise SlotNotFound(_l("This time slot does not exist."))
+def _slot_statement(pid: uuid.UUID, *, lock: bool, columns=()):
     stmt = (
-        select(Slot)
+        select(Slot, *columns)
         .join(Slot.doctor)
         # The doctor's user is notified of the booking: loaded here, not by a lazy load later.
         .options(contains_eager(Slot.doctor).joinedload(Doctor.user))
@@ -252,27 +275,126 @@ def _load_slot(slot_public_id: str | uuid.UUID, *, lock: bool) -> Slot:
         # populate_existing: the locked row's values replace any older copy in the session.
         stmt = stmt.with_for_update(of=Slot, key_share=True)
         stmt = stmt.execution_options(populate_existing=True)
-    slot = db.session.execute(stmt).unique().scalar_one_or_none()
+    return stmt
+
+
+def _load_slot(slot_public_id: str | uuid.UUID, *, lock: bool) -> Slot:
+    pid = parse_public_id(slot_public_id)
+    if pid is None:
+        raise SlotNotFound(_l("This time slot does not exist."))
+    slot = db.session.execute(_slot_statement(pid, lock=lock)).unique().scalar_one_or_none()
     if slot is None:
         raise SlotNotFound(_l("This time slot does not exist."))
     return slot
 
 
-def _check_slot(slot: Slot, now: datetime) -> None:
-    doctor = slot.doctor
-    if not (doctor.active and doctor.is_duty):
-        raise BookingError(_l("This doctor is not taking bookings now."), slot_gone=True)
-    if slot.starts_at <= now:
-        raise BookingError(_l("This time has already passed. Choose another one."), slot_gone=True)
-    if slot.starts_at >= now + timedelta(days=BOOKING_WINDOW_DAYS):
-        raise BookingError(
+def _lock_slot(
+    slot_pid: uuid.UUID, patient: Patient, now: datetime, *, lock: bool = True
+) -> tuple[Slot, int]:
+    """The slot, locked (PostgreSQL), and the patient's upcoming duty bookings: one statement.
+
+    The count is exact because the patient's lock is already held when this statement starts
+    (see the module docstring); it is not a check of the slot, which the insert leaves to the
+    unique index.
+    """
+    upcoming = (
+        select(func.count(Consultation.id))
+        .where(_upcoming_duty(_primary_key(patient), now))
+        .scalar_subquery()
+    )
+    row = (
+        db.session.execute(_slot_statement(slot_pid, lock=lock, columns=[upcoming]))
+        .unique()
+        .one_or_none()
+    )
+    if row is None:
+        raise SlotNotFound(_l("This time slot does not exist."))
+    return row[0], int(row[1] or 0)
+
+
+def _slot_refusal(
+    *, active: bool, is_duty: bool, starts_at: datetime, blocked: bool, now: datetime
+) -> BookingError | None:
+    """Why the slot cannot be booked, whoever holds it (None: it can, if nobody does)."""
+    if not (active and is_duty):
+        return BookingError(_l("This doctor is not taking bookings now."), slot_gone=True)
+    if starts_at <= now:
+        return BookingError(_l("This time has already passed. Choose another one."), slot_gone=True)
+    if starts_at >= now + timedelta(days=BOOKING_WINDOW_DAYS):
+        return BookingError(
             _l("Booking is open for the next %(n)d days only.", n=BOOKING_WINDOW_DAYS),
             slot_gone=True,
         )
-    if slot.blocked:
-        raise BookingError(_l("This time is not available for booking."), slot_gone=True)
-    if _slot_is_held(slot):
+    if blocked:
+        return BookingError(_l("This time is not available for booking."), slot_gone=True)
+    return None
+
+
+def _check_slot(slot: Slot, now: datetime, *, held: bool = True) -> None:
+    """Refuse a slot that cannot be booked; `held=False`: leave "taken" to the unique index."""
+    doctor = slot.doctor
+    refusal = _slot_refusal(
+        active=doctor.active,
+        is_duty=doctor.is_duty,
+        starts_at=slot.starts_at,
+        blocked=slot.blocked,
+        now=now,
+    )
+    if refusal is not None:
+        raise refusal
+    if held and _slot_is_held(slot):
         raise BookingError(SLOT_TAKEN, slot_gone=True)
+
+
+@dataclass(frozen=True)
+class SlotPeek:
+    """What the unlocked look at a slot found, for the booking that follows it."""
+
+    doctor_id: int
+    # The Patient row of the doctor's own user, if any: notify() reads its opt-ins from it.
+    doctor_patient_id: int | None
+
+
+def _peek_statement():
+    doctor_patient = aliased(Patient)
+    return (
+        select(
+            Doctor.id,
+            Doctor.active,
+            Doctor.is_duty,
+            Slot.starts_at,
+            Slot.blocked,
+            slot_is_held().label("held"),
+            doctor_patient.id,
+        )
+        .select_from(Slot)
+        .join(Doctor, Doctor.id == Slot.doctor_id)
+        .outerjoin(doctor_patient, doctor_patient.user_id == Doctor.user_id)
+        .where(Slot.public_id == bindparam("slot_pid"))
+    )
+
+
+_PEEK = _peek_statement()  # built once: constructing it costs more than running it
+
+
+def _peek_slot(slot_pid: uuid.UUID, now: datetime) -> SlotPeek | None:
+    """Refuse at once what is plainly not bookable: one Core statement, no lock, no ORM objects.
+
+    Only its refusals are final (they describe committed rows); a slot that looks free is then
+    booked the locked way, which alone decides. Returns None when it has nothing to tell.
+    """
+    row = db.session.connection().execute(_PEEK, {"slot_pid": slot_pid}).first()
+    if row is None:
+        raise SlotNotFound(_l("This time slot does not exist."))
+    doctor_id, active, is_duty, starts_at, blocked, held, doctor_patient_id = row
+    refusal = _slot_refusal(
+        active=active, is_duty=is_duty, starts_at=starts_at, blocked=blocked, now=now
+    )
+    if refusal is not None:
+        raise refusal
+    if held:
+        raise BookingError(SLOT_TAKEN, slot_gone=True)
+    return SlotPeek(doctor_id, doctor_patient_id)
 
 
 def _slot_is_held(slot: Slot) -> bool:
@@ -282,14 +404,42 @@ def _slot_is_held(slot: Slot) -> bool:
     return db.session.execute(stmt.limit(1)).first() is not None
 
 
-def upcoming_duty_bookings(patient: Patient, now: datetime) -> int:
-    stmt = select(func.count(Consultation.id)).where(
-        Consultation.patient_id == patient.id,
-        Consultation.kind == ConsultationKind.DUTY,
-        Consultation.status == ConsultationStatus.SCHEDULED,
-        Consultation.scheduled_at > now,
+def _upcoming_duty(patient_id: int, now: datetime):
+    return (
+        (Consultation.patient_id == patient_id)
+        & (Consultation.kind == ConsultationKind.DUTY)
+        & (Consultation.status == ConsultationStatus.SCHEDULED)
+        & (Consultation.scheduled_at > now)
     )
+
+
+def upcoming_duty_bookings(patient: Patient, now: datetime) -> int:
+    stmt = select(func.count(Consultation.id)).where(_upcoming_duty(patient.id, now))
     return int(db.session.execute(stmt).scalar() or 0)
+
+
+def _insert_unless_slot_held(values: dict) -> Consultation | None:
+    """INSERT the consultation unless the unique index says an active one holds its slot.
+
+    `ON CONFLICT (slot_id) WHERE <the index's own predicate> DO NOTHING`: the index is the
+    arbiter (without it the statement fails), and a refusal is no row rather than an error, so
+    the transaction stays usable. Returns the persistent Consultation, or None when refused.
+    """
+    dialect = db.session.get_bind().dialect.name
+    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if dialect_insert is None:
+        raise RuntimeError(f"booking needs PostgreSQL or SQLite, not {dialect}")
+    index = next(i for i in Consultation.__table__.indexes if i.name == ACTIVE_SLOT_INDEX)
+    stmt = (
+        dialect_insert(Consultation)
+        .values(**values)
+        .on_conflict_do_nothing(
+            index_elements=[Consultation.slot_id],
+            index_where=index.dialect_options[dialect]["where"],
+        )
+        .returning(Consultation)
+    )
+    return db.session.scalars(stmt).first()
 
 
 def _own_documents(patient: Patient, document_ids: Iterable[str | uuid.UUID]) -> list:
@@ -355,11 +505,14 @@ def book_slot(
     if slot_pid is None:
         raise SlotNotFound(_l("This time slot does not exist."))
 
+    peek = _peek_slot(slot_pid, now)  # may refuse here, before any lock
+    documents = _own_documents(patient, document_ids)
+
     _take_write_locks(patient, slot_pid)
-    slot = _load_slot(slot_pid, lock=True)
-    _check_slot(slot, now)
+    slot, upcoming = _lock_slot(slot_pid, patient, now)
+    _check_slot(slot, now, held=False)  # "taken" is the unique index's answer, below
     limit = max_upcoming_bookings()
-    if upcoming_duty_bookings(patient, now) >= limit:
+    if upcoming >= limit:
         raise BookingError(
             _l(
                 "You already have the most upcoming duty doctor bookings allowed (%(n)d). "
@@ -367,34 +520,40 @@ def book_slot(
                 n=limit,
             )
         )
-    documents = _own_documents(patient, document_ids)
 
-    consultation = Consultation(
-        public_id=uuid.uuid4(),
-        kind=ConsultationKind.DUTY,
-        status=ConsultationStatus.SCHEDULED,
-        patient_id=patient.id,
-        doctor_id=slot.doctor_id,
-        slot_id=slot.id,
-        scheduled_at=slot.starts_at,
-        duration_minutes=max(1, int((slot.ends_at - slot.starts_at).total_seconds() // 60)),
-        question=question,
-        mode=mode,
-        submitted_at=now,
-        scheduled_set_at=now,
+    consultation = _insert_unless_slot_held(
+        {
+            "public_id": uuid.uuid4(),
+            "kind": ConsultationKind.DUTY,
+            "status": ConsultationStatus.SCHEDULED,
+            "patient_id": patient.id,
+            "doctor_id": slot.doctor_id,
+            "slot_id": slot.id,
+            "scheduled_at": slot.starts_at,
+            "duration_minutes": max(1, int((slot.ends_at - slot.starts_at).total_seconds() // 60)),
+            "question": question,
+            "mode": mode,
+            "submitted_at": now,
+            "scheduled_set_at": now,
+        }
     )
-    consultation.documents = documents
-    try:
-        # The savepoint keeps the session usable when the unique index refuses the insert.
-        with db.session.begin_nested():
-            db.session.add(consultation)
-            db.session.flush()
-    except IntegrityError as exc:
-        if not is_slot_conflict(exc):
-            raise
-        raise BookingError(SLOT_TAKEN, slot_gone=True) from None
+    if consultation is None:
+        raise BookingError(SLOT_TAKEN, slot_gone=True)
+    if documents:
+        db.session.execute(
+            insert(consultation_document),
+            [{"consultation_id": consultation.id, "document_id": d.id} for d in documents],
+        )
+    set_committed_value(consultation, "documents", documents)
 
     doctor = slot.doctor
+    doctor_patient: Patient | object | None = LOOKUP
+    if peek is not None and peek.doctor_id == doctor.id:
+        doctor_patient = (
+            None
+            if peek.doctor_patient_id is None
+            else db.session.get(Patient, peek.doctor_patient_id)
+        )
     when = slot.starts_at.astimezone(_zone(doctor.timezone)).strftime("%d.%m.%Y %H:%M")
     notify(
         doctor.user,
@@ -406,6 +565,8 @@ def book_slot(
         ),
         link=f"/care/consultations/{consultation.public_id}",
         dedupe_key=f"booking:{consultation.public_id}:doctor",
+        new_dedupe_key=True,  # the consultation's public_id is new in this transaction
+        patient=doctor_patient,
     )
     audit(
         "consultation.book",
@@ -414,4 +575,5 @@ def book_slot(
         obj_id=consultation.public_id,
         patient_id=patient.id,
     )
+    db.session.flush()  # the notification, its outbox rows and the audit event: one flush
     return consultation

@@ -24,6 +24,8 @@ from models import (
     Patient,
 )
 
+# notify(patient=...) default: look the recipient's Patient row up (opt-ins, phone, e-mail).
+LOOKUP = object()
 SMS_MAX_CHARS = 335  # five GSM-7 segments or five UCS-2 segments at most; Cyrillic is UCS-2
 DELIVERY_LOCALE = "ru"
 
@@ -42,19 +44,27 @@ def notify(
     sms: bool = True,
     email: bool = True,
     dedupe_key: str | None = None,
+    new_dedupe_key: bool = False,
+    patient: Patient | object | None = LOOKUP,
 ) -> Notification:
     """Notify a user in the cabinet and, where they opted in, by SMS and e-mail.
 
     `text` may be a lazy string or a callable returning one, so it is rendered in the delivery
     locale. `dedupe_key` makes the outbox rows idempotent (reminders, re-imports): a second
-    call with the same key queues nothing new.
+    call with the same key queues nothing new. `new_dedupe_key`: the key names something created
+    in this very transaction (a new public_id), so nothing can have queued it yet and the
+    look-up is skipped; the unique index on the key still refuses a duplicate.
+
+    `patient`: the user's Patient row when the caller already has it (None: the user is not a
+    patient), so that it is not selected again; by default it is looked up.
     """
     body = _render(text)
     notification = Notification(user_id=user.id, kind=kind, text=body, link=link)
     db.session.add(notification)
-    patient = db.session.execute(
-        select(Patient).where(Patient.user_id == user.id)
-    ).scalar_one_or_none()
+    if patient is LOOKUP:
+        patient = db.session.execute(
+            select(Patient).where(Patient.user_id == user.id)
+        ).scalar_one_or_none()
     wants_sms = sms and (patient.notify_sms if patient else False)
     wants_email = email and (patient.notify_email if patient else True)
     phone = patient.phone if patient else None
@@ -66,6 +76,7 @@ def notify(
             _sms_text(body),
             user_id=user.id,
             dedupe_key=f"{dedupe_key}:sms" if dedupe_key else None,
+            new_dedupe_key=new_dedupe_key,
         )
     if wants_email and address:
         queue_message(
@@ -75,6 +86,7 @@ def notify(
             subject=_render(_subject),
             user_id=user.id,
             dedupe_key=f"{dedupe_key}:email" if dedupe_key else None,
+            new_dedupe_key=new_dedupe_key,
         )
     return notification
 
@@ -104,9 +116,13 @@ def queue_message(
     subject: str = "",
     user_id: int | None = None,
     dedupe_key: str | None = None,
+    new_dedupe_key: bool = False,
 ) -> OutboundMessage | None:
-    """Add a message to the outbox; with a dedupe_key already queued, add nothing."""
-    if dedupe_key is not None:
+    """Add a message to the outbox; with a dedupe_key already queued, add nothing.
+
+    `new_dedupe_key`: the caller knows the key cannot be queued yet (see notify()).
+    """
+    if dedupe_key is not None and not new_dedupe_key:
         existing = db.session.execute(
             select(OutboundMessage.id).where(OutboundMessage.dedupe_key == dedupe_key)
         ).first()

@@ -304,6 +304,7 @@ def test_unique_index_refuses_when_the_python_checks_are_skipped(
 
     _, slots = duty
     book(app, make_patient(), slots[0])
+    monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
     monkeypatch.setattr(booking, "_slot_is_held", lambda slot: False)
     monkeypatch.setattr(booking, "_take_write_locks", lambda patient, pid: None)
     with pytest.raises(booking.BookingError) as exc:
@@ -320,6 +321,7 @@ def test_session_stays_usable_after_a_refused_insert(app, make_patient, duty, mo
     _, slots = duty
     book(app, make_patient(), slots[0])
     patient_id = make_patient()
+    monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
     monkeypatch.setattr(booking, "_slot_is_held", lambda slot: False)
     with app.app_context():
         patient = db.session.get(Patient, patient_id)
@@ -333,6 +335,56 @@ def test_session_stays_usable_after_a_refused_insert(app, make_patient, duty, mo
             ).scalar_one()
             == 1
         )
+
+
+def test_booking_and_refusal_statement_budget(app, make_patient, duty):
+    """Under a race the cost per attempt is what counts (bench/bench_booking_race.py): a slot
+    already taken is refused by one unlocked statement, a booking is a handful of statements
+    and still notifies the doctor (cabinet + outbox) and writes the audit event."""
+    from app.booking import BookingError, book_slot
+    from app.db import unit_of_work
+    from app.extensions import db
+    from models import AuditEvent, Notification, OutboundMessage, Patient
+
+    _, slots = duty
+    first, second = make_patient(), make_patient()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()))
+
+    with app.test_request_context():
+        patients = [db.session.get(Patient, pid) for pid in (first, second)]
+        db.session.commit()  # expired, as in a fresh request
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            with unit_of_work():
+                c = book_slot(patients[0], slots[0], question="", document_ids=())
+            booked = list(statements)
+            statements.clear()
+            with pytest.raises(BookingError) as exc, unit_of_work():
+                book_slot(patients[1], slots[0], question="", document_ids=())
+            refused = list(statements)
+            assert str(exc.value) == TAKEN_RU
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        assert len(refused) == 1 and "FOR " not in refused[0], refused
+        locks = [s for s in booked if " FOR NO KEY UPDATE" in s or s.startswith("UPDATE slot")]
+        assert locks, booked  # the authoritative path still takes its locks
+        sqlite = db.engine.dialect.name == "sqlite"  # + the no-op write that takes its lock
+        assert len(booked) <= 7 + sqlite, booked
+        link = f"/care/consultations/{c.public_id}"
+        assert db.session.execute(
+            select(Notification).where(Notification.link == link)
+        ).scalar_one()
+        assert db.session.execute(
+            select(OutboundMessage).where(
+                OutboundMessage.dedupe_key == f"booking:{c.public_id}:doctor:email"
+            )
+        ).scalar_one()
+        assert db.session.execute(
+            select(AuditEvent).where(AuditEvent.object_id == str(c.public_id))
+        ).scalar_one()
 
 
 def test_limit_of_upcoming_bookings(app, make_patient, duty, monkeypatch):
