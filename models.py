@@ -439,7 +439,7 @@ class Consultation(Model):
     disease_id: Mapped[int | None] = mapped_column(ForeignKey("disease.id"), nullable=True)
     slot_id: Mapped[int | None] = mapped_column(ForeignKey("slot.id"), nullable=True)
     referral_row_id: Mapped[int | None] = mapped_column(
-        ForeignKey("referral_import_row.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("referral_import_row.id", ondelete="SET NULL"), nullable=True, index=True
     )
     diagnosis_text: Mapped[str] = mapped_column(Text, nullable=False, default="")
     complaints: Mapped[str] = mapped_column(Text, nullable=False, default="")
