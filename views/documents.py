@@ -111,6 +111,20 @@ def _find(public_id: uuid.UUID, *, scope: str, action: str) -> MedicalDocument:
 # ---------------------------------------------------------------------------------------------
 
 
+
+def _render_show(view, doc, *, staff: bool, inline_endpoint: str):
+    """The document page, shared by the patient's and the staff's views (same template)."""
+    return view.render_template(
+        "oblako/documents_show.html",
+        doc=doc,
+        title=doc.original_name,
+        staff=staff,
+        inline_url=url_for(inline_endpoint, public_id=doc.public_id),
+        download_url=url_for(".download", public_id=doc.public_id),
+        dicom=docs.dicom_summary(doc),
+        **_template_helpers(),
+    )
+
 class UploadForm(FlaskForm):
     file = FileField(_l("File"))
     document_type = SelectField(
@@ -182,16 +196,7 @@ class MyDocumentView(BaseView):
     @has_access
     def preview(self, public_id: uuid.UUID):
         doc = _find(public_id, scope="own", action="document.view")
-        return self.render_template(
-            "oblako/documents_show.html",
-            doc=doc,
-            title=doc.original_name,
-            staff=False,
-            inline_url=url_for(".inline", public_id=doc.public_id),
-            download_url=url_for(".download", public_id=doc.public_id),
-            dicom=docs.dicom_summary(doc),
-            **_template_helpers(),
-        )
+        return _render_show(self, doc, staff=False, inline_endpoint=".inline")
 
     @expose("/<uuid:public_id>/inline")
     @has_access
@@ -265,16 +270,7 @@ class StaffDocumentView(BaseView):
     @has_access
     def show(self, public_id: uuid.UUID):
         doc = _find(public_id, scope="staff", action="document.view")
-        return self.render_template(
-            "oblako/documents_show.html",
-            doc=doc,
-            title=doc.original_name,
-            staff=True,
-            inline_url=url_for(".preview", public_id=doc.public_id),
-            download_url=url_for(".download", public_id=doc.public_id),
-            dicom=docs.dicom_summary(doc),
-            **_template_helpers(),
-        )
+        return _render_show(self, doc, staff=True, inline_endpoint=".preview")
 
     @expose("/<uuid:public_id>/inline")
     @has_access
