@@ -111,7 +111,6 @@ def _find(public_id: uuid.UUID, *, scope: str, action: str) -> MedicalDocument:
 # ---------------------------------------------------------------------------------------------
 
 
-
 def _render_show(view, doc, *, staff: bool, inline_endpoint: str):
     """The document page, shared by the patient's and the staff's views (same template)."""
     return view.render_template(
@@ -124,6 +123,7 @@ def _render_show(view, doc, *, staff: bool, inline_endpoint: str):
         dicom=docs.dicom_summary(doc),
         **_template_helpers(),
     )
+
 
 class UploadForm(FlaskForm):
     file = FileField(_l("File"))
