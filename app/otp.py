@@ -46,6 +46,14 @@ def hash_one_time_password(password: str) -> str:
     return generate_password_hash(password, method=OTP_HASH_METHOD, salt_length=OTP_SALT_LENGTH)
 
 
+def new_one_time_password(*, now: datetime | None = None) -> tuple[str, str, datetime]:
+    """(password, hash, expires_at) for an account not written yet: the caller sets them on the
+    new user with must_change_password, so that no second UPDATE follows the INSERT."""
+    password = generate_one_time_password()
+    expires_at = (now or utcnow()) + timedelta(days=_days())
+    return password, hash_one_time_password(password), expires_at
+
+
 def issue_one_time_password(user: OblakoUser, *, now: datetime | None = None) -> str:
     """Give the user a fresh one-time password and return it (the only time it is in clear).
 

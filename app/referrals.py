@@ -23,13 +23,14 @@ import io
 import os
 import re
 import unicodedata
+import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -43,6 +44,8 @@ from app.extensions import db
 from app.notifications import queue_message
 from app.permissions import PATIENT
 from models import (
+    AuditEvent,
+    AuditOutcome,
     Consultation,
     ConsultationKind,
     ConsultationStatus,
@@ -52,6 +55,7 @@ from models import (
     OblakoUser,
     OutboundChannel,
     OutboundMessage,
+    OutboundStatus,
     Patient,
     PatientSource,
     ReferralImport,
@@ -107,7 +111,7 @@ DEFAULT_MAX_UNCOMPRESSED = 200 * 1024 * 1024
 MAX_RATIO = 100  # per member larger than RATIO_FLOOR; plain XML compresses 5–30×
 RATIO_FLOOR = 1024 * 1024
 MAX_ZIP_MEMBERS = 500
-CHUNK_SIZE = 200
+CHUNK_SIZE = 500
 
 
 def _norm_header(value: Any) -> str:
@@ -768,9 +772,47 @@ def _find_patient(data: dict) -> Patient | None:
     return patient
 
 
-def _create_patient(data: dict, role) -> Patient:
-    """The account without the slow hash: the one-time password gets the fast one (app.otp)."""
+def _new_user(data: dict, email: str | None, role) -> tuple[OblakoUser, str]:
+    """The account with its one-time password (fast hash, expiry, must_change_password) already
+    set, so the INSERT is the only statement for it; returns the password in clear."""
+    from app.otp import new_one_time_password  # the sign-in part's module (fast hash, 7 days)
+
     phone = data["phone"]
+    password, hashed, expires_at = new_one_time_password()
+    user = OblakoUser(
+        username=phone,
+        first_name=data["name"],
+        last_name=data["surname"],
+        email=email or f"{phone}@users.invalid",
+        active=True,
+        password=hashed,
+        must_change_password=True,
+        password_expires_at=expires_at,
+        roles=[role],
+        timezone=None,
+        session_generation=1,  # as issue_one_time_password leaves a new account
+    )
+    return user, password
+
+
+def _new_patient(data: dict, user: OblakoUser, email: str | None) -> Patient:
+    return Patient(
+        public_id=uuid.uuid4(),  # known before the flush: the SMS dedupe key names it
+        user=user,
+        surname=data["surname"],
+        name=data["name"],
+        patronymic=data.get("patronymic", ""),
+        birth_date=date.fromisoformat(data["birth_date"]),
+        sex=data["sex"],
+        phone=data["phone"],
+        email=email,
+        snils=data.get("snils"),
+        source=PatientSource.REFERRAL,
+    )
+
+
+def _create_patient(data: dict, role) -> tuple[Patient, str]:
+    """The account without the slow hash: the one-time password gets the fast one (app.otp)."""
     email = data.get("email")
     if (
         email
@@ -779,35 +821,11 @@ def _create_patient(data: dict, role) -> Patient:
         ).first()
     ):
         email = None  # taken since the preview; the e-mail is optional
-    user = OblakoUser(
-        username=phone,
-        first_name=data["name"],
-        last_name=data["surname"],
-        email=email or f"{phone}@users.invalid",
-        active=True,
-        password="!",  # noqa: S106 — no password yet: issue_one_time_password sets it
-        roles=[role],
-        timezone=None,
-        session_generation=0,
-    )
-    db.session.add(user)
-    db.session.flush()
-    patient = Patient(
-        user_id=user.id,
-        user=user,
-        surname=data["surname"],
-        name=data["name"],
-        patronymic=data.get("patronymic", ""),
-        birth_date=date.fromisoformat(data["birth_date"]),
-        sex=data["sex"],
-        phone=phone,
-        email=email,
-        snils=data.get("snils"),
-        source=PatientSource.REFERRAL,
-    )
+    user, password = _new_user(data, email, role)
+    patient = _new_patient(data, user, email)
     db.session.add(patient)
     db.session.flush()
-    return patient
+    return patient, password
 
 
 def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: str) -> None:
@@ -816,8 +834,7 @@ def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: 
     patient = patient or _find_patient(data)
     created = patient is None
     if created:
-        patient = _create_patient(data, role)
-        password = _issue_password(patient.user)
+        patient, password = _create_patient(data, role)
         queue_message(
             OutboundChannel.SMS,
             patient.phone,
@@ -861,6 +878,238 @@ def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: 
     row.data = data
     row.patient_id = patient.id
     row.outcome = IMPORTED if created else LINKED
+
+
+class _NewPatient:
+    """A patient (and account) to insert in bulk: what the chunk's later rows and the SMS need."""
+
+    def __init__(self, data: dict, email: str | None, password_hash: str, expires_at) -> None:
+        self.id: int | None = None
+        self.user_id: int | None = None
+        self.public_id = uuid.uuid4()  # the SMS dedupe key names it
+        self.phone = data["phone"]
+        self.birth_date = date.fromisoformat(data["birth_date"])
+        self.user_values = {
+            "username": data["phone"],
+            "first_name": data["name"],
+            "last_name": data["surname"],
+            "email": email or f"{data['phone']}@users.invalid",
+            "active": True,
+            # the one-time password is set in the INSERT itself: no UPDATE follows
+            "password": password_hash,
+            "must_change_password": True,
+            "password_expires_at": expires_at,
+            "timezone": None,
+            "session_generation": 1,  # as issue_one_time_password leaves a new account
+        }
+        self.values = {
+            "public_id": self.public_id,
+            "surname": data["surname"],
+            "name": data["name"],
+            "patronymic": data.get("patronymic", ""),
+            "birth_date": self.birth_date,
+            "sex": data["sex"],
+            "phone": data["phone"],
+            "email": email,
+            "snils": data.get("snils"),
+            "source": PatientSource.REFERRAL,
+        }
+
+
+class _NewConsultation:
+    def __init__(self, values: dict) -> None:
+        self.id: int | None = None
+        self.values = values
+
+
+def _planned_patient(data: dict, email: str | None) -> tuple[_NewPatient, str]:
+    from app.otp import new_one_time_password  # the sign-in part's module (fast hash, 7 days)
+
+    password, hashed, expires_at = new_one_time_password()
+    return _NewPatient(data, email, hashed, expires_at), password
+
+
+def _insert_rows(table, values: list[dict]) -> list[int]:
+    """INSERT the rows, one executemany; their new ids in order. On PostgreSQL the ids are
+    taken from the table's sequence first (one statement), so the INSERT needs no RETURNING
+    and psycopg pipelines one short prepared statement instead of a huge multi-VALUES one."""
+    if not values:
+        return []
+    if db.engine.dialect.name == "postgresql":
+        ids = list(
+            db.session.execute(
+                select(func.nextval(func.pg_get_serial_sequence(table.name, "id"))).select_from(
+                    func.generate_series(1, len(values))
+                )
+            ).scalars()
+        )
+        if all(i is not None for i in ids):  # else the id has no owned sequence: RETURNING
+            db.session.execute(
+                insert(table), [{**v, "id": i} for v, i in zip(values, ids, strict=True)]
+            )
+            return ids
+    result = db.session.execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), values
+    )
+    return list(result.scalars())
+
+
+def _insert_patients(new: list[_NewPatient], role) -> None:
+    from flask_appbuilder.security.sqla.models import assoc_user_role
+
+    user_ids = _insert_rows(OblakoUser.__table__, [p.user_values for p in new])
+    if user_ids:
+        db.session.execute(
+            insert(assoc_user_role), [{"user_id": u, "role_id": role.id} for u in user_ids]
+        )
+    for patient, user_id in zip(new, user_ids, strict=True):
+        patient.user_id = user_id
+        patient.values["user_id"] = user_id
+    ids = _insert_rows(Patient.__table__, [p.values for p in new])
+    for patient, new_id in zip(new, ids, strict=True):
+        patient.id = new_id
+
+
+def _mark_invalid(row: ReferralImportRow, imp: ReferralImport) -> None:
+    row.outcome = INVALID
+    row.patient_id = None
+    row.errors = [{"column": "", "message": _("The row could not be imported.")}]
+    imp.valid_rows -= 1
+    imp.error_rows += 1
+
+
+def _import_chunk(
+    rows: list[ReferralImportRow], imp: ReferralImport, role, sign_in_url: str
+) -> None:
+    """Import a chunk of pending rows: set-based look-ups (a few IN queries for the whole
+    chunk), then the new accounts, patients, consultations, SMS and audit events in two
+    flushes, each one batched INSERT per table. The same decisions as `_import_row`, row after
+    row: a later row of the chunk links to the patient an earlier one created and reuses its
+    consultation. A row the preview could not foresee (a phone registered since with another
+    birth date) is marked invalid here; a refusal of the database raises, and the caller
+    retries the chunk row by row."""
+    datas = [dict(r.data) for r in rows]
+    by_id: dict[int, Patient] = {}
+    for chunk in _chunks(sorted({r.patient_id for r in rows if r.patient_id})):
+        for p in db.session.execute(select(Patient).where(Patient.id.in_(chunk))).scalars():
+            by_id[p.id] = p
+    by_snils, by_phone = _existing_patients(datas)
+    emails_taken = _emails_in_use(d["email"].lower() for d in datas if d.get("email"))
+    by_row: dict[int, Consultation] = {}
+    for chunk in _chunks([r.id for r in rows]):
+        for c in db.session.execute(
+            select(Consultation).where(Consultation.referral_row_id.in_(chunk))
+        ).scalars():
+            by_row[c.referral_row_id] = c
+    known = sorted({p.id for p in (*by_id.values(), *by_snils.values(), *by_phone.values())})
+    active: dict[tuple[int, int], Consultation] = {}
+    for chunk in _chunks(known):
+        for c in db.session.execute(
+            select(Consultation)
+            .where(
+                Consultation.patient_id.in_(chunk),
+                Consultation.kind == ConsultationKind.REFERRAL,
+                Consultation.status.in_([s.value for s in ACTIVE_STATUSES]),
+            )
+            .order_by(Consultation.id)
+        ).scalars():
+            active.setdefault((c.patient_id, c.disease_id), c)
+
+    plans: list[tuple[ReferralImportRow, dict, Any, str | None]] = []
+    new_patients: list[_NewPatient] = []
+    for row, data in zip(rows, datas, strict=True):
+        patient = by_id.get(row.patient_id) if row.patient_id else None
+        if patient is None and data.get("snils"):
+            patient = by_snils.get(data["snils"])
+        if patient is None:
+            patient = by_phone.get(data["phone"])
+            if patient is not None and patient.birth_date.isoformat() != data["birth_date"]:
+                # Registered since the preview by someone else with this phone.
+                current_app.logger.warning(
+                    "referral row %s: the phone is registered with another birth date", row.id
+                )
+                _mark_invalid(row, imp)
+                continue
+        password = None
+        if patient is None:
+            email = data.get("email")
+            if email and email.lower() in emails_taken:
+                email = None  # taken since the preview; the e-mail is optional
+            if email:
+                emails_taken.add(email.lower())
+            patient, password = _planned_patient(data, email)
+            new_patients.append(patient)
+            if data.get("snils"):
+                by_snils[data["snils"]] = patient
+            by_phone[data["phone"]] = patient
+        plans.append((row, data, patient, password))
+    _insert_patients(new_patients, role)  # ab_user, ab_user_role, patient
+
+    messages: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    ip = (request.remote_addr or "") if has_request_context() else ""  # as app.audit does
+    for _row, _data, patient, password in plans:
+        if password is not None:
+            # What queue_message and audit add, as one executemany each (no ids needed back);
+            # the dedupe key names a patient created in this transaction, so nothing can have
+            # queued it yet (queue_message's new_dedupe_key), the unique index still guards it.
+            messages.append(
+                {
+                    "channel": OutboundChannel.SMS,
+                    "recipient": patient.phone,
+                    "subject": "",
+                    "body": invitation_text(
+                        sign_in_url=sign_in_url, login=patient.phone, password=password
+                    ),
+                    "user_id": patient.user_id,
+                    "dedupe_key": invite_dedupe_key(patient, imp.file_sha256),
+                    "status": OutboundStatus.QUEUED,
+                }
+            )
+            events.append(
+                {
+                    "at": utcnow(),
+                    "actor_id": None,
+                    "action": "referral_patient_created",
+                    "object_type": "patient",
+                    "object_id": str(patient.public_id),
+                    "patient_id": patient.id,
+                    "ip": ip,
+                    "outcome": AuditOutcome.OK,
+                }
+            )
+    new_consultations: list[_NewConsultation] = []
+    for row, data, patient, _password in plans:
+        consultation = by_row.get(row.id)
+        key = (patient.id, data["disease_id"])
+        if consultation is None:
+            consultation = active.get(key)
+        if consultation is None:
+            consultation = _NewConsultation(
+                {
+                    "kind": ConsultationKind.REFERRAL,
+                    "status": ConsultationStatus.AWAITING_DOCUMENTS,
+                    "patient_id": patient.id,
+                    "center_id": data["centre_id"],
+                    "disease_id": data["disease_id"],
+                    "referral_row_id": row.id,
+                }
+            )
+            new_consultations.append(consultation)
+            active[key] = consultation
+        by_row[row.id] = consultation
+    ids = _insert_rows(Consultation.__table__, [c.values for c in new_consultations])
+    for consultation, new_id in zip(new_consultations, ids, strict=True):
+        consultation.id = new_id
+    if messages:
+        db.session.execute(insert(OutboundMessage.__table__), messages)
+        db.session.execute(insert(AuditEvent.__table__), events)
+
+    for row, data, patient, password in plans:
+        data["consultation_id"] = by_row[row.id].id
+        row.data = data
+        row.patient_id = patient.id
+        row.outcome = IMPORTED if password is not None else LINKED
 
 
 def _pending_rows(import_id: int, limit: int) -> list[ReferralImportRow]:
@@ -909,14 +1158,14 @@ def run_import(
             break
         row_ids = [r.id for r in rows]
         try:
-            for row in rows:
-                _import_row(row, imp, role, sign_in_url)
+            _import_chunk(rows, imp, role, sign_in_url)
             imp.imported_rows = _count_done(import_id)
             db.session.commit()
         except (IntegrityError, DomainError, KeyError, ValueError):
             db.session.rollback()
             # Find the row that fails, import the others one by one, keep going.
             _import_one_by_one(row_ids, import_id, sign_in_url)
+        db.session.expunge_all()  # nothing is kept between chunks (memory stays flat)
         imp = db.session.get(ReferralImport, import_id)
         role = get_role(PATIENT)
         chunks += 1
