@@ -27,7 +27,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common import (
@@ -39,14 +39,16 @@ from common import (
     bulk_insert,
     create_bench_app,
     fresh_database_url,
+    load_patient_accounts,
     login,
     machine_load,
     measure_page,
+    next_id,
     reset_sequences,
 )
 from flask import Flask, url_for
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import Engine, event, select
 
 QUERY_TARGET = 8
 RATIO_TARGET = 1.5
@@ -58,19 +60,8 @@ OTHERS_PER_QUEUED = 0.25  # scheduled/completed consultations per application in
 
 QUEUE_PAGE = "CareView.queue"
 
-SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
-NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
-REGIONS = ["Москва", "Республика Саха (Якутия)", "Камчатский край", "Калининградская область"]
 
 # Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
-USER_COLUMNS = (
-    "id first_name last_name username password active email login_count fail_login_count "
-    "created_on changed_on session_generation must_change_password timezone"
-).split()
-PATIENT_COLUMNS = (
-    "id public_id user_id surname name patronymic birth_date sex phone email region timezone "
-    "source identity_status notify_sms notify_email created_at"
-).split()
 CONSULTATION_COLUMNS = (
     "id public_id kind status patient_id center_id doctor_id disease_id diagnosis_text "
     "complaints question staff_message mode scheduled_at duration_minutes due_by reject_reason "
@@ -97,13 +88,6 @@ class World:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-
-
-def _next_id(conn: Connection, table: str) -> int:
-    from models import Model
-
-    t = Model.metadata.tables[table]
-    return int(conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()) + 1
 
 
 def set_up_world(app: Flask) -> World:
@@ -160,63 +144,13 @@ def load_applications(app: Flask, world: World, *, queued: int) -> None:
     others = int(queued * OTHERS_PER_QUEUED)
     with app.app_context(), db.engine.begin() as conn:
         password_hash = hash_password(BENCH_PASSWORD)  # once: per row it would dominate
-        user0, link0 = _next_id(conn, "ab_user"), _next_id(conn, "ab_user_role")
-        patient0, consultation0 = _next_id(conn, "patient"), _next_id(conn, "consultation")
         first_n = world.patients  # running patient number: phones and e-mails stay unique
-
-        def users() -> Iterator[tuple]:
-            created = now.replace(tzinfo=None)  # FAB's own columns are naive
-            for i in range(queued):
-                n = first_n + i
-                yield (
-                    user0 + i,
-                    NAMES[n % 8],
-                    SURNAMES[n % 8],
-                    f"+7901{n:07d}",
-                    password_hash,
-                    True,
-                    f"queue{n}@example.org",
-                    0,
-                    0,
-                    created,
-                    created,
-                    0,
-                    False,
-                    "Europe/Moscow",
-                )
-
-        bulk_insert(conn, "ab_user", USER_COLUMNS, users())
-        bulk_insert(
-            conn,
-            "ab_user_role",
-            ("id", "user_id", "role_id"),
-            ((link0 + i, user0 + i, world.patient_role_id) for i in range(queued)),
-        )
-
-        def patient_rows() -> Iterator[tuple]:
-            for i in range(queued):
-                n = first_n + i
-                yield (
-                    patient0 + i,
-                    uuid.uuid4(),
-                    user0 + i,
-                    f"{SURNAMES[n % 8]}{n}",
-                    NAMES[n % 8],
-                    "Очередевич",
-                    date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
-                    "female" if n % 2 else "male",
-                    f"+7901{n:07d}",
-                    f"queue{n}@example.org",
-                    REGIONS[n % 4],
-                    "Europe/Moscow",
-                    "self",
-                    "unverified",
-                    True,
-                    True,
-                    now - timedelta(minutes=n),
-                )
-
-        bulk_insert(conn, "patient", PATIENT_COLUMNS, patient_rows())
+        consultation0 = next_id(conn, "consultation")
+        patient0 = load_patient_accounts(
+            conn, count=queued, first_n=first_n, role_id=world.patient_role_id,
+            password_hash=password_hash, phone_prefix="+7901", email_prefix="queue",
+            patronymic="Очередевич", now=now,
+        )  # fmt: skip
 
         def consultation_rows() -> Iterator[tuple]:
             for i in range(queued + others):

@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from common import (
     BENCH_PASSWORD,
@@ -36,14 +36,15 @@ from common import (
     bulk_insert,
     create_bench_app,
     fresh_database_url,
+    load_patient_accounts,
     login,
     machine_load,
     measure_page,
+    next_id,
     reset_sequences,
 )
 from flask import Flask, url_for
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, func, select
 
 QUERY_TARGET = 8
 RATIO_TARGET = 1.5
@@ -55,20 +56,9 @@ REPEATS = 20
 STAFF_PATIENT_LIST = "PatientStaffView.list"
 MY_DOCUMENTS = "MyDocumentView.list"
 
-SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
-NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
 DOC_NAMES = ["Выписка", "Заключение", "УЗИ сердца", "Анализы крови", "ЭКГ", "МРТ"]
-REGIONS = ["Москва", "Республика Саха (Якутия)", "Камчатский край", "Калининградская область"]
 
 # Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
-USER_COLUMNS = (
-    "id first_name last_name username password active email login_count fail_login_count "
-    "created_on changed_on session_generation must_change_password timezone"
-).split()
-PATIENT_COLUMNS = (
-    "id public_id user_id surname name patronymic birth_date sex phone email region timezone "
-    "source identity_status notify_sms notify_email created_at"
-).split()
 CONSULTATION_COLUMNS = (
     "id public_id kind status patient_id center_id diagnosis_text complaints question "
     "staff_message mode duration_minutes reject_reason cancel_reason created_at submitted_at"
@@ -94,13 +84,6 @@ class World:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-
-
-def _next_id(conn: Connection, table: str) -> int:
-    from models import Model
-
-    t = Model.metadata.tables[table]
-    return int(conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()) + 1
 
 
 def set_up_world(app: Flask) -> World:
@@ -160,67 +143,14 @@ def load_patients(app: Flask, world: World, *, patients: int, documents: int) ->
     with app.app_context(), db.engine.begin() as conn:
         # One hash for everybody, computed once: hashing per row would dominate the load time.
         password_hash = hash_password(BENCH_PASSWORD)
-        user0, link0 = _next_id(conn, "ab_user"), _next_id(conn, "ab_user_role")
-        patient0, doc0 = _next_id(conn, "patient"), _next_id(conn, "medical_document")
-        consultation0 = _next_id(conn, "consultation")
         first_n = world.patients  # running patient number: phones and e-mails stay unique
-
-        def phone(n: int) -> str:
-            return f"+7900{n:07d}"
-
-        def users() -> Iterator[tuple]:
-            created = now.replace(tzinfo=None)  # FAB's own columns are naive
-            for i in range(patients):
-                n = first_n + i
-                yield (
-                    user0 + i,
-                    NAMES[n % 8],
-                    SURNAMES[n % 8],
-                    phone(n),
-                    password_hash,
-                    True,
-                    f"bench{n}@example.org",
-                    0,
-                    0,
-                    created,
-                    created,
-                    0,
-                    False,
-                    "Europe/Moscow",
-                )
-
-        bulk_insert(conn, "ab_user", USER_COLUMNS, users())
-        bulk_insert(
-            conn,
-            "ab_user_role",
-            ("id", "user_id", "role_id"),
-            ((link0 + i, user0 + i, world.patient_role_id) for i in range(patients)),
-        )
-
-        def patient_rows() -> Iterator[tuple]:
-            for i in range(patients):
-                n = first_n + i
-                yield (
-                    patient0 + i,
-                    uuid.uuid4(),
-                    user0 + i,
-                    f"{SURNAMES[n % 8]}{n}",
-                    NAMES[n % 8],
-                    "Бенчевич",
-                    date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
-                    "female" if n % 2 else "male",
-                    phone(n),
-                    f"bench{n}@example.org",
-                    REGIONS[n % 4],
-                    "Europe/Moscow",
-                    "self",
-                    "unverified",
-                    True,
-                    True,
-                    now - timedelta(minutes=n),
-                )
-
-        bulk_insert(conn, "patient", PATIENT_COLUMNS, patient_rows())
+        # Read before the patients go in: the loader below takes the next ids itself.
+        doc0, consultation0 = next_id(conn, "medical_document"), next_id(conn, "consultation")
+        patient0 = load_patient_accounts(
+            conn, count=patients, first_n=first_n, role_id=world.patient_role_id,
+            password_hash=password_hash, phone_prefix="+7900", email_prefix="bench",
+            patronymic="Бенчевич", now=now,
+        )  # fmt: skip
 
         def consultation_rows() -> Iterator[tuple]:
             for i in range(patients):
@@ -250,7 +180,7 @@ def load_patients(app: Flask, world: World, *, patients: int, documents: int) ->
         owners: list[int] = []
         others = list(range(patient0, patient0 + patients))
         if world.patients == 0:
-            world.probe_username = phone(0)
+            world.probe_username = f"+7900{0:07d}"
             owners = [patient0] * PROBE_DOCUMENTS
             others = others[1:]
         owners += [others[k % len(others)] for k in range(documents - len(owners))]

@@ -320,3 +320,83 @@ class Stopwatch:
 if __name__ == "__main__":
     # `make bench` runs every bench/*.py; this one only holds helpers.
     print("bench/common.py: shared helpers, nothing to measure")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk patients: accounts (ab_user + Patient role link) and patient records
+# ---------------------------------------------------------------------------------------------
+
+SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
+NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
+REGIONS = ["Москва", "Республика Саха (Якутия)", "Камчатский край", "Калининградская область"]
+
+# Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
+USER_COLUMNS = (
+    "id first_name last_name username password active email login_count fail_login_count "
+    "created_on changed_on session_generation must_change_password timezone"
+).split()
+PATIENT_COLUMNS = (
+    "id public_id user_id surname name patronymic birth_date sex phone email region timezone "
+    "source identity_status notify_sms notify_email created_at"
+).split()
+
+
+def next_id(conn: Connection, table: str) -> int:
+    from sqlalchemy import func, select
+
+    from models import Model
+
+    t = Model.metadata.tables[table]
+    return int(conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()) + 1
+
+
+def load_patient_accounts(
+    conn: Connection,
+    *,
+    count: int,
+    first_n: int,
+    role_id: int,
+    password_hash: str,
+    phone_prefix: str,
+    email_prefix: str,
+    patronymic: str,
+    now: Any,
+) -> int:
+    """Insert `count` patients (user, Patient role link, patient record) numbered from
+    `first_n`; return the id of the first patient record (the rest follow it)."""
+    import uuid
+    from datetime import date, timedelta
+
+    user0, link0 = next_id(conn, "ab_user"), next_id(conn, "ab_user_role")
+    patient0 = next_id(conn, "patient")
+    created = now.replace(tzinfo=None)  # FAB's own columns are naive
+
+    def users() -> Iterator[tuple]:
+        for i in range(count):
+            n = first_n + i
+            yield (
+                user0 + i, NAMES[n % 8], SURNAMES[n % 8], f"{phone_prefix}{n:07d}",
+                password_hash, True, f"{email_prefix}{n}@example.org", 0, 0, created, created,
+                0, False, "Europe/Moscow",
+            )  # fmt: skip
+
+    def patients() -> Iterator[tuple]:
+        for i in range(count):
+            n = first_n + i
+            yield (
+                patient0 + i, uuid.uuid4(), user0 + i, f"{SURNAMES[n % 8]}{n}", NAMES[n % 8],
+                patronymic, date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
+                "female" if n % 2 else "male", f"{phone_prefix}{n:07d}",
+                f"{email_prefix}{n}@example.org", REGIONS[n % 4], "Europe/Moscow", "self",
+                "unverified", True, True, now - timedelta(minutes=n),
+            )  # fmt: skip
+
+    bulk_insert(conn, "ab_user", USER_COLUMNS, users())
+    bulk_insert(
+        conn,
+        "ab_user_role",
+        ("id", "user_id", "role_id"),
+        ((link0 + i, user0 + i, role_id) for i in range(count)),
+    )
+    bulk_insert(conn, "patient", PATIENT_COLUMNS, patients())
+    return patient0
