@@ -6,6 +6,8 @@ maintain it afterwards through the screens.
 
 from __future__ import annotations
 
+import re
+
 from app.extensions import db
 from models import Disease, DocumentType
 
@@ -47,6 +49,21 @@ DISEASES: list[tuple[str, str, str, list[str]]] = [
 ]
 
 PROFILES = {"cardiology", "gynaecology"}
+
+# ICD-10: a letter, two digits, optionally a dot and one or two more digits (A00, I21.0, M54.16).
+ICD10_RE = re.compile(r"^[A-Z][0-9]{2}(\.[0-9]{1,2})?$")
+# Doctors and regional specialists type on a Russian keyboard: Cyrillic letters that look like
+# Latin ones are taken for the Latin letter ("С34" with a Cyrillic Es is C34), "I21,0" for I21.0.
+_LOOKALIKES = str.maketrans("АВСЕНІКМОРТХУ", "ABCEHIKMOPTXY")
+
+
+def normalize_icd10(raw: str | None) -> str:
+    code = (raw or "").strip().upper().translate(_LOOKALIKES).replace(",", ".")
+    return re.sub(r"\s+", "", code)
+
+
+def valid_icd10(code: str) -> bool:
+    return bool(ICD10_RE.match(code))
 
 
 def load_catalogue() -> dict[str, DocumentType]:

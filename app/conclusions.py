@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -42,6 +41,7 @@ from werkzeug.routing import BuildError
 
 from app import documents as docs
 from app.audit import audit
+from app.catalogue import normalize_icd10, valid_icd10
 from app.consultations import (
     ConsultationError,
     patient_consultation_condition,
@@ -65,12 +65,6 @@ START_EARLY = timedelta(minutes=15)
 PDF_LOCALE = "ru"  # a medical document of a Russian service: always in Russian
 TEXT_MAX = 10_000
 DIAGNOSIS_MAX = 2_000
-
-# ICD-10: a letter, two digits, optionally a dot and one or two more digits (A00, I21.0, M54.16).
-ICD10_RE = re.compile(r"^[A-Z][0-9]{2}(\.[0-9]{1,2})?$")
-# Doctors type on a Russian keyboard: Cyrillic letters that look like Latin ones are taken
-# for the Latin letter ("С34" with a Cyrillic Es is C34), and "I21,0" for "I21.0".
-_LOOKALIKES = str.maketrans("АВСЕНІКМОРТХУ", "ABCEHIKMOPTXY")
 
 
 class ConclusionError(ConsultationError):
@@ -273,15 +267,6 @@ REQUIRED_FIELDS = {
     "recommendations": _l("Enter the recommendations."),
 }
 ICD10_INVALID = _l("The ICD-10 code must look like I21 or I21.0: a Latin letter and two digits.")
-
-
-def normalize_icd10(raw: str | None) -> str:
-    code = (raw or "").strip().upper().translate(_LOOKALIKES).replace(",", ".")
-    return re.sub(r"\s+", "", code)
-
-
-def valid_icd10(code: str) -> bool:
-    return bool(ICD10_RE.match(code))
 
 
 def _clean_text(value: str | None) -> str:

@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.accounts import AccountError, get_role, normalize_phone
 from app.audit import audit
+from app.catalogue import normalize_icd10
 from app.errors import DomainError
 from app.extensions import db
 from app.notifications import queue_message
@@ -426,8 +427,6 @@ _SEX = {
     "m": Sex.MALE,
     "male": Sex.MALE,
 }
-# Cyrillic letters that look like the Latin ones of ICD-10 codes («А00», «С50», «Е11»...).
-_LOOKALIKE = str.maketrans("АВЕКМНОРСТХаекорсх", "ABEKMHOPCTXAEKOPCX")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -552,7 +551,7 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
             data["snils"] = normalize_snils(v.get("snils"))
         except ValueError as exc:
             error("snils", exc)
-    code = _text(v.get("icd10")).upper().translate(_LOOKALIKE)
+    code = normalize_icd10(_text(v.get("icd10")))
     name = _key(v.get("disease"))
     disease = None
     if code:

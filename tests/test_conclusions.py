@@ -389,7 +389,7 @@ def test_icd10_typed_on_a_russian_keyboard_is_understood(app, world):
 
 
 def test_icd10_rules():
-    from app.conclusions import normalize_icd10, valid_icd10
+    from app.catalogue import normalize_icd10, valid_icd10
 
     for good in ("A00", "Z99", "I21.0", "M54.16", "U07.1"):
         assert valid_icd10(normalize_icd10(good)), good
