@@ -7,10 +7,10 @@ FLASK := $(VENV)/bin/flask
 export FLASK_APP := run.py
 PORT ?= 5000
 
-.PHONY: setup run test lint browsers fonts services translations messages demo-data bench clean
+.PHONY: setup run test lint browsers fonts services translations messages demo-data bench clean vendor
 
 ## setup: venv, dependencies, compiled translations, migrated database (idempotent)
-setup: $(VENV)/.installed translations fonts
+setup: $(VENV)/.installed translations fonts vendor
 	$(FLASK) db upgrade
 	$(FLASK) oblako init
 
@@ -23,6 +23,10 @@ $(VENV)/.installed: pyproject.toml
 ## translations: compile the .po catalogues into .mo (never committed)
 translations: $(VENV)/.installed
 	$(PY) scripts/i18n.py compile
+
+## vendor: browser libraries from the npm registry, pinned by hash (scripts/vendor.py)
+vendor:
+	$(PY) scripts/vendor.py
 
 ## messages: re-extract the .pot and rebuild ru/en catalogues from translations/ru_parts
 messages: $(VENV)/.installed

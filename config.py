@@ -6,6 +6,9 @@ service on one machine (SQLite, files under instance/, SMS and e-mail to the out
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import secrets
 from datetime import timedelta
@@ -150,4 +153,50 @@ def build_config() -> dict:
         "REFERRAL_MAX_ROWS": int(os.environ.get("REFERRAL_MAX_ROWS", 20000)),
         # Duty doctor booking: how many upcoming bookings one patient may hold at once.
         "MAX_UPCOMING_DUTY_BOOKINGS": int(os.environ.get("MAX_UPCOMING_DUTY_BOOKINGS", 2)),
+        # Media server (media_server/, docs/media-contract.md): socket.io chat + WebRTC signalling.
+        # MEDIA_PUBLIC_URL is where browsers reach it; empty = the page's host on MEDIA_PORT.
+        "MEDIA_HOST": os.environ.get("MEDIA_HOST", "127.0.0.1"),
+        "MEDIA_PORT": int(os.environ.get("MEDIA_PORT", "5001")),
+        "MEDIA_PUBLIC_URL": os.environ.get("MEDIA_PUBLIC_URL", ""),
+        # Origins allowed to open a socket (never "*"); empty = the web app on localhost:PORT.
+        "MEDIA_ALLOWED_ORIGINS": _list(os.environ.get("MEDIA_ALLOWED_ORIGINS", ""))
+        or _local_origins(int(os.environ.get("PORT", "5000"))),
+        # Join tokens are signed with a key derived from SECRET_KEY unless this one is set.
+        "MEDIA_TOKEN_SECRET": os.environ.get("MEDIA_TOKEN_SECRET", ""),
+        "MEDIA_TOKEN_TTL_SECONDS": min(int(os.environ.get("MEDIA_TOKEN_TTL_SECONDS", "300")), 300),
+        # The room opens this many minutes before the start (the service's promise: 15).
+        "MEDIA_ROOM_OPENS_MINUTES": int(os.environ.get("MEDIA_ROOM_OPENS_MINUTES", "15")),
+        # ICE servers for RTCPeerConnection as JSON, e.g.
+        # [{"urls": "stun:stun.example.org:3478"},
+        #  {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]
+        # Empty list = host candidates only (enough on one network, as in the tests).
+        "MEDIA_ICE_SERVERS": _json_list(os.environ.get("MEDIA_ICE_SERVERS", "[]")),
+        # Several media processes share rooms through Redis (python-socketio's Redis manager).
+        "MEDIA_REDIS_URL": os.environ.get("MEDIA_REDIS_URL", ""),
+        "MEDIA_RECORDINGS_DIR": os.environ.get(
+            "MEDIA_RECORDINGS_DIR", str(INSTANCE_DIR / "storage" / "recordings")
+        ),
     }
+
+
+def _list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _local_origins(port: int) -> list[str]:
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+def _json_list(raw: str) -> list:
+    value = json.loads(raw or "[]")
+    if not isinstance(value, list):
+        raise ValueError("MEDIA_ICE_SERVERS must be a JSON list")
+    return value
+
+
+def media_token_key(cfg: dict) -> bytes:
+    """The key that signs media join tokens: shared by the web app (mints) and media_server
+    (verifies), which both read config.py; a derived key keeps SECRET_KEY itself out of it."""
+    if cfg.get("MEDIA_TOKEN_SECRET"):
+        return str(cfg["MEDIA_TOKEN_SECRET"]).encode()
+    return hmac.new(str(cfg["SECRET_KEY"]).encode(), b"oblako-media-join", hashlib.sha256).digest()

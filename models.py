@@ -604,6 +604,51 @@ class Recording(Model):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class ChatRead(Model):
+    """How far one user has read one consultation's chat (the cabinet's unread counts)."""
+
+    __tablename__ = "chat_read"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False
+    )
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    last_read_id: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "consultation_id", name="uq_chat_read_user_consultation"),
+    )
+
+
+class MediaInvite(Model):
+    """A one-time link the doctor gives a third participant (colleague, interpreter, relative).
+
+    Only the SHA-256 of the link's secret is stored; the link works once and until expires_at.
+    """
+
+    __tablename__ = "media_invite"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    guest_name: Mapped[str] = mapped_column(String(120), nullable=False)
+    guest_role: Mapped[str] = mapped_column(
+        String(32), nullable=False
+    )  # colleague/interpreter/relative
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("ab_user.id"), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Join tokens for the media server (DESIGN §1): short-lived, signed, one consultation each.
+
+The web app mints a token only after its own access checks (app/media.py decides who may join);
+media_server/auth.py verifies it and puts the socket into the room named here, never one the
+client asks for. HS256 JWT with a key derived from SECRET_KEY (config.media_token_key).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from flask import current_app
+
+from config import media_token_key
+
+AUDIENCE = "oblako-media"
+ISSUER = "oblako-web"
+ROLES = ("patient", "doctor", "guest")
+
+
+@dataclass(frozen=True)
+class JoinGrant:
+    """What the holder may do in one consultation's room."""
+
+    user_id: int | None  # None for an invited guest without an account
+    consultation_id: int
+    consultation_public_id: uuid.UUID
+    role: str  # patient | doctor | guest
+    name: str  # shown to the other participants
+    media: bool  # may enter the video room now (15 minutes before the start, until it ends)
+    chat: bool  # may write in the chat now
+    invite_id: int | None = None
+
+
+def mint_join_token(grant: JoinGrant, *, now: datetime | None = None) -> str:
+    if grant.role not in ROLES:
+        raise ValueError(f"unknown role {grant.role!r}")
+    now = now or datetime.now(UTC)
+    ttl = int(current_app.config["MEDIA_TOKEN_TTL_SECONDS"])
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": str(grant.user_id) if grant.user_id is not None else f"guest:{grant.invite_id}",
+        "cid": grant.consultation_id,
+        "cpub": str(grant.consultation_public_id),
+        "role": grant.role,
+        "name": grant.name[:120],
+        "media": bool(grant.media),
+        "chat": bool(grant.chat),
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    if grant.invite_id is not None:
+        claims["inv"] = grant.invite_id
+    return jwt.encode(claims, media_token_key(current_app.config), algorithm="HS256")
