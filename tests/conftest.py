@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("OBLAKO_ENV", "test")
 
+pytest_plugins = ["tests.media_fixtures"]
+
 TEST_PASSWORD = "Secret123abc"
 
 

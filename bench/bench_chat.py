@@ -1,0 +1,491 @@
+"""Bench: chat through the media server against a bare python-socketio echo server.
+
+500 connected clients in 250 rooms (two per room, as in a consultation). Each client sends a
+message and waits until the room's broadcast of it comes back to itself, then sends the next
+(closed loop): the figure is the round trip (send → own `chat.message`) and messages per second.
+The same clients, in the same run, do the same against a bare AsyncServer on aiohttp whose
+`chat.send` handler only emits the payload back to the room (the baseline).
+
+The chat server is the real one (media_server.server.MediaServer: token check at connect,
+validation, limits, the database insert with its status check, per-room ordering) on a fresh
+migrated database (SQLite file by default; DATABASE_URL=postgresql://... uses a fresh
+PostgreSQL database). Each server runs in its own process; the clients share one process.
+The per-connection chat limit (5 burst, 1/s) would cap a closed loop at 500 msg/s, so the
+bench raises it (MEDIA_CHAT_BURST / MEDIA_CHAT_PER_SECOND overrides): what is measured is the
+cost of the work per message, not the limit.
+
+Phases per server: "paced" (every client sends one message a second — the contract's limit, a
+realistic full load: 500 msg/s offered) and "saturated" (closed loop as fast as it goes).
+
+Targets (issue 5): chat throughput ≥ 0.7× the echo server's, chat p99 ≤ 1.5× the echo's p99.
+
+Run: `.venv/bin/python bench/bench_chat.py` (≈2 minutes). Options: --clients, --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ORIGIN = "http://bench.local"
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers (each runs in a child process: `bench_chat.py --serve chat|echo --port N`)
+# ---------------------------------------------------------------------------------------------
+
+
+def serve_echo(port: int) -> None:
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp", cors_allowed_origins=[ORIGIN], logger=False, engineio_logger=False
+    )
+    app = web.Application()
+    sio.attach(app)
+    rooms: dict[str, str] = {}
+
+    @sio.on("connect")
+    async def connect(sid: str, environ: dict, auth: Any = None) -> None:
+        room = (auth or {}).get("room", "r")
+        rooms[sid] = room
+        await sio.enter_room(sid, room)
+
+    @sio.on("chat.send")
+    async def send(sid: str, data: Any) -> dict:
+        await sio.emit("chat.message", data, to=rooms[sid])
+        return {"ok": True}
+
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
+    from aiohttp import web
+
+    from config import build_config
+    from media_server.server import MediaServer, tune_process
+
+    if not os.environ.get("BENCH_DEFAULT_SWITCH"):
+        tune_process()  # what `python -m media_server` does
+    cfg = build_config()
+    cfg.update(
+        {
+            "SECRET_KEY": secret,
+            "MEDIA_TOKEN_SECRET": "",
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "MEDIA_ALLOWED_ORIGINS": [ORIGIN],
+            "MEDIA_REDIS_URL": "",
+            "MEDIA_CHAT_BURST": 1_000_000,
+            "MEDIA_CHAT_PER_SECOND": 1_000_000,
+            "MEDIA_FLOOD_EVENTS": 1_000_000,
+            "MEDIA_DB_WORKERS": workers,
+        }
+    )
+    server = MediaServer(cfg)
+    if os.environ.get("BENCH_TRACE"):
+        _trace_stages(server)
+    profile_to = os.environ.get("BENCH_PROFILE")  # --profile: where the cost goes (event loop)
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    web.run_app(server.app, host="127.0.0.1", port=port, print=None, access_log=None)
+    if profile_to:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
+
+
+def _trace_stages(server: Any) -> None:
+    """--trace: where a message's time goes inside the chat server (printed at exit)."""
+    import atexit
+
+    store, writer = server.store, server.writer
+    batch_ms: list[float] = []
+    sizes: list[int] = []
+    handler_ms: list[float] = []
+    send_batch, chat_send = store.send_batch, server.chat_send
+
+    def timed_batch(items: list) -> list:
+        t = time.perf_counter()
+        try:
+            return send_batch(items)
+        finally:
+            batch_ms.append((time.perf_counter() - t) * 1000)
+            sizes.append(len(items))
+
+    async def timed_send(conn: Any, data: dict) -> dict:
+        t = time.perf_counter()
+        try:
+            return await chat_send(conn, data)
+        finally:
+            handler_ms.append((time.perf_counter() - t) * 1000)
+
+    store.send_batch = timed_batch
+    server.chat_send = timed_send
+    server.sio.handlers["/"]["chat.send"] = server._guarded(timed_send)
+    del writer
+
+    def report() -> None:
+        def q(xs: list[float]) -> str:
+            xs = sorted(xs)
+            return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f}"
+
+        print(f"  [trace] transactions {len(batch_ms)}: ms {q(batch_ms)}; size {q(sizes)}")
+        print(f"  [trace] chat.send handler ms {q(handler_ms)}", flush=True)
+
+    atexit.register(report)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], port: int) -> subprocess.Popen:
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve", *args, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("bench server exited")
+        try:
+            # The echo server has no /healthz: any HTTP answer from engine.io's path will do.
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=1
+            ).close()
+            return proc
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error is an answer
+                return proc
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("bench server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, n: int, auth: dict[str, Any]) -> None:
+        import socketio
+
+        self.n = n
+        self.auth = auth
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.pending: dict[str, float] = {}
+        self.waiter: asyncio.Future | None = None
+        self.rtts: list[float] = []
+        self.seq = 0
+        self.sio.on("chat.message", self._message)
+
+    async def _message(self, data: dict[str, Any]) -> None:
+        sent = self.pending.pop(data.get("client_msg_id", ""), None)
+        if sent is not None:
+            self.rtts.append(time.perf_counter() - sent)
+            if self.waiter and not self.waiter.done():
+                self.waiter.set_result(None)
+
+    async def connect(self, url: str) -> None:
+        await self.sio.connect(
+            url, headers={"Origin": ORIGIN}, auth=self.auth, transports=["websocket"]
+        )
+
+    async def send_one(self) -> None:
+        self.seq += 1
+        cid = f"c{self.n}-{self.seq}"
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.pending[cid] = time.perf_counter()
+        await self.sio.emit(
+            "chat.send", {"client_msg_id": cid, "body": f"message {self.seq}"}, callback=_noop
+        )
+        await asyncio.wait_for(self.waiter, 30)
+
+
+def _noop(*args: Any) -> None:
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc): the server's own CPU, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_phase(
+    clients: list[Client], seconds: float, *, paced: bool, pid: int
+) -> dict[str, float]:
+    for c in clients:
+        c.rtts = []
+    cpu0 = cpu_seconds(pid)
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(c: Client) -> None:
+        # Spread the first sends so the paced phase does not start as one burst.
+        await asyncio.sleep((c.n % 100) / 100 if paced else 0)
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await c.send_one()
+            if paced:
+                await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in clients))
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    rtts = sorted(r for c in clients for r in c.rtts)
+    q = statistics.quantiles(rtts, n=100)
+    return {
+        "messages": len(rtts),
+        "cpu_ms_per_msg": cpu * 1000 / max(1, len(rtts)),
+        "per_second": len(rtts) / elapsed,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+    }
+
+
+async def measure(
+    servers: dict[str, tuple[str, int]], auths: list[dict[str, Any]], seconds: float, rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Both servers stay up with their own 500 clients; the phases alternate between them,
+    round after round, so a neighbour's burst on this shared machine hits both alike. Each
+    figure is the median over the rounds."""
+    groups: dict[str, list[Client]] = {}
+    for name, (url, _) in servers.items():
+        groups[name] = [Client(i, a) for i, a in enumerate(auths)]
+        for i in range(0, len(auths), 50):
+            await asyncio.gather(*(c.connect(url) for c in groups[name][i : i + 50]))
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        name: {"paced": [], "saturated": []} for name in servers
+    }
+    try:
+        for name, (_, pid) in servers.items():
+            await run_phase(groups[name], 2, paced=False, pid=pid)  # warm-up
+        for _ in range(rounds):
+            for phase in ("paced", "saturated"):
+                for name, (_, pid) in servers.items():
+                    figures = await run_phase(
+                        groups[name], seconds, paced=phase == "paced", pid=pid
+                    )
+                    runs[name][phase].append(figures)
+    finally:
+        for clients in groups.values():
+            await asyncio.gather(*(c.sio.disconnect() for c in clients), return_exceptions=True)
+    return {
+        name: {
+            phase: {k: statistics.median(r[k] for r in results) for k in results[0]}
+            for phase, results in phases.items()
+        }
+        for name, phases in runs.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def load_rooms(app: Any, rooms: int) -> list[tuple[int, Any, int, int]]:
+    """`rooms` in-progress duty consultations, each with a patient account and a second
+    account acting as the doctor. Returns (consultation id, public id, patient uid, doctor uid)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+    from werkzeug.security import generate_password_hash
+
+    from app.accounts import get_role
+    from app.demo import ensure_roles
+    from app.extensions import db
+    from bench.common import BENCH_PASSWORD, load_patient_accounts
+    from models import Consultation, Patient
+
+    with app.app_context():
+        ensure_roles()
+        role_id = get_role("Patient").id
+        db.session.commit()
+        pw = generate_password_hash(BENCH_PASSWORD, "pbkdf2:sha256:1000")
+        now = datetime.now(UTC)
+        with db.engine.begin() as conn:
+            first = load_patient_accounts(
+                conn,
+                count=rooms * 2,
+                first_n=1,
+                role_id=role_id,
+                password_hash=pw,
+                phone_prefix="+7913",
+                email_prefix="chat",
+                patronymic="",
+                now=now,
+            )
+            patients = conn.execute(
+                select(Patient.id, Patient.user_id)
+                .where(Patient.id >= first)
+                .order_by(Patient.id)
+                .limit(rooms * 2)
+            ).all()
+            conn.execute(
+                insert(Consultation.__table__),
+                [
+                    {"kind": "duty", "status": "in_progress", "patient_id": patients[2 * i].id}
+                    for i in range(rooms)
+                ],
+            )
+            cons = conn.execute(
+                select(Consultation.id, Consultation.public_id, Consultation.patient_id).order_by(
+                    Consultation.id
+                )
+            ).all()
+        by_patient = {p.id: p.user_id for p in patients}
+        doctor_of = {patients[2 * i].id: patients[2 * i + 1].user_id for i in range(rooms)}
+        return [
+            (c.id, c.public_id, by_patient[c.patient_id], doctor_of[c.patient_id]) for c in cons
+        ]
+
+
+def mint_auths(app: Any, rooms: list[tuple[int, Any, int, int]]) -> list[dict[str, Any]]:
+    from app.media_tokens import JoinGrant, mint_join_token
+
+    auths = []
+    with app.app_context():
+        for cid, cpub, patient_uid, doctor_uid in rooms:
+            for uid, role in ((patient_uid, "patient"), (doctor_uid, "doctor")):
+                grant = JoinGrant(
+                    user_id=uid,
+                    consultation_id=cid,
+                    consultation_public_id=cpub,
+                    role=role,
+                    name=role,
+                    media=True,
+                    chat=True,
+                )
+                auths.append({"token": mint_join_token(grant), "last_seen": 0, "room": str(cpub)})
+    return auths
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", nargs="*")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10, help="per phase and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=4, help="database threads of the server")
+    parser.add_argument(
+        "--sqlite-wal", action="store_true", help="turn the SQLite bench file to WAL mode first"
+    )
+    parser.add_argument("--trace", action="store_true", help="chat server: time per stage")
+    parser.add_argument("--profile", help="write the chat server's cProfile stats to this file")
+    args = parser.parse_args()
+    if args.serve:
+        if args.serve[0] == "echo":
+            serve_echo(args.port)
+        else:
+            serve_chat(args.port, args.serve[1], os.environ["BENCH_SECRET"], int(args.serve[2]))
+        return
+
+    from bench.common import create_bench_app, fresh_database_url, machine_load
+
+    rooms_n = args.clients // 2
+    if args.trace:
+        os.environ["BENCH_TRACE"] = "1"
+    if args.profile:
+        os.environ["BENCH_PROFILE"] = str(Path(args.profile).resolve())
+    with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
+        backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+        app = create_bench_app(url, storage)
+        if args.sqlite_wal and url.startswith("sqlite"):
+            import sqlite3
+
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as wal:
+                wal.execute("PRAGMA journal_mode=WAL")  # persistent: every connection uses it
+            backend += " (WAL)"
+        print(f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, {machine_load()}")
+        rooms = load_rooms(app, rooms_n)
+        auths = mint_auths(app, rooms)  # valid 300 s: both servers connect well within that
+        os.environ["BENCH_SECRET"] = str(app.config["SECRET_KEY"])  # the chat server's key
+        procs: dict[str, subprocess.Popen] = {}
+        servers: dict[str, tuple[str, int]] = {}
+        try:
+            for name, serve_args in (
+                ("echo", ["echo"]),
+                ("chat", ["chat", url, str(args.workers)]),
+            ):
+                port = free_port()
+                procs[name] = start_server(serve_args, port)
+                servers[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
+            results = asyncio.run(measure(servers, auths, args.seconds, args.rounds))
+        finally:
+            for proc in procs.values():
+                stop_server(proc)
+        with app.app_context():
+            from sqlalchemy import func, select
+
+            from app.extensions import db
+            from models import ChatMessage
+
+            stored = db.session.scalar(select(func.count()).select_from(ChatMessage))
+
+    print()
+    print(
+        f"  {'phase':<10} {'server':<6} {'messages':>9} {'msg/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'CPU ms/msg':>11}"
+    )
+    for phase in ("paced", "saturated"):
+        for name in ("echo", "chat"):
+            r = results[name][phase]
+            print(
+                f"  {phase:<10} {name:<6} {r['messages']:>9} {r['per_second']:>8.0f} "
+                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['cpu_ms_per_msg']:>11.2f}"
+            )
+    print(f"  chat rows stored: {stored} (medians of {args.rounds} rounds per figure)")
+    print()
+    print("Ratios chat / echo (targets: throughput ≥ 0.70, p99 ≤ 1.50)")
+    for phase in ("paced", "saturated"):
+        e, c = results["echo"][phase], results["chat"][phase]
+        thr = c["per_second"] / e["per_second"]
+        p99 = c["p99_ms"] / e["p99_ms"]
+        cpu = c["cpu_ms_per_msg"] / e["cpu_ms_per_msg"]
+        verdict = "ok" if thr >= 0.7 and p99 <= 1.5 else "MISS"
+        print(
+            f"  {phase:<10} throughput {thr:.2f}  p50 {c['p50_ms'] / e['p50_ms']:.2f}  "
+            f"p99 {p99:.2f}  server CPU per message {cpu:.2f}  {verdict}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""The media server's database access: a sync SQLAlchemy engine used from a thread pool.
+
+The event loop never waits on the database: every call goes through `ChatStore.run`, which hands
+the work to a small executor of its own (sized to the connection pool, so threads never queue on
+the pool). Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session,
+Flask and `app/` stay out of this process (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models import (
+    ChatMessage,
+    ChatRead,
+    Consultation,
+    ConsultationKind,
+    ConsultationStatus,
+    Doctor,
+    OblakoUser,
+    Patient,
+)
+
+T = TypeVar("T")
+
+HISTORY_LIMIT = 500
+
+_msg = ChatMessage.__table__
+_read = ChatRead.__table__
+_cons = Consultation.__table__
+_user = OblakoUser.__table__
+_patient = Patient.__table__
+_doctor = Doctor.__table__
+
+
+def chat_allowed(kind: str, status: str) -> bool:
+    """The contract's rule: a duty booking chats from `scheduled` (the patient may write to the
+    duty doctor before the call); every kind chats while `in_progress`; nothing else."""
+    if status == ConsultationStatus.IN_PROGRESS:
+        return True
+    return kind == ConsultationKind.DUTY and status == ConsultationStatus.SCHEDULED
+
+
+@dataclass(frozen=True)
+class ConsultationInfo:
+    id: int
+    public_id: uuid.UUID
+    kind: str
+    status: str
+    patient_user_id: int | None
+    doctor_user_id: int | None
+
+
+@dataclass(frozen=True)
+class SendItem:
+    info: ConsultationInfo
+    author_id: int
+    author_name: str
+    client_msg_id: str
+    body: str
+
+    def message(self, id_: int, body: str, created_at: datetime) -> dict[str, Any]:
+        return message_dict(
+            self.info,
+            id=id_,
+            client_msg_id=self.client_msg_id,
+            author_id=self.author_id,
+            author_name=self.author_name,
+            body=body,
+            created_at=created_at,
+        )
+
+
+@dataclass(frozen=True)
+class SendResult:
+    # "stored" (a new row) | "duplicate" (a resend of a stored one) | "closed" | "conflict"
+    outcome: str
+    message: dict[str, Any] | None = None
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite keeps no offset; every stored time is UTC (models.py)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Writers wait for SQLite's lock instead of failing after the driver's 5 s.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    # No pre-ping: it is one more round trip per message. A connection that went stale
+    # (PostgreSQL restarted) fails one batch, SQLAlchemy drops the pool, the page resends.
+    return {"pool_size": 8, "max_overflow": 4, "pool_recycle": 3600}
+
+
+def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
+    # In WAL mode (if the deployment turned it on), NORMAL syncs at checkpoints, not at every
+    # commit: a commit costs microseconds instead of an fsync, and the database stays
+    # consistent after a crash (SQLite's documented pairing). In rollback-journal mode the
+    # default (FULL) stays.
+    cur = dbapi_conn.cursor()
+    try:
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+class ChatStore:
+    def __init__(self, url: str, *, workers: int = 8) -> None:
+        self.engine: Engine = create_engine(url, **_engine_options(url))
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_connect)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="media-db")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.engine.dispose()
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def consultation(self, consultation_id: int) -> ConsultationInfo | None:
+        patient_user = select(_patient.c.user_id).where(_patient.c.id == _cons.c.patient_id)
+        doctor_user = select(_doctor.c.user_id).where(_doctor.c.id == _cons.c.doctor_id)
+        stmt = select(
+            _cons.c.id,
+            _cons.c.public_id,
+            _cons.c.kind,
+            _cons.c.status,
+            patient_user.scalar_subquery().label("patient_user_id"),
+            doctor_user.scalar_subquery().label("doctor_user_id"),
+        ).where(_cons.c.id == consultation_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return ConsultationInfo(*row) if row else None
+
+    def user_name(self, user_id: int) -> str:
+        stmt = select(_user.c.first_name, _user.c.last_name).where(_user.c.id == user_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return " ".join(p for p in (row or ()) if p)
+
+    def join(
+        self, consultation_id: int, user_id: int | None, after_id: int
+    ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
+        """What a connect needs, in one call: the consultation, the author's account name and
+        the chat history after `after_id`. None when the consultation does not exist."""
+        info = self.consultation(consultation_id)
+        if info is None:
+            return None
+        name = self.user_name(user_id) if user_id is not None else ""
+        return info, name, self.history(info, after_id)
+
+    def history(self, info: ConsultationInfo, after_id: int) -> list[dict[str, Any]]:
+        """Messages with id > after_id, oldest first, at most HISTORY_LIMIT (the newest ones
+        when more are missing: the page shows the latest, older ones stay in the web app)."""
+        stmt = (
+            select(
+                _msg.c.id,
+                _msg.c.client_msg_id,
+                _msg.c.author_id,
+                _msg.c.body,
+                _msg.c.created_at,
+                _user.c.first_name,
+                _user.c.last_name,
+            )
+            .join(_user, _user.c.id == _msg.c.author_id)
+            .where(_msg.c.consultation_id == info.id, _msg.c.id > after_id)
+            .order_by(_msg.c.id.desc())
+            .limit(HISTORY_LIMIT)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            message_dict(
+                info,
+                id=r.id,
+                client_msg_id=r.client_msg_id,
+                author_id=r.author_id,
+                author_name=" ".join(p for p in (r.first_name, r.last_name) if p),
+                body=r.body,
+                created_at=r.created_at,
+            )
+            for r in reversed(rows)
+        ]
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _insert(self):
+        return postgresql.insert(_msg) if self.dialect == "postgresql" else sqlite.insert(_msg)
+
+    def send(self, item: SendItem) -> SendResult:
+        return self.send_batch([item])[0]
+
+    def send_batch(self, items: list[SendItem]) -> list[SendResult]:
+        """Store messages once per (author, client_msg_id), in one transaction that also
+        re-reads each consultation's status: the database, not the token, says whether chat is
+        open. One transaction for many messages is the group commit of ChatWriter."""
+        results: list[SendResult | None] = [None] * len(items)
+        with self.engine.begin() as conn:
+            cids = sorted({it.info.id for it in items})
+            status_q = select(_cons.c.id, _cons.c.kind, _cons.c.status).where(_cons.c.id.in_(cids))
+            if self.dialect == "postgresql":
+                # A concurrent transition (complete, cancel) waits for these inserts, or we
+                # see it: FOR SHARE on the consultation rows, in id order (no deadlocks).
+                status_q = status_q.order_by(_cons.c.id).with_for_update(read=True)
+            open_ids = {r.id for r in conn.execute(status_q) if chat_allowed(r.kind, r.status)}
+            now = datetime.now(UTC)
+            rows: list[dict[str, Any]] = []
+            first_of: dict[tuple[int, str], int] = {}
+            for i, it in enumerate(items):
+                key = (it.author_id, it.client_msg_id)
+                if it.info.id in open_ids and key not in first_of:
+                    first_of[key] = i
+                    rows.append(
+                        {
+                            "public_id": uuid.uuid4(),
+                            "consultation_id": it.info.id,
+                            "author_id": it.author_id,
+                            "body": it.body,
+                            "client_msg_id": it.client_msg_id,
+                            "created_at": now,
+                        }
+                    )
+            if rows:
+                # executemany: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
+                # from one cached compiled statement. A row that already exists (a resend) is
+                # skipped; RETURNING names the ones that went in.
+                stmt = (
+                    self._insert()
+                    .on_conflict_do_nothing(index_elements=["author_id", "client_msg_id"])
+                    .returning(_msg.c.id, _msg.c.author_id, _msg.c.client_msg_id)
+                )
+                for new_id, author_id, client_msg_id in conn.execute(stmt, rows):
+                    i = first_of[(author_id, client_msg_id)]
+                    it = items[i]
+                    results[i] = SendResult("stored", it.message(new_id, it.body, now))
+            missing = [i for i, r in enumerate(results) if r is None]
+            if missing:
+                keys = {(items[i].author_id, items[i].client_msg_id) for i in missing}
+                existing = {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
+        for i in missing:
+            it = items[i]
+            row = existing.get((it.author_id, it.client_msg_id))
+            if row is None:
+                results[i] = SendResult("closed")
+            elif row.consultation_id != it.info.id:
+                results[i] = SendResult("conflict")  # the same client id in another consultation
+            else:
+                results[i] = SendResult("duplicate", it.message(row.id, row.body, row.created_at))
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _existing(conn: Connection, keys: set[tuple[int, str]]):
+        stmt = select(
+            _msg.c.id,
+            _msg.c.consultation_id,
+            _msg.c.author_id,
+            _msg.c.client_msg_id,
+            _msg.c.body,
+            _msg.c.created_at,
+        ).where(
+            or_(*(and_(_msg.c.author_id == a, _msg.c.client_msg_id == c) for a, c in sorted(keys)))
+        )
+        return conn.execute(stmt).all()
+
+    def mark_read(self, *, user_id: int, consultation_id: int, up_to: int) -> int:
+        """Move the user's read mark forward (never back); returns the stored mark."""
+        with self.engine.begin() as conn:
+            # Never beyond the newest message of this consultation: the cabinet counts from it.
+            newest = conn.execute(
+                select(func.max(_msg.c.id)).where(_msg.c.consultation_id == consultation_id)
+            ).scalar()
+            up_to = min(up_to, newest or 0)
+            now = datetime.now(UTC)
+            ins = postgresql.insert(_read) if self.dialect == "postgresql" else sqlite.insert(_read)
+            stmt = ins.values(
+                user_id=user_id, consultation_id=consultation_id, last_read_id=up_to, updated_at=now
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["user_id", "consultation_id"],
+                set_={"last_read_id": up_to, "updated_at": now},
+                where=and_(_read.c.last_read_id < up_to),
+            )
+            conn.execute(stmt)
+            mark = conn.execute(
+                select(_read.c.last_read_id).where(
+                    _read.c.user_id == user_id, _read.c.consultation_id == consultation_id
+                )
+            ).scalar()
+        return int(mark or 0)
+
+
+class ChatWriter:
+    """Group commit: while a transaction is in flight, new messages queue up and the next
+    transaction stores all of them. A lone message goes at once (no added latency when quiet);
+    under load the commit and the round trips are paid once per batch, not once per message.
+
+    `inflight` transactions may run at once: 1 on SQLite (one writer at a time anyway), a few on
+    PostgreSQL so a message never waits for a whole batch ahead of it. Order inside a room
+    does not depend on this: the server sends a room's messages one at a time."""
+
+    def __init__(self, store: ChatStore, *, max_batch: int = 256, inflight: int = 0) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.inflight = inflight or (4 if store.dialect == "postgresql" else 1)
+        self._queue: list[tuple[SendItem, asyncio.Future[SendResult]]] = []
+        self._tasks: set[asyncio.Task] = set()  # held: the loop keeps tasks weakly
+
+    async def send(self, item: SendItem) -> SendResult:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[SendResult] = loop.create_future()
+        self._queue.append((item, fut))
+        if len(self._tasks) < self.inflight:
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            try:
+                results = await self.store.run(self.store.send_batch, [item for item, _ in batch])
+            except Exception as exc:  # every waiter hears about it; the next batch retries
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+def message_dict(
+    info: ConsultationInfo,
+    *,
+    id: int,
+    client_msg_id: str,
+    author_id: int,
+    author_name: str,
+    body: str,
+    created_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "client_msg_id": client_msg_id,
+        "author_id": author_id,
+        "author_name": author_name,
+        # Guests never author (contract): anyone but the consultation's patient is staff.
+        "author_role": "patient" if author_id == info.patient_user_id else "doctor",
+        "body": body,
+        "created_at": _iso(created_at),
+    }

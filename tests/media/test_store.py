@@ -1,0 +1,53 @@
+"""The chat store's group commit: many messages in one transaction keep every rule."""
+
+from __future__ import annotations
+
+from media_server.store import ChatStore, SendItem
+from tests.media.conftest import chat_rows
+
+
+def test_batch_keeps_idempotency_and_the_status_rule(app, make_room):
+    open_room = make_room(kind="duty", status="in_progress")
+    closed_room = make_room(kind="centre_request", status="scheduled")
+    store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
+    try:
+        a = store.consultation(open_room.consultation_id)
+        b = store.consultation(closed_room.consultation_id)
+
+        def item(info, author, cmid, body="text"):
+            return SendItem(info, author, "Name", cmid, body)
+
+        first = store.send(item(a, open_room.patient_user_id, "old"))
+        results = store.send_batch(
+            [
+                item(a, open_room.patient_user_id, "n1", "one"),
+                item(a, open_room.doctor_user_id, "n1", "same id, other author"),
+                item(a, open_room.patient_user_id, "n1", "one"),  # the same message twice
+                item(b, closed_room.patient_user_id, "c1"),  # chat not open there
+                item(a, open_room.patient_user_id, "old"),  # a resend of a stored one
+                item(b, open_room.patient_user_id, "n1"),  # reused id in another consultation
+            ]
+        )
+    finally:
+        store.close()
+
+    assert first.outcome == "stored"
+    assert [r.outcome for r in results] == [
+        "stored",
+        "stored",
+        "duplicate",
+        "closed",
+        "duplicate",
+        "conflict",
+    ]
+    assert results[2].message["id"] == results[0].message["id"]
+    assert results[4].message["id"] == first.message["id"]
+    assert results[0].message["author_role"] == "patient"
+    assert results[1].message["author_role"] == "doctor"
+    rows = chat_rows(app, open_room.consultation_id)
+    assert [(r[1], r[2]) for r in rows] == [
+        ("old", "text"),
+        ("n1", "one"),
+        ("n1", "same id, other author"),
+    ]
+    assert chat_rows(app, closed_room.consultation_id) == []
