@@ -1,0 +1,309 @@
+"""Recordings of video consultations: consent in the ledger, listing, scope-checked playback.
+
+Issue 5 item 6: a call is recorded only when both the patient and the consultation's doctor
+have consented for that consultation (a `Consent` row of kind `recording` with its
+`consultation_id`, not withdrawn). The media server checks the same ledger when the doctor
+starts a recording (media_server/peers_recorder.both_consented, which mirrors
+both_consented() here: the media server never imports app/).
+
+The files are written by the media server under MEDIA_RECORDINGS_DIR (outside static/, random
+keys, fsynced, SHA-256 kept) and are served only from views/recordings.py, to the patient the
+consultation belongs to and to the consultation's doctor, audited like medical documents
+(action `recording.play` / `recording.download`; a refused attempt on an existing recording is
+audited as denied). A recording is its own kind of consultation document: `Recording` rows
+are linked to the consultation; they are not `MedicalDocument`s, whose types, upload checks
+and deletion by the patient do not fit a call recording.
+
+Services take the acting user explicitly and never commit (the view's unit of work does).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select, update
+
+from app.audit import audit
+from app.errors import DomainError
+from app.extensions import db
+from models import (
+    AuditOutcome,
+    Consent,
+    ConsentKind,
+    Consultation,
+    ConsultationStatus,
+    Doctor,
+    Patient,
+    Recording,
+    utcnow,
+)
+
+# Consent may be given or withdrawn until the consultation is over; a finished one is history.
+CLOSED_STATUSES = frozenset(
+    {
+        ConsultationStatus.COMPLETED,
+        ConsultationStatus.REJECTED,
+        ConsultationStatus.CANCELLED,
+        ConsultationStatus.MISSED,
+    }
+)
+PATIENT, DOCTOR = "patient", "doctor"
+_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class RecordingError(DomainError):
+    """A recording action was refused; str() is shown to the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Who: the patient of the consultation, or its doctor — nobody else
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse(public_id: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(public_id, uuid.UUID):
+        return public_id
+    try:
+        return uuid.UUID(str(public_id))
+    except ValueError:
+        return None
+
+
+def role_in(user, c: Consultation) -> str | None:
+    """ "patient" or "doctor" when `user` is that person of `c`, else None.
+
+    Row scope for recordings is narrower than for documents: not the whole centre, not admins,
+    only the two people who consented to be recorded.
+    """
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    patient_user = db.session.execute(
+        select(Patient.user_id).where(Patient.id == c.patient_id)
+    ).scalar_one_or_none()
+    if patient_user == user.id:
+        return PATIENT
+    if c.doctor_id is not None:
+        doctor_user = db.session.execute(
+            select(Doctor.user_id).where(Doctor.id == c.doctor_id, Doctor.active.is_(True))
+        ).scalar_one_or_none()
+        if doctor_user == user.id:
+            return DOCTOR
+    return None
+
+
+def consultation_for(user, public_id: str | uuid.UUID) -> tuple[Consultation, str] | None:
+    """The consultation and the user's role in it, or None (the view answers 404)."""
+    pid = _parse(public_id)
+    if pid is None:
+        return None
+    c = db.session.execute(
+        select(Consultation).where(Consultation.public_id == pid)
+    ).scalar_one_or_none()
+    if c is None:
+        return None
+    role = role_in(user, c)
+    return (c, role) if role else None
+
+
+def _party_user_ids(c: Consultation) -> tuple[int | None, int | None]:
+    patient_user = db.session.execute(
+        select(Patient.user_id).where(Patient.id == c.patient_id)
+    ).scalar_one_or_none()
+    doctor_user = None
+    if c.doctor_id is not None:
+        doctor_user = db.session.execute(
+            select(Doctor.user_id).where(Doctor.id == c.doctor_id)
+        ).scalar_one_or_none()
+    return patient_user, doctor_user
+
+
+# ---------------------------------------------------------------------------------------------
+# Consent
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    patient: Consent | None  # the patient's active consent, if any
+    doctor: Consent | None
+    doctor_assigned: bool
+
+    @property
+    def both(self) -> bool:
+        return self.patient is not None and self.doctor is not None
+
+    def of(self, role: str) -> Consent | None:
+        return self.patient if role == PATIENT else self.doctor
+
+
+def _active(c: Consultation, user_id: int | None) -> Consent | None:
+    if user_id is None:
+        return None
+    return (
+        db.session.execute(
+            select(Consent)
+            .where(
+                Consent.consultation_id == c.id,
+                Consent.user_id == user_id,
+                Consent.kind == ConsentKind.RECORDING,
+                Consent.withdrawn_at.is_(None),
+            )
+            .order_by(Consent.accepted_at.desc(), Consent.id.desc())
+        )
+        .scalars()
+        .first()
+    )
+
+
+def consent_state(c: Consultation) -> ConsentState:
+    patient_user, doctor_user = _party_user_ids(c)
+    return ConsentState(
+        patient=_active(c, patient_user),
+        doctor=_active(c, doctor_user),
+        doctor_assigned=doctor_user is not None,
+    )
+
+
+def both_consented(c: Consultation) -> bool:
+    return consent_state(c).both
+
+
+def give_consent(c: Consultation, *, by, ip: str | None = None) -> Consent:
+    """Record `by`'s consent to the recording of `c` (idempotent while one is active)."""
+    role = role_in(by, c)
+    if role is None:
+        raise RecordingError(_l("Only the patient and the doctor of the consultation can do this."))
+    if c.status in CLOSED_STATUSES:
+        raise RecordingError(_l("The consultation is over: consent can no longer be changed."))
+    existing = _active(c, by.id)
+    if existing is not None:
+        return existing
+    consent = Consent(
+        user_id=by.id,
+        consultation_id=c.id,
+        kind=ConsentKind.RECORDING,
+        policy_version=current_app.config["CONSENT_POLICY_VERSION"],
+        accepted_at=utcnow(),
+        ip=ip,
+    )
+    db.session.add(consent)
+    db.session.flush()
+    audit(
+        "recording.consent",
+        actor=by,
+        obj_type="consultation",
+        obj_id=c.public_id,
+        patient_id=c.patient_id,
+    )
+    return consent
+
+
+def withdraw_consent(c: Consultation, *, by) -> int:
+    """Withdraw `by`'s active consent(s) for `c`: the ledger row keeps its acceptance and gets
+    withdrawn_at. The media server re-reads the ledger during a recording and stops it within
+    seconds (media_server/peers.py); the next start is refused."""
+    role = role_in(by, c)
+    if role is None:
+        raise RecordingError(_l("Only the patient and the doctor of the consultation can do this."))
+    if c.status in CLOSED_STATUSES:
+        raise RecordingError(_l("The consultation is over: consent can no longer be changed."))
+    result = db.session.execute(
+        update(Consent)
+        .where(
+            Consent.consultation_id == c.id,
+            Consent.user_id == by.id,
+            Consent.kind == ConsentKind.RECORDING,
+            Consent.withdrawn_at.is_(None),
+        )
+        .values(withdrawn_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    if not result.rowcount:
+        raise RecordingError(_l("There is no consent to withdraw."))
+    audit(
+        "recording.consent_withdraw",
+        actor=by,
+        obj_type="consultation",
+        obj_id=c.public_id,
+        patient_id=c.patient_id,
+    )
+    return result.rowcount
+
+
+# ---------------------------------------------------------------------------------------------
+# Recordings
+# ---------------------------------------------------------------------------------------------
+
+
+def recordings_of(c: Consultation) -> list[Recording]:
+    stmt = (
+        select(Recording)
+        .where(Recording.consultation_id == c.id)
+        .order_by(Recording.started_at, Recording.id)
+    )
+    return list(db.session.execute(stmt).scalars())
+
+
+def find_recording(
+    user, public_id: str | uuid.UUID, *, action: str, audit_ok: bool = True
+) -> tuple[Recording, Consultation] | None:
+    """The recording if `user` is the patient or the doctor of its consultation, else None.
+
+    Like app.documents.find_document: an allowed look is audited ok, an existing recording
+    outside the user's scope is audited as denied, and the caller answers 404 either way.
+    """
+    pid = _parse(public_id)
+    if pid is None:
+        return None
+    found = db.session.execute(
+        select(Recording, Consultation)
+        .join(Consultation, Consultation.id == Recording.consultation_id)
+        .where(Recording.public_id == pid)
+    ).first()
+    if found is None:
+        return None
+    recording, c = found
+    if role_in(user, c) is None:
+        audit(
+            action,
+            actor=user if getattr(user, "is_authenticated", False) else None,
+            obj_type="recording",
+            obj_id=recording.public_id,
+            patient_id=c.patient_id,
+            outcome=AuditOutcome.DENIED,
+        )
+        return None
+    if audit_ok:
+        audit(
+            action,
+            actor=user,
+            obj_type="recording",
+            obj_id=recording.public_id,
+            patient_id=c.patient_id,
+        )
+    return recording, c
+
+
+def recordings_root() -> Path:
+    root = Path(current_app.config["MEDIA_RECORDINGS_DIR"]).resolve()
+    static = Path(current_app.static_folder or "").resolve()
+    if current_app.static_folder and root.is_relative_to(static):
+        raise RuntimeError("MEDIA_RECORDINGS_DIR must not be inside the static folder")
+    return root
+
+
+def recording_path(recording: Recording) -> Path:
+    """MEDIA_RECORDINGS_DIR/ab/cd/abcd… — the layout media_server/peers_recorder writes."""
+    key = recording.storage_key
+    if not _KEY_RE.match(key):
+        raise ValueError("invalid storage key")
+    return recordings_root() / key[:2] / key[2:4] / key
+
+
+def download_name(recording: Recording, c: Consultation) -> str:
+    return f"recording-{str(c.public_id)[:8]}-{recording.started_at:%Y%m%d-%H%M%S}.webm"
