@@ -20,6 +20,20 @@ CSP = (
 )
 
 
+def content_security_policy() -> str:
+    """CSP plus connect-src: this site and the media server (socket.io over http and ws), which
+    listens on MEDIA_PUBLIC_URL or, by default, on the page's own host at MEDIA_PORT."""
+    from flask import current_app
+
+    from app.media import connect_sources
+
+    try:
+        sources = connect_sources(current_app.config, scheme=request.scheme, host=request.host)
+    except (KeyError, ValueError):
+        sources = "'self'"
+    return f"{CSP}; connect-src {sources}"
+
+
 def safe_back(default: str = "/") -> str:
     """The page the request came from, if it is ours; else the default."""
     ref = request.referrer or ""
@@ -51,7 +65,7 @@ def init_app(app: Flask) -> None:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("Content-Security-Policy", content_security_policy())
         headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
         if app.config.get("SESSION_COOKIE_SECURE"):
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")

@@ -90,7 +90,17 @@ EXCLUDED_ENDPOINTS = frozenset(
     }
 )
 # Open to visitors on purpose. Anything else must send a visitor to sign in.
-PUBLIC_ENDPOINTS = frozenset({"HomeView.index", "UtilView.back"})
+# The guest's pages of the consultation room: a one-time invite link, then the session it was
+# traded for, is the key (app/media.py checks the invite on every request).
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "HomeView.index",
+        "UtilView.back",
+        "MediaGuestView.join",
+        "MediaGuestView.room",
+        "MediaGuestView.token",
+    }
+)
 
 # --- personas -------------------------------------------------------------------------------
 

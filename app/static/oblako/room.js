@@ -1,0 +1,1345 @@
+/*
+ * Oblako consultation room: pre-call check, waiting room, 1:1 video, chat.
+ * Protocol: docs/media-contract.md. Plain JS, no framework; every text comes translated from the
+ * page (#oblako-room-config), messages are rendered with textContent only.
+ * Two modes: "room" (video + chat, /media/room/...) and "chat" (the consultation page's panel).
+ * window.oblakoRoom exposes the state (tests read the peer connections' statistics).
+ */
+(function () {
+  "use strict";
+
+  var cfgEl = document.getElementById("oblako-room-config");
+  if (!cfgEl || typeof io !== "function") {
+    return;
+  }
+  var cfg = JSON.parse(cfgEl.textContent);
+  var T = cfg.text || {};
+  var E = cfg.errors || {};
+  var ROOM = cfg.mode === "room";
+  var ICE_GRACE_MS = 5000;
+  var ACK_TIMEOUT_MS = 10000;
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+  function show(el, on) {
+    if (el) {
+      el.classList.toggle("hidden", !on);
+    }
+  }
+  function noop() {}
+
+  var room = {
+    cfg: cfg,
+    socket: null,
+    sid: null,
+    userId: null,
+    role: cfg.role,
+    status: cfg.status,
+    participants: [],
+    state: "present", // present | waiting | admitted (mine, as the server says)
+    wantRoom: false, // pressed «join» and has not hung up
+    localStream: null,
+    peers: {}, // doctor: remote sid -> peer; others: "doctor" -> peer
+    lastSeen: cfg.last_seen || 0,
+    lastMarked: cfg.last_seen || 0,
+    seen: new Set(),
+    pending: new Map(), // client_msg_id -> {body, el, sentAt}
+    iceServers: [],
+    ended: false,
+    micLevel: 0,
+    grantRefreshedAt: 0,
+    recording: false,
+    // The media server's aiortc relay (docs/media-contract.md "Relay and recording"): used with
+    // three or more participants, and while recording (the recorder records what is published).
+    relay: { pub: null, pubFailedAt: 0, subs: {}, sources: [] },
+  };
+  Object.defineProperty(room, "pc", {
+    get: function () {
+      var keys = Object.keys(room.peers);
+      return keys.length ? room.peers[keys[0]].pc : null;
+    },
+  });
+  room.inboundVideoFrames = function () {
+    var pcs = Object.keys(room.peers).map(function (k) {
+      return room.peers[k].pc;
+    });
+    Object.keys(room.relay.subs).forEach(function (k) {
+      pcs.push(room.relay.subs[k].pc);
+    });
+    return Promise.all(
+      pcs.map(function (pc) {
+        return pc.getStats();
+      })
+    ).then(function (reports) {
+      var frames = 0;
+      reports.forEach(function (report) {
+        report.forEach(function (s) {
+          if (s.type === "inbound-rtp" && (s.kind || s.mediaType) === "video") {
+            frames += s.framesDecoded || 0;
+          }
+        });
+      });
+      return frames;
+    });
+  };
+  window.oblakoRoom = room;
+
+  function randomId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") {
+      return window.crypto.randomUUID();
+    }
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map
+      .call(bytes, function (b) {
+        return ("0" + b.toString(16)).slice(-2);
+      })
+      .join("");
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Status line
+  // ---------------------------------------------------------------------------------------
+
+  function status(text, kind) {
+    var el = $("room-status");
+    if (!el) {
+      return;
+    }
+    if (!text) {
+      show(el, false);
+      return;
+    }
+    el.className = "alert alert-" + (kind || "info");
+    el.textContent = text;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Join token and the socket
+  // ---------------------------------------------------------------------------------------
+
+  function RoomError(message, fatal) {
+    this.message = message;
+    this.fatal = !!fatal;
+  }
+
+  function fetchToken() {
+    return fetch(cfg.token_url, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" },
+    }).then(function (response) {
+      var type = response.headers.get("Content-Type") || "";
+      if (type.indexOf("application/json") === -1) {
+        // Sent to the sign-in page: the session is gone.
+        throw new RoomError(T.session_expired, true);
+      }
+      return response.json().then(function (data) {
+        if (!response.ok) {
+          throw new RoomError(data.message || T.token_failed, response.status < 500);
+        }
+        if (data.ice_servers) {
+          room.iceServers = data.ice_servers;
+        }
+        if (data.status) {
+          room.status = data.status;
+        }
+        return data;
+      });
+    });
+  }
+
+  function connect() {
+    fetchToken()
+      .then(function (first) {
+        var fresh = first.token;
+        var socket = io(first.url, {
+          transports: ["websocket", "polling"],
+          tryAllTransports: true,
+          reconnectionDelayMax: 5000,
+          // Called on every (re)connect: a fresh short-lived token each time.
+          auth: function (cb) {
+            var use = fresh;
+            fresh = null;
+            var got = use ? Promise.resolve({ token: use }) : fetchToken();
+            got
+              .then(function (data) {
+                cb({ token: data.token, last_seen: room.lastSeen });
+              })
+              .catch(function (err) {
+                status(err.message || T.token_failed, "danger");
+                room.fatal = err.fatal;
+                cb({ token: "", last_seen: room.lastSeen });
+              });
+          },
+        });
+        room.socket = socket;
+        bind(socket);
+      })
+      .catch(function (err) {
+        status(err.message || T.token_failed, "danger");
+      });
+  }
+
+  function bind(socket) {
+    socket.on("joined", function (data) {
+      room.sid = data.sid;
+      room.userId = data.user_id;
+      room.participants = data.participants || [];
+      if (data.ice_servers) {
+        room.iceServers = data.ice_servers;
+      }
+      status("");
+      // Peer connections were negotiated through the previous socket id: the doctor starts
+      // afresh (a new `pc` per negotiation); the others wait for the doctor's new offer.
+      if (room.role === "doctor") {
+        closeAllPeers();
+      }
+      // The server closed this socket's relay connections with the old socket.
+      closeRelay();
+      if (ROOM && room.wantRoom && !room.ended) {
+        enterRoom();
+      }
+      onRoomState();
+      resendPending();
+    });
+    socket.on("chat.history", function (data) {
+      ((data && data.messages) || []).forEach(addMessage);
+      markRead();
+    });
+    socket.on("chat.message", function (message) {
+      addMessage(message);
+      markRead();
+    });
+    socket.on("room.state", function (data) {
+      room.participants = (data && data.participants) || [];
+      onRoomState();
+    });
+    socket.on("room.admitted", function () {
+      room.state = "admitted";
+      stage(T.connecting);
+      askRelayState();
+    });
+    socket.on("room.ended", onEnded);
+    socket.on("record.state", function (data) {
+      setRecording(!!(data && data.recording));
+    });
+    socket.on("relay.sources", function (data) {
+      room.relay.sources = (data && data.sources) || [];
+      syncRelay();
+    });
+    socket.on("signal", onSignal);
+    socket.on("error", function (data) {
+      status(E[data && data.error] || E.unknown, "danger");
+    });
+    socket.on("disconnect", function (reason) {
+      if (!room.ended) {
+        status(T.reconnecting, "warning");
+      }
+      if (reason === "io server disconnect") {
+        // Refused by the server (a flood kick-out): it will not come back by itself, and the
+        // server asks for at least five seconds before trying again.
+        setTimeout(function () {
+          socket.connect();
+        }, 6000);
+      }
+    });
+    socket.on("connect_error", function (err) {
+      var code = err && err.message;
+      if (room.fatal) {
+        return; // the status line already says why (signed out, no access)
+      }
+      if (code === "origin_forbidden" || code === "room_full") {
+        status(E[code], "danger");
+        return;
+      }
+      status(E[code] || T.reconnecting, "warning");
+      if (!socket.active) {
+        // The server refused this token (expired in transit): try again with a fresh one.
+        setTimeout(function () {
+          socket.connect();
+        }, 2000);
+      }
+    });
+  }
+
+  function emit(event, payload) {
+    return new Promise(function (resolve) {
+      if (!room.socket || !room.socket.connected) {
+        resolve({ ok: false, error: "disconnected" });
+        return;
+      }
+      room.socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, function (err, ack) {
+        resolve(err ? { ok: false, error: "timeout" } : ack || { ok: false, error: "unknown" });
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Chat
+  // ---------------------------------------------------------------------------------------
+
+  var list = $("chat-messages");
+  var form = $("chat-form");
+  var input = $("chat-input");
+  var chatError = $("chat-error");
+  var timeFormat = null;
+  try {
+    timeFormat = new Intl.DateTimeFormat(cfg.locale || "ru", {
+      timeZone: cfg.timezone || undefined,
+      day: "numeric",
+      month: "short",
+      hour: "2-digit",
+      minute: "2-digit",
+    });
+  } catch (e) {
+    timeFormat = new Intl.DateTimeFormat(cfg.locale || "ru");
+  }
+
+  if (list) {
+    Array.prototype.forEach.call(list.querySelectorAll("[data-id]"), function (li) {
+      var id = parseInt(li.getAttribute("data-id"), 10);
+      if (id) {
+        room.seen.add(id);
+      }
+    });
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function chatFail(text) {
+    if (chatError) {
+      chatError.textContent = text || "";
+    }
+  }
+
+  function messageElement(m, own) {
+    var li = document.createElement("li");
+    li.className = "chat-message" + (own ? " own" : "");
+    var meta = document.createElement("div");
+    meta.className = "chat-meta";
+    var author = document.createElement("span");
+    author.className = "chat-author";
+    author.textContent = m.author_name || "";
+    var time = document.createElement("time");
+    time.textContent = m.created_at ? timeFormat.format(new Date(m.created_at)) : "";
+    meta.appendChild(author);
+    meta.appendChild(document.createTextNode(" "));
+    meta.appendChild(time);
+    var body = document.createElement("div");
+    body.className = "chat-body";
+    body.textContent = m.body || "";
+    li.appendChild(meta);
+    li.appendChild(body);
+    if (m.id) {
+      li.setAttribute("data-id", String(m.id));
+    }
+    if (m.client_msg_id) {
+      li.setAttribute("data-client-id", m.client_msg_id);
+    }
+    return li;
+  }
+
+  function append(li) {
+    if (!list) {
+      return;
+    }
+    var nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    list.appendChild(li);
+    show($("chat-empty"), false);
+    if (nearBottom || li.classList.contains("own")) {
+      list.scrollTop = list.scrollHeight;
+    }
+  }
+
+  function confirmPending(clientId, m) {
+    var p = room.pending.get(clientId);
+    if (!p) {
+      return false;
+    }
+    room.pending.delete(clientId);
+    p.el.classList.remove("pending");
+    p.el.setAttribute("data-id", String(m.id));
+    var author = p.el.querySelector(".chat-author");
+    if (author && m.author_name) {
+      author.textContent = m.author_name;
+    }
+    var time = p.el.querySelector("time");
+    if (time && m.created_at) {
+      time.textContent = timeFormat.format(new Date(m.created_at));
+    }
+    return true;
+  }
+
+  function addMessage(m) {
+    if (!m || typeof m.id !== "number" || room.seen.has(m.id)) {
+      return;
+    }
+    room.seen.add(m.id);
+    if (m.id > room.lastSeen) {
+      room.lastSeen = m.id;
+    }
+    if (confirmPending(m.client_msg_id, m)) {
+      return;
+    }
+    var own = room.userId !== null && m.author_id === room.userId;
+    append(messageElement(m, own));
+  }
+
+  function markRead() {
+    if (document.visibilityState !== "visible" || room.role === "guest") {
+      return;
+    }
+    if (room.lastSeen > room.lastMarked && room.socket && room.socket.connected) {
+      room.lastMarked = room.lastSeen;
+      emit("chat.read", { up_to: room.lastSeen });
+    }
+  }
+  document.addEventListener("visibilitychange", markRead);
+
+  function sendPending(clientId) {
+    var p = room.pending.get(clientId);
+    if (!p || !room.socket || !room.socket.connected) {
+      return;
+    }
+    p.sentAt = Date.now();
+    emit("chat.send", { client_msg_id: clientId, body: p.body }).then(function (ack) {
+      if (ack.ok) {
+        if (ack.message) {
+          room.seen.add(ack.message.id);
+          if (ack.message.id > room.lastSeen) {
+            room.lastSeen = ack.message.id;
+          }
+          confirmPending(clientId, ack.message);
+        }
+        chatFail("");
+        return;
+      }
+      if (ack.error === "timeout" || ack.error === "disconnected") {
+        return; // resent after the reconnect or by the retry timer
+      }
+      if (ack.error === "rate_limited" || ack.error === "server_error") {
+        chatFail(E[ack.error] || E.unknown);
+        setTimeout(function () {
+          sendPending(clientId);
+        }, 3000);
+        return;
+      }
+      if (ack.error === "chat_closed" && refreshGrant()) {
+        return; // reconnecting with a fresh grant; pending messages are resent then
+      }
+      // Refused for good: show why, keep the text so the patient can copy it.
+      room.pending.delete(clientId);
+      p.el.classList.remove("pending");
+      p.el.classList.add("failed");
+      chatFail(E[ack.error] || E.unknown);
+    });
+  }
+
+  function resendPending() {
+    room.pending.forEach(function (_p, clientId) {
+      sendPending(clientId);
+    });
+  }
+  setInterval(function () {
+    var now = Date.now();
+    room.pending.forEach(function (p, clientId) {
+      if (now - (p.sentAt || 0) > ACK_TIMEOUT_MS) {
+        sendPending(clientId);
+      }
+    });
+  }, 5000);
+
+  // The grant is fixed at connect time; when the doctor has just started the consultation the
+  // chat opens: fetch a fresh token (reconnect) once, if the web app now allows writing.
+  function refreshGrant() {
+    if (Date.now() - room.grantRefreshedAt < 10000) {
+      return false;
+    }
+    room.grantRefreshedAt = Date.now();
+    fetchToken()
+      .then(function (data) {
+        if (data.chat && room.socket) {
+          hideChatClosed();
+          room.socket.disconnect();
+          room.socket.connect();
+        } else {
+          room.pending.forEach(function (p) {
+            p.el.classList.remove("pending");
+            p.el.classList.add("failed");
+          });
+          room.pending.clear();
+          chatFail(E.chat_closed);
+        }
+      })
+      .catch(function (err) {
+        chatFail(err.message || E.unknown);
+      });
+    return true;
+  }
+
+  function hideChatClosed() {
+    show($("chat-closed"), false);
+  }
+
+  if (form && input) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = input.value.trim();
+      if (!body) {
+        return;
+      }
+      if (body.length > 2000) {
+        chatFail(E.too_long);
+        return;
+      }
+      chatFail("");
+      var clientId = randomId();
+      var el = messageElement(
+        { body: body, author_name: cfg.name, created_at: new Date().toISOString() },
+        true
+      );
+      el.classList.add("pending");
+      el.setAttribute("data-client-id", clientId);
+      el.setAttribute("title", T.sending);
+      append(el);
+      room.pending.set(clientId, { body: body, el: el, sentAt: 0 });
+      input.value = "";
+      sendPending(clientId);
+    });
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit"));
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Pre-call check: permission prompt, self-preview, microphone level
+  // ---------------------------------------------------------------------------------------
+
+  var precall = $("precall");
+
+  function precallMessage(text, kind) {
+    if (!precall) {
+      return;
+    }
+    precall.className = "alert alert-" + (kind || "info");
+    precall.textContent = text;
+  }
+
+  function startPreview() {
+    if (!navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== "function") {
+      precallMessage(T.unsupported, "warning");
+      return Promise.resolve(null);
+    }
+    precallMessage(T.checking, "info");
+    var video = { width: { ideal: 640 }, height: { ideal: 480 } };
+    return navigator.mediaDevices
+      .getUserMedia({ audio: true, video: video })
+      .catch(function (err) {
+        // No camera (or no microphone): the call still works with what there is.
+        if (err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) {
+          return navigator.mediaDevices.getUserMedia({ audio: true }).catch(function () {
+            return navigator.mediaDevices.getUserMedia({ video: video });
+          });
+        }
+        throw err;
+      })
+      .then(function (stream) {
+        room.localStream = stream;
+        var local = $("local-video");
+        if (local) {
+          local.srcObject = stream;
+          local.play().catch(noop);
+        }
+        startMeter(stream);
+        precallMessage(T.devices_ok, "success");
+        show($("btn-mute"), stream.getAudioTracks().length > 0);
+        show($("btn-camera"), stream.getVideoTracks().length > 0);
+        return stream;
+      })
+      .catch(function (err) {
+        var name = err && err.name;
+        if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+          precallMessage(T.permission_denied, "danger");
+        } else if (name === "NotFoundError" || name === "OverconstrainedError") {
+          precallMessage(T.no_device, "warning");
+        } else if (name === "NotReadableError" || name === "AbortError") {
+          precallMessage(T.device_busy, "warning");
+        } else {
+          precallMessage(T.unsupported, "warning");
+        }
+        return null;
+      });
+  }
+
+  function startMeter(stream) {
+    var AC = window.AudioContext || window.webkitAudioContext;
+    var bar = $("mic-level");
+    if (!AC || !bar || !stream.getAudioTracks().length) {
+      return;
+    }
+    try {
+      var ctx = new AC();
+      room.audioContext = ctx;
+      var analyser = ctx.createAnalyser();
+      analyser.fftSize = 512;
+      ctx.createMediaStreamSource(stream).connect(analyser);
+      var data = new Uint8Array(analyser.fftSize);
+      setInterval(function () {
+        analyser.getByteTimeDomainData(data);
+        var sum = 0;
+        for (var i = 0; i < data.length; i++) {
+          var v = (data[i] - 128) / 128;
+          sum += v * v;
+        }
+        var level = Math.min(1, Math.sqrt(sum / data.length) * 4);
+        room.micLevel = Math.max(level, room.micLevel * 0.8);
+        bar.style.width = Math.round(room.micLevel * 100) + "%";
+      }, 100);
+    } catch (e) {
+      // A level meter is a nicety: the call works without it.
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The room: enter, the waiting room, admit, leave, end
+  // ---------------------------------------------------------------------------------------
+
+  function stage(text) {
+    var placeholder = $("remote-placeholder");
+    if (placeholder && text) {
+      placeholder.textContent = text;
+    }
+  }
+
+  function enterRoom() {
+    emit("room.enter", {}).then(function (ack) {
+      if (!ack.ok) {
+        if (ack.error !== "timeout" && ack.error !== "disconnected") {
+          status(E[ack.error] || E.unknown, "danger");
+          room.wantRoom = false;
+          callControls(false);
+        }
+        return;
+      }
+      if (ack.state) {
+        room.state = ack.state;
+      }
+      onRoomState();
+      askRelayState();
+    });
+  }
+
+  function askRelayState() {
+    emit("relay.state", {}).then(function (ack) {
+      if (ack.ok) {
+        room.relay.sources = ack.sources || [];
+        setRecording(!!ack.recording);
+      }
+    });
+  }
+
+  function me() {
+    for (var i = 0; i < room.participants.length; i++) {
+      if (room.participants[i].sid === room.sid) {
+        return room.participants[i];
+      }
+    }
+    return null;
+  }
+
+  function onRoomState() {
+    var mine = me();
+    if (mine) {
+      room.state = mine.state;
+    }
+    if (!ROOM) {
+      return;
+    }
+    if (room.role === "doctor") {
+      renderWaiting();
+      reconcilePeers();
+    }
+    syncRelay();
+    if (room.role === "doctor") {
+      return;
+    }
+    if (room.wantRoom) {
+      if (room.state === "waiting") {
+        stage(T.waiting);
+        status(T.waiting, "info");
+      } else if (room.state === "admitted") {
+        status("");
+        if (!room.peers.doctor) {
+          stage(T.connecting);
+        }
+      }
+    }
+  }
+
+  function renderWaiting() {
+    var ul = $("waiting-list");
+    if (!ul) {
+      return;
+    }
+    while (ul.firstChild) {
+      ul.removeChild(ul.firstChild);
+    }
+    var waiting = room.participants.filter(function (p) {
+      return p.state === "waiting" && p.sid !== room.sid;
+    });
+    if (!waiting.length) {
+      var empty = document.createElement("li");
+      empty.className = "list-group-item text-muted";
+      empty.textContent = T.nobody_waiting;
+      ul.appendChild(empty);
+      return;
+    }
+    waiting.forEach(function (p) {
+      var li = document.createElement("li");
+      li.className = "list-group-item waiting-participant";
+      li.setAttribute("data-sid", p.sid);
+      var name = document.createElement("span");
+      var label = (cfg.role_labels && cfg.role_labels[p.role]) || "";
+      name.textContent = p.name + (label ? " (" + label + ")" : "") + " — " + T.is_waiting;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "btn btn-success btn-sm pull-right admit";
+      button.textContent = T.admit;
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        emit("room.admit", { sid: p.sid }).then(function (ack) {
+          if (!ack.ok) {
+            button.disabled = false;
+            status(E[ack.error] || E.unknown, "warning");
+          }
+        });
+      });
+      li.appendChild(name);
+      li.appendChild(button);
+      ul.appendChild(li);
+    });
+  }
+
+  function onEnded() {
+    room.ended = true;
+    room.wantRoom = false;
+    closeAllPeers();
+    closeRelay();
+    setRecording(false);
+    callControls(false);
+    show($("btn-join"), false);
+    stage(T.ended);
+    status(T.ended, "success");
+  }
+
+  function callControls(inCall) {
+    show($("btn-join"), !inCall && !room.ended);
+    show($("btn-hangup"), inCall);
+    show($("btn-record"), inCall && room.role === "doctor");
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // WebRTC: the doctor offers to each admitted participant; a fresh `pc` id per negotiation
+  // ---------------------------------------------------------------------------------------
+
+  function signal(payload) {
+    if (room.socket && room.socket.connected) {
+      room.socket.emit("signal", payload, noop);
+    }
+  }
+
+  function newPeer(remoteSid, pcId) {
+    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    var peer = { pc: pc, id: pcId, remote: remoteSid, candidates: [], timer: null, video: null };
+    pc.onicecandidate = function (event) {
+      if (event.candidate) {
+        signal({ to: peer.remote, kind: "candidate", pc: pcId, candidate: event.candidate.toJSON() });
+      }
+    };
+    pc.ontrack = function (event) {
+      attachRemote(peer, event);
+    };
+    pc.oniceconnectionstatechange = function () {
+      onIceState(peer);
+    };
+    return peer;
+  }
+
+  function attachRemote(peer, event) {
+    var box = $("remote-videos");
+    if (!box) {
+      return;
+    }
+    if (!peer.video) {
+      var video = document.createElement("video");
+      video.autoplay = true;
+      video.playsInline = true;
+      video.className = "room-remote-video";
+      video.setAttribute("data-sid", peer.remote);
+      box.appendChild(video);
+      peer.video = video;
+    }
+    var stream = event.streams && event.streams[0];
+    if (!stream) {
+      peer.stream = peer.stream || new MediaStream();
+      peer.stream.addTrack(event.track);
+      stream = peer.stream;
+    }
+    if (peer.video.srcObject !== stream) {
+      peer.video.srcObject = stream;
+    }
+    peer.video.play().catch(noop);
+    show($("remote-placeholder"), false);
+    status(T.in_call, "success");
+    setTimeout(function () {
+      status("");
+    }, 3000);
+  }
+
+  function closePeer(key) {
+    var peer = room.peers[key];
+    if (!peer) {
+      return;
+    }
+    delete room.peers[key];
+    clearTimeout(peer.timer);
+    peer.pc.onicecandidate = peer.pc.ontrack = peer.pc.oniceconnectionstatechange = null;
+    peer.pc.close();
+    if (peer.video && peer.video.parentNode) {
+      peer.video.parentNode.removeChild(peer.video);
+    }
+    updatePlaceholder();
+  }
+
+  function updatePlaceholder() {
+    var none = !Object.keys(room.peers).length && !Object.keys(room.relay.subs).length;
+    show($("remote-placeholder"), none);
+  }
+
+  function closeAllPeers() {
+    Object.keys(room.peers).forEach(closePeer);
+  }
+
+  function addLocalTracks(pc, offerer) {
+    var stream = room.localStream;
+    ["audio", "video"].forEach(function (kind) {
+      var track = stream && stream.getTracks().filter(function (t) {
+        return t.kind === kind;
+      })[0];
+      if (track) {
+        pc.addTrack(track, stream);
+      } else if (offerer) {
+        pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+    });
+  }
+
+  function call(remoteSid) {
+    closePeer(remoteSid);
+    var pcId = randomId();
+    var peer = newPeer(remoteSid, pcId);
+    room.peers[remoteSid] = peer;
+    addLocalTracks(peer.pc, true);
+    peer.pc
+      .createOffer()
+      .then(function (offer) {
+        return peer.pc.setLocalDescription(offer);
+      })
+      .then(function () {
+        signal({ to: remoteSid, kind: "offer", pc: pcId, sdp: peer.pc.localDescription.sdp });
+      })
+      .catch(function (err) {
+        console.warn("offer failed", err);
+      });
+  }
+
+  function reconcilePeers() {
+    if (!room.wantRoom || room.state !== "admitted") {
+      return;
+    }
+    if (relayMode()) {
+      return; // three or more: everyone through the relay instead (syncRelay)
+    }
+    var admitted = {};
+    room.participants.forEach(function (p) {
+      if (p.state === "admitted" && p.sid !== room.sid) {
+        admitted[p.sid] = true;
+        if (!room.peers[p.sid]) {
+          call(p.sid);
+        }
+      }
+    });
+    Object.keys(room.peers).forEach(function (sid) {
+      if (!admitted[sid]) {
+        closePeer(sid);
+      }
+    });
+  }
+
+  function onIceState(peer) {
+    var state = peer.pc.iceConnectionState;
+    if (state === "connected" || state === "completed") {
+      clearTimeout(peer.timer);
+      peer.timer = null;
+      return;
+    }
+    if (room.role !== "doctor") {
+      if (state === "disconnected" || state === "failed") {
+        status(T.reconnecting, "warning");
+      }
+      return; // the doctor's side renegotiates
+    }
+    if (state === "failed") {
+      renegotiate(peer);
+    } else if (state === "disconnected" && !peer.timer) {
+      peer.timer = setTimeout(function () {
+        peer.timer = null;
+        var now = peer.pc.iceConnectionState;
+        if (now === "disconnected" || now === "failed") {
+          renegotiate(peer);
+        }
+      }, ICE_GRACE_MS);
+    }
+  }
+
+  function renegotiate(peer) {
+    if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    var stillAdmitted = room.participants.some(function (p) {
+      return p.sid === peer.remote && p.state === "admitted";
+    });
+    if (stillAdmitted && room.wantRoom) {
+      call(peer.remote);
+    } else {
+      closePeer(peer.remote);
+    }
+  }
+
+  function flushCandidates(peer) {
+    var queued = peer.candidates;
+    peer.candidates = [];
+    queued.forEach(function (c) {
+      peer.pc.addIceCandidate(c).catch(noop);
+    });
+  }
+
+  function onSignal(data) {
+    if (!data || typeof data !== "object" || typeof data.pc !== "string") {
+      return;
+    }
+    var key = room.role === "doctor" ? data.from : "doctor";
+    var peer = room.peers[key];
+    if (data.kind === "offer") {
+      if (room.role === "doctor" || typeof data.sdp !== "string" || !room.wantRoom) {
+        return;
+      }
+      // A new negotiation (new `pc`): replace the previous connection.
+      closePeer("doctor");
+      peer = newPeer(data.from, data.pc);
+      room.peers.doctor = peer;
+      peer.pc
+        .setRemoteDescription({ type: "offer", sdp: data.sdp })
+        .then(function () {
+          addLocalTracks(peer.pc, false);
+          flushCandidates(peer);
+          return peer.pc.createAnswer();
+        })
+        .then(function (answer) {
+          return peer.pc.setLocalDescription(answer);
+        })
+        .then(function () {
+          signal({ to: data.from, kind: "answer", pc: data.pc, sdp: peer.pc.localDescription.sdp });
+        })
+        .catch(function (err) {
+          console.warn("answer failed", err);
+        });
+    } else if (data.kind === "answer") {
+      if (!peer || peer.id !== data.pc || typeof data.sdp !== "string") {
+        return;
+      }
+      peer.pc
+        .setRemoteDescription({ type: "answer", sdp: data.sdp })
+        .then(function () {
+          flushCandidates(peer);
+        })
+        .catch(function (err) {
+          console.warn("answer rejected", err);
+        });
+    } else if (data.kind === "candidate") {
+      if (!peer || peer.id !== data.pc || !data.candidate) {
+        return;
+      }
+      if (peer.pc.remoteDescription) {
+        peer.pc.addIceCandidate(data.candidate).catch(noop);
+      } else {
+        peer.candidates.push(data.candidate);
+      }
+    } else if (data.kind === "bye") {
+      if (peer && peer.id === data.pc) {
+        closePeer(key);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The relay: publish while recording or with 3+ participants; subscribe with 3+
+  // ---------------------------------------------------------------------------------------
+
+  function admittedCount() {
+    return room.participants.filter(function (p) {
+      return p.state === "admitted";
+    }).length;
+  }
+
+  function relayMode() {
+    return admittedCount() >= 3;
+  }
+
+  function gathered(pc) {
+    // aiortc does not trickle: the offer goes once ICE gathering is complete.
+    return new Promise(function (resolve) {
+      if (pc.iceGatheringState === "complete") {
+        resolve();
+        return;
+      }
+      var done = function () {
+        if (pc.iceGatheringState === "complete") {
+          pc.removeEventListener("icegatheringstatechange", done);
+          resolve();
+        }
+      };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 5000);
+    });
+  }
+
+  function relayNegotiate(pc, event, payload) {
+    return pc
+      .createOffer()
+      .then(function (offer) {
+        return pc.setLocalDescription(offer);
+      })
+      .then(function () {
+        return gathered(pc);
+      })
+      .then(function () {
+        payload.sdp = pc.localDescription.sdp;
+        return emit(event, payload);
+      })
+      .then(function (ack) {
+        if (!ack.ok || typeof ack.sdp !== "string") {
+          throw new RoomError(E[ack.error] || E.unknown);
+        }
+        return pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
+      });
+  }
+
+  function publish() {
+    var stream = room.localStream;
+    if (!stream || !stream.getTracks().length) {
+      return; // nothing to send: the others still hear and see each other
+    }
+    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    room.relay.pub = pc;
+    stream.getTracks().forEach(function (track) {
+      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    });
+    pc.oniceconnectionstatechange = function () {
+      if (pc.iceConnectionState === "failed" && room.relay.pub === pc) {
+        dropPublish();
+      }
+    };
+    relayNegotiate(pc, "relay.publish", {}).catch(function (err) {
+      if (room.relay.pub === pc) {
+        dropPublish();
+        status(err.message || E.unknown, "warning");
+      }
+    });
+  }
+
+  function dropPublish() {
+    var pc = room.relay.pub;
+    room.relay.pub = null;
+    room.relay.pubFailedAt = Date.now();
+    if (pc) {
+      pc.close();
+    }
+    setTimeout(syncRelay, 3000); // a fresh offer: aiortc has no ICE restart
+  }
+
+  function subscribe(source) {
+    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    var sub = { pc: pc, remote: source, video: null, id: "relay:" + source };
+    room.relay.subs[source] = sub;
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = function (event) {
+      attachRemote(sub, event);
+    };
+    pc.oniceconnectionstatechange = function () {
+      if (pc.iceConnectionState === "failed" && room.relay.subs[source] === sub) {
+        closeSub(source);
+        setTimeout(syncRelay, 3000);
+      }
+    };
+    relayNegotiate(pc, "relay.subscribe", { source: source }).catch(function () {
+      if (room.relay.subs[source] === sub) {
+        closeSub(source);
+      }
+    });
+  }
+
+  function closeSub(source) {
+    var sub = room.relay.subs[source];
+    if (!sub) {
+      return;
+    }
+    delete room.relay.subs[source];
+    sub.pc.ontrack = sub.pc.oniceconnectionstatechange = null;
+    sub.pc.close();
+    if (sub.video && sub.video.parentNode) {
+      sub.video.parentNode.removeChild(sub.video);
+    }
+    updatePlaceholder();
+  }
+
+  function closeRelay() {
+    if (room.relay.pub) {
+      room.relay.pub.oniceconnectionstatechange = null;
+      room.relay.pub.close();
+      room.relay.pub = null;
+    }
+    Object.keys(room.relay.subs).forEach(closeSub);
+  }
+
+  function syncRelay() {
+    if (!ROOM) {
+      return;
+    }
+    var inCall = room.wantRoom && room.state === "admitted" && !room.ended;
+    var many = inCall && relayMode();
+    var wantPublish = inCall && (room.recording || many);
+    if (wantPublish && !room.relay.pub && Date.now() - room.relay.pubFailedAt > 2500) {
+      publish();
+    } else if (!wantPublish && room.relay.pub) {
+      emit("relay.unpublish", {});
+      room.relay.pub.close();
+      room.relay.pub = null;
+    }
+    if (many && Object.keys(room.peers).length) {
+      // Browser-to-browser connections give way to the relay (the doctor's side sends bye).
+      Object.keys(room.peers).forEach(function (key) {
+        var peer = room.peers[key];
+        if (room.role === "doctor") {
+          signal({ to: peer.remote, kind: "bye", pc: peer.id });
+        }
+        closePeer(key);
+      });
+    }
+    var listed = {};
+    if (many) {
+      room.relay.sources.forEach(function (src) {
+        if (src.sid !== room.sid && (src.audio || src.video)) {
+          listed[src.sid] = true;
+          if (!room.relay.subs[src.sid]) {
+            subscribe(src.sid);
+          }
+        }
+      });
+    }
+    Object.keys(room.relay.subs).forEach(function (sid) {
+      if (!listed[sid]) {
+        closeSub(sid);
+      }
+    });
+  }
+
+  function setRecording(on) {
+    room.recording = on;
+    show($("recording-badge"), on);
+    var button = $("btn-record");
+    if (button) {
+      button.querySelector("span").textContent = on ? T.record_stop : T.record_start;
+      button.classList.toggle("btn-danger", on);
+    }
+    syncRelay();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Buttons
+  // ---------------------------------------------------------------------------------------
+
+  function on(id, handler) {
+    var el = $(id);
+    if (el) {
+      el.addEventListener("click", handler);
+    }
+  }
+
+  function setToggle(id, off, offText, onText) {
+    var el = $(id);
+    if (!el) {
+      return;
+    }
+    el.setAttribute("aria-pressed", off ? "true" : "false");
+    el.classList.toggle("active", off);
+    el.querySelector("span").textContent = off ? onText : offText;
+  }
+
+  on("btn-join", function () {
+    if (room.audioContext && room.audioContext.state === "suspended") {
+      room.audioContext.resume();
+    }
+    room.wantRoom = true;
+    callControls(true);
+    if (room.role !== "doctor") {
+      stage(T.waiting);
+    }
+    if (room.socket && room.socket.connected) {
+      enterRoom();
+    }
+  });
+
+  on("btn-hangup", function () {
+    room.wantRoom = false;
+    Object.keys(room.peers).forEach(function (key) {
+      var peer = room.peers[key];
+      signal({ to: peer.remote, kind: "bye", pc: peer.id });
+    });
+    closeAllPeers();
+    if (room.relay.pub) {
+      emit("relay.unpublish", {});
+    }
+    closeRelay();
+    emit("room.leave", {});
+    callControls(false);
+    stage(T.left);
+    status(T.left, "info");
+  });
+
+  on("btn-mute", function () {
+    var tracks = room.localStream ? room.localStream.getAudioTracks() : [];
+    var muted = tracks.length && tracks[0].enabled;
+    tracks.forEach(function (t) {
+      t.enabled = !muted;
+    });
+    setToggle("btn-mute", !!muted, T.mute, T.unmute);
+  });
+
+  on("btn-camera", function () {
+    var tracks = room.localStream ? room.localStream.getVideoTracks() : [];
+    var off = tracks.length && tracks[0].enabled;
+    tracks.forEach(function (t) {
+      t.enabled = !off;
+    });
+    setToggle("btn-camera", !!off, T.camera_off, T.camera_on);
+  });
+
+  on("btn-start", function () {
+    var button = $("btn-start");
+    button.disabled = true;
+    var body = new FormData();
+    body.append("csrf_token", cfg.csrf_token);
+    // ConclusionView.start answers with a redirect to the consultation's page (its flash is
+    // shown there): the outcome is read back from the token endpoint's status.
+    fetch(cfg.start_url, { method: "POST", body: body, credentials: "same-origin" })
+      .then(fetchToken)
+      .then(function (data) {
+        if (data.status === "in_progress") {
+          show(button, false);
+          show($("btn-end"), true);
+          hideChatClosed();
+          status(T.started, "success");
+        } else {
+          button.disabled = false;
+          status(T.start_failed, "danger");
+        }
+      })
+      .catch(function () {
+        button.disabled = false;
+        status(T.start_failed, "danger");
+      });
+  });
+
+  on("btn-record", function () {
+    var button = $("btn-record");
+    button.disabled = true;
+    emit(room.recording ? "record.stop" : "record.start", {}).then(function (ack) {
+      button.disabled = false;
+      if (!ack.ok) {
+        status(E[ack.error] || E.unknown, "warning");
+      }
+    });
+  });
+
+  on("btn-end", function () {
+    if (!window.confirm(T.end_confirm)) {
+      return;
+    }
+    emit("room.end", {}).then(function () {
+      room.ended = true;
+      closeAllPeers();
+      if (cfg.conclusion_url) {
+        window.location.assign(cfg.conclusion_url);
+      }
+    });
+  });
+
+  var inviteForm = $("invite-form");
+  if (inviteForm) {
+    inviteForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      fetch(inviteForm.action, {
+        method: "POST",
+        body: new FormData(inviteForm),
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      })
+        .then(function (response) {
+          return response.json().then(function (data) {
+            if (!response.ok) {
+              throw new RoomError(data.message || T.invite_failed);
+            }
+            return data;
+          });
+        })
+        .then(function (data) {
+          $("invite-link").value = data.link;
+          show($("invite-result"), true);
+          inviteForm.reset();
+        })
+        .catch(function (err) {
+          status(err.message || T.invite_failed, "danger");
+        });
+    });
+    on("invite-copy", function () {
+      var field = $("invite-link");
+      field.select();
+      var done = function () {
+        status(T.copied, "success");
+      };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(field.value).then(done, noop);
+      } else {
+        document.execCommand("copy");
+        done();
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Start
+  // ---------------------------------------------------------------------------------------
+
+  if (ROOM && $("local-video")) {
+    startPreview();
+  } else {
+    show(precall, false);
+  }
+  connect();
+})();

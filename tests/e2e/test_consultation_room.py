@@ -1,0 +1,390 @@
+"""The consultation room in two real browsers against a real media server (issue 5).
+
+The patient on a phone-sized context, the doctor on a desktop one, both with Chromium's fake
+camera and microphone. The patient joins and waits; the doctor sees them waiting and admits them;
+both then receive the other's video — counted from RTCPeerConnection.getStats() (inbound-rtp
+framesDecoded growing on both sides), not from the look of the page. The doctor starts the
+consultation from the room, chat messages cross both ways (and are stored once each), the doctor
+ends it and lands on the conclusion form while the patient's page says it has ended.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Page, expect
+
+from tests.conftest import patient_username
+from tests.e2e.test_consultation_pathways import desk_page, sign_in  # noqa: F401 (fixture)
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+FRAMES_JS = "() => window.oblakoRoom.inboundVideoFrames()"
+
+
+@dataclass
+class RoomWorld:
+    public_id: uuid.UUID
+    consultation_id: int
+    patient_username: str
+    patient_name: str
+    doctor_username: str
+
+
+@pytest.fixture
+def room_world(
+    app: Flask, make_patient, make_center, make_doctor, media_server
+) -> Iterator[RoomWorld]:
+    """A centre consultation starting in five minutes (the room is open), and the web app
+    pointing the pages at the test's real media server."""
+    from app.extensions import db
+    from models import Consultation, Patient, utcnow
+
+    centre = make_center("Кардиоцентр «Пульс»")
+    doctor_id = make_doctor(username="room_doctor", center_id=centre)
+    patient_id = make_patient(surname="Звонкова", name="Вера")
+    with app.app_context():
+        c = Consultation(
+            public_id=uuid.uuid4(),
+            kind="centre_request",
+            status="scheduled",
+            patient_id=patient_id,
+            center_id=centre,
+            doctor_id=doctor_id,
+            complaints="Перебои в работе сердца",
+            scheduled_at=utcnow() + timedelta(minutes=5),
+            duration_minutes=30,
+        )
+        db.session.add(c)
+        db.session.commit()
+        patient = db.session.get(Patient, patient_id)
+        world = RoomWorld(
+            public_id=c.public_id,
+            consultation_id=c.id,
+            patient_username=patient_username(app, patient_id),
+            patient_name=patient.full_name,
+            doctor_username="room_doctor",
+        )
+    previous = app.config.get("MEDIA_PUBLIC_URL", "")
+    app.config["MEDIA_PUBLIC_URL"] = media_server.url
+    try:
+        yield world
+    finally:
+        app.config["MEDIA_PUBLIC_URL"] = previous
+
+
+def frames(page: Page) -> int:
+    return int(page.evaluate(FRAMES_JS))
+
+
+def wait_for_frames(page: Page, more_than: int, timeout_ms: int = 20_000) -> int:
+    page.wait_for_function(
+        f"() => window.oblakoRoom.inboundVideoFrames().then(n => n > {more_than})",
+        timeout=timeout_ms,
+        polling=300,
+    )
+    return frames(page)
+
+
+def enter_room_from_consultation_page(page: Page, consultation_url: str) -> None:
+    page.goto(consultation_url)
+    join = page.locator("#join-room")
+    expect(join).to_have_text(re.compile("Войти в консультацию"))
+    join.click()
+    expect(page).to_have_url(re.compile(r"/media/room/"))
+    # The pre-call check: the fake devices are granted, the preview runs, the meter moves.
+    expect(page.locator("#precall")).to_contain_text("Камера и микрофон работают")
+    page.wait_for_function("() => document.getElementById('local-video').videoWidth > 0")
+
+
+def test_patient_waits_doctor_admits_video_both_ways_and_chat(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import ChatMessage, Consultation
+
+    w = room_world
+    patient, doctor = phone_page, desk_page
+
+    # The patient joins from the cabinet and waits.
+    sign_in(patient, live_server, w.patient_username)
+    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
+    patient.wait_for_function("() => window.oblakoRoom.micLevel > 0", timeout=10_000)
+    patient.locator("#btn-join").click()
+    expect(patient.locator("#remote-placeholder")).to_have_text(
+        "Пожалуйста, подождите: врач скоро пригласит вас."
+    )
+
+    # The doctor joins from the care page, sees the patient waiting and admits them.
+    sign_in(doctor, live_server, w.doctor_username)
+    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
+    doctor.locator("#btn-join").click()
+    waiting = doctor.locator("#waiting-list .waiting-participant")
+    expect(waiting).to_have_count(1)
+    expect(waiting).to_contain_text(w.patient_name)
+    waiting.locator("button.admit").click()
+    expect(waiting).to_have_count(0)
+
+    # Video both ways: decoded frames keep growing on each side.
+    first_patient = wait_for_frames(patient, 0)
+    first_doctor = wait_for_frames(doctor, 0)
+    wait_for_frames(patient, first_patient + 10)
+    wait_for_frames(doctor, first_doctor + 10)
+    expect(patient.locator("#remote-videos video")).to_have_count(1)
+    expect(doctor.locator("#remote-videos video")).to_have_count(1)
+
+    # A network drop on the patient's side: the socket comes back by itself with a fresh token,
+    # the patient is admitted again at once, the doctor negotiates a new peer connection.
+    peer_ids = "() => Object.values(window.oblakoRoom.peers).map(p => p.id)"
+    before = doctor.evaluate(peer_ids)
+    old_sid = patient.evaluate("() => window.oblakoRoom.sid")
+    patient.evaluate("() => window.oblakoRoom.socket.io.engine.close()")
+    patient.wait_for_function(
+        f"() => window.oblakoRoom.sid && window.oblakoRoom.sid !== {old_sid!r}", timeout=15_000
+    )
+    doctor.wait_for_function(
+        f"() => {{ const ids = ({peer_ids})(); return ids.length === 1 && ids[0] !== "
+        f"{before[0]!r}; }}",
+        timeout=15_000,
+    )
+    patient.wait_for_function(
+        "() => { const p = window.oblakoRoom.peers.doctor; "
+        "return !!p && ['connected', 'completed'].includes(p.pc.iceConnectionState); }",
+        timeout=15_000,
+    )
+    wait_for_frames(patient, 10)  # counted on the new connection only
+    wait_for_frames(doctor, 10)
+    expect(waiting).to_have_count(0)  # re-admitted without the doctor doing anything
+
+    # The doctor starts the consultation from the room (ConclusionView.start).
+    doctor.locator("#btn-start").click()
+    expect(doctor.locator("#btn-end")).to_be_visible()
+    with app.app_context():
+        status = db.session.execute(
+            select(Consultation.status).where(Consultation.id == w.consultation_id)
+        ).scalar_one()
+    assert status == "in_progress"
+
+    # Chat both ways. The patient's socket was opened before the start (chat closed in its
+    # grant): the page fetches a fresh grant and resends by itself.
+    doctor.locator("#chat-input").fill("Здравствуйте! <b>Как</b> вы себя чувствуете?")
+    doctor.locator("#chat-send").click()
+    expect(patient.locator("#chat-messages .chat-body").last).to_have_text(
+        "Здравствуйте! <b>Как</b> вы себя чувствуете?"
+    )
+    assert patient.locator("#chat-messages b").count() == 0  # text, never HTML
+    patient.locator("#chat-input").fill("Спасибо, лучше, но бывают перебои.")
+    patient.locator("#chat-send").click()
+    expect(doctor.locator("#chat-messages .chat-body").last).to_have_text(
+        "Спасибо, лучше, но бывают перебои.", timeout=20_000
+    )
+    expect(patient.locator("#chat-messages .chat-message.pending")).to_have_count(0)
+    with app.app_context():
+        bodies = list(
+            db.session.execute(
+                select(ChatMessage.body)
+                .where(ChatMessage.consultation_id == w.consultation_id)
+                .order_by(ChatMessage.id)
+            ).scalars()
+        )
+    assert bodies == [
+        "Здравствуйте! <b>Как</b> вы себя чувствуете?",
+        "Спасибо, лучше, но бывают перебои.",
+    ]
+
+    # Video still flows after the chat's reconnect.
+    wait_for_frames(patient, frames(patient) + 5)
+
+    # The doctor ends it: everyone is told, the doctor goes on to the conclusion.
+    doctor.on("dialog", lambda dialog: dialog.accept())
+    doctor.locator("#btn-end").click()
+    expect(doctor).to_have_url(re.compile(rf"/care/consultations/{w.public_id}/conclusion"))
+    expect(patient.locator("#room-status")).to_have_text("Консультация завершена. Спасибо!")
+    assert not live_server.errors, live_server.errors
+
+
+def test_room_page_fits_a_phone(
+    app: Flask, room_world: RoomWorld, phone_page: Page, live_server: LiveServer
+) -> None:
+    page = phone_page
+    sign_in(page, live_server, room_world.patient_username)
+    enter_room_from_consultation_page(
+        page, live_server(f"/cabinet/consultations/{room_world.public_id}")
+    )
+    # No horizontal scrolling at 390×844.
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1] == 390, widths
+    # The video and the chat stack; the controls are on screen and big enough to tap.
+    stage = page.locator(".room-stage").bounding_box()
+    side = page.locator(".room-side").bounding_box()
+    assert stage and side and side["y"] >= stage["y"] + stage["height"] - 1
+    assert stage["width"] <= 390 and side["width"] <= 390
+    join = page.locator("#btn-join")
+    join.scroll_into_view_if_needed()
+    box = join.bounding_box()
+    assert box and box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.locator("#chat-input").scroll_into_view_if_needed()
+    expect(page.locator("#chat-input")).to_be_in_viewport()
+
+
+def test_denied_camera_gets_clear_guidance_and_the_chat_still_works(
+    app: Flask, room_world: RoomWorld, phone_page: Page, live_server: LiveServer
+) -> None:
+    page = phone_page
+    # The patient said «Block» to the browser's prompt.
+    page.add_init_script(
+        """navigator.mediaDevices.getUserMedia = () =>
+             Promise.reject(new DOMException("denied", "NotAllowedError"));"""
+    )
+    sign_in(page, live_server, room_world.patient_username)
+    page.goto(live_server(f"/media/room/{room_world.public_id}"))
+    expect(page.locator("#precall")).to_contain_text(
+        "Браузеру не разрешено использовать камеру и микрофон"
+    )
+    expect(page.locator("#precall")).to_contain_text("Писать в чат можно")
+    expect(page.locator("#chat-form")).to_be_visible()
+    # No device at all reads differently.
+    page.add_init_script(
+        """navigator.mediaDevices.getUserMedia = () =>
+             Promise.reject(new DOMException("none", "NotFoundError"));"""
+    )
+    page.reload()
+    expect(page.locator("#precall")).to_contain_text("не найдены камера и микрофон")
+
+
+def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,  # noqa: F811
+    browser,
+    live_server: LiveServer,
+) -> None:
+    from tests.e2e.conftest import DEFAULT_TIMEOUT_MS
+    from tests.e2e.test_consultation_pathways import DESKTOP
+
+    w = room_world
+    patient, doctor = phone_page, desk_page
+    sign_in(patient, live_server, w.patient_username)
+    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
+    patient.locator("#btn-join").click()
+    sign_in(doctor, live_server, w.doctor_username)
+    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
+    doctor.locator("#btn-join").click()
+    doctor.locator("#waiting-list button.admit").click()
+    wait_for_frames(patient, 0)
+
+    # The doctor invites an interpreter; the link is shown once.
+    doctor.locator("#invite-form #name").fill("Анна Переводчикова")
+    doctor.locator("#invite-form #role").select_option("interpreter")
+    doctor.locator("#invite-form button[type=submit]").click()
+    link = doctor.locator("#invite-link")
+    expect(link).to_have_value(re.compile(r"/media/guest/join/[A-Za-z0-9_-]{40,}$"))
+    url = link.input_value()
+
+    context = browser.new_context(base_url=live_server.url, **DESKTOP)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    try:
+        guest = context.new_page()
+        guest.goto(url.replace("http://localhost/", live_server("/")))
+        expect(guest).to_have_url(re.compile(r"/media/guest/room$"))
+        expect(guest.locator("#precall")).to_contain_text("Камера и микрофон работают")
+        guest.locator("#btn-join").click()
+        waiting = doctor.locator("#waiting-list .waiting-participant")
+        expect(waiting).to_contain_text("Анна Переводчикова (Гость)")
+        waiting.locator("button.admit").click()
+
+        # Three admitted: everyone publishes to the relay and receives the other two from it.
+        expect(guest.locator("#remote-videos video")).to_have_count(2, timeout=30_000)
+        expect(patient.locator("#remote-videos video")).to_have_count(2, timeout=30_000)
+        wait_for_frames(guest, 10, timeout_ms=40_000)
+        wait_for_frames(patient, 10, timeout_ms=40_000)
+
+        # The link worked once: a second visitor gets nothing.
+        second = context.new_page()
+        context.clear_cookies()
+        second.goto(url.replace("http://localhost/", live_server("/")))
+        expect(second.locator("#invite-unavailable")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_the_doctor_records_with_both_consents_and_the_pages_publish(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import Consent, Consultation, Doctor, Patient, Recording
+
+    w = room_world
+    patient, doctor = phone_page, desk_page
+    sign_in(patient, live_server, w.patient_username)
+    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
+    patient.locator("#btn-join").click()
+    sign_in(doctor, live_server, w.doctor_username)
+    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
+    doctor.locator("#btn-join").click()
+    doctor.locator("#waiting-list button.admit").click()
+    wait_for_frames(doctor, 0)
+
+    # Without consents the server refuses, and the doctor reads why.
+    record = doctor.locator("#btn-record")
+    expect(record).to_have_text(re.compile("Начать запись"))
+    record.click()
+    expect(doctor.locator("#room-status")).to_contain_text("согласие и пациента, и врача")
+
+    with app.app_context():
+        c = db.session.get(Consultation, w.consultation_id)
+        users = [
+            db.session.get(Patient, c.patient_id).user_id,
+            db.session.get(Doctor, c.doctor_id).user_id,
+        ]
+        for user_id in users:
+            db.session.add(
+                Consent(user_id=user_id, consultation_id=c.id, kind="recording", policy_version="1")
+            )
+        db.session.commit()
+    record.click()
+    expect(patient.locator("#recording-badge")).to_be_visible()
+    expect(record).to_have_text(re.compile("Остановить запись"))
+    # Both pages publish to the recorder while the call itself stays browser-to-browser.
+    for page in (patient, doctor):
+        page.wait_for_function(
+            "() => window.oblakoRoom.relay.pub && "
+            "['connected', 'completed'].includes(window.oblakoRoom.relay.pub.iceConnectionState)",
+            timeout=20_000,
+        )
+    patient.wait_for_timeout(3000)
+    record.click()
+    expect(patient.locator("#recording-badge")).to_be_hidden()
+    with app.app_context():
+        recordings = list(
+            db.session.execute(
+                select(Recording).where(Recording.consultation_id == w.consultation_id)
+            ).scalars()
+        )
+    assert recordings and all(r.size_bytes > 0 for r in recordings)
+    wait_for_frames(patient, frames(patient) + 5)  # the call went on throughout
