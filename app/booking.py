@@ -28,7 +28,11 @@ blocked, doctor off duty) the refusal is given at once, without queueing on the 
 A slot that looks free still goes the locked way above, which alone decides. A booking is then
 six statements and the commit: the look, the patient's lock, the slot's lock (with the doctor,
 the doctor's user and the patient's count of upcoming bookings), the insert on conflict, and one
-flush of the doctor's notification, its outbox row and the audit event.
+flush of the doctor's notification, its outbox row and the audit event. The locking and insert
+statements are built once and run with parameters, and the patient's lock reads two columns,
+not the patient and user objects. Every booker also re-reads the free slots after a refusal
+(as the page does): free_slots() is one Core query of the columns the page shows, no ORM
+objects (it was three full objects a row and most of a race's cost).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from flask import current_app
@@ -45,7 +50,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased, contains_eager, joinedload
+from sqlalchemy.orm import aliased, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import audit
@@ -59,6 +64,7 @@ from models import (
     ConsultationMode,
     ConsultationStatus,
     Doctor,
+    DutyShift,
     MedicalDocument,
     OblakoUser,
     Patient,
@@ -110,15 +116,44 @@ class DaySlots:
     slots: list[SlotChoice] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DoctorCard:
+    """What the booking page shows of a duty doctor (no ORM object: see free_slots())."""
+
+    id: int
+    surname: str
+    name: str
+    patronymic: str
+    specialty: str
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+
+
 @dataclass
 class DoctorSlots:
-    doctor: Doctor
+    doctor: DoctorCard
     topics: list[str] = field(default_factory=list)
     days: list[DaySlots] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return sum(len(d.slots) for d in self.days)
+
+
+class FreeSlot(NamedTuple):
+    """A bookable slot as the page and a booker need it: plain columns, no ORM objects."""
+
+    public_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    doctor_id: int
+    surname: str
+    name: str
+    patronymic: str
+    specialty: str
+    topics: str | None
 
 
 def _zone(name: str | None) -> ZoneInfo:
@@ -137,28 +172,49 @@ def slot_is_held():
     )
 
 
-def free_slots(*, now: datetime | None = None, days: int = BOOKING_WINDOW_DAYS) -> list[Slot]:
-    """Bookable slots of active duty doctors: one query (anti-join, doctor and shift eager)."""
-    now = now or utcnow()
-    stmt = (
-        select(Slot)
-        .join(Slot.doctor)
-        .join(Slot.shift)
-        .options(contains_eager(Slot.doctor), contains_eager(Slot.shift))
+def _free_slots_statement():
+    return (
+        select(
+            Slot.public_id,
+            Slot.starts_at,
+            Slot.ends_at,
+            Doctor.id,
+            Doctor.surname,
+            Doctor.name,
+            Doctor.patronymic,
+            Doctor.specialty,
+            DutyShift.topics,
+        )
+        .select_from(Slot)
+        .join(Doctor, Doctor.id == Slot.doctor_id)
+        .join(DutyShift, DutyShift.id == Slot.shift_id)
         .where(
             Doctor.active.is_(True),
             Doctor.is_duty.is_(True),
             Slot.blocked.is_(False),
-            Slot.starts_at > now,
-            Slot.starts_at < now + timedelta(days=days),
+            Slot.starts_at > bindparam("now"),
+            Slot.starts_at < bindparam("until"),
             ~slot_is_held(),
         )
         .order_by(Doctor.surname, Doctor.name, Doctor.id, Slot.starts_at)
     )
-    return list(db.session.execute(stmt).scalars())
 
 
-def slot_choice(slot: Slot, timezone: str | None) -> SlotChoice:
+_FREE_SLOTS = _free_slots_statement()  # built once, like _PEEK below
+
+
+def free_slots(*, now: datetime | None = None, days: int = BOOKING_WINDOW_DAYS) -> list[FreeSlot]:
+    """Bookable slots of active duty doctors: one Core query (anti-join), only the columns the
+    booking page and a booker use. Every booker of a race reads it after each refusal, so
+    three full ORM objects a row (slot, doctor, shift) were most of a race's cost."""
+    now = now or utcnow()
+    result = db.session.connection().execute(
+        _FREE_SLOTS, {"now": now, "until": now + timedelta(days=days)}
+    )
+    return [FreeSlot._make(row) for row in result]
+
+
+def slot_choice(slot: Slot | FreeSlot, timezone: str | None) -> SlotChoice:
     zone = _zone(timezone)
     return SlotChoice(
         slot.public_id, slot.starts_at.astimezone(zone), slot.ends_at.astimezone(zone)
@@ -170,9 +226,19 @@ def free_slots_by_doctor(timezone: str | None, *, now: datetime | None = None) -
     grouped: list[DoctorSlots] = []
     for slot in free_slots(now=now):
         if not grouped or grouped[-1].doctor.id != slot.doctor_id:
-            grouped.append(DoctorSlots(doctor=slot.doctor))
+            grouped.append(
+                DoctorSlots(
+                    doctor=DoctorCard(
+                        slot.doctor_id,
+                        slot.surname,
+                        slot.name,
+                        slot.patronymic or "",
+                        slot.specialty or "",
+                    )
+                )
+            )
         entry = grouped[-1]
-        topics = (slot.shift.topics or "").strip()
+        topics = (slot.topics or "").strip()
         if topics and topics not in entry.topics:
             entry.topics.append(topics)
         choice = slot_choice(slot, timezone)
@@ -237,10 +303,11 @@ def _primary_key(obj) -> int:
     return identity[0] if identity else obj.id
 
 
-def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> None:
+def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> int | None:
     """Serialise the bookers of this slot and of this patient (see the module docstring).
 
-    The patient's row is read fresh with its user (the audit's actor) in the locking statement.
+    Returns the patient's user id (the audit's actor), read in the locking statement: two plain
+    columns, not the patient and user objects, which nothing else in a booking needs.
     """
     if _is_sqlite():
         # A write first: the transaction takes SQLite's write lock now, not at the INSERT.
@@ -251,16 +318,11 @@ def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> None:
             .execution_options(synchronize_session=False)
         )
     # SQLite renders no FOR UPDATE: there the write lock above already serialises.
-    db.session.execute(
-        select(Patient)
-        .options(joinedload(Patient.user))
-        .where(Patient.id == _primary_key(patient))
-        .with_for_update(of=Patient, key_share=True)
-        .execution_options(populate_existing=True)
-    ).unique().scalar_one()
+    return db.session.connection().execute(_LOCK_PATIENT, {"pid": _primary_key(patient)}).scalar()
 
 
-def _slot_statement(pid: uuid.UUID, *, lock: bool, columns=()):
+def _slot_statement(pid, *, lock: bool, columns=()):
+    """`pid`: the slot's public id, or a bindparam for a statement built once."""
     stmt = (
         select(Slot, *columns)
         .join(Slot.doctor)
@@ -288,6 +350,20 @@ def _load_slot(slot_public_id: str | uuid.UUID, *, lock: bool) -> Slot:
     return slot
 
 
+def _lock_slot_statement(*, lock: bool):
+    upcoming = (
+        select(func.count(Consultation.id))
+        .where(_upcoming_duty(bindparam("patient_id"), bindparam("now")))
+        .scalar_subquery()
+    )
+    return _slot_statement(bindparam("slot_pid"), lock=lock, columns=[upcoming])
+
+
+# Built once each, at first use (constructing one cost as much as running it, in the locked
+# part of a booking).
+_LOCK_SLOT: dict[bool, Any] = {}
+
+
 def _lock_slot(
     slot_pid: uuid.UUID, patient: Patient, now: datetime, *, lock: bool = True
 ) -> tuple[Slot, int]:
@@ -297,13 +373,13 @@ def _lock_slot(
     (see the module docstring); it is not a check of the slot, which the insert leaves to the
     unique index.
     """
-    upcoming = (
-        select(func.count(Consultation.id))
-        .where(_upcoming_duty(_primary_key(patient), now))
-        .scalar_subquery()
-    )
+    stmt = _LOCK_SLOT.get(lock)
+    if stmt is None:
+        stmt = _LOCK_SLOT[lock] = _lock_slot_statement(lock=lock)
     row = (
-        db.session.execute(_slot_statement(slot_pid, lock=lock, columns=[upcoming]))
+        db.session.execute(
+            stmt, {"slot_pid": slot_pid, "patient_id": _primary_key(patient), "now": now}
+        )
         .unique()
         .one_or_none()
     )
@@ -375,6 +451,11 @@ def _peek_statement():
 
 
 _PEEK = _peek_statement()  # built once: constructing it costs more than running it
+_LOCK_PATIENT = (
+    select(Patient.user_id)
+    .where(Patient.id == bindparam("pid"))
+    .with_for_update(of=Patient, key_share=True)
+)
 
 
 def _peek_slot(slot_pid: uuid.UUID, now: datetime) -> SlotPeek | None:
@@ -404,7 +485,8 @@ def _slot_is_held(slot: Slot) -> bool:
     return db.session.execute(stmt.limit(1)).first() is not None
 
 
-def _upcoming_duty(patient_id: int, now: datetime):
+def _upcoming_duty(patient_id, now):
+    """Values or bindparams."""
     return (
         (Consultation.patient_id == patient_id)
         & (Consultation.kind == ConsultationKind.DUTY)
@@ -418,6 +500,29 @@ def upcoming_duty_bookings(patient: Patient, now: datetime) -> int:
     return int(db.session.execute(stmt).scalar() or 0)
 
 
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_statement(dialect: str):
+    """INSERT … ON CONFLICT (slot_id) WHERE <the index's predicate> DO NOTHING RETURNING …,
+    built once per dialect (the values are the execution's parameters)."""
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:
+        dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+        if dialect_insert is None:
+            raise RuntimeError(f"booking needs PostgreSQL or SQLite, not {dialect}")
+        index = next(i for i in Consultation.__table__.indexes if i.name == ACTIVE_SLOT_INDEX)
+        stmt = _INSERTS[dialect] = (
+            dialect_insert(Consultation)
+            .on_conflict_do_nothing(
+                index_elements=[Consultation.slot_id],
+                index_where=index.dialect_options[dialect]["where"],
+            )
+            .returning(Consultation)
+        )
+    return stmt
+
+
 def _insert_unless_slot_held(values: dict) -> Consultation | None:
     """INSERT the consultation unless the unique index says an active one holds its slot.
 
@@ -425,21 +530,8 @@ def _insert_unless_slot_held(values: dict) -> Consultation | None:
     arbiter (without it the statement fails), and a refusal is no row rather than an error, so
     the transaction stays usable. Returns the persistent Consultation, or None when refused.
     """
-    dialect = db.session.get_bind().dialect.name
-    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if dialect_insert is None:
-        raise RuntimeError(f"booking needs PostgreSQL or SQLite, not {dialect}")
-    index = next(i for i in Consultation.__table__.indexes if i.name == ACTIVE_SLOT_INDEX)
-    stmt = (
-        dialect_insert(Consultation)
-        .values(**values)
-        .on_conflict_do_nothing(
-            index_elements=[Consultation.slot_id],
-            index_where=index.dialect_options[dialect]["where"],
-        )
-        .returning(Consultation)
-    )
-    return db.session.scalars(stmt).first()
+    stmt = _insert_statement(db.session.get_bind().dialect.name)
+    return db.session.scalars(stmt, values).first()
 
 
 def _own_documents(patient: Patient, document_ids: Iterable[str | uuid.UUID]) -> list:
@@ -508,7 +600,8 @@ def book_slot(
     peek = _peek_slot(slot_pid, now)  # may refuse here, before any lock
     documents = _own_documents(patient, document_ids)
 
-    _take_write_locks(patient, slot_pid)
+    patient_id = _primary_key(patient)  # an expired instance is not refreshed for its id
+    actor_id = _take_write_locks(patient, slot_pid)
     slot, upcoming = _lock_slot(slot_pid, patient, now)
     _check_slot(slot, now, held=False)  # "taken" is the unique index's answer, below
     limit = max_upcoming_bookings()
@@ -526,7 +619,7 @@ def book_slot(
             "public_id": uuid.uuid4(),
             "kind": ConsultationKind.DUTY,
             "status": ConsultationStatus.SCHEDULED,
-            "patient_id": patient.id,
+            "patient_id": patient_id,
             "doctor_id": slot.doctor_id,
             "slot_id": slot.id,
             "scheduled_at": slot.starts_at,
@@ -570,10 +663,10 @@ def book_slot(
     )
     audit(
         "consultation.book",
-        actor=patient.user,
+        actor_id=actor_id if actor_id is not None else patient.user_id,
         obj_type="consultation",
         obj_id=consultation.public_id,
-        patient_id=patient.id,
+        patient_id=patient_id,
     )
     db.session.flush()  # the notification, its outbox rows and the audit event: one flush
     return consultation
