@@ -754,6 +754,9 @@ class AuditEvent(Model):
     )
     ip: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     outcome: Mapped[str] = mapped_column(String(16), nullable=False, default=AuditOutcome.OK)
+    # Structured context of the action, never medical content: e.g. a report export's filters
+    # and row count (app/reports.py).
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_audit_event_at", "at"),

@@ -9,6 +9,7 @@ of theirs) and the SMS / e-mail are rows of the outbox table, delivered by the o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask_babel import force_locale
 from sqlalchemy import select
@@ -108,6 +109,28 @@ def _sms_text(body: str) -> str:
     return body if len(body) <= SMS_MAX_CHARS else body[: SMS_MAX_CHARS - 1] + "…"
 
 
+def outbox_values(
+    channel: OutboundChannel,
+    recipient: str,
+    body: str,
+    *,
+    subject: str = "",
+    user_id: int | None = None,
+    dedupe_key: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one queued outbox message: the one definition queue_message() and bulk
+    inserts (the referral import) share."""
+    return {
+        "channel": channel,
+        "recipient": recipient,
+        "subject": subject,
+        "body": body,
+        "user_id": user_id,
+        "dedupe_key": dedupe_key,
+        "status": OutboundStatus.QUEUED,
+    }
+
+
 def queue_message(
     channel: OutboundChannel,
     recipient: str,
@@ -129,13 +152,9 @@ def queue_message(
         if existing is not None:
             return None
     message = OutboundMessage(
-        channel=channel,
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        user_id=user_id,
-        dedupe_key=dedupe_key,
-        status=OutboundStatus.QUEUED,
+        **outbox_values(
+            channel, recipient, body, subject=subject, user_id=user_id, dedupe_key=dedupe_key
+        )
     )
     db.session.add(message)
     return message

@@ -54,6 +54,9 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("(Referrals|ReferralImports)", MENU),
         _view("(Reference|Patients|Consultations|Staff|Centres|Diseases|DocumentTypes)", MENU),
         _view("(Schedule|DutyShifts|Slots|Doctors|PatientList|ConsultationList|Outbox)", MENU),
+        # The reports workspace (Flask-Admin, views/reports.py) checks the role itself; this
+        # only shows its link in the main menu.
+        _view("Reports", MENU),
     ],
     DOCTOR: [
         *_COMMON,
@@ -69,6 +72,8 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         ),
         _view("(Queue|Day)", MENU),
         _view("ConclusionView", "^can_(start|new|pdf)$"),
+        _view("MediaView", "^can_(token|room|invite|revoke_invite)$"),
+        _view("RecordingView", "^can_(list|consent|play|download)$"),
     ],
     DUTY_DOCTOR: [
         *_COMMON,
@@ -82,6 +87,8 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("CareView", "^can_(show|cancel|schedule_day)$"),
         _view("Day", MENU),
         _view("ConclusionView", "^can_(start|new|pdf)$"),
+        _view("MediaView", "^can_(token|room|invite|revoke_invite)$"),
+        _view("RecordingView", "^can_(list|consent|play|download)$"),
     ],
     PATIENT: [
         *_COMMON,
@@ -95,6 +102,8 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("MyConsultationView", "^can_(list|show|cancel|attach)$"),
         _view("ApplicationView", "^can_new$"),
         _view("BookingView", "^can_(index|book)$"),
+        _view("MediaView", "^can_(token|room)$"),
+        _view("RecordingView", "^can_(list|consent|play|download)$"),
         _view("(Cabinet|MyDocuments|MyConsultations|Profile)", MENU),
         _view("NewApplication", MENU),
         _view("DutyBooking", MENU),

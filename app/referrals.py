@@ -1,8 +1,8 @@
 """Pathway 3: the treating physicians' table → patients' accounts, referral consultations, SMS.
 
 The manager downloads the template, the regional specialists fill it, the manager uploads it.
-`validate_upload` reads the whole file first (refusing what is not a safe spreadsheet), checks
-every row and stores a preview (ReferralImport `validated`, one ReferralImportRow per row with
+`validate_upload` streams the file (refusing what is not a safe spreadsheet), checks every row
+in chunks and stores a preview (ReferralImport `validated`, one ReferralImportRow per row with
 its normalised data and its errors). Nothing else is written until the manager confirms; then
 `run_import` (a Huey task, app/tasks.py) imports the valid rows in chunks, one commit per chunk,
 skipping rows already done — so an interrupted import resumes without duplicates.
@@ -11,12 +11,15 @@ Idempotence: a patient is matched by СНИЛС, else by phone + birth date, and
 created twice (the phone is also unique in the database); a row's consultation is found by
 `referral_row_id`, and an active referral consultation of the same patient for the same disease
 is reused; the invitation SMS carries a dedupe key, and is only sent when an account is created.
+A patient who already had an account gets no credentials but is told of a new referral
+consultation (cabinet notification + SMS / e-mail through notify()), once per consultation.
 
 Services never commit — except `run_import`, which is the background job's own unit of work.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -28,9 +31,9 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from flask import current_app, has_request_context, request
+from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -38,15 +41,14 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts import AccountError, get_role, normalize_phone
-from app.audit import audit
+from app.audit import audit, audit_values
 from app.catalogue import normalize_icd10
 from app.errors import DomainError
 from app.extensions import db
-from app.notifications import queue_message
+from app.notifications import notify, outbox_values, queue_message
 from app.permissions import PATIENT
 from models import (
     AuditEvent,
-    AuditOutcome,
     Consultation,
     ConsultationKind,
     ConsultationStatus,
@@ -56,7 +58,6 @@ from models import (
     OblakoUser,
     OutboundChannel,
     OutboundMessage,
-    OutboundStatus,
     Patient,
     PatientSource,
     ReferralImport,
@@ -223,6 +224,17 @@ def _not_a_spreadsheet() -> ReferralError:
 
 def read_table(filename: str, data: bytes) -> list[RawRow]:
     """Rows of the first sheet keyed by TEMPLATE_COLUMNS, or ReferralError (nothing saved)."""
+    return list(iter_table(filename, data))
+
+
+def iter_table(filename: str, data: bytes) -> Iterator[RawRow]:
+    """The same rows as read_table, one at a time: the table is never held whole.
+
+    The checks of the whole file are made before the first row (emptiness, size, the zip
+    guards) or while reading (too many rows, formulas): a refusal can come after some rows were
+    yielded, so the caller must treat everything it did with them as part of the refusal (the
+    preview is one transaction, rolled back with it).
+    """
     if not data or not data.strip():
         raise ReferralError(_l("The file is empty."))
     if len(data) > _limit("REFERRAL_MAX_BYTES", DEFAULT_MAX_BYTES):
@@ -235,7 +247,7 @@ def read_table(filename: str, data: bytes) -> list[RawRow]:
         )
     else:
         rows = _read_csv(data)
-    return _keyed_rows(rows)
+    yield from _keyed_rows(rows)
 
 
 def _check_zip(archive: zipfile.ZipFile) -> None:
@@ -260,11 +272,28 @@ def _check_zip(archive: zipfile.ZipFile) -> None:
         if not info.filename.endswith((".xml", ".rels")):
             continue
         with archive.open(info) as fh:
-            head = fh.read()
-        if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in head.upper():
-            raise ReferralError(
-                _l("The file contains XML declarations that are not allowed in a table.")
-            )
+            if _declares_dtd(fh):
+                raise ReferralError(
+                    _l("The file contains XML declarations that are not allowed in a table.")
+                )
+
+
+_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
+_SCAN_PIECE = 64 * 1024
+
+
+def _declares_dtd(fh) -> bool:
+    """A DOCTYPE or ENTITY declaration anywhere in the member, read piece by piece (a sheet of
+    20,000 rows is megabytes of XML: it is never held whole). Pieces overlap by the length of a
+    marker, so one split across two pieces is still found."""
+    keep = max(len(m) for m in _DTD_MARKERS) - 1
+    tail = b""
+    while piece := fh.read(_SCAN_PIECE):
+        window = (tail + piece).upper()
+        if any(m in window for m in _DTD_MARKERS):
+            return True
+        tail = window[-keep:]
+    return False
 
 
 def _zip_bomb() -> ReferralError:
@@ -286,10 +315,10 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
         wb = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
     except Exception as exc:  # openpyxl raises many kinds, defusedxml its own
         raise _unreadable(exc) from exc
+    formulas: list[str] = []
     try:
         ws = wb.worksheets[0]
-        formulas: list[str] = []
-        rows: list[tuple[int, list[Any]]] = []
+        count = 0
         max_rows = _limit("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS)
         for number, row in enumerate(ws.iter_rows(), start=1):
             values = []
@@ -302,9 +331,11 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
                     value = None
                 values.append(value)
             if any(_present(v) for v in values):
-                rows.append((number, values))
-                if len(rows) > max_rows + 1:  # + the header
+                count += 1
+                if count > max_rows + 1:  # + the header
                     raise _too_many(max_rows)
+                if not formulas:  # once the file is refused, the rest is only scanned
+                    yield number, values
     except ReferralError:
         raise
     except Exception as exc:
@@ -320,7 +351,6 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
                 cells=shown,
             )
         )
-    return iter(rows)
 
 
 def _unreadable(exc: Exception) -> ReferralError:
@@ -348,43 +378,60 @@ _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x1f\x8b", b"R
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def _decoded(data: bytes) -> io.TextIOWrapper:
+    """The text of a CSV upload as a stream: UTF-8 (with or without BOM), else Windows-1251.
+
+    The encoding is decided by decoding the bytes piece by piece and keeping nothing, so the
+    text is never held whole beside the bytes.
+    """
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    encoding = "utf-8"
+    try:
+        view = memoryview(data)
+        for offset in range(start, len(data), 65536):
+            decoder.decode(view[offset : offset + 65536])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        encoding = "cp1251"  # every byte but 0x98 decodes; that one is refused while reading
+    return io.TextIOWrapper(io.BytesIO(data[start:] if start else data), encoding, newline="")
+
+
 def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
     if data.startswith(_BINARY_MAGIC) or b"\x00" in data[:4096]:
         raise _not_a_spreadsheet()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    stream = _decoded(data)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("cp1251")
-        except UnicodeDecodeError as exc:
-            raise _not_a_spreadsheet() from exc
-    if _CONTROL.search(text[:65536]):
+        head = stream.read(65536)
+    except UnicodeDecodeError as exc:
+        raise _not_a_spreadsheet() from exc
+    if _CONTROL.search(head):
         raise _not_a_spreadsheet()
-    first_line = text.lstrip("\r\n").split("\n", 1)[0]
+    first_line = head.lstrip("\r\n").split("\n", 1)[0]
     delimiter = ";" if first_line.count(";") >= first_line.count(",") else ","
     if first_line.count(delimiter) == 0:
         raise _not_a_spreadsheet()
+    stream.seek(0)
     max_rows = _limit("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS)
-    rows: list[tuple[int, list[Any]]] = []
+    count = 0
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        for number, values in enumerate(reader, start=1):
+        for number, values in enumerate(csv.reader(stream, delimiter=delimiter), start=1):
             if any(_present(v) for v in values):
-                rows.append((number, values))
-                if len(rows) > max_rows + 1:
+                count += 1
+                if count > max_rows + 1:
                     raise _too_many(max_rows)
+                yield number, values
     except csv.Error as exc:
         raise _not_a_spreadsheet() from exc
-    return iter(rows)
+    except UnicodeDecodeError as exc:
+        raise _not_a_spreadsheet() from exc
 
 
 def _present(value: Any) -> bool:
     return value is not None and str(value).strip() != ""
 
 
-def _keyed_rows(rows: Iterator[tuple[int, list[Any]]]) -> list[RawRow]:
+def _keyed_rows(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[RawRow]:
     header = next(rows, None)
     if header is None:
         raise ReferralError(_l("The file is empty."))
@@ -402,13 +449,13 @@ def _keyed_rows(rows: Iterator[tuple[int, list[Any]]]) -> list[RawRow]:
                 columns=", ".join(f"«{m}»" for m in missing),
             )
         )
-    result = []
+    empty = True
     for number, values in rows:
         keyed = {key: (values[pos] if pos < len(values) else None) for key, pos in index.items()}
-        result.append(RawRow(number, keyed))
-    if not result:
+        empty = False
+        yield RawRow(number, keyed)
+    if empty:
         raise ReferralError(_l("The table has no patient rows."))
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,53 +680,85 @@ def _match(data: dict, by_snils: dict, by_phone: dict) -> tuple[Patient | None, 
     return None, _("A patient with this phone is registered with another date of birth.")
 
 
-def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
-    """Read and check the whole file; store the preview (status validated). No commit."""
-    raw_rows = read_table(filename, data)
-    catalogue = _Catalogue.load()
-    checked = [_validate_row(raw, catalogue) for raw in raw_rows]
-    by_snils, by_phone = _existing_patients([d for d, _e in checked])
-    emails_taken = _emails_in_use(d["email"] for d, _e in checked if d.get("email"))
+PREVIEW_CHUNK = 1000
 
-    seen_phone: dict[str, tuple[int, dict]] = {}
-    seen_snils: dict[str, int] = {}
-    seen_email: dict[str, str] = {}
-    records = []
-    for raw, (row_data, errors) in zip(raw_rows, checked, strict=True):
 
-        def error(key: str, message: str, errors=errors) -> None:
+class _SeenPhone(NamedTuple):
+    """What a later row with the same phone is compared with: a few numbers, not the row."""
+
+    row_number: int
+    person: int  # hash of (birth date, surname in lower case): "the same person?"
+    disease_centre: tuple[int | None, int | None]
+
+
+def _person_key(row_data: dict) -> int:
+    return hash((row_data.get("birth_date"), row_data.get("surname", "").lower()))
+
+
+class _InFileChecks:
+    """Duplicates inside the file, remembered across chunks with small keys only."""
+
+    def __init__(self) -> None:
+        self.phone: dict[str, _SeenPhone] = {}
+        self.snils: dict[str, int] = {}
+        self.email: dict[str, str] = {}
+
+    def check(self, row_number: int, row_data: dict, errors: list[dict]) -> None:
+        def error(key: str, message: str) -> None:
             errors.append({"column": HEADERS[key], "message": message})
 
         phone, snils = row_data.get("phone"), row_data.get("snils")
-        if phone and phone in seen_phone:
-            first, other = seen_phone[phone]
-            same_person = (
-                other.get("birth_date") == row_data.get("birth_date")
-                and other.get("surname", "").lower() == row_data.get("surname", "").lower()
-            )
-            if not same_person:
-                error("phone", _("Row %(n)d gives this phone for another person.", n=first))
-            elif (other.get("disease_id"), other.get("centre_id")) == (
-                row_data.get("disease_id"),
-                row_data.get("centre_id"),
-            ):
-                error("full_name", _("Duplicate of row %(n)d.", n=first))
+        if phone and phone in self.phone:
+            other = self.phone[phone]
+            if other.person != _person_key(row_data):
+                error(
+                    "phone",
+                    _("Row %(n)d gives this phone for another person.", n=other.row_number),
+                )
+            elif other.disease_centre == (row_data.get("disease_id"), row_data.get("centre_id")):
+                error("full_name", _("Duplicate of row %(n)d.", n=other.row_number))
         elif phone:
-            seen_phone[phone] = (raw.row_number, row_data)
+            self.phone[phone] = _SeenPhone(
+                row_number,
+                _person_key(row_data),
+                (row_data.get("disease_id"), row_data.get("centre_id")),
+            )
         if snils:
-            if snils in seen_snils and seen_phone.get(phone, (None,))[0] != seen_snils[snils]:
-                error("snils", _("The same СНИЛС is given in row %(n)d.", n=seen_snils[snils]))
-            seen_snils.setdefault(snils, raw.row_number)
+            first = self.phone.get(phone)
+            if snils in self.snils and (first.row_number if first else None) != self.snils[snils]:
+                error("snils", _("The same СНИЛС is given in row %(n)d.", n=self.snils[snils]))
+            self.snils.setdefault(snils, row_number)
+
+
+def _preview_chunk(
+    raws: list[RawRow], catalogue: _Catalogue, seen: _InFileChecks, import_id: int
+) -> tuple[int, int]:
+    """Validate a chunk of rows, match them with registered patients (a few IN queries for the
+    chunk), insert their preview rows (one executemany). Returns (valid, invalid)."""
+    checked = [_validate_row(raw, catalogue) for raw in raws]
+    by_snils, by_phone = _existing_patients([d for d, _e in checked])
+    emails_taken = _emails_in_use(d["email"] for d, _e in checked if d.get("email"))
+    records = []
+    valid = 0
+    for raw, (row_data, errors) in zip(raws, checked, strict=True):
+        seen.check(raw.row_number, row_data, errors)
         patient, problem = _match(row_data, by_snils, by_phone)
         if problem:
-            error("phone", problem)
-        email = row_data.get("email")
+            errors.append({"column": HEADERS["phone"], "message": problem})
+        email, phone = row_data.get("email"), row_data.get("phone")
         if patient is None and email:
-            if email in emails_taken or seen_email.get(email, phone) != phone:
-                error("email", _("This e-mail belongs to another account: leave it empty."))
-            seen_email.setdefault(email, phone)
+            if email in emails_taken or seen.email.get(email, phone) != phone:
+                errors.append(
+                    {
+                        "column": HEADERS["email"],
+                        "message": _("This e-mail belongs to another account: leave it empty."),
+                    }
+                )
+            seen.email.setdefault(email, phone)
+        valid += not errors
         records.append(
             {
+                "import_id": import_id,
                 "row_number": raw.row_number,
                 "data": row_data,
                 "errors": errors,
@@ -687,21 +766,45 @@ def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
                 "patient_id": patient.id if patient is not None and not errors else None,
             }
         )
+    db.session.execute(insert(ReferralImportRow), records)
+    return valid, len(records) - valid
 
+
+def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
+    """Read and check the whole file; store the preview (status validated). No commit.
+
+    The rows stream from the file in chunks of PREVIEW_CHUNK: each chunk is validated, matched
+    and inserted before the next one is read, and only small keys (phone, СНИЛС, e-mail) are
+    kept across chunks for the duplicates inside the file — the peak does not grow with the
+    table. A refusal of the file midway raises, and the caller's transaction rolls back every
+    preview row already inserted (nothing is saved).
+    """
+    catalogue = _Catalogue.load()
     imp = ReferralImport(
         file_sha256=hashlib.sha256(data).hexdigest(),
         original_name=(filename or "table")[:255],
         uploaded_by_id=getattr(user, "id", None),
         status=ImportStatus.VALIDATED,
-        total_rows=len(records),
-        valid_rows=sum(1 for r in records if not r["errors"]),
-        error_rows=sum(1 for r in records if r["errors"]),
+        total_rows=0,
+        valid_rows=0,
+        error_rows=0,
         imported_rows=0,
     )
+    rows = iter_table(filename, data)
+    first = next(rows)  # the file's own refusals (empty, not a table, columns) before any write
     db.session.add(imp)
     db.session.flush()
-    for chunk in _chunks(records, 1000):
-        db.session.execute(insert(ReferralImportRow), [{**r, "import_id": imp.id} for r in chunk])
+    seen = _InFileChecks()
+    valid = invalid = 0
+    chunk = [first]
+    for raw in rows:
+        if len(chunk) >= PREVIEW_CHUNK:
+            ok, bad = _preview_chunk(chunk, catalogue, seen, imp.id)
+            valid, invalid, chunk = valid + ok, invalid + bad, []
+        chunk.append(raw)
+    ok, bad = _preview_chunk(chunk, catalogue, seen, imp.id)
+    imp.valid_rows, imp.error_rows = valid + ok, invalid + bad
+    imp.total_rows = imp.valid_rows + imp.error_rows
     audit("referral_import_uploaded", actor=user, obj_type="referral_import", obj_id=imp.public_id)
     return imp
 
@@ -725,6 +828,45 @@ def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
 
 def invite_dedupe_key(patient: Patient, file_sha256: str) -> str:
     return f"referral-invite:{patient.public_id}:{file_sha256}"
+
+
+def referral_notice_text(*, sign_in_url: str) -> str:
+    """What a patient who already has an account is told of a new referral: no credentials
+    (they have them), never a diagnosis (the text goes out by SMS too)."""
+    return _(
+        "Health Cloud: you have a new referral for an online consultation. Sign in at %(url)s "
+        "with your login and password and upload your medical documents.",
+        url=sign_in_url,
+    )
+
+
+def _notify_linked(
+    user: OblakoUser, patient: Patient, consultation_public_id: uuid.UUID, sign_in_url: str
+) -> None:
+    """A registered patient linked to a row that opened a new referral consultation: a cabinet
+    notification and, where they opted in, an SMS / e-mail through the outbox (notify())."""
+    notify(
+        user,
+        "referral_received",
+        lambda: referral_notice_text(sign_in_url=sign_in_url),
+        link=f"/cabinet/consultations/{consultation_public_id}",
+        # One message per new consultation: its public_id is new in this transaction.
+        dedupe_key=f"referral-new:{consultation_public_id}",
+        new_dedupe_key=True,
+        patient=patient,
+    )
+
+
+def _invited_by(patient_ids_keys: dict[str, int]) -> set[int]:
+    """Of the patients keyed by their invitation's dedupe key, those invited by this file:
+    the import created them (they are not "already registered"). One IN query per 500."""
+    found: set[int] = set()
+    for chunk in _chunks(sorted(patient_ids_keys)):
+        for key in db.session.execute(
+            select(OutboundMessage.dedupe_key).where(OutboundMessage.dedupe_key.in_(chunk))
+        ).scalars():
+            found.add(patient_ids_keys[key])
+    return found
 
 
 def default_sign_in_url() -> str:
@@ -864,6 +1006,7 @@ def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: 
         ).scalar_one_or_none()
     if consultation is None:
         consultation = Consultation(
+            public_id=uuid.uuid4(),
             kind=ConsultationKind.REFERRAL,
             status=ConsultationStatus.AWAITING_DOCUMENTS,
             patient_id=patient.id,
@@ -873,6 +1016,9 @@ def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: 
         )
         db.session.add(consultation)
         db.session.flush()
+        invite = invite_dedupe_key(patient, imp.file_sha256)
+        if not created and not _invited_by({invite: patient.id}):
+            _notify_linked(patient.user, patient, consultation.public_id, sign_in_url)
     data["consultation_id"] = consultation.id
     row.data = data
     row.patient_id = patient.id
@@ -1046,36 +1192,30 @@ def _import_chunk(
 
     messages: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    ip = (request.remote_addr or "") if has_request_context() else ""  # as app.audit does
     for _row, _data, patient, password in plans:
         if password is not None:
-            # What queue_message and audit add, as one executemany each (no ids needed back);
-            # the dedupe key names a patient created in this transaction, so nothing can have
-            # queued it yet (queue_message's new_dedupe_key), the unique index still guards it.
+            # The rows queue_message() and audit() would add (their own builders), as one
+            # executemany each (no ids needed back); the dedupe key names a patient created in
+            # this transaction, so nothing can have queued it yet (queue_message's
+            # new_dedupe_key), and the unique index still guards it.
             messages.append(
-                {
-                    "channel": OutboundChannel.SMS,
-                    "recipient": patient.phone,
-                    "subject": "",
-                    "body": invitation_text(
+                outbox_values(
+                    OutboundChannel.SMS,
+                    patient.phone,
+                    invitation_text(
                         sign_in_url=sign_in_url, login=patient.phone, password=password
                     ),
-                    "user_id": patient.user_id,
-                    "dedupe_key": invite_dedupe_key(patient, imp.file_sha256),
-                    "status": OutboundStatus.QUEUED,
-                }
+                    user_id=patient.user_id,
+                    dedupe_key=invite_dedupe_key(patient, imp.file_sha256),
+                )
             )
             events.append(
-                {
-                    "at": utcnow(),
-                    "actor_id": None,
-                    "action": "referral_patient_created",
-                    "object_type": "patient",
-                    "object_id": str(patient.public_id),
-                    "patient_id": patient.id,
-                    "ip": ip,
-                    "outcome": AuditOutcome.OK,
-                }
+                audit_values(
+                    "referral_patient_created",
+                    obj_type="patient",
+                    obj_id=patient.public_id,
+                    patient_id=patient.id,
+                )
             )
     new_consultations: list[_NewConsultation] = []
     for row, data, patient, _password in plans:
@@ -1086,6 +1226,7 @@ def _import_chunk(
         if consultation is None:
             consultation = _NewConsultation(
                 {
+                    "public_id": uuid.uuid4(),  # the linked patient's notification names it
                     "kind": ConsultationKind.REFERRAL,
                     "status": ConsultationStatus.AWAITING_DOCUMENTS,
                     "patient_id": patient.id,
@@ -1103,12 +1244,49 @@ def _import_chunk(
     if messages:
         db.session.execute(insert(OutboundMessage.__table__), messages)
         db.session.execute(insert(AuditEvent.__table__), events)
+    _notify_linked_patients(plans, by_row, new_consultations, imp, sign_in_url)
 
     for row, data, patient, password in plans:
         data["consultation_id"] = by_row[row.id].id
         row.data = data
         row.patient_id = patient.id
         row.outcome = IMPORTED if password is not None else LINKED
+
+
+def _notify_linked_patients(
+    plans: list[tuple[ReferralImportRow, dict, Any, str | None]],
+    by_row: dict[int, Any],
+    new_consultations: list[_NewConsultation],
+    imp: ReferralImport,
+    sign_in_url: str,
+) -> None:
+    """notify() each registered patient whose row opened a new referral consultation: two IN
+    queries for the chunk (invitations of this file, the patients' users), then the
+    notifications and their outbox rows go out with the chunk's commit (one batched flush)."""
+    new = {id(c) for c in new_consultations}
+    linked = [
+        (patient, by_row[row.id])
+        for row, _data, patient, password in plans
+        if password is None
+        and isinstance(patient, Patient)  # registered before this chunk, not planned in it
+        and id(by_row[row.id]) in new
+        and by_row[row.id].values["referral_row_id"] == row.id
+    ]
+    if not linked:
+        return
+    # Created by an earlier chunk of this import (or an earlier run of it): invited, not linked.
+    invited = _invited_by({invite_dedupe_key(p, imp.file_sha256): p.id for p, _c in linked})
+    users: dict[int, OblakoUser] = {}
+    for chunk in _chunks(sorted({p.user_id for p, _c in linked})):
+        for user in db.session.execute(
+            select(OblakoUser).where(OblakoUser.id.in_(chunk))
+        ).scalars():
+            users[user.id] = user
+    for patient, consultation in linked:
+        if patient.id not in invited and patient.user_id in users:
+            _notify_linked(
+                users[patient.user_id], patient, consultation.values["public_id"], sign_in_url
+            )
 
 
 def _pending_rows(import_id: int, limit: int) -> list[ReferralImportRow]:

@@ -384,7 +384,7 @@ def test_import_creates_accounts_consultations_and_one_sms(app, catalogue, manag
                 code="I20",
                 snils="112-233-445 95",
             ),
-            row(phone="+79123450010", born="06.05.1970"),  # registered: linked, no SMS
+            row(phone="+79123450010", born="06.05.1970"),  # registered: linked, no password
             row(phone="bad"),
         ]
     )
@@ -416,7 +416,11 @@ def test_import_creates_accounts_consultations_and_one_sms(app, catalogue, manag
         assert patient.source == "referral" and patient.user.username == "+79123450001"
         user = db.session.get(OblakoUser, patient.user_id)
         assert user.must_change_password and user.password_expires_at
-        sms = list(db.session.execute(select(OutboundMessage)).scalars())
+        sms = list(
+            db.session.execute(
+                select(OutboundMessage).where(OutboundMessage.dedupe_key.like("referral-invite:%"))
+            ).scalars()
+        )
         assert len(sms) == 2 and {m.recipient for m in sms} == {"+79123450001", "+79123450002"}
         body = next(m.body for m in sms if m.recipient == "+79123450001")
         assert body.startswith("Облако здоровья: вы приглашены на онлайн-консультацию.")
@@ -551,3 +555,145 @@ def test_phone_taken_after_the_preview_marks_the_row_not_another_patient(
     assert [r[1] for r in rows] == ["invalid", "imported"]
     assert rows[0][2] and rows[0][3] is None
     assert _count(app, Consultation) == 1 and _count(app, OutboundMessage) == 1
+
+
+def test_linked_patient_is_told_of_the_new_referral_without_credentials(
+    app, catalogue, manager, make_patient
+):
+    """A registered patient matched by a row gets a cabinet notification and an SMS (no
+    password, no diagnosis); importing the same file again tells them nothing new."""
+    from app.extensions import db
+    from models import Consultation, Notification, OutboundMessage, Patient
+
+    existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
+    data = xlsx([row(phone="+79123450010", born="06.05.1970"), row()])
+    import_id = _validate(app, manager, data)
+    _import(app, import_id)
+    assert [r[1] for r in _rows(app, import_id)] == ["linked", "imported"]
+    with app.app_context():
+        patient = db.session.get(Patient, existing)
+        consultation = db.session.execute(
+            select(Consultation).where(Consultation.patient_id == existing)
+        ).scalar_one()
+        notes = list(
+            db.session.execute(
+                select(Notification).where(Notification.user_id == patient.user_id)
+            ).scalars()
+        )
+        assert len(notes) == 1
+        assert notes[0].link == f"/cabinet/consultations/{consultation.public_id}"
+        assert "новое направление" in notes[0].text
+        sms = list(
+            db.session.execute(
+                select(OutboundMessage).where(
+                    OutboundMessage.user_id == patient.user_id, OutboundMessage.channel == "sms"
+                )
+            ).scalars()
+        )
+        assert len(sms) == 1 and sms[0].recipient == "+79123450010"
+        body = sms[0].body
+        assert body.startswith("Облако здоровья: у вас новое направление")
+        assert "https://oblako.test/login/" in body
+        assert "пароль " not in body.lower() and "логин +7" not in body
+        for word in ("I10", "гипертензия", "Эссенциальная", "Кардио"):
+            assert word not in body  # never a diagnosis
+        # The patient the import created gets its invitation only, not this notice as well.
+        created = db.session.execute(
+            select(Patient).where(Patient.phone == "+79123450001")
+        ).scalar_one()
+        assert [
+            m.dedupe_key.split(":")[0]
+            for m in db.session.execute(
+                select(OutboundMessage).where(OutboundMessage.user_id == created.user_id)
+            ).scalars()
+        ] == ["referral-invite"]
+        before = _count(app, OutboundMessage), _count(app, Notification)
+    again = _validate(app, manager, data)
+    _import(app, again)
+    assert [r[1] for r in _rows(app, again)] == ["linked", "linked"]
+    assert (_count(app, OutboundMessage), _count(app, Notification)) == before
+
+
+def test_linked_patient_is_notified_on_the_row_by_row_path_too(
+    app, catalogue, manager, make_patient, monkeypatch
+):
+    import app.referrals as referrals
+    from app.extensions import db
+    from models import Notification, OutboundMessage, Patient
+
+    existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
+    import_id = _validate(app, manager, xlsx([row(phone="+79123450010", born="06.05.1970")]))
+
+    def refuse(*args, **kwargs):
+        raise ValueError("the chunk is refused")  # as a database refusal: row by row follows
+
+    monkeypatch.setattr(referrals, "_import_chunk", refuse)
+    _import(app, import_id)
+    assert [r[1] for r in _rows(app, import_id)] == ["linked"]
+    with app.app_context():
+        user_id = db.session.get(Patient, existing).user_id
+        assert (
+            db.session.execute(
+                select(func.count())
+                .select_from(Notification)
+                .where(Notification.user_id == user_id)
+            ).scalar_one()
+            == 1
+        )
+        assert (
+            db.session.execute(
+                select(func.count())
+                .select_from(OutboundMessage)
+                .where(OutboundMessage.user_id == user_id, OutboundMessage.channel == "sms")
+            ).scalar_one()
+            == 1
+        )
+
+
+def test_a_database_refusal_in_a_chunk_imports_the_other_rows_one_by_one(
+    app, catalogue, manager, monkeypatch
+):
+    """The chunk's batched INSERT is refused (an account took row 2's phone as its login after
+    the preview, without a patient record): the chunk is rolled back and retried row by row —
+    the other rows are imported, the refused one is reported, nothing is doubled."""
+    import app.referrals as referrals
+    from app.accounts import hash_password
+    from app.extensions import db
+    from models import Consultation, OblakoUser, OutboundMessage, Patient, ReferralImport
+
+    retried: list[list[int]] = []
+    one_by_one = referrals._import_one_by_one
+
+    def spy(row_ids, *args):
+        retried.append(list(row_ids))
+        return one_by_one(row_ids, *args)
+
+    monkeypatch.setattr(referrals, "_import_one_by_one", spy)
+    rows = [row(phone=f"+7912345{n:04d}", name=f"Пациентова{n} Анна") for n in range(1, 5)]
+    import_id = _validate(app, manager, xlsx(rows))
+    with app.app_context():
+        db.session.add(
+            OblakoUser(
+                username="+79123450002",
+                first_name="Чужой",
+                last_name="Логин",
+                email="taken@example.org",
+                password=hash_password("Secret123abc"),
+                active=True,
+            )
+        )
+        db.session.commit()
+    result = _import(app, import_id)
+    assert len(retried) == 1 and len(retried[0]) == 4  # the whole chunk, retried row by row
+    outcomes = _rows(app, import_id)
+    assert [r[1] for r in outcomes] == ["imported", "invalid", "imported", "imported"]
+    assert outcomes[1][2] and outcomes[1][3] is None
+    assert outcomes[1][2] == [{"column": "", "message": "Строку не удалось импортировать."}]
+    assert _count(app, Patient) == 3
+    assert _count(app, Consultation) == 3
+    assert _count(app, OutboundMessage) == 3  # one invitation per imported row, none for row 2
+    with app.app_context():
+        imp = db.session.get(ReferralImport, import_id)
+        assert imp.status == "done" and imp.imported_rows == 3
+        assert imp.valid_rows == 3 and imp.error_rows == 1
+    assert result["imported"] == 3

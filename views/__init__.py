@@ -18,9 +18,12 @@ MENU_MODULES = (
     "views.staff",
     "views.consultations",
     "views.conclusions",
+    "views.media",
+    "views.recordings",
     "views.referrals",
     "views.scheduling",
     "views.reference",
+    "views.reports",
     "views.account",
 )
 
