@@ -327,8 +327,27 @@ def media_process_factory(app: Flask, tmp_path: Path) -> Iterator[Callable[..., 
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
-    """Run one test coroutine on a fresh loop, with an overall time limit."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Run one test coroutine on a fresh loop in its own thread, with an overall time limit.
+
+    A thread, because Playwright's sync API (session-scoped in tests/e2e) keeps an event loop
+    running in the main thread for the rest of the session, where asyncio.run() refuses to start.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(asyncio.wait_for(coro, timeout))
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="media-test-client", daemon=True)
+    worker.start()
+    worker.join(timeout + 30)
+    if worker.is_alive():
+        raise TimeoutError(f"test coroutine did not finish within {timeout + 30} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 class MediaClient:
