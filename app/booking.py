@@ -12,12 +12,13 @@ raising, so the loser gets a clean answer and the caller's session and transacti
 (no SAVEPOINT needed). On top of it, book_slot() serialises the bookers of one slot and of one
 patient:
 
-- PostgreSQL: the patient's row and the slot's row are locked (`SELECT … FOR NO KEY UPDATE`;
-  NO KEY so that rows referencing them, such as this consultation, can still be inserted).
-  A second booker of the slot waits on the slot lock, then its insert meets the committed
-  booking in the index and is refused. The patient's lock makes the limit of upcoming bookings
-  exact under concurrent requests: the count runs in a statement that starts after that lock
-  is held, so it sees every booking of the patient's earlier lock holders.
+- PostgreSQL: the patient's row and the slot's row are locked in one statement
+  (`SELECT … FOR NO KEY UPDATE OF patient, slot`; NO KEY so that rows referencing them, such
+  as this consultation, can still be inserted). A second booker of the slot waits on the slot
+  lock, then its insert meets the committed booking in the index and is refused. The patient's
+  lock makes the limit of upcoming bookings exact under concurrent requests: the count runs in
+  the next statement, which starts after that lock is held, so it sees every booking of the
+  patient's earlier lock holders.
 - SQLite: writers are serialised by the database-wide write lock; the first statement of the
   locked part is a (no-op) write, so the transaction holds that lock from then on and every read
   after it sees the last committed booking.
@@ -25,14 +26,15 @@ patient:
 Cost under a race (bench/bench_booking_race.py). Before any lock, one unlocked Core statement
 looks at the slot: when it is already plainly not bookable (taken by a committed booking, past,
 blocked, doctor off duty) the refusal is given at once, without queueing on the slot's lock.
-A slot that looks free still goes the locked way above, which alone decides. A booking is then
-six statements and the commit: the look, the patient's lock, the slot's lock (with the doctor,
-the doctor's user and the patient's count of upcoming bookings), the insert on conflict, and one
-flush of the doctor's notification, its outbox row and the audit event. The locking and insert
-statements are built once and run with parameters, and the patient's lock reads two columns,
-not the patient and user objects. Every booker also re-reads the free slots after a refusal
-(as the page does): free_slots() is one Core query of the columns the page shows, no ORM
-objects (it was three full objects a row and most of a race's cost).
+A slot that looks free still goes the locked way above, which alone decides. On PostgreSQL a
+booking is then three statements and the commit, all Core, no unit-of-work flush: the look;
+the locks (reading the slot, its doctor and how to reach the doctor); and one statement that
+counts the patient's upcoming bookings and, below the limit, inserts the consultation on
+conflict do nothing and — only if that returned a row — the doctor's notification, its outbox
+rows and the audit event (see "The booking's writes"). The rows are built by the same
+functions notify() and audit() use (notification_values(), outbox_values(), audit_values()).
+Every booker also re-reads the free slots after a refusal (as the page does): free_slots() is
+one Core query of the columns the page shows, no ORM objects.
 """
 
 from __future__ import annotations
@@ -46,19 +48,30 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased, contains_eager
+from sqlalchemy.orm import aliased, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.audit import audit
+from app.audit import audit_values
 from app.errors import DomainError, NotFound
 from app.extensions import db
-from app.notifications import LOOKUP, notify
+from app.notifications import notification_values, outbox_values
 from models import (
     SLOT_HOLDING_STATUSES,
+    AuditEvent,
     Consultation,
     ConsultationKind,
     ConsultationMode,
@@ -66,7 +79,9 @@ from models import (
     Doctor,
     DutyShift,
     MedicalDocument,
+    Notification,
     OblakoUser,
+    OutboundMessage,
     Patient,
     Slot,
     consultation_document,
@@ -303,24 +318,6 @@ def _primary_key(obj) -> int:
     return identity[0] if identity else obj.id
 
 
-def _take_write_locks(patient: Patient, slot_pid: uuid.UUID) -> int | None:
-    """Serialise the bookers of this slot and of this patient (see the module docstring).
-
-    Returns the patient's user id (the audit's actor), read in the locking statement: two plain
-    columns, not the patient and user objects, which nothing else in a booking needs.
-    """
-    if _is_sqlite():
-        # A write first: the transaction takes SQLite's write lock now, not at the INSERT.
-        db.session.execute(
-            update(Slot)
-            .where(Slot.public_id == slot_pid)
-            .values(blocked=Slot.blocked)
-            .execution_options(synchronize_session=False)
-        )
-    # SQLite renders no FOR UPDATE: there the write lock above already serialises.
-    return db.session.connection().execute(_LOCK_PATIENT, {"pid": _primary_key(patient)}).scalar()
-
-
 def _slot_statement(pid, *, lock: bool, columns=()):
     """`pid`: the slot's public id, or a bindparam for a statement built once."""
     stmt = (
@@ -350,42 +347,124 @@ def _load_slot(slot_public_id: str | uuid.UUID, *, lock: bool) -> Slot:
     return slot
 
 
-def _lock_slot_statement(*, lock: bool):
-    upcoming = (
-        select(func.count(Consultation.id))
-        .where(_upcoming_duty(bindparam("patient_id"), bindparam("now")))
-        .scalar_subquery()
-    )
-    return _slot_statement(bindparam("slot_pid"), lock=lock, columns=[upcoming])
-
-
-# Built once each, at first use (constructing one cost as much as running it, in the locked
-# part of a booking).
-_LOCK_SLOT: dict[bool, Any] = {}
-
-
-def _lock_slot(
-    slot_pid: uuid.UUID, patient: Patient, now: datetime, *, lock: bool = True
-) -> tuple[Slot, int]:
-    """The slot, locked (PostgreSQL), and the patient's upcoming duty bookings: one statement.
-
-    The count is exact because the patient's lock is already held when this statement starts
-    (see the module docstring); it is not a check of the slot, which the insert leaves to the
-    unique index.
-    """
-    stmt = _LOCK_SLOT.get(lock)
-    if stmt is None:
-        stmt = _LOCK_SLOT[lock] = _lock_slot_statement(lock=lock)
-    row = (
-        db.session.execute(
-            stmt, {"slot_pid": slot_pid, "patient_id": _primary_key(patient), "now": now}
+def _peek_statement():
+    return (
+        select(
+            Doctor.active,
+            Doctor.is_duty,
+            Slot.starts_at,
+            Slot.blocked,
+            slot_is_held().label("held"),
         )
-        .unique()
-        .one_or_none()
+        .select_from(Slot)
+        .join(Doctor, Doctor.id == Slot.doctor_id)
+        .where(Slot.public_id == bindparam("slot_pid"))
     )
+
+
+_PEEK = _peek_statement()  # built once: constructing it costs more than running it
+
+
+def _peek_slot(slot_pid: uuid.UUID, now: datetime) -> None:
+    """Refuse at once what is plainly not bookable: one Core statement, no lock, no ORM objects.
+
+    Only its refusals are final (they describe committed rows); a slot that looks free is then
+    booked the locked way, which alone decides.
+    """
+    row = db.session.connection().execute(_PEEK, {"slot_pid": slot_pid}).first()
     if row is None:
         raise SlotNotFound(_l("This time slot does not exist."))
-    return row[0], int(row[1] or 0)
+    active, is_duty, starts_at, blocked, held = row
+    refusal = _slot_refusal(
+        active=active, is_duty=is_duty, starts_at=starts_at, blocked=blocked, now=now
+    )
+    if refusal is not None:
+        raise refusal
+    if held:
+        raise BookingError(SLOT_TAKEN, slot_gone=True)
+
+
+class LockedSlot(NamedTuple):
+    """What the locking statement reads: the booker's user, the slot, its doctor and how to
+    reach the doctor (the doctor's own Patient row, if any, holds the opt-ins)."""
+
+    actor_id: int
+    slot_id: int
+    doctor_id: int
+    starts_at: datetime
+    ends_at: datetime
+    blocked: bool
+    doctor_active: bool
+    is_duty: bool
+    doctor_timezone: str
+    doctor_user_id: int
+    doctor_email: str | None
+    doctor_patient_id: int | None
+    notify_sms: bool | None
+    notify_email: bool | None
+    phone: str | None
+    email: str | None
+
+
+def _lock_statement(*, lock: bool):
+    doctor_patient = aliased(Patient, name="doctor_patient")
+    stmt = (
+        select(
+            Patient.user_id,
+            Slot.id,
+            Slot.doctor_id,
+            Slot.starts_at,
+            Slot.ends_at,
+            Slot.blocked,
+            Doctor.active,
+            Doctor.is_duty,
+            Doctor.timezone,
+            Doctor.user_id,
+            OblakoUser.email,
+            doctor_patient.id,
+            doctor_patient.notify_sms,
+            doctor_patient.notify_email,
+            doctor_patient.phone,
+            doctor_patient.email,
+        )
+        .select_from(Patient)
+        .join(Slot, Slot.public_id == bindparam("slot_pid"))
+        .join(Doctor, Doctor.id == Slot.doctor_id)
+        .join(OblakoUser, OblakoUser.id == Doctor.user_id)
+        .outerjoin(doctor_patient, doctor_patient.user_id == Doctor.user_id)
+        .where(Patient.id == bindparam("patient_id"))
+    )
+    if lock:
+        # OF patient, slot: the doctor's row stays free, so bookings of other slots do not
+        # queue here; NO KEY so that rows referencing them (this consultation) can be inserted.
+        # Nothing here reads what the lock protects from a stale snapshot: the count of the
+        # patient's bookings and the arbiter of the slot are in the next statement.
+        stmt = stmt.with_for_update(of=[Patient, Slot], key_share=True)
+    return stmt
+
+
+_LOCKS = {True: _lock_statement(lock=True), False: _lock_statement(lock=False)}
+
+
+def _lock_booking(patient_id: int, slot_pid: uuid.UUID, *, lock: bool = True) -> LockedSlot:
+    """Serialise the bookers of this slot and of this patient (see the module docstring) and
+    read what the booking needs: one Core statement on PostgreSQL."""
+    conn = db.session.connection()
+    if conn.dialect.name == "sqlite":
+        # A write first: the transaction takes SQLite's write lock now, not at the INSERT.
+        # (SQLite renders no FOR UPDATE: this lock alone serialises there.)
+        conn.execute(_SQLITE_WRITE_LOCK, {"slot_pid": slot_pid})
+    row = conn.execute(_LOCKS[lock], {"slot_pid": slot_pid, "patient_id": patient_id}).first()
+    if row is None:
+        raise SlotNotFound(_l("This time slot does not exist."))
+    return LockedSlot._make(row)
+
+
+_SQLITE_WRITE_LOCK = (
+    update(Slot.__table__)
+    .where(Slot.__table__.c.public_id == bindparam("slot_pid"))
+    .values(blocked=Slot.__table__.c.blocked)
+)
 
 
 def _slot_refusal(
@@ -422,62 +501,6 @@ def _check_slot(slot: Slot, now: datetime, *, held: bool = True) -> None:
         raise BookingError(SLOT_TAKEN, slot_gone=True)
 
 
-@dataclass(frozen=True)
-class SlotPeek:
-    """What the unlocked look at a slot found, for the booking that follows it."""
-
-    doctor_id: int
-    # The Patient row of the doctor's own user, if any: notify() reads its opt-ins from it.
-    doctor_patient_id: int | None
-
-
-def _peek_statement():
-    doctor_patient = aliased(Patient)
-    return (
-        select(
-            Doctor.id,
-            Doctor.active,
-            Doctor.is_duty,
-            Slot.starts_at,
-            Slot.blocked,
-            slot_is_held().label("held"),
-            doctor_patient.id,
-        )
-        .select_from(Slot)
-        .join(Doctor, Doctor.id == Slot.doctor_id)
-        .outerjoin(doctor_patient, doctor_patient.user_id == Doctor.user_id)
-        .where(Slot.public_id == bindparam("slot_pid"))
-    )
-
-
-_PEEK = _peek_statement()  # built once: constructing it costs more than running it
-_LOCK_PATIENT = (
-    select(Patient.user_id)
-    .where(Patient.id == bindparam("pid"))
-    .with_for_update(of=Patient, key_share=True)
-)
-
-
-def _peek_slot(slot_pid: uuid.UUID, now: datetime) -> SlotPeek | None:
-    """Refuse at once what is plainly not bookable: one Core statement, no lock, no ORM objects.
-
-    Only its refusals are final (they describe committed rows); a slot that looks free is then
-    booked the locked way, which alone decides. Returns None when it has nothing to tell.
-    """
-    row = db.session.connection().execute(_PEEK, {"slot_pid": slot_pid}).first()
-    if row is None:
-        raise SlotNotFound(_l("This time slot does not exist."))
-    doctor_id, active, is_duty, starts_at, blocked, held, doctor_patient_id = row
-    refusal = _slot_refusal(
-        active=active, is_duty=is_duty, starts_at=starts_at, blocked=blocked, now=now
-    )
-    if refusal is not None:
-        raise refusal
-    if held:
-        raise BookingError(SLOT_TAKEN, slot_gone=True)
-    return SlotPeek(doctor_id, doctor_patient_id)
-
-
 def _slot_is_held(slot: Slot) -> bool:
     stmt = select(Consultation.id).where(
         Consultation.slot_id == slot.id, Consultation.status.in_(_HOLDING)
@@ -500,38 +523,159 @@ def upcoming_duty_bookings(patient: Patient, now: datetime) -> int:
     return int(db.session.execute(stmt).scalar() or 0)
 
 
-_INSERTS: dict[str, Any] = {}
+# ---------------------------------------------------------------------------------------------
+# The booking's writes
+# ---------------------------------------------------------------------------------------------
+#
+# The consultation, the doctor's notification, its outbox messages and the audit event are
+# plain rows here (Core, no unit-of-work flush): on PostgreSQL all of them and the count of the
+# patient's upcoming bookings are ONE statement, built once per shape from the tables:
+#
+#   WITH upcoming AS (SELECT count(*) … the patient's upcoming duty bookings),
+#        booked AS (INSERT INTO consultation … SELECT … FROM upcoming WHERE n < :limit
+#                   ON CONFLICT (slot_id) WHERE <the index's predicate> DO NOTHING RETURNING id),
+#        r1 AS (INSERT INTO notification … SELECT … FROM booked), … (outbox, audit)
+#   SELECT upcoming.n, booked.id FROM upcoming LEFT JOIN booked ON true
+#
+# The dependent rows are written only when `booked` returned a row, in the same transaction.
+# The count runs in a statement that starts after the patient's lock is held, so it is exact
+# (module docstring). SQLite runs the same steps as separate statements (in-process, no round
+# trips to save, and it has no INSERT inside WITH).
 
 
-def _insert_statement(dialect: str):
-    """INSERT … ON CONFLICT (slot_id) WHERE <the index's predicate> DO NOTHING RETURNING …,
-    built once per dialect (the values are the execution's parameters)."""
-    stmt = _INSERTS.get(dialect)
-    if stmt is None:
-        dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-        if dialect_insert is None:
-            raise RuntimeError(f"booking needs PostgreSQL or SQLite, not {dialect}")
-        index = next(i for i in Consultation.__table__.indexes if i.name == ACTIVE_SLOT_INDEX)
-        stmt = _INSERTS[dialect] = (
-            dialect_insert(Consultation)
-            .on_conflict_do_nothing(
-                index_elements=[Consultation.slot_id],
-                index_where=index.dialect_options[dialect]["where"],
-            )
-            .returning(Consultation)
-        )
+def _complete(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus the columns' own Python defaults (what a Core insert would add), for the
+    INSERT … SELECT of the PostgreSQL statement, which applies none."""
+    out = dict(values)
+    for col in table.columns:
+        if col.key in out or col.primary_key or col.default is None:
+            continue
+        if col.default.is_scalar:
+            out[col.key] = col.default.arg
+        elif col.default.is_callable:
+            out[col.key] = col.default.arg(None)
+    return out
+
+
+def _insert_select(table: Table, name: str, keys: Sequence[str], source: str, where: str = ""):
+    """`INSERT INTO table (keys) SELECT CAST(:name_key AS type) … FROM source`, its bind
+    parameters typed by the columns (the casts: a parameter in a SELECT list has no type)."""
+    dialect = postgresql.dialect()
+    casts, binds = [], []
+    for key in keys:
+        col = table.c[key]
+        casts.append(f"CAST(:{name}_{key} AS {col.type.compile(dialect=dialect)})")
+        binds.append(bindparam(f"{name}_{key}", type_=col.type))
+    # Names from the tables' metadata, values only as bound parameters: nothing user-given.
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(table.c[k].name for k in keys)}) "  # noqa: S608
+        f"SELECT {', '.join(casts)} FROM {source}{where}"
+    )
+    return sql, binds
+
+
+_CONSULTATION = Consultation.__table__
+_BOOKING_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _booking_statement(consultation_keys: tuple[str, ...], rows: tuple[tuple[Table, tuple], ...]):
+    """The PostgreSQL statement above for this shape (built once per shape)."""
+    shape = (consultation_keys, rows)
+    stmt = _BOOKING_STATEMENTS.get(shape)
+    if stmt is not None:
+        return stmt
+    index = next(i for i in _CONSULTATION.indexes if i.name == ACTIVE_SLOT_INDEX)
+    predicate = index.dialect_options["postgresql"]["where"]
+    c = _CONSULTATION.c
+    upcoming = (  # the criteria of _upcoming_duty(); metadata names, bound values
+        f"SELECT count({c.id.name}) AS n FROM {_CONSULTATION.name} "  # noqa: S608
+        f"WHERE {c.patient_id.name} = :q_patient_id AND {c.kind.name} = :q_kind "
+        f"AND {c.status.name} = :q_status AND {c.scheduled_at.name} > :q_now"
+    )
+    insert_sql, binds = _insert_select(
+        _CONSULTATION, "c", consultation_keys, "upcoming", " WHERE upcoming.n < :q_limit"
+    )
+    ctes = [
+        f"upcoming AS ({upcoming})",
+        f"booked AS ({insert_sql} ON CONFLICT ({c.slot_id.name}) WHERE {predicate} "
+        f"DO NOTHING RETURNING {c.id.name})",
+    ]
+    for n, (table, keys) in enumerate(rows):
+        sql, row_binds = _insert_select(table, f"r{n}", keys, "booked")
+        ctes.append(f"r{n} AS ({sql})")
+        binds += row_binds
+    binds += [
+        bindparam("q_patient_id", type_=c.patient_id.type),
+        bindparam("q_kind", type_=c.kind.type),
+        bindparam("q_status", type_=c.status.type),
+        bindparam("q_now", type_=c.scheduled_at.type),
+        bindparam("q_limit", type_=Integer()),
+    ]
+    sql = (
+        "WITH " + ",\n".join(ctes) + "\nSELECT upcoming.n, booked.id FROM upcoming "
+        "LEFT OUTER JOIN booked ON true"
+    )
+    stmt = _BOOKING_STATEMENTS[shape] = (
+        text(sql).bindparams(*binds).columns(column("n", Integer), column("id", Integer))
+    )
     return stmt
 
 
-def _insert_unless_slot_held(values: dict) -> Consultation | None:
-    """INSERT the consultation unless the unique index says an active one holds its slot.
+_SQLITE_INSERT = (
+    sqlite.insert(_CONSULTATION)
+    .on_conflict_do_nothing(
+        index_elements=[_CONSULTATION.c.slot_id],
+        index_where=next(
+            i for i in _CONSULTATION.indexes if i.name == ACTIVE_SLOT_INDEX
+        ).dialect_options["sqlite"]["where"],
+    )
+    .returning(_CONSULTATION.c.id)
+)
+_UPCOMING = select(func.count(Consultation.id)).where(
+    _upcoming_duty(bindparam("patient_id"), bindparam("now"))
+)
 
-    `ON CONFLICT (slot_id) WHERE <the index's own predicate> DO NOTHING`: the index is the
-    arbiter (without it the statement fails), and a refusal is no row rather than an error, so
-    the transaction stays usable. Returns the persistent Consultation, or None when refused.
+
+def _write_booking(
+    consultation: dict[str, Any], rows: list[tuple[Table, dict[str, Any]]], limit: int, now
+) -> tuple[int, int | None]:
+    """Count the patient's upcoming duty bookings and, below `limit`, insert the consultation
+    unless the unique index says an active one holds its slot, then (only then) the `rows`.
+
+    Returns (upcoming bookings before this one, the new consultation's id or None when the
+    index refused it). `ON CONFLICT (slot_id) WHERE <the index's own predicate> DO NOTHING`:
+    the index is the arbiter (without it the statement fails), and a refusal is no row rather
+    than an error, so the transaction stays usable.
     """
-    stmt = _insert_statement(db.session.get_bind().dialect.name)
-    return db.session.scalars(stmt, values).first()
+    conn = db.session.connection()
+    patient_id = consultation["patient_id"]
+    if conn.dialect.name == "sqlite":
+        upcoming = conn.execute(_UPCOMING, {"patient_id": patient_id, "now": now}).scalar()
+        if upcoming >= limit:
+            return upcoming, None
+        new_id = conn.execute(_SQLITE_INSERT, consultation).scalar()
+        if new_id is not None:
+            for table, values in rows:
+                conn.execute(insert(table), values)
+        return upcoming, new_id
+    if conn.dialect.name != "postgresql":
+        raise RuntimeError(f"booking needs PostgreSQL or SQLite, not {conn.dialect.name}")
+    consultation = _complete(_CONSULTATION, consultation)
+    completed = [(table, _complete(table, values)) for table, values in rows]
+    keys = tuple(consultation)
+    stmt = _booking_statement(keys, tuple((t, tuple(v)) for t, v in completed))
+    params: dict[str, Any] = {f"c_{k}": v for k, v in consultation.items()}
+    for n, (_, values) in enumerate(completed):
+        params.update({f"r{n}_{k}": v for k, v in values.items()})
+    params.update(
+        q_patient_id=patient_id,
+        q_kind=ConsultationKind.DUTY,
+        q_status=ConsultationStatus.SCHEDULED,
+        q_now=now,
+        q_limit=limit,
+    )
+    upcoming, new_id = conn.execute(stmt, params).one()
+    return upcoming, new_id
 
 
 def _own_documents(patient: Patient, document_ids: Iterable[str | uuid.UUID]) -> list:
@@ -582,7 +726,8 @@ def book_slot(
     """Book a free slot for the patient: a `duty` consultation in status `scheduled`.
 
     Takes the patient (or the patient's user). Raises SlotNotFound for an unknown slot and
-    BookingError for every refusal. Flushes, never commits (the caller's unit of work does).
+    BookingError for every refusal. Writes in the caller's transaction, never commits (the
+    caller's unit of work does). Returns the consultation, persistent in the session.
     """
     now = now or utcnow()
     patient = _patient_of(patient)
@@ -597,14 +742,66 @@ def book_slot(
     if slot_pid is None:
         raise SlotNotFound(_l("This time slot does not exist."))
 
-    peek = _peek_slot(slot_pid, now)  # may refuse here, before any lock
+    _peek_slot(slot_pid, now)  # may refuse here, before any lock
     documents = _own_documents(patient, document_ids)
 
     patient_id = _primary_key(patient)  # an expired instance is not refreshed for its id
-    actor_id = _take_write_locks(patient, slot_pid)
-    slot, upcoming = _lock_slot(slot_pid, patient, now)
-    _check_slot(slot, now, held=False)  # "taken" is the unique index's answer, below
+    locked = _lock_booking(patient_id, slot_pid)
+    refusal = _slot_refusal(  # "taken" is the unique index's answer, below
+        active=locked.doctor_active,
+        is_duty=locked.is_duty,
+        starts_at=locked.starts_at,
+        blocked=locked.blocked,
+        now=now,
+    )
+    if refusal is not None:
+        raise refusal
+
+    public_id = uuid.uuid4()
+    values = {
+        "public_id": public_id,
+        "kind": ConsultationKind.DUTY,
+        "status": ConsultationStatus.SCHEDULED,
+        "patient_id": patient_id,
+        "doctor_id": locked.doctor_id,
+        "slot_id": locked.slot_id,
+        "scheduled_at": locked.starts_at,
+        "duration_minutes": max(1, int((locked.ends_at - locked.starts_at).total_seconds() // 60)),
+        "question": question,
+        "mode": mode,
+        "submitted_at": now,
+        "scheduled_set_at": now,
+    }
+    when = locked.starts_at.astimezone(_zone(locked.doctor_timezone)).strftime("%d.%m.%Y %H:%M")
+    # The doctor's notification, its outbox messages (new dedupe keys: the consultation's
+    # public_id is new in this transaction) and the audit event, as notify() and audit() would
+    # write them.
+    notification, messages = notification_values(
+        locked.doctor_user_id,
+        locked.doctor_email,
+        "consultation_booked",
+        _l(
+            "New booking with you as the duty doctor: %(when)s (%(tz)s).",
+            when=when,
+            tz=locked.doctor_timezone,
+        ),
+        link=f"/care/consultations/{public_id}",
+        dedupe_key=f"booking:{public_id}:doctor",
+        patient=locked if locked.doctor_patient_id is not None else None,
+    )
+    rows: list[tuple[Table, dict[str, Any]]] = [(Notification.__table__, notification)]
+    rows += [(OutboundMessage.__table__, outbox_values(**m)) for m in messages]
+    audit_row = audit_values(
+        "consultation.book",
+        actor_id=locked.actor_id,
+        obj_type="consultation",
+        obj_id=public_id,
+        patient_id=patient_id,
+    )
+    rows.append((AuditEvent.__table__, audit_row))
+
     limit = max_upcoming_bookings()
+    upcoming, consultation_id = _write_booking(values, rows, limit, now)
     if upcoming >= limit:
         raise BookingError(
             _l(
@@ -613,60 +810,16 @@ def book_slot(
                 n=limit,
             )
         )
-
-    consultation = _insert_unless_slot_held(
-        {
-            "public_id": uuid.uuid4(),
-            "kind": ConsultationKind.DUTY,
-            "status": ConsultationStatus.SCHEDULED,
-            "patient_id": patient_id,
-            "doctor_id": slot.doctor_id,
-            "slot_id": slot.id,
-            "scheduled_at": slot.starts_at,
-            "duration_minutes": max(1, int((slot.ends_at - slot.starts_at).total_seconds() // 60)),
-            "question": question,
-            "mode": mode,
-            "submitted_at": now,
-            "scheduled_set_at": now,
-        }
-    )
-    if consultation is None:
+    if consultation_id is None:
         raise BookingError(SLOT_TAKEN, slot_gone=True)
     if documents:
         db.session.execute(
             insert(consultation_document),
-            [{"consultation_id": consultation.id, "document_id": d.id} for d in documents],
+            [{"consultation_id": consultation_id, "document_id": d.id} for d in documents],
         )
+    # The row as written, persistent in the session without reading it back.
+    consultation = Consultation(id=consultation_id, **values)
+    make_transient_to_detached(consultation)
+    db.session.add(consultation)
     set_committed_value(consultation, "documents", documents)
-
-    doctor = slot.doctor
-    doctor_patient: Patient | object | None = LOOKUP
-    if peek is not None and peek.doctor_id == doctor.id:
-        doctor_patient = (
-            None
-            if peek.doctor_patient_id is None
-            else db.session.get(Patient, peek.doctor_patient_id)
-        )
-    when = slot.starts_at.astimezone(_zone(doctor.timezone)).strftime("%d.%m.%Y %H:%M")
-    notify(
-        doctor.user,
-        "consultation_booked",
-        _l(
-            "New booking with you as the duty doctor: %(when)s (%(tz)s).",
-            when=when,
-            tz=doctor.timezone,
-        ),
-        link=f"/care/consultations/{consultation.public_id}",
-        dedupe_key=f"booking:{consultation.public_id}:doctor",
-        new_dedupe_key=True,  # the consultation's public_id is new in this transaction
-        patient=doctor_patient,
-    )
-    audit(
-        "consultation.book",
-        actor_id=actor_id if actor_id is not None else patient.user_id,
-        obj_type="consultation",
-        obj_id=consultation.public_id,
-        patient_id=patient_id,
-    )
-    db.session.flush()  # the notification, its outbox rows and the audit event: one flush
     return consultation

@@ -59,37 +59,76 @@ def notify(
     `patient`: the user's Patient row when the caller already has it (None: the user is not a
     patient), so that it is not selected again; by default it is looked up.
     """
-    body = _render(text)
-    notification = Notification(user_id=user.id, kind=kind, text=body, link=link)
-    db.session.add(notification)
     if patient is LOOKUP:
         patient = db.session.execute(
             select(Patient).where(Patient.user_id == user.id)
         ).scalar_one_or_none()
+    values, messages = notification_values(
+        user.id,
+        user.email,
+        kind,
+        text,
+        link=link,
+        sms=sms,
+        email=email,
+        dedupe_key=dedupe_key,
+        patient=patient,
+    )
+    notification = Notification(**values)
+    db.session.add(notification)
+    for message in messages:
+        queue_message(**message, new_dedupe_key=new_dedupe_key)
+    return notification
+
+
+def notification_values(
+    user_id: int,
+    user_email: str | None,
+    kind: str,
+    text: str | Callable[[], str],
+    *,
+    link: str = "",
+    sms: bool = True,
+    email: bool = True,
+    dedupe_key: str | None = None,
+    patient: Any = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What notify() writes, as values: the notification's columns and the queue_message()
+    arguments of each outbox message (see outbox_values()), for callers that insert them with
+    Core statements (the duty booking). One definition of who gets what.
+
+    `patient`: the user's Patient row or anything with its notify_sms, notify_email, phone and
+    email (None: the user is not a patient).
+    """
+    body = _render(text)
+    values = {"user_id": user_id, "kind": kind, "text": body, "link": link}
     wants_sms = sms and (patient.notify_sms if patient else False)
     wants_email = email and (patient.notify_email if patient else True)
     phone = patient.phone if patient else None
-    address = (patient.email if patient else None) or _real_email(user.email)
+    address = (patient.email if patient else None) or _real_email(user_email)
+    messages: list[dict[str, Any]] = []
     if wants_sms and phone:
-        queue_message(
-            OutboundChannel.SMS,
-            phone,
-            _sms_text(body),
-            user_id=user.id,
-            dedupe_key=f"{dedupe_key}:sms" if dedupe_key else None,
-            new_dedupe_key=new_dedupe_key,
+        messages.append(
+            {
+                "channel": OutboundChannel.SMS,
+                "recipient": phone,
+                "body": _sms_text(body),
+                "user_id": user_id,
+                "dedupe_key": f"{dedupe_key}:sms" if dedupe_key else None,
+            }
         )
     if wants_email and address:
-        queue_message(
-            OutboundChannel.EMAIL,
-            address,
-            body,
-            subject=_render(_subject),
-            user_id=user.id,
-            dedupe_key=f"{dedupe_key}:email" if dedupe_key else None,
-            new_dedupe_key=new_dedupe_key,
+        messages.append(
+            {
+                "channel": OutboundChannel.EMAIL,
+                "recipient": address,
+                "body": body,
+                "subject": _render(_subject),
+                "user_id": user_id,
+                "dedupe_key": f"{dedupe_key}:email" if dedupe_key else None,
+            }
         )
-    return notification
+    return values, messages
 
 
 def _subject() -> str:

@@ -120,13 +120,11 @@ def test_the_unique_index_alone_keeps_one_booking(app, race_app, contenders, mon
     """No lock, no check in Python: every racer inserts; only the database stands between."""
     import app.booking as booking
 
-    real_lock = booking._lock_slot
+    real_lock = booking._lock_booking
     monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
-    monkeypatch.setattr(booking, "_take_write_locks", lambda patient, pid: None)
     monkeypatch.setattr(
-        booking, "_lock_slot", lambda pid, patient, now: real_lock(pid, patient, now, lock=False)
+        booking, "_lock_booking", lambda patient_id, pid: real_lock(patient_id, pid, lock=False)
     )
-    monkeypatch.setattr(booking, "_slot_is_held", lambda slot: False)
     patients, slot_id = contenders
     outcomes, connections = race(race_app, patients, [slot_id] * RACERS)
     assert len(connections) == RACERS
