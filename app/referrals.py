@@ -37,7 +37,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts import AccountError, get_role, normalize_phone
@@ -651,15 +651,16 @@ def _existing_patients(rows: list[dict]) -> tuple[dict[str, Patient], dict[str, 
     return by_snils, by_phone
 
 
+def emails_in_use_query(emails: list[str]) -> Select:
+    """Accounts holding any of these (lower-case) e-mails, whatever their case: the expression
+    is the one ix_ab_user_email_lower indexes."""
+    return select(OblakoUser.email).where(func.lower(OblakoUser.email).in_(emails))
+
+
 def _emails_in_use(emails: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(sorted(set(emails))):
-        found.update(
-            e.lower()
-            for e in db.session.execute(
-                select(OblakoUser.email).where(func.lower(OblakoUser.email).in_(chunk))
-            ).scalars()
-        )
+        found.update(e.lower() for e in db.session.execute(emails_in_use_query(chunk)).scalars())
     return found
 
 
@@ -1074,10 +1075,14 @@ def _planned_patient(data: dict, email: str | None) -> tuple[_NewPatient, str]:
     return _NewPatient(data, email, hashed, expires_at), password
 
 
-def _insert_rows(table, values: list[dict]) -> list[int]:
-    """INSERT the rows, one executemany; their new ids in order. On PostgreSQL the ids are
-    taken from the table's sequence first (one statement), so the INSERT needs no RETURNING
-    and psycopg pipelines one short prepared statement instead of a huge multi-VALUES one."""
+def _insert_rows(table, values: list[dict], key: str) -> list[int]:
+    """INSERT the rows, one executemany; their new ids in order. `key` names a column unique
+    to each row (set in `values`). On PostgreSQL the ids are taken from the table's sequence
+    first (one statement), so the INSERT needs no RETURNING and psycopg pipelines one short
+    prepared statement instead of a huge multi-VALUES one. Elsewhere RETURNING gives each id
+    with its row's key: asking SQLAlchemy for the ids in parameter order instead
+    (`sort_by_parameter_order`) sends one INSERT per row on SQLite, which has no sentinel to
+    sort a batch by; unordered, insertmanyvalues batches it."""
     if not values:
         return []
     if db.engine.dialect.name == "postgresql":
@@ -1093,16 +1098,15 @@ def _insert_rows(table, values: list[dict]) -> list[int]:
                 insert(table), [{**v, "id": i} for v, i in zip(values, ids, strict=True)]
             )
             return ids
-    result = db.session.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True), values
-    )
-    return list(result.scalars())
+    result = db.session.execute(insert(table).returning(table.c.id, table.c[key]), values)
+    id_by_key = {k: i for i, k in result}
+    return [id_by_key[v[key]] for v in values]
 
 
 def _insert_patients(new: list[_NewPatient], role) -> None:
     from flask_appbuilder.security.sqla.models import assoc_user_role
 
-    user_ids = _insert_rows(OblakoUser.__table__, [p.user_values for p in new])
+    user_ids = _insert_rows(OblakoUser.__table__, [p.user_values for p in new], "username")
     if user_ids:
         db.session.execute(
             insert(assoc_user_role), [{"user_id": u, "role_id": role.id} for u in user_ids]
@@ -1110,7 +1114,7 @@ def _insert_patients(new: list[_NewPatient], role) -> None:
     for patient, user_id in zip(new, user_ids, strict=True):
         patient.user_id = user_id
         patient.values["user_id"] = user_id
-    ids = _insert_rows(Patient.__table__, [p.values for p in new])
+    ids = _insert_rows(Patient.__table__, [p.values for p in new], "user_id")
     for patient, new_id in zip(new, ids, strict=True):
         patient.id = new_id
 
@@ -1238,7 +1242,7 @@ def _import_chunk(
             new_consultations.append(consultation)
             active[key] = consultation
         by_row[row.id] = consultation
-    ids = _insert_rows(Consultation.__table__, [c.values for c in new_consultations])
+    ids = _insert_rows(Consultation.__table__, [c.values for c in new_consultations], "public_id")
     for consultation, new_id in zip(new_consultations, ids, strict=True):
         consultation.id = new_id
     if messages:
