@@ -22,21 +22,25 @@ one lock). Options: --clients, --slots, --strict (exit 1 when a target is missed
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from common import create_bench_app, fresh_database_url, machine_load
 from flask import Flask
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text
 
 RATIO_TARGET = 0.3
 DEFAULT_CLIENTS = 200
 DEFAULT_SLOTS = 50
+DEFAULT_PROCESSES = 1
 
 
 @dataclass
@@ -154,65 +158,95 @@ def seed(app: Flask, clients: int, slots: int) -> list[int]:
         return [p.id for p in patients]
 
 
-def run_clients(n: int, client_loop) -> tuple[float, list[tuple[int, int, int, str | None]]]:
-    """Start n threads on a barrier; each returns (bookings, attempts, refused, error).
+Result = tuple[int, int, int, str | None]  # bookings, attempts, refused, error
+# A client: (its index, wait) -> Result. It calls wait() once its own preparation is done; the
+# call returns when every client of the run (in every process) is ready.
+Client = Callable[[int, Callable[[], None]], Result]
+# Run in the process that hosts the clients: (its share of the connections) -> (client, done).
+Setup = Callable[[int], tuple[Client, Callable[[], None]]]
 
-    The clock starts when the barrier releases the clients (its action runs once, when the last
-    one arrives) and stops when the last client is done: thread start-up and each side's own
-    preparation stay outside the timed window, the same for the service and the baseline.
+
+def _host(indices: list[int], client: Client, barrier: Any) -> list[tuple[Result, float, float]]:
+    """Run these clients on threads of this process: (result, released at, done at) each.
+
+    The stamps are time.perf_counter(), CLOCK_MONOTONIC on Linux, comparable across processes.
     """
-    started: list[float] = []
-    barrier = threading.Barrier(n, action=lambda: started.append(time.perf_counter()))
-    results: list[tuple[int, int, int, str | None]] = [(0, 0, 0, None)] * n
+    out: list[tuple[Result, float, float]] = [((0, 0, 0, None), 0.0, 0.0)] * len(indices)
 
-    def target(i: int) -> None:
-        results[i] = client_loop(i, barrier)
+    def target(k: int) -> None:
+        released = [0.0]
 
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+        def wait() -> None:
+            barrier.wait()
+            released[0] = time.perf_counter()
+
+        result = client(indices[k], wait)
+        out[k] = (result, released[0], time.perf_counter())
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(len(indices))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if not started:  # the barrier never released (a client failed before it): nothing timed
+    return out
+
+
+def _child(indices, setup: Setup, pool: int, barrier: Any, queue: Any) -> None:
+    try:
+        client, done = setup(pool)
+    except Exception as exc:  # reported by every client of this process, never hidden
+        error = f"setup: {type(exc).__name__}: {exc}"[:300]
+        barrier.abort()
+        queue.put([((0, 0, 0, error), 0.0, 0.0)] * len(indices))
+        return
+    try:
+        queue.put(_host(indices, client, barrier))
+    finally:
+        done()
+
+
+def run_clients(
+    n: int, setup: Setup, *, processes: int, connections: int
+) -> tuple[float, list[Result]]:
+    """n clients, as threads of `processes` processes (one: this process), sharing
+    `connections` connections; returns the timed seconds and each client's result.
+
+    The clock starts when the barrier releases the clients (the first release stamp; they are
+    all released together) and stops when the last client is done: process and thread start-up
+    and each side's own preparation stay outside the timed window. The service and the
+    baseline run through this same function with the same arguments.
+    """
+    if processes <= 1:
+        client, done = setup(connections)
+        try:
+            hosted = _host(list(range(n)), client, threading.Barrier(n))
+        finally:
+            done()
+    else:
+        ctx = multiprocessing.get_context("fork")  # the parent has no threads left here
+        barrier = ctx.Barrier(n)
+        queue = ctx.Queue()
+        shares = [list(range(n))[k::processes] for k in range(processes)]
+        pool = max(2, connections // processes)
+        children = [
+            ctx.Process(target=_child, args=(share, setup, pool, barrier, queue))
+            for share in shares
+        ]
+        for child in children:
+            child.start()
+        hosted = [item for _ in children for item in queue.get()]
+        for child in children:
+            child.join()
+    results = [h[0] for h in hosted]
+    released = [h[1] for h in hosted if h[1]]
+    if len(released) < n:  # the barrier never released (a client failed before it)
         return 0.0, results
-    return time.perf_counter() - started[0], results
+    return max(h[2] for h in hosted) - min(released), results
 
 
-def service_run(app: Flask, patient_ids: list[int]) -> RunFigures:
-    from app.booking import BookingError, book_slot, free_slots
-    from app.db import unit_of_work
-    from app.extensions import db
-    from models import Patient
-
-    def client(i: int, barrier: threading.Barrier) -> tuple[int, int, int, str | None]:
-        rng = random.Random(i)
-        attempts = refused = 0
-        with app.test_request_context():
-            try:
-                patient = db.session.get(Patient, patient_ids[i])
-                # With fewer connections than clients, no one may hold one across the barrier.
-                db.session.commit()
-                barrier.wait()
-                while True:
-                    # What the booking page reads (its listing query), as a browser would.
-                    free = [s.public_id for s in free_slots()]
-                    if not free:
-                        return 0, attempts, refused, None
-                    attempts += 1
-                    try:
-                        with unit_of_work():
-                            book_slot(patient, rng.choice(free), question="", document_ids=())
-                        return 1, attempts, refused, None
-                    except BookingError:
-                        refused += 1
-            except Exception as exc:  # reported, never hidden
-                return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
-            finally:
-                db.session.remove()
-
-    seconds, results = run_clients(len(patient_ids), client)
+def _figures(label: str, seconds: float, results: list[Result]) -> RunFigures:
     return RunFigures(
-        "book_slot() (service)",
+        label,
         seconds,
         sum(r[0] for r in results),
         sum(r[1] for r in results),
@@ -221,48 +255,107 @@ def service_run(app: Flask, patient_ids: list[int]) -> RunFigures:
     )
 
 
-def baseline_run(engine: Engine, clients: int, slots: int) -> RunFigures:
-    with engine.begin() as conn:
+def service_run(
+    url: str, storage: str, patient_ids: list[int], *, processes: int, connections: int
+) -> RunFigures:
+    def setup(pool: int) -> tuple[Client, Callable[[], None]]:
+        from app.booking import BookingError, book_slot, free_slots
+        from app.db import unit_of_work
+        from app.extensions import db
+        from models import Patient
+
+        app = race_app(url, storage, pool)
+
+        def client(i: int, wait: Callable[[], None]) -> Result:
+            rng = random.Random(i)
+            attempts = refused = 0
+            with app.test_request_context():
+                try:
+                    patient = db.session.get(Patient, patient_ids[i])
+                    # With fewer connections than clients, no one may hold one across the wait.
+                    db.session.commit()
+                    wait()
+                    while True:
+                        # What the booking page reads (its listing query), as a browser would.
+                        free = [s.public_id for s in free_slots()]
+                        if not free:
+                            return 0, attempts, refused, None
+                        attempts += 1
+                        try:
+                            with unit_of_work():
+                                book_slot(patient, rng.choice(free), question="", document_ids=())
+                            return 1, attempts, refused, None
+                        except BookingError:
+                            refused += 1
+                except Exception as exc:  # reported, never hidden
+                    return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
+                finally:
+                    db.session.remove()
+
+        def done() -> None:
+            with app.app_context():
+                db.engine.dispose()
+
+        return client, done
+
+    seconds, results = run_clients(
+        len(patient_ids), setup, processes=processes, connections=connections
+    )
+    return _figures("book_slot() (service)", seconds, results)
+
+
+def baseline_run(url: str, clients: int, slots: int, *, processes: int, connections: int):
+    admin = create_engine(url)
+    with admin.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS slot_claim"))
         conn.execute(text("CREATE TABLE slot_claim (id INTEGER PRIMARY KEY, taken_by INTEGER)"))
         conn.execute(
             text("INSERT INTO slot_claim (id, taken_by) VALUES (:id, NULL)"),
             [{"id": n} for n in range(1, slots + 1)],
         )
-    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+    admin.dispose()  # no connection of the parent crosses a fork
 
-    def client(i: int, barrier: threading.Barrier) -> tuple[int, int, int, str | None]:
-        rng = random.Random(i)
-        attempts = refused = 0
-        try:
-            barrier.wait()
-            while True:
-                # A connection per statement, as the service's sessions get one per transaction.
-                with auto.connect() as conn:
-                    free = (
-                        conn.execute(text("SELECT id FROM slot_claim WHERE taken_by IS NULL"))
-                        .scalars()
-                        .all()
-                    )
-                if not free:
-                    return 0, attempts, refused, None
-                attempts += 1
-                with auto.connect() as conn:
-                    claimed = conn.execute(
-                        text(
-                            "UPDATE slot_claim SET taken_by = :c "
-                            "WHERE id = :id AND taken_by IS NULL"
-                        ),
-                        {"c": i, "id": rng.choice(free)},
-                    ).rowcount
-                if claimed == 1:
-                    return 1, attempts, refused, None
-                refused += 1
-        except Exception as exc:
-            return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
+    def setup(pool: int) -> tuple[Client, Callable[[], None]]:
+        engine = create_engine(url, pool_size=pool, max_overflow=0, pool_timeout=120)
+        auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    seconds, results = run_clients(clients, client)
-    with engine.connect() as conn:
+        def client(i: int, wait: Callable[[], None]) -> Result:
+            rng = random.Random(i)
+            attempts = refused = 0
+            try:
+                wait()
+                while True:
+                    # A connection per statement, as the service's sessions get one per
+                    # transaction.
+                    with auto.connect() as conn:
+                        free = (
+                            conn.execute(text("SELECT id FROM slot_claim WHERE taken_by IS NULL"))
+                            .scalars()
+                            .all()
+                        )
+                    if not free:
+                        return 0, attempts, refused, None
+                    attempts += 1
+                    with auto.connect() as conn:
+                        claimed = conn.execute(
+                            text(
+                                "UPDATE slot_claim SET taken_by = :c "
+                                "WHERE id = :id AND taken_by IS NULL"
+                            ),
+                            {"c": i, "id": rng.choice(free)},
+                        ).rowcount
+                    if claimed == 1:
+                        return 1, attempts, refused, None
+                    refused += 1
+            except Exception as exc:
+                return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
+
+        return client, engine.dispose
+
+    seconds, results = run_clients(clients, setup, processes=processes, connections=connections)
+    figures = _figures("bare conditional UPDATE (baseline)", seconds, results)
+    admin = create_engine(url)
+    with admin.connect() as conn:
         doubled = conn.execute(
             text(
                 "SELECT taken_by FROM slot_claim WHERE taken_by IS NOT NULL "
@@ -271,14 +364,7 @@ def baseline_run(engine: Engine, clients: int, slots: int) -> RunFigures:
         ).all()
         conn.execute(text("DROP TABLE slot_claim"))
         conn.commit()
-    figures = RunFigures(
-        "bare conditional UPDATE (baseline)",
-        seconds,
-        sum(r[0] for r in results),
-        sum(r[1] for r in results),
-        sum(r[2] for r in results),
-        [r[3] for r in results if r[3]],
-    )
+    admin.dispose()
     if doubled:
         figures.errors.append(f"baseline: {len(doubled)} clients claimed two slots")
     return figures
@@ -329,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
     parser.add_argument("--slots", type=int, default=DEFAULT_SLOTS)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        help="client processes (the clients are split across them as threads), both sides",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
@@ -339,18 +431,22 @@ def main(argv: list[str] | None = None) -> int:
         pool = connection_budget(url, args.clients)
         note = "" if pool >= args.clients else " (capped by the server's max_connections)"
         print(f"  connections: {pool} for {args.clients} clients{note}")
+        print(
+            f"  clients: {args.processes} process(es) × ~{args.clients // args.processes} "
+            "threads, the same for the service and the baseline"
+        )
         app = race_app(url, storage, pool)
         patient_ids = seed(app, args.clients, args.slots)
-
-        service = service_run(app, patient_ids)
-        problems = verify(app, args.slots)
         from app.extensions import db
 
         with app.app_context():
+            db.engine.dispose()  # the clients bring their own connections (and processes)
+        harness = {"processes": args.processes, "connections": pool}
+        service = service_run(url, storage, patient_ids, **harness)
+        problems = verify(app, args.slots)
+        with app.app_context():
             db.engine.dispose()  # the baseline gets the same number of connections
-        engine = create_engine(url, pool_size=pool, max_overflow=0, pool_timeout=120)
-        baseline = baseline_run(engine, args.clients, args.slots)
-        engine.dispose()
+        baseline = baseline_run(url, args.clients, args.slots, **harness)
 
         print()
         print_run(service)
