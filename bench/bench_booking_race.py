@@ -51,6 +51,7 @@ class RunFigures:
     attempts: int
     refused: int
     errors: list[str] = field(default_factory=list)
+    cpu: float = 0.0  # the clients' own CPU seconds in the timed window (threads summed)
 
     @property
     def per_second(self) -> float:
@@ -166,22 +167,28 @@ Client = Callable[[int, Callable[[], None]], Result]
 Setup = Callable[[int], tuple[Client, Callable[[], None]]]
 
 
-def _host(indices: list[int], client: Client, barrier: Any) -> list[tuple[Result, float, float]]:
-    """Run these clients on threads of this process: (result, released at, done at) each.
+Hosted = tuple[Result, float, float, float]  # result, released at, done at, CPU seconds
 
-    The stamps are time.perf_counter(), CLOCK_MONOTONIC on Linux, comparable across processes.
+
+def _host(indices: list[int], client: Client, barrier: Any) -> list[Hosted]:
+    """Run these clients on threads of this process: (result, released at, done at, CPU) each.
+
+    The stamps are time.perf_counter(), CLOCK_MONOTONIC on Linux, comparable across processes;
+    CPU is the thread's own time after its release (time.thread_time()), which, unlike the
+    wall clock, other load on the machine hardly changes.
     """
-    out: list[tuple[Result, float, float]] = [((0, 0, 0, None), 0.0, 0.0)] * len(indices)
+    out: list[Hosted] = [((0, 0, 0, None), 0.0, 0.0, 0.0)] * len(indices)
 
     def target(k: int) -> None:
-        released = [0.0]
+        released = [0.0, 0.0]
 
         def wait() -> None:
             barrier.wait()
-            released[0] = time.perf_counter()
+            released[:] = [time.perf_counter(), time.thread_time()]
 
         result = client(indices[k], wait)
-        out[k] = (result, released[0], time.perf_counter())
+        cpu = time.thread_time() - released[1] if released[0] else 0.0
+        out[k] = (result, released[0], time.perf_counter(), cpu)
 
     threads = [threading.Thread(target=target, args=(k,)) for k in range(len(indices))]
     for t in threads:
@@ -197,7 +204,7 @@ def _child(indices, setup: Setup, pool: int, barrier: Any, queue: Any) -> None:
     except Exception as exc:  # reported by every client of this process, never hidden
         error = f"setup: {type(exc).__name__}: {exc}"[:300]
         barrier.abort()
-        queue.put([((0, 0, 0, error), 0.0, 0.0)] * len(indices))
+        queue.put([((0, 0, 0, error), 0.0, 0.0, 0.0)] * len(indices))
         return
     try:
         queue.put(_host(indices, client, barrier))
@@ -207,9 +214,10 @@ def _child(indices, setup: Setup, pool: int, barrier: Any, queue: Any) -> None:
 
 def run_clients(
     n: int, setup: Setup, *, processes: int, connections: int
-) -> tuple[float, list[Result]]:
+) -> tuple[float, list[Result], float]:
     """n clients, as threads of `processes` processes (one: this process), sharing
-    `connections` connections; returns the timed seconds and each client's result.
+    `connections` connections; returns the timed seconds, each client's result and the
+    clients' CPU seconds.
 
     The clock starts when the barrier releases the clients (the first release stamp; they are
     all released together) and stops when the last client is done: process and thread start-up
@@ -239,12 +247,14 @@ def run_clients(
             child.join()
     results = [h[0] for h in hosted]
     released = [h[1] for h in hosted if h[1]]
+    cpu = sum(h[3] for h in hosted)
     if len(released) < n:  # the barrier never released (a client failed before it)
-        return 0.0, results
-    return max(h[2] for h in hosted) - min(released), results
+        return 0.0, results, cpu
+    return max(h[2] for h in hosted) - min(released), results, cpu
 
 
-def _figures(label: str, seconds: float, results: list[Result]) -> RunFigures:
+def _figures(label: str, timed: tuple[float, list[Result], float]) -> RunFigures:
+    seconds, results, cpu = timed
     return RunFigures(
         label,
         seconds,
@@ -252,6 +262,7 @@ def _figures(label: str, seconds: float, results: list[Result]) -> RunFigures:
         sum(r[1] for r in results),
         sum(r[2] for r in results),
         [r[3] for r in results if r[3]],
+        cpu,
     )
 
 
@@ -298,10 +309,8 @@ def service_run(
 
         return client, done
 
-    seconds, results = run_clients(
-        len(patient_ids), setup, processes=processes, connections=connections
-    )
-    return _figures("book_slot() (service)", seconds, results)
+    timed = run_clients(len(patient_ids), setup, processes=processes, connections=connections)
+    return _figures("book_slot() (service)", timed)
 
 
 def baseline_run(url: str, clients: int, slots: int, *, processes: int, connections: int):
@@ -352,8 +361,8 @@ def baseline_run(url: str, clients: int, slots: int, *, processes: int, connecti
 
         return client, engine.dispose
 
-    seconds, results = run_clients(clients, setup, processes=processes, connections=connections)
-    figures = _figures("bare conditional UPDATE (baseline)", seconds, results)
+    timed = run_clients(clients, setup, processes=processes, connections=connections)
+    figures = _figures("bare conditional UPDATE (baseline)", timed)
     admin = create_engine(url)
     with admin.connect() as conn:
         doubled = conn.execute(
@@ -405,6 +414,8 @@ def print_run(f: RunFigures) -> None:
         f"  {f.label:<36} {f.bookings:>4} bookings in {f.seconds:6.2f} s  "
         f"{f.per_second:8.1f} bookings/s  {f.attempts:>5} attempts, {f.refused:>5} refused"
     )
+    per_attempt = f.cpu / f.attempts * 1000 if f.attempts else 0.0
+    print(f"  {'':<36} clients' CPU {f.cpu:5.2f} s, {per_attempt:4.1f} ms an attempt")
     for error in f.errors[:5]:
         print(f"      error: {error}")
     if len(f.errors) > 5:
