@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import secrets
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,11 +51,33 @@ def _database_url() -> str:
     return url
 
 
+class SQLiteConnection(sqlite3.Connection):
+    """Every connection to a SQLite file puts it in WAL mode with synchronous=NORMAL.
+
+    The web app, the worker and the media server share the file: in WAL readers never block
+    the writer nor it them, and a commit appends to the log without an fsync (NORMAL syncs at
+    checkpoints; the database stays consistent after a power loss, the last commits may be
+    lost only then, as SQLite documents). journal_mode is stored in the file, so the first
+    connection switches it; an in-memory database answers "memory" and is left as it is.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        mode = self.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() == "wal":
+            self.execute("PRAGMA synchronous=NORMAL")
+
+
+def sqlite_connect_args() -> dict:
+    """connect_args for every SQLite engine of the service (web app, media server)."""
+    # SQLite serialises writers: wait for the lock (bookings under load) instead of failing
+    # with "database is locked" after the driver's default 5 s.
+    return {"timeout": 30, "factory": SQLiteConnection}
+
+
 def _engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
-        # SQLite serialises writers: wait for the lock (bookings under load) instead of failing
-        # with "database is locked" after the driver's default 5 s.
-        return {"pool_pre_ping": True, "connect_args": {"timeout": 30}}
+        return {"pool_pre_ping": True, "connect_args": sqlite_connect_args()}
     return {"pool_pre_ping": True}
 
 

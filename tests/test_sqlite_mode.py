@@ -1,0 +1,65 @@
+"""The embedded SQLite file runs in WAL mode with synchronous=NORMAL for every process."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import config
+from media_server.store import ChatStore
+
+
+def _mode(engine) -> tuple[str, int]:
+    with engine.connect() as conn:
+        journal = conn.execute(text("PRAGMA journal_mode")).scalar()
+        synchronous = conn.execute(text("PRAGMA synchronous")).scalar()
+    return str(journal).lower(), int(synchronous)
+
+
+@pytest.fixture
+def sqlite_only(app):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite's journal mode; PostgreSQL has its own WAL")
+
+
+def test_web_app_and_media_server_share_the_file_in_wal_mode(app, sqlite_only):
+    from app.extensions import db
+
+    with app.app_context():
+        assert _mode(db.engine) == ("wal", 1)  # 1 = NORMAL
+    store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
+    try:
+        assert _mode(store.engine) == ("wal", 1)
+    finally:
+        store.close()
+
+
+def test_a_reader_does_not_block_a_writer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    options = config._engine_options(url)
+    # No waiting for a lock: in rollback-journal mode the commit below would fail at once.
+    options["connect_args"] = {**options["connect_args"], "timeout": 0}
+    engine = create_engine(url, **options)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT)"))
+            conn.execute(text("INSERT INTO note (body) VALUES ('first')"))
+        with engine.connect() as reader:
+            reader.exec_driver_sql("BEGIN")
+            assert reader.execute(text("SELECT count(*) FROM note")).scalar() == 1
+            with engine.begin() as writer:
+                writer.execute(text("INSERT INTO note (body) VALUES ('second')"))
+            # The reader keeps its snapshot until its transaction ends.
+            assert reader.execute(text("SELECT count(*) FROM note")).scalar() == 1
+            reader.exec_driver_sql("COMMIT")
+            assert reader.execute(text("SELECT count(*) FROM note")).scalar() == 2
+    finally:
+        engine.dispose()
+
+
+def test_an_in_memory_database_is_left_as_it_is():
+    engine = create_engine("sqlite://", **config._engine_options("sqlite://"))
+    try:
+        assert _mode(engine)[0] == "memory"
+    finally:
+        engine.dispose()
