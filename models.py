@@ -19,6 +19,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -576,13 +577,22 @@ class ChatMessage(Model):
     consultation_id: Mapped[int] = mapped_column(
         ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False
     )
-    author_id: Mapped[int] = mapped_column(ForeignKey("ab_user.id"), nullable=False)
+    # The author is an account, or (an invited guest has none) the invite the guest came by:
+    # exactly one of the two, so a message is never stored under someone else's name.
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("ab_user.id"), nullable=True)
+    invite_id: Mapped[int | None] = mapped_column(
+        ForeignKey("media_invite.id", name="fk_chat_message_invite_id"), nullable=True
+    )
     body: Mapped[str] = mapped_column(Text, nullable=False)
     client_msg_id: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (
         UniqueConstraint("author_id", "client_msg_id", name="uq_chat_message_client_id"),
+        UniqueConstraint("invite_id", "client_msg_id", name="uq_chat_message_invite_client_id"),
+        CheckConstraint(
+            "(author_id IS NULL) <> (invite_id IS NULL)", name="ck_chat_message_one_author"
+        ),
         Index("ix_chat_message_consultation", "consultation_id", "id"),
     )
 

@@ -13,7 +13,9 @@ every rule about *who* may enter *which* room and *when* lives in this module:
 `media` (may enter the video room now): the consultation is scheduled or in progress and now is
 between MEDIA_ROOM_OPENS_MINUTES before its start and ROOM_GRACE after its end.
 `chat` (may write now): a duty booking that is scheduled (the patient may ask the duty doctor
-beforehand, as the service promises), or any consultation in progress.
+beforehand, as the service promises), or any consultation in progress; for a guest only the
+latter ("during the consultation all participants chat"), and the media server lets a guest
+write only once the doctor has admitted them to the call.
 
 Services here never touch request, g or flash: the acting user and the moment come in as
 arguments; refusals are DomainErrors with a translatable message; nothing commits.
@@ -31,7 +33,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -263,7 +265,7 @@ def connect_sources(config: Mapping, *, scheme: str, host: str) -> str:
 class ChatLine:
     id: int
     client_msg_id: str
-    author_id: int
+    author_id: int | None  # None: an invited guest wrote it (see invite_id)
     author_name: str
     author_role: str
     body: str
@@ -271,15 +273,27 @@ class ChatLine:
     own: bool
 
 
+def _author_role(msg: ChatMessage, patient_user_id: int | None) -> str:
+    if msg.author_id is None:
+        return "guest"
+    return "patient" if msg.author_id == patient_user_id else "doctor"
+
+
 def chat_history(
-    c: Consultation, *, viewer_id: int | None, limit: int = HISTORY_LIMIT
+    c: Consultation,
+    *,
+    viewer_id: int | None,
+    viewer_invite_id: int | None = None,
+    limit: int = HISTORY_LIMIT,
 ) -> list[ChatLine]:
     """The latest `limit` messages, oldest first (one query). The author's name is the account's
-    name and the role is `patient` for the consultation's patient, else `doctor`: the same as the
-    media server sends live (docs/media-contract.md), so a page never shows one person twice."""
+    name (a guest's: the name on the invite) and the role is `patient` for the consultation's
+    patient, `guest` for an invited guest, else `doctor`: the same as the media server sends
+    live (docs/media-contract.md), so a page never shows one person twice."""
     stmt = (
-        select(ChatMessage, OblakoUser.first_name, OblakoUser.last_name)
-        .join(OblakoUser, OblakoUser.id == ChatMessage.author_id)
+        select(ChatMessage, OblakoUser.first_name, OblakoUser.last_name, MediaInvite.guest_name)
+        .outerjoin(OblakoUser, OblakoUser.id == ChatMessage.author_id)
+        .outerjoin(MediaInvite, MediaInvite.id == ChatMessage.invite_id)
         .where(ChatMessage.consultation_id == c.id)
         .order_by(ChatMessage.id.desc())
         .limit(limit)
@@ -290,13 +304,17 @@ def chat_history(
             id=msg.id,
             client_msg_id=msg.client_msg_id,
             author_id=msg.author_id,
-            author_name=" ".join(x for x in (first, last) if x),
-            author_role="patient" if msg.author_id == patient_user_id else "doctor",
+            author_name=(
+                guest_name if msg.author_id is None else " ".join(x for x in (first, last) if x)
+            )
+            or "",
+            author_role=_author_role(msg, patient_user_id),
             body=msg.body,
             created_at=msg.created_at,
-            own=viewer_id is not None and msg.author_id == viewer_id,
+            own=(viewer_id is not None and msg.author_id == viewer_id)
+            or (viewer_invite_id is not None and msg.invite_id == viewer_invite_id),
         )
-        for msg, first, last in db.session.execute(stmt)
+        for msg, first, last, guest_name in db.session.execute(stmt)
     ]
     lines.reverse()
     return lines
@@ -318,7 +336,8 @@ def unread_counts(user_id: int, consultation_ids: Iterable[int]) -> dict[int, in
         )
         .where(
             ChatMessage.consultation_id.in_(ids),
-            ChatMessage.author_id != user_id,
+            # A guest's line has no author account: it is someone else's, so it counts.
+            or_(ChatMessage.author_id.is_(None), ChatMessage.author_id != user_id),
             ChatMessage.id > func.coalesce(ChatRead.last_read_id, 0),
         )
         .group_by(ChatMessage.consultation_id)
@@ -522,14 +541,15 @@ def guest_participation(invite_id: int | None, *, now: datetime | None = None) -
     c = db.session.get(Consultation, invite.consultation_id)
     if c is None or c.status not in ROOM_STATUSES:
         raise InviteUnavailable(_l("The consultation is over."))
-    # Guests have no account: the chat stores each message under its author's account, so a
-    # guest reads the chat but writes nothing (the doctor relays what is needed).
+    # Guests have no account: their messages are stored under the invite (chat_message.
+    # invite_id). They write during the consultation only, not before (unlike a duty booking's
+    # patient), and the media server also wants them admitted to the call.
     return Participation(
         c,
         "guest",
         None,
         invite.guest_name,
         media_open(c, now),
-        False,
+        c.status == ConsultationStatus.IN_PROGRESS,
         invite_id=invite.id,
     )

@@ -23,6 +23,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from sqlalchemy.orm import sessionmaker
 
 from media_server.auth import Claims, TokenRejected, verify_join_token
+from media_server.guest_chat import guest_history, merge_history, send_guest
 from media_server.limits import BadRequest, FloodGate, TokenBucket, int_field, text_field
 from media_server.peers import PeerIdentity, RelayHub, register_peer_events
 from media_server.rooms import (
@@ -35,7 +36,7 @@ from media_server.rooms import (
     Rooms,
     public,
 )
-from media_server.store import ChatStore, ChatWriter, ConsultationInfo, SendItem
+from media_server.store import HISTORY_LIMIT, ChatStore, ChatWriter, ConsultationInfo, SendItem
 
 log = logging.getLogger("media_server")
 
@@ -280,9 +281,7 @@ class MediaServer:
         if isinstance(last_seen, bool) or not isinstance(last_seen, int) or last_seen < 0:
             last_seen = 0
         # One trip to the database thread: the consultation, the author's name, the history.
-        joined = await self.store.run(
-            self.store.join, claims.consultation_id, claims.user_id, last_seen
-        )
+        joined = await self.store.run(self._join, claims, last_seen)
         # cid and cpub are signed together; a mismatch means a token minted wrongly or for a
         # consultation that no longer exists: never guess which room was meant.
         if joined is None or joined[0].public_id != claims.consultation_public_id:
@@ -315,6 +314,18 @@ class MediaServer:
         task = asyncio.get_running_loop().create_task(self._welcome(conn, history))
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
+
+    def _join(
+        self, claims: Claims, last_seen: int
+    ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
+        """store.join, plus the invited guests' messages in the history (they have no account,
+        so the store's history, joined on the author's account, does not see them)."""
+        joined = self.store.join(claims.consultation_id, claims.user_id, last_seen)
+        if joined is None:
+            return None
+        info, name, history = joined
+        guests = guest_history(self.store.engine, info, last_seen, HISTORY_LIMIT)
+        return info, name, merge_history(history, guests, HISTORY_LIMIT)
 
     async def _welcome(self, conn: Conn, history: list[dict[str, Any]]) -> None:
         await asyncio.sleep(0)
@@ -363,10 +374,16 @@ class MediaServer:
             raise BadRequest("body")
         if len(body) > MAX_BODY:
             return _fail("too_long")
-        if conn.claims.user_id is None:
-            return _fail("forbidden")  # guests read the chat but do not write (contract)
-        if not conn.claims.chat:
+        claims = conn.claims
+        if not claims.chat:
             return _fail("chat_closed")
+        if claims.user_id is None:
+            if claims.invite_id is None:
+                return _fail("forbidden")
+            # A guest writes only once the doctor has let them into the call.
+            me = await self.rooms.get(conn.room, conn.sid)
+            if me is None or me["state"] != ADMITTED:
+                return _fail("not_admitted")
         if not conn.chat_bucket.take():
             return _fail("rate_limited")
         # One send at a time per room in this process: ids are assigned and broadcast in the
@@ -376,15 +393,26 @@ class MediaServer:
             lock = self._room_locks[conn.room] = asyncio.Lock()
         async with lock:
             try:
-                result = await self.writer.send(
-                    SendItem(
-                        info=conn.info,
-                        author_id=conn.claims.user_id,
-                        author_name=conn.author_name,
-                        client_msg_id=client_msg_id,
-                        body=body,
+                if claims.user_id is None:
+                    result = await self.store.run(
+                        lambda: send_guest(
+                            self.store.engine,
+                            conn.info,
+                            invite_id=claims.invite_id,
+                            client_msg_id=client_msg_id,
+                            body=body,
+                        )
                     )
-                )
+                else:
+                    result = await self.writer.send(
+                        SendItem(
+                            info=conn.info,
+                            author_id=claims.user_id,
+                            author_name=conn.author_name,
+                            client_msg_id=client_msg_id,
+                            body=body,
+                        )
+                    )
             except Exception:
                 log.exception("chat.send failed")
                 return _fail("server_error")

@@ -106,6 +106,7 @@ def error_texts() -> dict[str, str]:
             "The chat is closed: you can write to the doctor during the consultation "
             "(and before it, for a duty doctor's appointment)."
         ),
+        "not_admitted": _("You can write in the chat once the doctor lets you into the call."),
         "too_long": _("The message is too long: at most 2000 characters."),
         "rate_limited": _("You are sending messages too fast. Wait a few seconds."),
         "room_closed": _("The consultation room is closed: it opens 15 minutes before the start."),
@@ -160,7 +161,7 @@ def media_base_url() -> str:
 
 
 def history_lines(p: svc.Participation) -> list[svc.ChatLine]:
-    return svc.chat_history(p.consultation, viewer_id=p.user_id)
+    return svc.chat_history(p.consultation, viewer_id=p.user_id, viewer_invite_id=p.invite_id)
 
 
 def mark_history_read(p: svc.Participation, lines: list[svc.ChatLine]) -> None:

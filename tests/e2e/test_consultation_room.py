@@ -278,6 +278,10 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
     browser,
     live_server: LiveServer,
 ) -> None:
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import ChatMessage
     from tests.e2e.conftest import DEFAULT_TIMEOUT_MS
     from tests.e2e.test_consultation_pathways import DESKTOP
 
@@ -317,6 +321,35 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
         expect(patient.locator("#remote-videos video")).to_have_count(2, timeout=30_000)
         wait_for_frames(guest, 10, timeout_ms=40_000)
         wait_for_frames(patient, 10, timeout_ms=40_000)
+
+        # The doctor starts the consultation: now everyone chats, the guest too (its socket
+        # was opened before the start: the page fetches a fresh grant and resends by itself).
+        doctor.locator("#btn-start").click()
+        expect(doctor.locator("#btn-end")).to_be_visible(timeout=15_000)
+        guest.locator("#chat-input").fill("Перевожу: пациентка спрашивает о таблетках.")
+        guest.locator("#chat-send").click()
+        for page in (doctor, patient):
+            line = page.locator("#chat-messages .chat-message").last
+            expect(line.locator(".chat-body")).to_have_text(
+                "Перевожу: пациентка спрашивает о таблетках.", timeout=20_000
+            )
+            expect(line.locator(".chat-author")).to_have_text("Анна Переводчикова")
+        doctor.locator("#chat-input").fill("Принимать утром, после еды.")
+        doctor.locator("#chat-send").click()
+        expect(guest.locator("#chat-messages .chat-body").last).to_have_text(
+            "Принимать утром, после еды.", timeout=20_000
+        )
+        expect(guest.locator("#chat-messages .chat-message.pending")).to_have_count(0)
+        with app.app_context():
+            rows = db.session.execute(
+                select(ChatMessage.author_id, ChatMessage.invite_id, ChatMessage.body)
+                .where(ChatMessage.consultation_id == w.consultation_id)
+                .order_by(ChatMessage.id)
+            ).all()
+        assert [(r.author_id is None, r.invite_id is not None, r.body) for r in rows] == [
+            (True, True, "Перевожу: пациентка спрашивает о таблетках."),
+            (False, False, "Принимать утром, после еды."),
+        ]
 
         # The link worked once: a second visitor gets nothing.
         second = context.new_page()

@@ -4,11 +4,14 @@ the consultation's status in the database."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
+from datetime import timedelta
 
 import pytest
 
 from tests.media.conftest import chat_rows, set_status
-from tests.media_fixtures import MediaClient, run
+from tests.media_fixtures import MediaClient, refused_code, run
 
 
 def pair(server, room, *, patient_chat: bool = True):
@@ -194,11 +197,223 @@ def test_token_without_chat_claim_cannot_write(app, media_server, make_room):
     assert run(scenario()) == {"ok": False, "error": "chat_closed"}
 
 
-def test_guest_reads_but_does_not_write(app, media_server, make_room):
+def make_invite(app, consultation_id: int, created_by: int, *, name: str = "Анна Переводчикова"):
+    from app.extensions import db
+    from models import MediaInvite, utcnow
+
+    with app.app_context():
+        invite = MediaInvite(
+            consultation_id=consultation_id,
+            token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
+            guest_name=name,
+            guest_role="interpreter",
+            created_by_id=created_by,
+            expires_at=utcnow() + timedelta(hours=1),
+            used_at=utcnow(),
+        )
+        db.session.add(invite)
+        db.session.commit()
+        return invite.id
+
+
+def guest_client(server, room, invite_id: int, *, name: str = "Анна Переводчикова"):
+    return MediaClient(
+        server.url,
+        lambda: server.token(
+            room.consultation_id, None, "guest", invite_id=invite_id, name=name, chat=True
+        ),
+    )
+
+
+async def admit(doctor: MediaClient, client: MediaClient) -> None:
+    await doctor.call("room.enter", {})
+    assert (await client.call("room.enter", {}))["state"] == "waiting"
+    await doctor.wait_for(
+        lambda: any(
+            p["sid"] == client.sid and p["state"] == "waiting"
+            for p in doctor.got("room.state")[-1]["participants"]
+        )
+    )
+    assert await doctor.call("room.admit", {"sid": client.sid}) == {"ok": True}
+    await client.wait_for(lambda: client.got("room.admitted"))
+
+
+def test_admitted_guest_writes_under_the_invites_name(app, media_server, make_room):
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import ChatMessage
+
+    room = make_room(kind="centre_request", status="in_progress")
+    invite = make_invite(app, room.consultation_id, room.doctor_user_id)
+    guest = guest_client(media_server, room, invite)
+    patient, doctor = pair(media_server, room)
+    late = MediaClient(
+        media_server.url,
+        lambda: media_server.token(room.consultation_id, room.patient_user_id, "patient"),
+    )
+
+    async def scenario():
+        await guest.connect()
+        await patient.connect()
+        await doctor.connect()
+        waiting = await guest.call("chat.send", {"client_msg_id": "g-0", "body": "Можно?"})
+        await admit(doctor, guest)
+        first = await patient.call("chat.send", {"client_msg_id": "p-1", "body": "Здравствуйте"})
+        ack = await guest.call("chat.send", {"client_msg_id": "g-1", "body": "Перевожу: <i>да</i>"})
+        again = await guest.call(
+            "chat.send", {"client_msg_id": "g-1", "body": "Перевожу: <i>да</i>"}
+        )
+        last = await doctor.call("chat.send", {"client_msg_id": "d-1", "body": "Продолжим"})
+        await patient.wait_for(lambda: len(patient.got("chat.message")) == 3)
+        await doctor.wait_for(lambda: len(doctor.got("chat.message")) == 3)
+        await patient.quiet()
+        await late.connect()  # a page opened later gets the guest's line in the history
+        for c in (guest, patient, doctor, late):
+            await c.close()
+        return waiting, first, ack, again, last
+
+    waiting, first, ack, again, last = run(scenario())
+    assert waiting == {"ok": False, "error": "not_admitted"}
+    assert ack["ok"] and again == ack  # a resend is stored and broadcast once
+    msg = ack["message"]
+    assert msg["author_id"] is None
+    assert msg["author_role"] == "guest"
+    assert msg["author_name"] == "Анна Переводчикова"
+    assert msg["body"] == "Перевожу: <i>да</i>"
+    assert first["message"]["id"] < msg["id"] < last["message"]["id"]
+    assert [m["body"] for m in patient.got("chat.message")] == [
+        "Здравствуйте",
+        "Перевожу: <i>да</i>",
+        "Продолжим",
+    ]
+    assert msg in doctor.got("chat.message")
+    history = late.got("chat.history")[0]["messages"]
+    assert [(m["author_role"], m["body"]) for m in history] == [
+        ("patient", "Здравствуйте"),
+        ("guest", "Перевожу: <i>да</i>"),
+        ("doctor", "Продолжим"),
+    ]
+    assert history[1] == msg
+    with app.app_context():
+        rows = db.session.execute(
+            select(ChatMessage.author_id, ChatMessage.invite_id, ChatMessage.body).where(
+                ChatMessage.consultation_id == room.consultation_id,
+                ChatMessage.invite_id.is_not(None),
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(None, invite, "Перевожу: <i>да</i>")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("duty", "scheduled"),  # a duty booking's patient may write before: a guest may not
+        ("centre_request", "scheduled"),
+        ("duty", "completed"),
+    ],
+)
+def test_guest_writes_only_during_the_consultation(app, media_server, make_room, kind, status):
+    """The token says the guest may write; the database says the consultation is not on."""
+    room = make_room(kind=kind, status="in_progress")
+    invite = make_invite(app, room.consultation_id, room.doctor_user_id)
+    guest = guest_client(media_server, room, invite)
+    _, doctor = pair(media_server, room)
+
+    async def scenario():
+        await guest.connect()
+        await doctor.connect()
+        await admit(doctor, guest)
+        set_status(app, room.consultation_id, status)
+        ack = await guest.call("chat.send", {"client_msg_id": "g", "body": "hello"})
+        await guest.close()
+        await doctor.close()
+        return ack
+
+    assert run(scenario()) == {"ok": False, "error": "chat_closed"}
+    assert chat_rows(app, room.consultation_id) == []
+
+
+def test_guest_of_a_revoked_or_foreign_invite_cannot_write(app, media_server, make_room):
+    from app.extensions import db
+    from models import MediaInvite, utcnow
+
+    room = make_room(kind="centre_request", status="in_progress")
+    other = make_room(kind="centre_request", status="in_progress")
+    revoked = make_invite(app, room.consultation_id, room.doctor_user_id)
+    foreign = make_invite(app, other.consultation_id, other.doctor_user_id)
+    with app.app_context():
+        db.session.get(MediaInvite, revoked).revoked_at = utcnow()
+        db.session.commit()
+    guests = [guest_client(media_server, room, i) for i in (revoked, foreign)]
+    _, doctor = pair(media_server, room)
+
+    async def scenario():
+        await doctor.connect()
+        acks = []
+        for guest in guests:
+            await guest.connect()
+            await admit(doctor, guest)
+            acks.append(await guest.call("chat.send", {"client_msg_id": "g", "body": "hi"}))
+            await guest.close()
+        await doctor.quiet()
+        await doctor.close()
+        return acks
+
+    assert run(scenario()) == [{"ok": False, "error": "chat_closed"}] * 2
+    assert chat_rows(app, room.consultation_id) == []
+    assert not doctor.got("chat.message")
+
+
+def test_patient_of_another_consultation_cannot_write_into_this_one(app, media_server, make_room):
+    """The room comes from the token: a patient's message goes to their own consultation only,
+    and a token naming this consultation's id with another's public id is refused."""
+    room = make_room(kind="centre_request", status="in_progress")
+    other = make_room(kind="centre_request", status="in_progress")
+    _, doctor = pair(media_server, room)
+    stranger = MediaClient(
+        media_server.url,
+        lambda: media_server.token(other.consultation_id, other.patient_user_id, "patient"),
+    )
+
+    async def scenario():
+        await doctor.connect()
+        await stranger.connect()
+        ack = await stranger.call("chat.send", {"client_msg_id": "s", "body": "не туда"})
+        await doctor.quiet()
+        from app.extensions import db
+        from models import Consultation
+
+        with app.app_context():
+            other_public = db.session.get(Consultation, other.consultation_id).public_id
+        forged = await refused_code(
+            media_server.url,
+            {
+                "token": media_server.token(
+                    room.consultation_id,
+                    other.patient_user_id,
+                    "patient",
+                    public_id=other_public,
+                )
+            },
+        )
+        await stranger.close()
+        await doctor.close()
+        return ack, forged
+
+    ack, forged = run(scenario())
+    assert ack["ok"]  # stored in the stranger's own consultation
+    assert forged == "token_invalid"
+    assert not doctor.got("chat.message")
+    assert chat_rows(app, room.consultation_id) == []
+    assert [r[2] for r in chat_rows(app, other.consultation_id)] == ["не туда"]
+
+
+def test_guest_without_an_invite_cannot_write(app, media_server, make_room):
     room = make_room()
     guest = MediaClient(
         media_server.url,
-        lambda: media_server.token(room.consultation_id, None, "guest", invite_id=7, name="Гость"),
+        lambda: media_server.token(room.consultation_id, None, "guest", name="Гость"),
     )
     patient, _ = pair(media_server, room)
 

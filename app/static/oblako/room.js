@@ -418,6 +418,14 @@
       if (ack.error === "timeout" || ack.error === "disconnected") {
         return; // resent after the reconnect or by the retry timer
       }
+      if (ack.error === "not_admitted" && room.wantRoom) {
+        // A guest waiting to be let into the call: sent once the doctor admits them.
+        chatFail(E.not_admitted);
+        setTimeout(function () {
+          sendPending(clientId);
+        }, 3000);
+        return;
+      }
       if (ack.error === "rate_limited" || ack.error === "server_error") {
         chatFail(E[ack.error] || E.unknown);
         setTimeout(function () {
@@ -656,6 +664,7 @@
     if (mine) {
       room.state = mine.state;
     }
+    show($("chat-guest-hint"), room.state !== "admitted");
     if (!ROOM) {
       return;
     }

@@ -1,0 +1,179 @@
+"""Chat messages written by an invited guest (a colleague, an interpreter, a relative).
+
+A guest has no account: the message's author is the invite the guest came by
+(`chat_message.invite_id`, `author_id` NULL), and its name is the invite's `guest_name`. A guest
+writes only while the consultation is in progress and the invite still stands — decided here in
+the database, in the same transaction as the insert, like the patients' and doctors' messages in
+store.py; that the guest is admitted to the call is the server's check (room state).
+
+Kept beside store.py rather than in it: the guests' messages are few, and the hot path of the
+chat (store.ChatWriter's group commit) stays untouched by them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from media_server.store import ConsultationInfo, SendResult, _iso
+from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite
+
+_msg = ChatMessage.__table__
+_cons = Consultation.__table__
+_invite = MediaInvite.__table__
+
+
+def guest_message(
+    *,
+    id: int,
+    client_msg_id: str,
+    author_name: str,
+    body: str,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The contract's Message for a guest's line: no account id, role `guest`."""
+    return {
+        "id": id,
+        "client_msg_id": client_msg_id,
+        "author_id": None,
+        "author_name": author_name,
+        "author_role": "guest",
+        "body": body,
+        "created_at": _iso(created_at),
+    }
+
+
+def send_guest(
+    engine: Engine,
+    info: ConsultationInfo,
+    *,
+    invite_id: int,
+    client_msg_id: str,
+    body: str,
+) -> SendResult:
+    """Store a guest's message once per (invite, client_msg_id). `closed` when the consultation
+    is not in progress or the invite was revoked or has expired."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        status_q = select(_cons.c.status).where(_cons.c.id == info.id)
+        if engine.dialect.name == "postgresql":
+            status_q = status_q.with_for_update(read=True)  # as store.send_batch: no race
+        status = conn.execute(status_q).scalar()
+        invite = conn.execute(
+            select(_invite.c.guest_name, _invite.c.revoked_at, _invite.c.expires_at).where(
+                _invite.c.id == invite_id, _invite.c.consultation_id == info.id
+            )
+        ).first()
+        name = invite.guest_name if invite else ""
+        existing = _existing(conn, invite_id, client_msg_id)
+        if existing is not None:  # a resend: acked with the stored message, even after closing
+            if existing.consultation_id != info.id:
+                return SendResult("conflict")
+            return SendResult(
+                "duplicate",
+                guest_message(
+                    id=existing.id,
+                    client_msg_id=client_msg_id,
+                    author_name=name,
+                    body=existing.body,
+                    created_at=existing.created_at,
+                ),
+            )
+        expires_at = invite.expires_at if invite else None
+        if expires_at is not None and expires_at.tzinfo is None:  # SQLite keeps no offset
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if (
+            status != ConsultationStatus.IN_PROGRESS
+            or invite is None
+            or invite.revoked_at is not None
+            or expires_at is None
+            or expires_at <= now
+        ):
+            return SendResult("closed")
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = (
+            insert(_msg)
+            .values(
+                public_id=uuid.uuid4(),
+                consultation_id=info.id,
+                author_id=None,
+                invite_id=invite_id,
+                body=body,
+                client_msg_id=client_msg_id,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["invite_id", "client_msg_id"])
+            .returning(_msg.c.id)
+        )
+        new_id = conn.execute(stmt).scalar()
+        if new_id is None:  # the same resend raced this one in: answer with the stored row
+            row = _existing(conn, invite_id, client_msg_id)
+            return SendResult(
+                "duplicate",
+                guest_message(
+                    id=row.id,
+                    client_msg_id=client_msg_id,
+                    author_name=name,
+                    body=row.body,
+                    created_at=row.created_at,
+                ),
+            )
+    return SendResult(
+        "stored",
+        guest_message(
+            id=new_id, client_msg_id=client_msg_id, author_name=name, body=body, created_at=now
+        ),
+    )
+
+
+def _existing(conn: Any, invite_id: int, client_msg_id: str) -> Any:
+    return conn.execute(
+        select(_msg.c.id, _msg.c.consultation_id, _msg.c.body, _msg.c.created_at).where(
+            _msg.c.invite_id == invite_id, _msg.c.client_msg_id == client_msg_id
+        )
+    ).first()
+
+
+def guest_history(
+    engine: Engine, info: ConsultationInfo, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """The guests' messages with id > after_id, oldest first, at most `limit` (the newest)."""
+    stmt = (
+        select(
+            _msg.c.id,
+            _msg.c.client_msg_id,
+            _msg.c.body,
+            _msg.c.created_at,
+            _invite.c.guest_name,
+        )
+        .join(_invite, _invite.c.id == _msg.c.invite_id)
+        .where(_msg.c.consultation_id == info.id, _msg.c.id > after_id)
+        .order_by(_msg.c.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        guest_message(
+            id=r.id,
+            client_msg_id=r.client_msg_id,
+            author_name=r.guest_name,
+            body=r.body,
+            created_at=r.created_at,
+        )
+        for r in reversed(rows)
+    ]
+
+
+def merge_history(
+    members: list[dict[str, Any]], guests: list[dict[str, Any]], limit: int
+) -> list[dict[str, Any]]:
+    """One list in id order, the newest `limit` (both inputs are already in id order)."""
+    if not guests:
+        return members
+    merged = sorted(members + guests, key=lambda m: m["id"])
+    return merged[-limit:]
