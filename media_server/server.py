@@ -46,7 +46,9 @@ MAX_CLIENT_MSG_ID = 64
 MAX_SDP = 100 * 1024
 MAX_CANDIDATE = 4 * 1024
 MAX_PARTICIPANTS = 12  # sockets per room: doctor, patient, guests, a few extra tabs
-SIGNAL_KINDS = frozenset({"offer", "answer", "candidate", "bye"})
+# "restart": the answering side lost its connection and asks the offering side (the doctor's
+# page) for a new one; the offering side notices only if its own ICE fails too.
+SIGNAL_KINDS = frozenset({"offer", "answer", "candidate", "bye", "restart"})
 CLOSED_STATUSES = frozenset({"completed", "cancelled", "rejected", "missed"})
 _LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost)(:\d{1,5})?$")
 

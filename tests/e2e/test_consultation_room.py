@@ -421,3 +421,135 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
         )
     assert recordings and all(r.size_bytes > 0 for r in recordings)
     wait_for_frames(patient, frames(patient) + 5)  # the call went on throughout
+
+
+def join_and_admit(patient: Page, doctor: Page, w: RoomWorld, live_server: LiveServer) -> None:
+    sign_in(patient, live_server, w.patient_username)
+    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
+    patient.locator("#btn-join").click()
+    sign_in(doctor, live_server, w.doctor_username)
+    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
+    doctor.locator("#btn-join").click()
+    doctor.locator("#waiting-list button.admit").click()
+
+
+PEER_IDS = "() => Object.values(window.oblakoRoom.peers).map(p => p.id)"
+
+
+def wait_for_new_call(patient: Page, doctor: Page, old_pc: str) -> None:
+    """A new peer connection (a new `pc` id) replaced `old_pc` on both sides and is up."""
+    for page in (doctor, patient):
+        page.wait_for_function(
+            f"() => {{ const ids = ({PEER_IDS})(); return ids.length === 1 && ids[0] !== "
+            f"{old_pc!r} && ['connected', 'completed'].includes("
+            "Object.values(window.oblakoRoom.peers)[0].pc.iceConnectionState); }",
+            timeout=60_000,
+        )
+
+
+def test_the_call_comes_back_by_itself_when_the_media_path_breaks(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    """The socket stays up, the media path goes: first the patient's end of the peer
+    connection, then the doctor's. Nobody clicks anything; a new peer connection is negotiated
+    and frames flow again (counted on the new connection only)."""
+    w = room_world
+    patient, doctor = phone_page, desk_page
+    join_and_admit(patient, doctor, w, live_server)
+    wait_for_frames(patient, 10)
+    wait_for_frames(doctor, 10)
+    sids = [page.evaluate("() => window.oblakoRoom.sid") for page in (patient, doctor)]
+
+    # The patient's end goes: the doctor's page sees ICE drop and offers a new connection.
+    old_pc = doctor.evaluate(PEER_IDS)[0]
+    patient.evaluate("() => window.oblakoRoom.peers.doctor.pc.close()")
+    wait_for_new_call(patient, doctor, old_pc)
+    wait_for_frames(patient, 10)
+    wait_for_frames(doctor, 10)
+
+    # The doctor's end goes: only the patient's page notices, and asks for a new connection.
+    old_pc = doctor.evaluate(PEER_IDS)[0]
+    doctor.evaluate("() => Object.values(window.oblakoRoom.peers)[0].pc.close()")
+    wait_for_new_call(patient, doctor, old_pc)
+    wait_for_frames(patient, 10)
+    wait_for_frames(doctor, 10)
+
+    # The signalling sockets never dropped: this was the media path coming back by itself.
+    assert [page.evaluate("() => window.oblakoRoom.sid") for page in (patient, doctor)] == sids
+    expect(doctor.locator("#remote-videos video")).to_have_count(1)
+    expect(patient.locator("#remote-videos video")).to_have_count(1)
+
+
+def test_a_busy_chat_never_gets_the_reader_cut_off(
+    app: Flask,
+    room_world: RoomWorld,
+    desk_page: Page,  # noqa: F811
+    live_server: LiveServer,
+    media_server,
+) -> None:
+    """55 messages arrive at once (eleven senders, five each): the reading page marks them read
+    without tripping the server's flood limit (50 events in 5 s per connection), so it keeps
+    its connection, shows every message, and its read mark reaches the newest one."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import ChatRead, Consultation, Doctor, Patient, utcnow
+    from tests.media_fixtures import MediaClient, run
+
+    w = room_world
+    with app.app_context():
+        c = db.session.get(Consultation, w.consultation_id)
+        c.status, c.started_at = "in_progress", utcnow()
+        db.session.commit()
+        patient_user = db.session.get(Patient, c.patient_id).user_id
+        doctor_user = db.session.get(Doctor, c.doctor_id).user_id
+
+    doctor = desk_page
+    sign_in(doctor, live_server, w.doctor_username)
+    doctor.goto(live_server(f"/media/room/{w.public_id}"))
+    doctor.wait_for_function("() => !!window.oblakoRoom.sid")
+    sid = doctor.evaluate("() => window.oblakoRoom.sid")
+
+    senders = [
+        MediaClient(
+            media_server.url,
+            lambda: media_server.token(w.consultation_id, patient_user, "patient"),
+        )
+        for _ in range(11)
+    ]
+
+    async def burst():
+        for sender in senders:
+            await sender.connect()
+        acks = await asyncio.gather(
+            *(
+                sender.call("chat.send", {"client_msg_id": f"busy-{i}-{j}", "body": f"#{i}-{j}"})
+                for i, sender in enumerate(senders)
+                for j in range(5)
+            )
+        )
+        for sender in senders:
+            await sender.close()
+        return acks
+
+    acks = run(burst())
+    assert all(a["ok"] for a in acks), acks
+    newest = max(a["message"]["id"] for a in acks)
+    expect(doctor.locator("#chat-messages .chat-message")).to_have_count(55, timeout=20_000)
+    doctor.wait_for_function(f"() => window.oblakoRoom.readMarked === {newest}", timeout=20_000)
+    assert doctor.evaluate("() => window.oblakoRoom.socket.connected") is True
+    assert doctor.evaluate("() => window.oblakoRoom.sid") == sid  # never cut off, never rejoined
+    expect(doctor.locator("#room-status")).to_be_hidden()
+    with app.app_context():
+        mark = db.session.execute(
+            select(ChatRead.last_read_id).where(
+                ChatRead.user_id == doctor_user, ChatRead.consultation_id == w.consultation_id
+            )
+        ).scalar()
+    assert mark == newest

@@ -18,6 +18,9 @@
   var ROOM = cfg.mode === "room";
   var ICE_GRACE_MS = 5000;
   var ACK_TIMEOUT_MS = 10000;
+  // One read mark per this delay at most, for the newest message: every event counts toward
+  // the server's flood limit (50 in 5 s), and a busy chat must never get the reader cut off.
+  var READ_DELAY_MS = 500;
 
   function $(id) {
     return document.getElementById(id);
@@ -386,16 +389,37 @@
     append(messageElement(m, own));
   }
 
+  var readTimer = null;
+  room.readMarksSent = 0; // tests read it: one mark per burst of messages, not per message
+
   function markRead() {
+    if (room.role === "guest" || readTimer) {
+      return; // guests keep no read marks; a mark is already on its way
+    }
+    readTimer = setTimeout(flushRead, READ_DELAY_MS);
+  }
+
+  function flushRead() {
+    clearTimeout(readTimer);
+    readTimer = null;
     if (document.visibilityState !== "visible" || room.role === "guest") {
-      return;
+      return; // marked when the tab is shown again
     }
     if (room.lastSeen > room.lastMarked && room.socket && room.socket.connected) {
-      room.lastMarked = room.lastSeen;
-      emit("chat.read", { up_to: room.lastSeen });
+      var upTo = room.lastSeen;
+      var before = room.lastMarked;
+      room.lastMarked = upTo;
+      room.readMarksSent += 1;
+      emit("chat.read", { up_to: upTo }).then(function (ack) {
+        if (ack.ok) {
+          room.readMarked = ack.up_to; // what the server stored (tests wait for it)
+        } else if (room.lastMarked === upTo) {
+          room.lastMarked = before; // the next message (or showing the tab) tries again
+        }
+      });
     }
   }
-  document.addEventListener("visibilitychange", markRead);
+  document.addEventListener("visibilitychange", flushRead);
 
   function sendPending(clientId) {
     var p = room.pending.get(clientId);
@@ -899,8 +923,15 @@
     if (room.role !== "doctor") {
       if (state === "disconnected" || state === "failed") {
         status(T.reconnecting, "warning");
+        // The doctor's side renegotiates when its own ICE fails; when only this side lost
+        // the connection (the other end closed or lost its state) it must be asked to.
+        if (!peer.timer) {
+          peer.timer = setTimeout(function () {
+            askRestart(peer);
+          }, state === "failed" ? 0 : ICE_GRACE_MS);
+        }
       }
-      return; // the doctor's side renegotiates
+      return;
     }
     if (state === "failed") {
       renegotiate(peer);
@@ -913,6 +944,19 @@
         }
       }, ICE_GRACE_MS);
     }
+  }
+
+  function askRestart(peer) {
+    peer.timer = null;
+    var now = peer.pc.iceConnectionState;
+    if (room.peers.doctor !== peer || (now !== "disconnected" && now !== "failed")) {
+      return;
+    }
+    signal({ to: peer.remote, kind: "restart", pc: peer.id });
+    // Asked again while no new offer replaces this connection (the doctor may be reconnecting).
+    peer.timer = setTimeout(function () {
+      askRestart(peer);
+    }, 2 * ICE_GRACE_MS);
   }
 
   function renegotiate(peer) {
@@ -987,6 +1031,11 @@
         peer.pc.addIceCandidate(data.candidate).catch(noop);
       } else {
         peer.candidates.push(data.candidate);
+      }
+    } else if (data.kind === "restart") {
+      // The other side lost this connection: a new one, unless already replaced.
+      if (room.role === "doctor" && peer && peer.id === data.pc) {
+        renegotiate(peer);
       }
     } else if (data.kind === "bye") {
       if (peer && peer.id === data.pc) {
