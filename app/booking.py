@@ -224,12 +224,15 @@ _FREE_SLOTS = _free_slots_statement()  # built once, like _PEEK below
 def free_slots(*, now: datetime | None = None, days: int = BOOKING_WINDOW_DAYS) -> list[FreeSlot]:
     """Bookable slots of active duty doctors: one Core query (anti-join), only the columns the
     booking page and a booker use. Every booker of a race reads it after each refusal, so
-    three full ORM objects a row (slot, doctor, shift) were most of a race's cost."""
+    three full ORM objects a row (slot, doctor, shift) were most of a race's cost; all()
+    fetches the rows at once (iterating the result fetches them one by one)."""
     now = now or utcnow()
-    result = db.session.connection().execute(
-        _FREE_SLOTS, {"now": now, "until": now + timedelta(days=days)}
+    rows = (
+        db.session.connection()
+        .execute(_FREE_SLOTS, {"now": now, "until": now + timedelta(days=days)})
+        .all()
     )
-    return [FreeSlot._make(row) for row in result]
+    return [FreeSlot._make(row) for row in rows]
 
 
 def slot_choice(slot: Slot | FreeSlot, timezone: str | None) -> SlotChoice:

@@ -14,9 +14,15 @@ possible claim, `UPDATE slot_claim SET taken_by = :c WHERE id = :id AND taken_by
 Checked after each run: exactly 50 bookings, no slot held twice (a GROUP BY … HAVING count > 1
 over the active consultations), no client with two.
 
+Harness: by default the clients are threads of this process. `--processes N` splits them over
+N processes (threads in each; the connections split evenly), as a web app runs under several
+workers; the service and the baseline always run through the same harness with the same
+numbers. The clock runs from the barrier's release to the last client done; each side also
+prints its clients' own CPU seconds (threads summed), which other load hardly moves.
+
 Run: `.venv/bin/python bench/bench_booking_race.py` (DATABASE_URL picks PostgreSQL: a fresh
 database bench_<pid> is created and dropped; without it a SQLite file, where writers queue on
-one lock). Options: --clients, --slots, --strict (exit 1 when a target is missed).
+one lock). Options: --clients, --slots, --processes, --strict (exit 1 when a target is missed).
 """
 
 from __future__ import annotations
