@@ -32,6 +32,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -170,6 +171,11 @@ class OblakoUser(User):
     )
     password_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# E-mails are matched regardless of case (referral import and preview): an index on the
+# expression the queries use. FAB's table, so declared beside it rather than in its class.
+Index("ix_ab_user_email_lower", func.lower(OblakoUser.__table__.c.email))
 
 
 # ---------------------------------------------------------------------------------------------
