@@ -47,8 +47,9 @@ MAX_SDP = 100 * 1024
 MAX_CANDIDATE = 4 * 1024
 MAX_PARTICIPANTS = 12  # sockets per room: doctor, patient, guests, a few extra tabs
 # "restart": the answering side lost its connection and asks the offering side (the doctor's
-# page) for a new one; the offering side notices only if its own ICE fails too.
-SIGNAL_KINDS = frozenset({"offer", "answer", "candidate", "bye", "restart"})
+# page) for a new one; the offering side notices only if its own ICE fails too. "relay": the
+# doctor's page gave up on browser-to-browser, both sides go through the aiortc relay.
+SIGNAL_KINDS = frozenset({"offer", "answer", "candidate", "bye", "restart", "relay"})
 CLOSED_STATUSES = frozenset({"completed", "cancelled", "rejected", "missed"})
 _LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost)(:\d{1,5})?$")
 

@@ -553,3 +553,40 @@ def test_a_busy_chat_never_gets_the_reader_cut_off(
             )
         ).scalar()
     assert mark == newest
+
+
+# Both pages drop the ICE candidates the other side trickles: browser-to-browser cannot connect
+# (as with UDP blocked and no TURN), while the relay's connections, whose candidates travel in
+# the SDP (aiortc does not trickle), still can.
+NO_DIRECT_PATH = """RTCPeerConnection.prototype.addIceCandidate = function () {
+  return Promise.resolve();
+};"""
+
+
+def test_the_call_goes_through_the_relay_when_browser_to_browser_fails(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    w = room_world
+    patient, doctor = phone_page, desk_page
+    for page in (patient, doctor):
+        page.add_init_script(NO_DIRECT_PATH)
+    join_and_admit(patient, doctor, w, live_server)
+
+    # Two direct tries do not connect; both pages switch to the relay by themselves.
+    for page in (patient, doctor):
+        page.wait_for_function("() => window.oblakoRoom.relayFallback", timeout=60_000)
+        page.wait_for_function(
+            "() => window.oblakoRoom.relay.pub && ['connected', 'completed']"
+            ".includes(window.oblakoRoom.relay.pub.iceConnectionState)",
+            timeout=30_000,
+        )
+    wait_for_frames(patient, 10, timeout_ms=40_000)
+    wait_for_frames(doctor, 10, timeout_ms=40_000)
+    for page in (patient, doctor):
+        assert page.evaluate("() => Object.keys(window.oblakoRoom.peers).length") == 0
+        assert page.evaluate("() => Object.keys(window.oblakoRoom.relay.subs).length") == 1
+        expect(page.locator("#remote-videos video")).to_have_count(1)

@@ -21,6 +21,10 @@
   // One read mark per this delay at most, for the newest message: every event counts toward
   // the server's flood limit (50 in 5 s), and a busy chat must never get the reader cut off.
   var READ_DELAY_MS = 500;
+  // Browser-to-browser gets this long to connect, and this many negotiations in a row; then
+  // the call goes through the media server's relay (no TURN, UDP blocked, symmetric NATs).
+  var P2P_CONNECT_MS = 12000;
+  var P2P_TRIES = 2;
 
   function $(id) {
     return document.getElementById(id);
@@ -56,6 +60,8 @@
     // The media server's aiortc relay (docs/media-contract.md "Relay and recording"): used with
     // three or more participants, and while recording (the recorder records what is published).
     relay: { pub: null, pubFailedAt: 0, subs: {}, sources: [] },
+    relayFallback: false, // browser-to-browser failed: this call goes through the relay
+    p2pFailures: {}, // doctor: remote sid -> negotiations in a row that did not connect
   };
   Object.defineProperty(room, "pc", {
     get: function () {
@@ -390,7 +396,6 @@
   }
 
   var readTimer = null;
-  room.readMarksSent = 0; // tests read it: one mark per burst of messages, not per message
 
   function markRead() {
     if (room.role === "guest" || readTimer) {
@@ -409,7 +414,6 @@
       var upTo = room.lastSeen;
       var before = room.lastMarked;
       room.lastMarked = upTo;
-      room.readMarksSent += 1;
       emit("chat.read", { up_to: upTo }).then(function (ack) {
         if (ack.ok) {
           room.readMarked = ack.up_to; // what the server stored (tests wait for it)
@@ -840,6 +844,7 @@
     }
     delete room.peers[key];
     clearTimeout(peer.timer);
+    clearTimeout(peer.connectTimer);
     peer.pc.onicecandidate = peer.pc.ontrack = peer.pc.oniceconnectionstatechange = null;
     peer.pc.close();
     if (peer.video && peer.video.parentNode) {
@@ -876,6 +881,13 @@
     var pcId = randomId();
     var peer = newPeer(remoteSid, pcId);
     room.peers[remoteSid] = peer;
+    peer.connectTimer = setTimeout(function () {
+      peer.connectTimer = null;
+      var now = peer.pc.iceConnectionState;
+      if (now !== "connected" && now !== "completed") {
+        p2pFailed(peer);
+      }
+    }, P2P_CONNECT_MS);
     addLocalTracks(peer.pc, true);
     peer.pc
       .createOffer()
@@ -917,7 +929,9 @@
     var state = peer.pc.iceConnectionState;
     if (state === "connected" || state === "completed") {
       clearTimeout(peer.timer);
-      peer.timer = null;
+      clearTimeout(peer.connectTimer);
+      peer.timer = peer.connectTimer = null;
+      room.p2pFailures[peer.remote] = 0;
       return;
     }
     if (room.role !== "doctor") {
@@ -934,16 +948,33 @@
       return;
     }
     if (state === "failed") {
-      renegotiate(peer);
+      p2pFailed(peer);
     } else if (state === "disconnected" && !peer.timer) {
       peer.timer = setTimeout(function () {
         peer.timer = null;
         var now = peer.pc.iceConnectionState;
         if (now === "disconnected" || now === "failed") {
-          renegotiate(peer);
+          p2pFailed(peer);
         }
       }, ICE_GRACE_MS);
     }
+  }
+
+  // The doctor's side: a negotiation that did not connect (or a connection that broke). One
+  // more browser-to-browser try, then the relay for the rest of the call.
+  function p2pFailed(peer) {
+    if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    var n = (room.p2pFailures[peer.remote] || 0) + 1;
+    room.p2pFailures[peer.remote] = n;
+    if (n < P2P_TRIES) {
+      renegotiate(peer);
+      return;
+    }
+    room.relayFallback = true;
+    signal({ to: peer.remote, kind: "relay", pc: peer.id });
+    syncRelay(); // says bye to the direct connection, publishes and subscribes
   }
 
   function askRestart(peer) {
@@ -1032,10 +1063,17 @@
       } else {
         peer.candidates.push(data.candidate);
       }
+    } else if (data.kind === "relay") {
+      // The doctor's side gave up on browser-to-browser: both sides go through the relay.
+      if (room.role !== "doctor" && room.wantRoom) {
+        room.relayFallback = true;
+        closePeer("doctor");
+        syncRelay();
+      }
     } else if (data.kind === "restart") {
       // The other side lost this connection: a new one, unless already replaced.
       if (room.role === "doctor" && peer && peer.id === data.pc) {
-        renegotiate(peer);
+        p2pFailed(peer);
       }
     } else if (data.kind === "bye") {
       if (peer && peer.id === data.pc) {
@@ -1055,7 +1093,7 @@
   }
 
   function relayMode() {
-    return admittedCount() >= 3;
+    return admittedCount() >= 3 || (room.relayFallback && admittedCount() >= 2);
   }
 
   function gathered(pc) {
@@ -1265,6 +1303,8 @@
 
   on("btn-hangup", function () {
     room.wantRoom = false;
+    room.relayFallback = false; // the next call tries browser-to-browser again
+    room.p2pFailures = {};
     Object.keys(room.peers).forEach(function (key) {
       var peer = room.peers[key];
       signal({ to: peer.remote, kind: "bye", pc: peer.id });
