@@ -155,7 +155,7 @@ class MediaServer:
             self._heartbeat_task.cancel()
         await self.peers.close()
         await self.rooms.close()
-        await asyncio.to_thread(self.store.close)
+        await self.store.aclose()
 
     async def _heartbeat(self) -> None:
         while True:

@@ -1,9 +1,12 @@
-"""The media server's database access: a sync SQLAlchemy engine used from a thread pool.
+"""The media server's database access: SQLAlchemy Core on models.py tables.
 
-The event loop never waits on the database: every call goes through `ChatStore.run`, which hands
-the work to a small executor of its own (sized to the connection pool, so threads never queue on
-the pool). Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session,
-Flask and `app/` stay out of this process (DESIGN §1).
+The event loop never waits on the database. The chat insert (`ChatStore.send_batch_async`, the
+hot path) runs on PostgreSQL through an asyncio engine (psycopg's async connection): the
+transaction's I/O is awaited on the loop itself, so a message never hops to a thread and back
+nor waits there for the GIL. Everything else — and the insert on SQLite, whose driver has no
+asyncio mode — goes through `ChatStore.run`, a small executor of its own (sized to the
+connection pool, so threads never queue on the pool). The web app's ORM session, Flask and
+`app/` stay out of this process (DESIGN §1).
 """
 
 from __future__ import annotations
@@ -16,9 +19,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from config import sqlite_connect_args
 from models import (
     ChatMessage,
     ChatRead,
@@ -48,6 +69,53 @@ def chat_allowed(kind: str, status: str) -> bool:
     if status == ConsultationStatus.IN_PROGRESS:
         return True
     return kind == ConsultationKind.DUTY and status == ConsultationStatus.SCHEDULED
+
+
+def chat_allowed_sql() -> ColumnElement[bool]:
+    """chat_allowed() as a condition on the consultation row (the same rule, kept beside it)."""
+    return or_(
+        _cons.c.status == ConsultationStatus.IN_PROGRESS.value,
+        and_(
+            _cons.c.kind == ConsultationKind.DUTY.value,
+            _cons.c.status == ConsultationStatus.SCHEDULED.value,
+        ),
+    )
+
+
+_NEW_ROW = ("public_id", "consultation_id", "author_id", "body", "client_msg_id")
+
+
+def _pg_send_statement():
+    """PostgreSQL: a whole batch in ONE statement, run in autocommit — one round trip and its
+    commit instead of BEGIN, status SELECT, INSERT and COMMIT (four, each awaited on the loop).
+
+    The rows come as arrays (unnest), so the statement is one compiled form whatever the batch
+    size. Only rows of consultations whose chat is open go in; FOR SHARE on those consultation
+    rows (in id order: no deadlocks) makes a concurrent transition (complete, cancel) wait for
+    the insert, or the insert see it — as the status SELECT of the transaction did."""
+    open_cons = (
+        select(_cons.c.id)
+        .where(_cons.c.id == any_(bindparam("cids", type_=ARRAY(Integer))), chat_allowed_sql())
+        .order_by(_cons.c.id)
+        .with_for_update(read=True)
+        .cte("open_consultation")
+    )
+    types = (Uuid, Integer, Integer, Text, String)
+    new = (
+        func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in zip(_NEW_ROW, types, strict=True)))
+        .table_valued(*_NEW_ROW)
+        .render_derived()
+        .alias("new")
+    )
+    rows = select(
+        *(new.c[n] for n in _NEW_ROW), bindparam("now", type_=_msg.c.created_at.type)
+    ).join(open_cons, open_cons.c.id == new.c.consultation_id)
+    return (
+        postgresql.insert(_msg)
+        .from_select([*_NEW_ROW, "created_at"], rows)
+        .on_conflict_do_nothing(index_elements=["author_id", "client_msg_id"])
+        .returning(_msg.c.id, _msg.c.author_id, _msg.c.client_msg_id)
+    )
 
 
 @dataclass(frozen=True)
@@ -95,41 +163,56 @@ def _iso(value: datetime) -> str:
 
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        # Writers wait for SQLite's lock instead of failing after the driver's 5 s.
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # The service's SQLite connection (WAL, synchronous=NORMAL, lock timeout: config.py),
+        # used from the executor's threads.
+        return {"connect_args": {**sqlite_connect_args(), "check_same_thread": False}}
     # No pre-ping: it is one more round trip per message. A connection that went stale
     # (PostgreSQL restarted) fails one batch, SQLAlchemy drops the pool, the page resends.
     return {"pool_size": 8, "max_overflow": 4, "pool_recycle": 3600}
-
-
-def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
-    # In WAL mode (if the deployment turned it on), NORMAL syncs at checkpoints, not at every
-    # commit: a commit costs microseconds instead of an fsync, and the database stays
-    # consistent after a crash (SQLite's documented pairing). In rollback-journal mode the
-    # default (FULL) stays.
-    cur = dbapi_conn.cursor()
-    try:
-        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-            cur.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cur.close()
 
 
 class ChatStore:
     def __init__(self, url: str, *, workers: int = 8) -> None:
         self.engine: Engine = create_engine(url, **_engine_options(url))
         self.dialect = self.engine.dialect.name
-        if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_connect)
+        # PostgreSQL: the chat insert's own asyncio engine (same driver, psycopg, in its async
+        # mode; SQLAlchemy picks it for create_async_engine). Its pool is separate.
+        self.async_engine: AsyncEngine | None = None
+        if self.dialect == "postgresql":
+            self.async_engine = create_async_engine(
+                self.engine.url,
+                isolation_level="AUTOCOMMIT",  # the send is one statement (_pg_send_statement)
+                pool_size=4,
+                max_overflow=4,
+                pool_recycle=3600,
+            )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="media-db")
+        # The send path's statements, built once: per transaction SQLAlchemy then only looks
+        # up the compiled form (building them again cost a third of its CPU).
+        self._pg_send_q = _pg_send_statement()
+        self._status_q = select(_cons.c.id, _cons.c.kind, _cons.c.status).where(
+            _cons.c.id.in_(bindparam("cids", expanding=True))
+        )
+        # A row that already exists (a resend) is skipped; RETURNING names the ones that went in.
+        self._insert_q = (
+            sqlite.insert(_msg)
+            .on_conflict_do_nothing(index_elements=["author_id", "client_msg_id"])
+            .returning(_msg.c.id, _msg.c.author_id, _msg.c.client_msg_id)
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
+        """Release the threads and the sync pool (`aclose` also closes the asyncio pool)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
+
+    async def aclose(self) -> None:
+        if self.async_engine is not None:
+            await self.async_engine.dispose()
+        await asyncio.to_thread(self.close)
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -200,9 +283,6 @@ class ChatStore:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def _insert(self):
-        return postgresql.insert(_msg) if self.dialect == "postgresql" else sqlite.insert(_msg)
-
     def send(self, item: SendItem) -> SendResult:
         return self.send_batch([item])[0]
 
@@ -210,50 +290,117 @@ class ChatStore:
         """Store messages once per (author, client_msg_id), in one transaction that also
         re-reads each consultation's status: the database, not the token, says whether chat is
         open. One transaction for many messages is the group commit of ChatWriter."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                stored = self._store(conn, items)
+        else:
+            with self.engine.begin() as conn:
+                stored = self._store(conn, items)
+        return self._results(items, *stored)
+
+    async def send_batch_async(self, items: list[SendItem]) -> list[SendResult]:
+        """send_batch for the event loop: on PostgreSQL the same transaction runs on the asyncio
+        engine (SQLAlchemy drives the sync code in a greenlet; each round trip is awaited on
+        the loop); on SQLite it goes to a database thread. Returns after the commit."""
+        if self.async_engine is None:
+            return await self.run(self.send_batch, items)
+        async with self.async_engine.connect() as conn:
+            stored = await conn.run_sync(self._store, items)
+        return self._results(items, *stored)
+
+    def _store(
+        self, conn: Connection, items: list[SendItem]
+    ) -> tuple[list[SendResult | None], dict[tuple[int, str], Any]]:
+        """The batch's statements; the caller commits (on PostgreSQL the insert is one
+        autocommit statement). Returns the new rows' results (None where nothing was
+        inserted) and the existing rows for those."""
         results: list[SendResult | None] = [None] * len(items)
-        with self.engine.begin() as conn:
-            cids = sorted({it.info.id for it in items})
-            status_q = select(_cons.c.id, _cons.c.kind, _cons.c.status).where(_cons.c.id.in_(cids))
-            if self.dialect == "postgresql":
-                # A concurrent transition (complete, cancel) waits for these inserts, or we
-                # see it: FOR SHARE on the consultation rows, in id order (no deadlocks).
-                status_q = status_q.order_by(_cons.c.id).with_for_update(read=True)
-            open_ids = {r.id for r in conn.execute(status_q) if chat_allowed(r.kind, r.status)}
-            now = datetime.now(UTC)
-            rows: list[dict[str, Any]] = []
+        now = datetime.now(UTC)
+        if self.dialect == "postgresql":
+            self._store_pg(conn, items, results, now)
+        else:
+            self._store_sqlite(conn, items, results, now)
+        existing: dict[tuple[int, str], Any] = {}
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            keys = {(items[i].author_id, items[i].client_msg_id) for i in missing}
+            existing = {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
+        return results, existing
+
+    def _store_pg(
+        self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
+    ) -> None:
+        # One row per (author, client id): the first of each goes in the statement. If that
+        # one's chat was closed, a later one with the same key (another consultation) gets
+        # its own try, as the status SELECT of the SQLite path would have decided.
+        pending = list(range(len(items)))
+        while pending:
             first_of: dict[tuple[int, str], int] = {}
-            for i, it in enumerate(items):
-                key = (it.author_id, it.client_msg_id)
-                if it.info.id in open_ids and key not in first_of:
-                    first_of[key] = i
-                    rows.append(
-                        {
-                            "public_id": uuid.uuid4(),
-                            "consultation_id": it.info.id,
-                            "author_id": it.author_id,
-                            "body": it.body,
-                            "client_msg_id": it.client_msg_id,
-                            "created_at": now,
-                        }
-                    )
-            if rows:
-                # executemany: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
-                # from one cached compiled statement. A row that already exists (a resend) is
-                # skipped; RETURNING names the ones that went in.
-                stmt = (
-                    self._insert()
-                    .on_conflict_do_nothing(index_elements=["author_id", "client_msg_id"])
-                    .returning(_msg.c.id, _msg.c.author_id, _msg.c.client_msg_id)
-                )
-                for new_id, author_id, client_msg_id in conn.execute(stmt, rows):
-                    i = first_of[(author_id, client_msg_id)]
-                    it = items[i]
-                    results[i] = SendResult("stored", it.message(new_id, it.body, now))
-            missing = [i for i, r in enumerate(results) if r is None]
-            if missing:
-                keys = {(items[i].author_id, items[i].client_msg_id) for i in missing}
-                existing = {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
-        for i in missing:
+            for i in pending:
+                first_of.setdefault((items[i].author_id, items[i].client_msg_id), i)
+            firsts = [items[i] for i in first_of.values()]
+            params = {
+                "cids": sorted({it.info.id for it in firsts}),
+                "public_id": [uuid.uuid4() for _ in firsts],
+                "consultation_id": [it.info.id for it in firsts],
+                "author_id": [it.author_id for it in firsts],
+                "body": [it.body for it in firsts],
+                "client_msg_id": [it.client_msg_id for it in firsts],
+                "now": now,
+            }
+            stored: set[tuple[int, str]] = set()
+            for new_id, author_id, client_msg_id in conn.execute(self._pg_send_q, params):
+                i = first_of[(author_id, client_msg_id)]
+                results[i] = SendResult("stored", items[i].message(new_id, items[i].body, now))
+                stored.add((author_id, client_msg_id))
+            pending = [
+                i
+                for i in pending
+                if (key := (items[i].author_id, items[i].client_msg_id)) not in stored
+                and first_of[key] != i
+            ]
+
+    def _store_sqlite(
+        self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
+    ) -> None:
+        cids = sorted({it.info.id for it in items})
+        open_ids = {
+            r.id
+            for r in conn.execute(self._status_q, {"cids": cids})
+            if chat_allowed(r.kind, r.status)
+        }
+        first_of: dict[tuple[int, str], int] = {}
+        for i, it in enumerate(items):
+            if it.info.id in open_ids:
+                first_of.setdefault((it.author_id, it.client_msg_id), i)
+        rows = [
+            {
+                "public_id": uuid.uuid4(),
+                "consultation_id": items[i].info.id,
+                "author_id": items[i].author_id,
+                "body": items[i].body,
+                "client_msg_id": items[i].client_msg_id,
+                "created_at": now,
+            }
+            for i in first_of.values()
+        ]
+        if rows:
+            # executemany: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
+            # from one cached compiled statement.
+            for new_id, author_id, client_msg_id in conn.execute(self._insert_q, rows):
+                i = first_of[(author_id, client_msg_id)]
+                results[i] = SendResult("stored", items[i].message(new_id, items[i].body, now))
+
+    @staticmethod
+    def _results(
+        items: list[SendItem],
+        results: list[SendResult | None],
+        existing: dict[tuple[int, str], Any],
+    ) -> list[SendResult]:
+        for i, r in enumerate(results):
+            if r is not None:
+                continue
             it = items[i]
             row = existing.get((it.author_id, it.client_msg_id))
             if row is None:
@@ -336,7 +483,7 @@ class ChatWriter:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             try:
-                results = await self.store.run(self.store.send_batch, [item for item, _ in batch])
+                results = await self.store.send_batch_async([item for item, _ in batch])
             except Exception as exc:  # every waiter hears about it; the next batch retries
                 for _, fut in batch:
                     if not fut.done():

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
 from media_server.store import ChatStore, SendItem
 from tests.media.conftest import chat_rows
+from tests.media_fixtures import run
 
 
-def test_batch_keeps_idempotency_and_the_status_rule(app, make_room):
+async def _through_the_loop(store: ChatStore, items: list[SendItem]):
+    try:
+        return await store.send_batch_async(items)
+    finally:
+        await store.aclose()  # the asyncio pool belongs to this loop
+
+
+# "thread": send_batch in the caller's thread; "loop": send_batch_async, what ChatWriter uses
+# (PostgreSQL: the asyncio engine on the loop; SQLite: a database thread).
+@pytest.mark.parametrize("path", ["thread", "loop"])
+def test_batch_keeps_idempotency_and_the_status_rule(app, make_room, path):
     open_room = make_room(kind="duty", status="in_progress")
     closed_room = make_room(kind="centre_request", status="scheduled")
     store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
@@ -18,16 +31,20 @@ def test_batch_keeps_idempotency_and_the_status_rule(app, make_room):
             return SendItem(info, author, "Name", cmid, body)
 
         first = store.send(item(a, open_room.patient_user_id, "old"))
-        results = store.send_batch(
-            [
-                item(a, open_room.patient_user_id, "n1", "one"),
-                item(a, open_room.doctor_user_id, "n1", "same id, other author"),
-                item(a, open_room.patient_user_id, "n1", "one"),  # the same message twice
-                item(b, closed_room.patient_user_id, "c1"),  # chat not open there
-                item(a, open_room.patient_user_id, "old"),  # a resend of a stored one
-                item(b, open_room.patient_user_id, "n1"),  # reused id in another consultation
-            ]
-        )
+        batch = [
+            item(a, open_room.patient_user_id, "n1", "one"),
+            item(a, open_room.doctor_user_id, "n1", "same id, other author"),
+            item(a, open_room.patient_user_id, "n1", "one"),  # the same message twice
+            item(b, closed_room.patient_user_id, "c1"),  # chat not open there
+            item(a, open_room.patient_user_id, "old"),  # a resend of a stored one
+            item(b, open_room.patient_user_id, "n1"),  # reused id in another consultation
+            item(b, open_room.patient_user_id, "k1"),  # closed there, the same id ...
+            item(a, open_room.patient_user_id, "k1", "two"),  # ... goes in where chat is open
+        ]
+        if path == "loop":
+            results = run(_through_the_loop(store, batch))
+        else:
+            results = store.send_batch(batch)
     finally:
         store.close()
 
@@ -39,6 +56,8 @@ def test_batch_keeps_idempotency_and_the_status_rule(app, make_room):
         "closed",
         "duplicate",
         "conflict",
+        "conflict",  # (it names a message stored in another consultation now)
+        "stored",
     ]
     assert results[2].message["id"] == results[0].message["id"]
     assert results[4].message["id"] == first.message["id"]
@@ -49,5 +68,6 @@ def test_batch_keeps_idempotency_and_the_status_rule(app, make_room):
         ("old", "text"),
         ("n1", "one"),
         ("n1", "same id, other author"),
+        ("k1", "two"),
     ]
     assert chat_rows(app, closed_room.consultation_id) == []
