@@ -10,6 +10,7 @@ from datetime import timedelta
 import jwt
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import csrf_token, login, patient_username
 
@@ -563,3 +564,62 @@ def test_the_cabinet_list_costs_the_same_queries_however_many_chats(app, world):
         add_messages(app, make_consultation(app, world, doctor=world["duty"]), doctor_user, "б")
     many = queries_for_list()
     assert few == many
+
+
+def test_a_guest_writes_during_the_consultation_and_every_page_shows_the_guests_lines(app, world):
+    """The grant lets a guest write once the consultation is in progress (not before); a guest's
+    line is stored under the invite and shown with the invite's name, counted as unread for the
+    patient, and marked as the guest's own on the guest's page."""
+    import app.media as svc
+    from app.extensions import db
+    from models import ChatMessage, MediaInvite
+
+    doctor = signed_in(app, "media_d1")
+    secret = create_invite(app, doctor, world["c"]).get_json()["link"].rsplit("/", 1)[1]
+    guest = app.test_client()
+    guest.get(f"/media/guest/join/{secret}")
+    assert decode(app, guest.get("/media/guest/token").get_json()["token"])["chat"] is False
+    c = consultation(app, world["c"])
+    with app.app_context():
+        db.session.get(type(c), c.id).status = "in_progress"
+        invite = db.session.query(MediaInvite).one()
+        db.session.add(
+            ChatMessage(
+                consultation_id=c.id,
+                invite_id=invite.id,
+                body="Перевожу: <b>да</b>",
+                client_msg_id="g-1",
+            )
+        )
+        db.session.commit()
+        invite_id = invite.id
+    assert decode(app, guest.get("/media/guest/token").get_json()["token"])["chat"] is True
+    guest_page = guest.get("/media/guest/room").get_data(as_text=True)
+    assert 'id="chat-form"' in guest_page and 'id="chat-guest-hint"' in guest_page
+    assert re.search(r'class="chat-message own"[^>]*data-client-id="g-1"', guest_page)
+
+    patient_user = user_id_of_patient(app, world["p"])
+    with app.app_context():
+        assert svc.unread_counts(patient_user, [c.id]) == {c.id: 1}
+        lines = svc.chat_history(db.session.get(type(c), c.id), viewer_id=patient_user)
+    assert [(line.author_name, line.author_role, line.own) for line in lines] == [
+        ("Анна Переводчикова", "guest", False)
+    ]
+    page = signed_in(app, world["p_login"]).get(f"/cabinet/consultations/{world['c']}")
+    html = page.get_data(as_text=True)
+    assert "Анна Переводчикова" in html and "Перевожу: &lt;b&gt;да&lt;/b&gt;" in html
+    # Exactly one author: an account or an invite, never both, never neither.
+    with app.app_context():
+        for author_id, invite in ((patient_user, invite_id), (None, None)):
+            db.session.add(
+                ChatMessage(
+                    consultation_id=c.id,
+                    author_id=author_id,
+                    invite_id=invite,
+                    body="x",
+                    client_msg_id=uuid.uuid4().hex,
+                )
+            )
+            with pytest.raises(IntegrityError):
+                db.session.commit()
+            db.session.rollback()
