@@ -351,13 +351,16 @@ class RelayHub:
             recording.restart.cancel()
         if recording.watcher is not None and recording.watcher is not asyncio.current_task():
             recording.watcher.cancel()
-        async with self._lock:  # a roll-over in progress finishes saving its file first
-            await self._close_file(recording)
+        # Everybody learns at once that the recording has stopped (the recorder takes no more
+        # media from here on); encoding what is queued and saving the file can take seconds on
+        # a loaded machine, and nobody should read «Идёт запись» meanwhile.
         if self.notify is not None:
             state: dict[str, Any] = {"recording": False}
             if reason:
                 state["reason"] = reason
             await self.notify(room, "record.state", state)
+        async with self._lock:  # a roll-over in progress finishes saving its file first
+            await self._close_file(recording)
         return recording.saved
 
     async def _watch_consent(self, recording: RoomRecording) -> None:

@@ -119,6 +119,8 @@ def error_texts() -> dict[str, str]:
             "recording page (the link beside the chat)."
         ),
         "already_recording": _("The consultation is already being recorded."),
+        "timeout": _("The consultation server did not answer in time. Try again."),
+        "disconnected": _("No connection to the consultation server. Reconnecting…"),
         "unknown": _("Something went wrong. Reload the page."),
     }
 

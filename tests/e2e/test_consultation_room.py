@@ -412,7 +412,12 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
         )
     patient.wait_for_timeout(3000)
     record.click()
+    # Both pages learn at once that the recording stopped; the file is saved after the
+    # recorder has encoded what it queued, and the doctor's button comes back when it is.
     expect(patient.locator("#recording-badge")).to_be_hidden()
+    expect(record).to_have_text(re.compile("Начать запись"))
+    expect(record).to_be_enabled(timeout=45_000)
+    expect(doctor.locator("#room-status")).not_to_contain_text("Что-то пошло не так")
     with app.app_context():
         recordings = list(
             db.session.execute(

@@ -18,6 +18,7 @@
   var ROOM = cfg.mode === "room";
   var ICE_GRACE_MS = 5000;
   var ACK_TIMEOUT_MS = 10000;
+  var RECORD_STOP_TIMEOUT_MS = 40000;
   // One read mark per this delay at most, for the newest message: every event counts toward
   // the server's flood limit (50 in 5 s), and a busy chat must never get the reader cut off.
   var READ_DELAY_MS = 500;
@@ -273,13 +274,13 @@
     });
   }
 
-  function emit(event, payload) {
+  function emit(event, payload, timeoutMs) {
     return new Promise(function (resolve) {
       if (!room.socket || !room.socket.connected) {
         resolve({ ok: false, error: "disconnected" });
         return;
       }
-      room.socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, function (err, ack) {
+      room.socket.timeout(timeoutMs || ACK_TIMEOUT_MS).emit(event, payload, function (err, ack) {
         resolve(err ? { ok: false, error: "timeout" } : ack || { ok: false, error: "unknown" });
       });
     });
@@ -1367,7 +1368,11 @@
   on("btn-record", function () {
     var button = $("btn-record");
     button.disabled = true;
-    emit(room.recording ? "record.stop" : "record.start", {}).then(function (ack) {
+    // Stopping answers once the file is saved: the recorder may still be encoding what it
+    // queued (up to its 15 s drain), so the answer gets longer than the usual ack timeout.
+    var stopping = room.recording;
+    var timeoutMs = stopping ? RECORD_STOP_TIMEOUT_MS : 0;
+    emit(stopping ? "record.stop" : "record.start", {}, timeoutMs).then(function (ack) {
       button.disabled = false;
       if (!ack.ok) {
         status(E[ack.error] || E.unknown, "warning");
