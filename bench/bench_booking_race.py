@@ -78,6 +78,16 @@ def connection_budget(url: str, clients: int) -> int:
     return max(8, min(clients, limit - reserved - used - 10))
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """The service's own SQLite connection settings (WAL, a 30 s wait for the write lock) for
+    both sides: without them a writer queueing behind 200 others fails after sqlite3's 5 s."""
+    if not url.startswith("sqlite"):
+        return {}
+    from config import sqlite_connect_args
+
+    return {"connect_args": sqlite_connect_args()}
+
+
 def race_app(url: str, storage: str, pool: int) -> Flask:
     """The app with a pool of `pool` connections (create_bench_app's default pool is 5 + 10)."""
     from app import create_app
@@ -90,6 +100,7 @@ def race_app(url: str, storage: str, pool: int) -> Flask:
                 "pool_size": pool,
                 "max_overflow": 0,
                 "pool_timeout": 120,
+                **connect_args(url),
             },
             "STORAGE_DIR": storage,
             "RATELIMIT_STORAGE_URI": "memory://",
@@ -331,7 +342,9 @@ def baseline_run(url: str, clients: int, slots: int, *, processes: int, connecti
     admin.dispose()  # no connection of the parent crosses a fork
 
     def setup(pool: int) -> tuple[Client, Callable[[], None]]:
-        engine = create_engine(url, pool_size=pool, max_overflow=0, pool_timeout=120)
+        engine = create_engine(
+            url, pool_size=pool, max_overflow=0, pool_timeout=120, **connect_args(url)
+        )
         auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
         def client(i: int, wait: Callable[[], None]) -> Result:
