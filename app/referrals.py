@@ -815,16 +815,19 @@ def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
 # ---------------------------------------------------------------------------------------------
 
 
-def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
-    """The invitation SMS, in Russian: service, address, login, password — never a diagnosis."""
+def invitation_format() -> str:
+    """The invitation SMS in Russian, its %(url)s, %(login)s and %(password)s still to fill:
+    service, address, login, password — never a diagnosis. A bulk import translates it once
+    (switching the locale costs more than the rest of a row's SMS) and fills it per row."""
     with force_locale("ru"):
         return _(
             "Health Cloud: you are invited to an online consultation. Sign in: %(url)s, "
-            "login %(login)s, password %(password)s. The password is valid for 7 days.",
-            url=sign_in_url,
-            login=login,
-            password=password,
+            "login %(login)s, password %(password)s. The password is valid for 7 days."
         )
+
+
+def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
+    return invitation_format() % {"url": sign_in_url, "login": login, "password": password}
 
 
 def invite_dedupe_key(patient: Patient, file_sha256: str) -> str:
@@ -1196,6 +1199,7 @@ def _import_chunk(
 
     messages: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    invitation = invitation_format()
     for _row, _data, patient, password in plans:
         if password is not None:
             # The rows queue_message() and audit() would add (their own builders), as one
@@ -1206,9 +1210,7 @@ def _import_chunk(
                 outbox_values(
                     OutboundChannel.SMS,
                     patient.phone,
-                    invitation_text(
-                        sign_in_url=sign_in_url, login=patient.phone, password=password
-                    ),
+                    invitation % {"url": sign_in_url, "login": patient.phone, "password": password},
                     user_id=patient.user_id,
                     dedupe_key=invite_dedupe_key(patient, imp.file_sha256),
                 )
@@ -1293,13 +1295,17 @@ def _notify_linked_patients(
             )
 
 
-def _pending_rows(import_id: int, limit: int) -> list[ReferralImportRow]:
+def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[ReferralImportRow]:
+    """The next pending rows in file order; `after` (the last row number of the previous
+    chunk) starts the index walk there instead of stepping over every row already done."""
     stmt = (
         select(ReferralImportRow)
         .where(ReferralImportRow.import_id == import_id, ReferralImportRow.outcome == PENDING)
         .order_by(ReferralImportRow.row_number)
         .limit(limit)
     )
+    if after is not None:
+        stmt = stmt.where(ReferralImportRow.row_number > after)
     if db.engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)  # two workers never take the same rows
     return list(db.session.execute(stmt).scalars())
@@ -1333,19 +1339,30 @@ def run_import(
     db.session.commit()
     role = get_role(PATIENT)
     chunks = 0
+    after: int | None = None
     while max_chunks is None or chunks < max_chunks:
-        rows = _pending_rows(import_id, chunk_size)
+        rows = _pending_rows(import_id, chunk_size, after)
+        if not rows and after is not None:
+            # Once more from the top: rows another worker held (PostgreSQL) and let go.
+            after = None
+            rows = _pending_rows(import_id, chunk_size)
         if not rows:
             break
+        after = rows[-1].row_number
         row_ids = [r.id for r in rows]
         try:
             _import_chunk(rows, imp, role, sign_in_url)
-            imp.imported_rows = _count_done(import_id)
+            # Counted up in the database (another worker may add its chunks meanwhile), not
+            # recounted: a COUNT per chunk reads every row of the import again.
+            done = sum(r.outcome in DONE_OUTCOMES for r in rows)
+            imp.imported_rows = ReferralImport.imported_rows + done
             db.session.commit()
         except (IntegrityError, DomainError, KeyError, ValueError):
             db.session.rollback()
             # Find the row that fails, import the others one by one, keep going.
             _import_one_by_one(row_ids, import_id, sign_in_url)
+            db.session.get(ReferralImport, import_id).imported_rows = _count_done(import_id)
+            db.session.commit()
         db.session.expunge_all()  # nothing is kept between chunks (memory stays flat)
         imp = db.session.get(ReferralImport, import_id)
         role = get_role(PATIENT)
