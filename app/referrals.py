@@ -37,7 +37,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts import AccountError, get_role, normalize_phone
@@ -1122,7 +1122,37 @@ def _insert_patients(new: list[_NewPatient], role) -> None:
         patient.id = new_id
 
 
-def _mark_invalid(row: ReferralImportRow, imp: ReferralImport) -> None:
+@dataclass(slots=True)
+class _PendingRow:
+    """A pending row as the bulk path reads and writes it: plain values, loaded by one SELECT
+    and written back by one executemany UPDATE (no ORM object, history or JSON diff a row)."""
+
+    id: int
+    row_number: int
+    patient_id: int | None
+    data: dict
+    errors: list
+    outcome: str = PENDING
+
+
+def _save_rows(rows: list[_PendingRow]) -> None:
+    table = ReferralImportRow.__table__
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("row_id")),
+        [
+            {
+                "row_id": r.id,
+                "outcome": r.outcome,
+                "patient_id": r.patient_id,
+                "data": r.data,
+                "errors": r.errors,
+            }
+            for r in rows
+        ],
+    )
+
+
+def _mark_invalid(row: _PendingRow, imp: ReferralImport) -> None:
     row.outcome = INVALID
     row.patient_id = None
     row.errors = [{"column": "", "message": _("The row could not be imported.")}]
@@ -1130,9 +1160,7 @@ def _mark_invalid(row: ReferralImportRow, imp: ReferralImport) -> None:
     imp.error_rows += 1
 
 
-def _import_chunk(
-    rows: list[ReferralImportRow], imp: ReferralImport, role, sign_in_url: str
-) -> None:
+def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_url: str) -> None:
     """Import a chunk of pending rows: set-based look-ups (a few IN queries for the whole
     chunk), then the new accounts, patients, consultations, SMS and audit events in two
     flushes, each one batched INSERT per table. The same decisions as `_import_row`, row after
@@ -1257,6 +1285,7 @@ def _import_chunk(
         row.data = data
         row.patient_id = patient.id
         row.outcome = IMPORTED if password is not None else LINKED
+    _save_rows(rows)
 
 
 def _notify_linked_patients(
@@ -1295,11 +1324,17 @@ def _notify_linked_patients(
             )
 
 
-def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[ReferralImportRow]:
+def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[_PendingRow]:
     """The next pending rows in file order; `after` (the last row number of the previous
     chunk) starts the index walk there instead of stepping over every row already done."""
     stmt = (
-        select(ReferralImportRow)
+        select(
+            ReferralImportRow.id,
+            ReferralImportRow.row_number,
+            ReferralImportRow.patient_id,
+            ReferralImportRow.data,
+            ReferralImportRow.errors,
+        )
         .where(ReferralImportRow.import_id == import_id, ReferralImportRow.outcome == PENDING)
         .order_by(ReferralImportRow.row_number)
         .limit(limit)
@@ -1308,7 +1343,7 @@ def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[
         stmt = stmt.where(ReferralImportRow.row_number > after)
     if db.engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)  # two workers never take the same rows
-    return list(db.session.execute(stmt).scalars())
+    return [_PendingRow(*r) for r in db.session.execute(stmt)]
 
 
 def _count_done(import_id: int) -> int:
