@@ -96,10 +96,6 @@ def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
         }
     )
     server = MediaServer(cfg)
-    if os.environ.get("BENCH_THREAD_DB") and server.store.async_engine is not None:
-        # --thread-db: the chat insert through the database threads, as before the asyncio path
-        # (PostgreSQL only; SQLite always uses the threads). For A/B runs of the same code.
-        server.store.async_engine = None
     if os.environ.get("BENCH_TRACE"):
         _trace_stages(server)
     profile_to = os.environ.get("BENCH_PROFILE")  # --profile: where the cost goes (event loop)
@@ -426,11 +422,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="per phase and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4, help="database threads of the server")
-    parser.add_argument(
-        "--thread-db",
-        action="store_true",
-        help="PostgreSQL: the chat insert through the database threads, not the asyncio engine",
-    )
     parser.add_argument("--trace", action="store_true", help="chat server: time per stage")
     parser.add_argument("--profile", help="write the chat server's cProfile stats to this file")
     args = parser.parse_args()
@@ -446,8 +437,6 @@ def main() -> None:
     rooms_n = args.clients // 2
     if args.trace:
         os.environ["BENCH_TRACE"] = "1"
-    if args.thread_db:
-        os.environ["BENCH_THREAD_DB"] = "1"
     if args.profile:
         os.environ["BENCH_PROFILE"] = str(Path(args.profile).resolve())
     with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
@@ -461,8 +450,6 @@ def main() -> None:
             if backend == "SQLite":  # the service's own setting (config.SQLiteConnection)
                 with db.engine.connect() as conn:
                     backend += f" ({conn.execute(text('PRAGMA journal_mode')).scalar()})"
-        if backend.startswith("PostgreSQL"):
-            backend += " (threads)" if args.thread_db else " (asyncio engine)"
         print(f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, {machine_load()}")
         rooms = load_rooms(app, rooms_n)
         auths = mint_auths(app, rooms)  # valid 300 s: both servers connect well within that

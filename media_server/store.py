@@ -1,12 +1,13 @@
-"""The media server's database access: SQLAlchemy Core on models.py tables.
+"""The media server's database access: a sync SQLAlchemy engine used from a thread pool.
 
-The event loop never waits on the database. The chat insert (`ChatStore.send_batch_async`, the
-hot path) runs on PostgreSQL through an asyncio engine (psycopg's async connection): the
-transaction's I/O is awaited on the loop itself, so a message never hops to a thread and back
-nor waits there for the GIL. Everything else — and the insert on SQLite, whose driver has no
-asyncio mode — goes through `ChatStore.run`, a small executor of its own (sized to the
-connection pool, so threads never queue on the pool). The web app's ORM session, Flask and
-`app/` stay out of this process (DESIGN §1).
+The event loop never waits on the database: every call goes through `ChatStore.run`, which hands
+the work to a small executor of its own (sized to the connection pool, so threads never queue on
+the pool). Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session,
+Flask and `app/` stay out of this process (DESIGN §1).
+
+An asyncio engine (psycopg's async connection) for the chat insert was measured and not kept:
+on a busy loop every awaited round trip queues behind the loop's other callbacks, and
+SQLAlchemy's asyncio layer costs the loop more CPU than the hop to a thread (bench/README.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config import sqlite_connect_args
 from models import (
@@ -87,7 +87,7 @@ _NEW_ROW = ("public_id", "consultation_id", "author_id", "body", "client_msg_id"
 
 def _pg_send_statement():
     """PostgreSQL: a whole batch in ONE statement, run in autocommit — one round trip and its
-    commit instead of BEGIN, status SELECT, INSERT and COMMIT (four, each awaited on the loop).
+    commit instead of BEGIN, status SELECT, INSERT and COMMIT (four, each one more GIL wait).
 
     The rows come as arrays (unnest), so the statement is one compiled form whatever the batch
     size. Only rows of consultations whose chat is open go in; FOR SHARE on those consultation
@@ -175,17 +175,6 @@ class ChatStore:
     def __init__(self, url: str, *, workers: int = 8) -> None:
         self.engine: Engine = create_engine(url, **_engine_options(url))
         self.dialect = self.engine.dialect.name
-        # PostgreSQL: the chat insert's own asyncio engine (same driver, psycopg, in its async
-        # mode; SQLAlchemy picks it for create_async_engine). Its pool is separate.
-        self.async_engine: AsyncEngine | None = None
-        if self.dialect == "postgresql":
-            self.async_engine = create_async_engine(
-                self.engine.url,
-                isolation_level="AUTOCOMMIT",  # the send is one statement (_pg_send_statement)
-                pool_size=4,
-                max_overflow=4,
-                pool_recycle=3600,
-            )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="media-db")
         # The send path's statements, built once: per transaction SQLAlchemy then only looks
         # up the compiled form (building them again cost a third of its CPU).
@@ -205,13 +194,10 @@ class ChatStore:
         return await loop.run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
-        """Release the threads and the sync pool (`aclose` also closes the asyncio pool)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
 
     async def aclose(self) -> None:
-        if self.async_engine is not None:
-            await self.async_engine.dispose()
         await asyncio.to_thread(self.close)
 
     # --- reads -----------------------------------------------------------------------------
@@ -300,14 +286,8 @@ class ChatStore:
         return self._results(items, *stored)
 
     async def send_batch_async(self, items: list[SendItem]) -> list[SendResult]:
-        """send_batch for the event loop: on PostgreSQL the same transaction runs on the asyncio
-        engine (SQLAlchemy drives the sync code in a greenlet; each round trip is awaited on
-        the loop); on SQLite it goes to a database thread. Returns after the commit."""
-        if self.async_engine is None:
-            return await self.run(self.send_batch, items)
-        async with self.async_engine.connect() as conn:
-            stored = await conn.run_sync(self._store, items)
-        return self._results(items, *stored)
+        """send_batch from the event loop, in a database thread; returns after the commit."""
+        return await self.run(self.send_batch, items)
 
     def _store(
         self, conn: Connection, items: list[SendItem]

@@ -13,11 +13,11 @@ async def _through_the_loop(store: ChatStore, items: list[SendItem]):
     try:
         return await store.send_batch_async(items)
     finally:
-        await store.aclose()  # the asyncio pool belongs to this loop
+        await store.aclose()
 
 
 # "thread": send_batch in the caller's thread; "loop": send_batch_async, what ChatWriter uses
-# (PostgreSQL: the asyncio engine on the loop; SQLite: a database thread).
+# from the event loop (through a database thread).
 @pytest.mark.parametrize("path", ["thread", "loop"])
 def test_batch_keeps_idempotency_and_the_status_rule(app, make_room, path):
     open_room = make_room(kind="duty", status="in_progress")
