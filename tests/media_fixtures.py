@@ -246,7 +246,7 @@ class MediaProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20) -> MediaProcess:
+    def start(self, timeout: float = 60) -> MediaProcess:  # 11–19 s seen at load 12–15
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         if self.log_path:
             self._logs.append(log)
