@@ -156,6 +156,7 @@ class RelayHub:
         self._sub_room: dict[tuple[str, str], str] = {}
         self.recordings: dict[str, RoomRecording] = {}
         self._lock = asyncio.Lock()
+        self._saving: set[asyncio.Future] = set()  # stops whose file is still being saved
 
     # --- queries --------------------------------------------------------------------------
 
@@ -304,6 +305,8 @@ class RelayHub:
             await self.end_room(room)
         for key in list(self.subscriptions):
             await self.unsubscribe(*key)
+        if self._saving:  # a stop already under way (consent withdrawn, the doctor left) saves
+            await asyncio.gather(*self._saving)
 
     async def _announce(self, room: str) -> None:
         if self.notify is not None:
@@ -354,13 +357,19 @@ class RelayHub:
         # Everybody learns at once that the recording has stopped (the recorder takes no more
         # media from here on); encoding what is queued and saving the file can take seconds on
         # a loaded machine, and nobody should read «Идёт запись» meanwhile.
-        if self.notify is not None:
-            state: dict[str, Any] = {"recording": False}
-            if reason:
-                state["reason"] = reason
-            await self.notify(room, "record.state", state)
-        async with self._lock:  # a roll-over in progress finishes saving its file first
-            await self._close_file(recording)
+        saving = asyncio.get_running_loop().create_future()
+        self._saving.add(saving)
+        try:
+            if self.notify is not None:
+                state: dict[str, Any] = {"recording": False}
+                if reason:
+                    state["reason"] = reason
+                await self.notify(room, "record.state", state)
+            async with self._lock:  # a roll-over in progress finishes saving its file first
+                await self._close_file(recording)
+        finally:
+            self._saving.discard(saving)
+            saving.set_result(None)
         return recording.saved
 
     async def _watch_consent(self, recording: RoomRecording) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from media_server import peers_recorder as rec
-from media_server.peers import RECORD_SETTLE_SECONDS, RelayHub
+from media_server.peers import RelayHub
 from tests.media import peer_clients as pc
 from tests.media_fixtures import MediaClient, run
 
@@ -209,14 +210,36 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path):
     with app.app_context():
         factory = sessionmaker(db.engine)
 
+    def video_frames(hub: RelayHub) -> list[int]:
+        """Frames written so far per video lane of the room's current file."""
+        recording = hub.recordings.get("c:r")
+        recorder = recording.recorder if recording else None
+        if recorder is None:
+            return []
+        return [lane.frames for lane in recorder._lanes if lane is not recorder._mix]
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        # Waits on the state, not the clock: on a loaded machine a peer takes seconds to connect.
+        for _ in range(400):
+            if condition():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never happened: {what}")
+
     async def scenario():
         hub = RelayHub(recordings_dir=str(tmp_path), session_factory=factory)
         first = await pc.publish(lambda sdp: hub.publish("d", "c:r", sdp), 60, audio=False)
-        await asyncio.sleep(0.3)
         await hub.start_recording("c:r", room.consultation_id, by_sid="d")
-        await asyncio.sleep(1.5)
+        await until(lambda: sum(video_frames(hub)) >= 10, "the first file got frames")
         second = await pc.publish(lambda sdp: hub.publish("p", "c:r", sdp), 180, audio=False)
-        await asyncio.sleep(1.5 + RECORD_SETTLE_SECONDS)
+        await until(
+            lambda: (
+                len(hub.recordings["c:r"].saved) == 1
+                and len(video_frames(hub)) == 2
+                and min(video_frames(hub)) >= 10
+            ),
+            "the roll-over saved the first file and the second records both",
+        )
         saved = await hub.stop_recording("c:r")
         await first.close()
         await second.close()
