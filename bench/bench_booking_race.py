@@ -14,11 +14,12 @@ possible claim, `UPDATE slot_claim SET taken_by = :c WHERE id = :id AND taken_by
 Checked after each run: exactly 50 bookings, no slot held twice (a GROUP BY … HAVING count > 1
 over the active consultations), no client with two.
 
-Harness: by default the clients are threads of this process. `--processes N` splits them over
-N processes (threads in each; the connections split evenly), as a web app runs under several
-workers; the service and the baseline always run through the same harness with the same
-numbers. The clock runs from the barrier's release to the last client done; each side also
-prints its clients' own CPU seconds (threads summed), which other load hardly moves.
+Harness: by default the clients are split over 4 processes (threads in each; the connections
+split evenly), as the README's production runs the web app (`gunicorn -w 4`); `--processes 1`
+runs them all as threads of this process, one GIL for 200 clients. The service and the baseline
+always run through the same harness with the same numbers. The clock runs from the barrier's
+release to the last client done; each side also prints its clients' own CPU seconds (threads
+summed), which other load hardly moves.
 
 Run: `.venv/bin/python bench/bench_booking_race.py` (DATABASE_URL picks PostgreSQL: a fresh
 database bench_<pid> is created and dropped; without it a SQLite file, where writers queue on
@@ -46,7 +47,7 @@ from sqlalchemy import create_engine, func, select, text
 RATIO_TARGET = 0.3
 DEFAULT_CLIENTS = 200
 DEFAULT_SLOTS = 50
-DEFAULT_PROCESSES = 1
+DEFAULT_PROCESSES = 4  # the README's production: gunicorn -w 4
 
 
 @dataclass
