@@ -832,10 +832,18 @@
     }
     peer.video.play().catch(noop);
     show($("remote-placeholder"), false);
-    status(T.in_call, "success");
-    setTimeout(function () {
-      status("");
-    }, 3000);
+    // Once per peer connection (a track event comes per track), and the line is cleared only if
+    // it still says so: a warning shown meanwhile (say, a refused recording) stays readable.
+    if (!peer.announced) {
+      peer.announced = true;
+      status(T.in_call, "success");
+      setTimeout(function () {
+        var el = $("room-status");
+        if (el && el.textContent === T.in_call) {
+          status("");
+        }
+      }, 3000);
+    }
   }
 
   function closePeer(key) {
