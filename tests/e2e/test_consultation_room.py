@@ -382,6 +382,8 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
     doctor.locator("#btn-join").click()
     doctor.locator("#waiting-list button.admit").click()
     wait_for_frames(doctor, 0)
+    # «Вы на консультации» above the buttons goes after 3 s and moves them up: click once settled.
+    expect(doctor.locator("#room-status")).to_be_hidden(timeout=15_000)
 
     # Without consents the server refuses, and the doctor reads why.
     record = doctor.locator("#btn-record")
