@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from media_server.store import ConsultationInfo, SendResult, _iso
+from media_server.store import ConsultationInfo, SendResult, message_dict
 from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite
 
 _msg = ChatMessage.__table__
@@ -28,6 +28,7 @@ _invite = MediaInvite.__table__
 
 
 def guest_message(
+    info: ConsultationInfo,
     *,
     id: int,
     client_msg_id: str,
@@ -36,15 +37,15 @@ def guest_message(
     created_at: datetime,
 ) -> dict[str, Any]:
     """The contract's Message for a guest's line: no account id, role `guest`."""
-    return {
-        "id": id,
-        "client_msg_id": client_msg_id,
-        "author_id": None,
-        "author_name": author_name,
-        "author_role": "guest",
-        "body": body,
-        "created_at": _iso(created_at),
-    }
+    return message_dict(
+        info,
+        id=id,
+        client_msg_id=client_msg_id,
+        author_id=None,
+        author_name=author_name,
+        body=body,
+        created_at=created_at,
+    )
 
 
 def send_guest(
@@ -69,20 +70,25 @@ def send_guest(
             )
         ).first()
         name = invite.guest_name if invite else ""
+
+        def stored(kind: str, id: int, body: str, created_at: datetime) -> SendResult:
+            return SendResult(
+                kind,
+                guest_message(
+                    info,
+                    id=id,
+                    client_msg_id=client_msg_id,
+                    author_name=name,
+                    body=body,
+                    created_at=created_at,
+                ),
+            )
+
         existing = _existing(conn, invite_id, client_msg_id)
         if existing is not None:  # a resend: acked with the stored message, even after closing
             if existing.consultation_id != info.id:
                 return SendResult("conflict")
-            return SendResult(
-                "duplicate",
-                guest_message(
-                    id=existing.id,
-                    client_msg_id=client_msg_id,
-                    author_name=name,
-                    body=existing.body,
-                    created_at=existing.created_at,
-                ),
-            )
+            return stored("duplicate", existing.id, existing.body, existing.created_at)
         expires_at = invite.expires_at if invite else None
         if expires_at is not None and expires_at.tzinfo is None:  # SQLite keeps no offset
             expires_at = expires_at.replace(tzinfo=UTC)
@@ -112,22 +118,8 @@ def send_guest(
         new_id = conn.execute(stmt).scalar()
         if new_id is None:  # the same resend raced this one in: answer with the stored row
             row = _existing(conn, invite_id, client_msg_id)
-            return SendResult(
-                "duplicate",
-                guest_message(
-                    id=row.id,
-                    client_msg_id=client_msg_id,
-                    author_name=name,
-                    body=row.body,
-                    created_at=row.created_at,
-                ),
-            )
-    return SendResult(
-        "stored",
-        guest_message(
-            id=new_id, client_msg_id=client_msg_id, author_name=name, body=body, created_at=now
-        ),
-    )
+            return stored("duplicate", row.id, row.body, row.created_at)
+    return stored("stored", new_id, body, now)
 
 
 def _existing(conn: Any, invite_id: int, client_msg_id: str) -> Any:
@@ -159,6 +151,7 @@ def guest_history(
         rows = conn.execute(stmt).all()
     return [
         guest_message(
+            info,
             id=r.id,
             client_msg_id=r.client_msg_id,
             author_name=r.guest_name,

@@ -479,18 +479,23 @@ def message_dict(
     *,
     id: int,
     client_msg_id: str,
-    author_id: int,
+    author_id: int | None,
     author_name: str,
     body: str,
     created_at: datetime,
 ) -> dict[str, Any]:
+    """The contract's Message. A guest has no account (its line is authored by the invite:
+    guest_chat.py); of the accounts, anyone but the consultation's patient is staff."""
+    if author_id is None:
+        role = "guest"
+    else:
+        role = "patient" if author_id == info.patient_user_id else "doctor"
     return {
         "id": id,
         "client_msg_id": client_msg_id,
         "author_id": author_id,
         "author_name": author_name,
-        # Guests never author (contract): anyone but the consultation's patient is staff.
-        "author_role": "patient" if author_id == info.patient_user_id else "doctor",
+        "author_role": role,
         "body": body,
         "created_at": _iso(created_at),
     }
