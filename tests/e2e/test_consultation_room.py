@@ -287,13 +287,7 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
 
     w = room_world
     patient, doctor = phone_page, desk_page
-    sign_in(patient, live_server, w.patient_username)
-    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
-    patient.locator("#btn-join").click()
-    sign_in(doctor, live_server, w.doctor_username)
-    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
-    doctor.locator("#btn-join").click()
-    doctor.locator("#waiting-list button.admit").click()
+    join_and_admit(patient, doctor, w, live_server)
     wait_for_frames(patient, 0)
 
     # The doctor invites an interpreter; the link is shown once.
@@ -374,13 +368,7 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
 
     w = room_world
     patient, doctor = phone_page, desk_page
-    sign_in(patient, live_server, w.patient_username)
-    enter_room_from_consultation_page(patient, live_server(f"/cabinet/consultations/{w.public_id}"))
-    patient.locator("#btn-join").click()
-    sign_in(doctor, live_server, w.doctor_username)
-    enter_room_from_consultation_page(doctor, live_server(f"/care/consultations/{w.public_id}"))
-    doctor.locator("#btn-join").click()
-    doctor.locator("#waiting-list button.admit").click()
+    join_and_admit(patient, doctor, w, live_server)
     wait_for_frames(doctor, 0)
     # «Вы на консультации» above the buttons goes after 3 s and moves them up: click once settled.
     expect(doctor.locator("#room-status")).to_be_hidden(timeout=15_000)
