@@ -154,6 +154,14 @@ def _artifact_name(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
 
 
+def room_log(page) -> str:
+    """The consultation room's own record of its decisions (room.js `trace`), if any."""
+    try:
+        return page.evaluate("() => (window.oblakoRoom && window.oblakoRoom.log || []).join('\\n')")
+    except Exception as exc:  # a closed or crashed page
+        return f"(unavailable: {exc})"
+
+
 @pytest.fixture
 def phone_page(request: pytest.FixtureRequest, browser, live_server: LiveServer):
     """A fresh phone-sized browser context and page; a full-page screenshot when the test fails."""
@@ -185,6 +193,8 @@ def phone_page(request: pytest.FixtureRequest, browser, live_server: LiveServer)
             Path(f"{stem}.console.txt").write_text(
                 f"url: {page.url}\n"
                 + "\n".join(console)
+                + "\n\nroom log:\n"
+                + room_log(page)
                 + "\n\nserver errors:\n"
                 + "\n".join(live_server.errors),
                 encoding="utf-8",

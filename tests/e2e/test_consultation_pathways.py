@@ -31,7 +31,7 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from tests.conftest import TEST_PASSWORD, patient_username
-from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, _artifact_name
+from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, _artifact_name, room_log
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -94,7 +94,8 @@ def desk_page(request: pytest.FixtureRequest, browser, live_server: LiveServer) 
         try:
             page.screenshot(path=f"{stem}.png", full_page=True)
             Path(f"{stem}.html").write_text(page.content(), encoding="utf-8")
-            print(f"\n[e2e] doctor's page: {stem}.png / .html (url: {page.url})")
+            Path(f"{stem}.room-log.txt").write_text(room_log(page), encoding="utf-8")
+            print(f"\n[e2e] doctor's page: {stem}.png / .html / .room-log.txt (url: {page.url})")
         except Exception as exc:  # a dead page must not hide the test's own failure
             print(f"\n[e2e] could not save the doctor's page: {exc}")
     context.close()

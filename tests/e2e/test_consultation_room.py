@@ -371,6 +371,8 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
     join_and_admit(patient, doctor, w, live_server)
     wait_for_frames(doctor, 0)
     # «Вы на консультации» above the buttons goes after 3 s and moves them up: click once settled.
+    # Frames can be counted before the track event that announces the call: wait for it first.
+    doctor.wait_for_function(ANNOUNCED)
     expect(doctor.locator("#room-status")).to_be_hidden(timeout=15_000)
 
     # Without consents the server refuses, and the doctor reads why.
@@ -429,6 +431,7 @@ def join_and_admit(patient: Page, doctor: Page, w: RoomWorld, live_server: LiveS
 
 
 PEER_IDS = "() => Object.values(window.oblakoRoom.peers).map(p => p.id)"
+ANNOUNCED = "() => Object.values(window.oblakoRoom.peers).some(p => p.announced)"
 
 
 def wait_for_new_call(patient: Page, doctor: Page, old_pc: str) -> None:

@@ -64,6 +64,16 @@
     relayFallback: false, // browser-to-browser failed: this call goes through the relay
     p2pFailures: {}, // doctor: remote sid -> negotiations in a row that did not connect
   };
+  // What the page decided and why, newest last (support reads it from the console:
+  // oblakoRoom.log; the browser tests save it when they fail). Never message contents.
+  room.log = [];
+  function trace() {
+    var line = [Math.round(performance.now())].concat([].slice.call(arguments)).join(" ");
+    room.log.push(line);
+    if (room.log.length > 300) {
+      room.log.shift();
+    }
+  }
   Object.defineProperty(room, "pc", {
     get: function () {
       var keys = Object.keys(room.peers);
@@ -121,6 +131,7 @@
       show(el, false);
       return;
     }
+    trace("status", kind, text);
     el.className = "alert alert-" + (kind || "info");
     el.textContent = text;
   }
@@ -194,6 +205,7 @@
 
   function bind(socket) {
     socket.on("joined", function (data) {
+      trace("joined", data.sid);
       room.sid = data.sid;
       room.userId = data.user_id;
       room.participants = data.participants || [];
@@ -224,6 +236,9 @@
     });
     socket.on("room.state", function (data) {
       room.participants = (data && data.participants) || [];
+      trace("room.state", room.participants.map(function (p) {
+        return p.sid + ":" + p.state;
+      }).join(","));
       onRoomState();
     });
     socket.on("room.admitted", function () {
@@ -244,6 +259,7 @@
       status(E[data && data.error] || E.unknown, "danger");
     });
     socket.on("disconnect", function (reason) {
+      trace("socket disconnect", reason);
       if (!room.ended) {
         status(T.reconnecting, "warning");
       }
@@ -257,6 +273,7 @@
     });
     socket.on("connect_error", function (err) {
       var code = err && err.message;
+      trace("socket connect_error", code);
       if (room.fatal) {
         return; // the status line already says why (signed out, no access)
       }
@@ -802,6 +819,7 @@
       attachRemote(peer, event);
     };
     pc.oniceconnectionstatechange = function () {
+      trace("ice", pcId, pc.iceConnectionState);
       onIceState(peer);
     };
     return peer;
@@ -832,10 +850,14 @@
     }
     peer.video.play().catch(noop);
     show($("remote-placeholder"), false);
-    // Once per peer connection (a track event comes per track), and the line is cleared only if
-    // it still says so: a warning shown meanwhile (say, a refused recording) stays readable.
+    // Once per peer connection (a track event comes per track). A warning already on the line
+    // (say, a recording refused while the call was still connecting: media can flow before the
+    // track event) stays readable: only «reconnecting» gives way. Cleared only if unchanged.
     if (!peer.announced) {
       peer.announced = true;
+      if (warningShown()) {
+        return;
+      }
       status(T.in_call, "success");
       setTimeout(function () {
         var el = $("room-status");
@@ -846,11 +868,22 @@
     }
   }
 
+  function warningShown() {
+    var el = $("room-status");
+    return (
+      !!el &&
+      !el.classList.contains("hidden") &&
+      /alert-(warning|danger)/.test(el.className) &&
+      el.textContent !== T.reconnecting
+    );
+  }
+
   function closePeer(key) {
     var peer = room.peers[key];
     if (!peer) {
       return;
     }
+    trace("close", peer.id);
     delete room.peers[key];
     clearTimeout(peer.timer);
     clearTimeout(peer.connectTimer);
@@ -888,12 +921,14 @@
   function call(remoteSid) {
     closePeer(remoteSid);
     var pcId = randomId();
+    trace("call", remoteSid, pcId);
     var peer = newPeer(remoteSid, pcId);
     room.peers[remoteSid] = peer;
     peer.connectTimer = setTimeout(function () {
       peer.connectTimer = null;
       var now = peer.pc.iceConnectionState;
       if (now !== "connected" && now !== "completed") {
+        trace("not connected in time", pcId, now);
         p2pFailed(peer);
       }
     }, P2P_CONNECT_MS);
@@ -977,6 +1012,7 @@
     }
     var n = (room.p2pFailures[peer.remote] || 0) + 1;
     room.p2pFailures[peer.remote] = n;
+    trace("p2p failed", peer.id, n);
     if (n < P2P_TRIES) {
       renegotiate(peer);
       return;
@@ -992,6 +1028,7 @@
     if (room.peers.doctor !== peer || (now !== "disconnected" && now !== "failed")) {
       return;
     }
+    trace("ask restart", peer.id, now);
     signal({ to: peer.remote, kind: "restart", pc: peer.id });
     // Asked again while no new offer replaces this connection (the doctor may be reconnecting).
     peer.timer = setTimeout(function () {
@@ -1024,6 +1061,9 @@
   function onSignal(data) {
     if (!data || typeof data !== "object" || typeof data.pc !== "string") {
       return;
+    }
+    if (data.kind !== "candidate") {
+      trace("signal", data.kind, data.pc);
     }
     var key = room.role === "doctor" ? data.from : "doctor";
     var peer = room.peers[key];
@@ -1381,6 +1421,7 @@
     var stopping = room.recording;
     var timeoutMs = stopping ? RECORD_STOP_TIMEOUT_MS : 0;
     emit(stopping ? "record.stop" : "record.start", {}, timeoutMs).then(function (ack) {
+      trace(stopping ? "record.stop" : "record.start", ack.ok, ack.error);
       button.disabled = false;
       if (!ack.ok) {
         status(E[ack.error] || E.unknown, "warning");
