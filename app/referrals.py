@@ -47,6 +47,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.notifications import notify, outbox_values, queue_message
 from app.permissions import PATIENT
+from app.xlsx import XlsxDtdError, XlsxError, iter_sheet_rows
 from models import (
     AuditEvent,
     Consultation,
@@ -262,38 +263,8 @@ def _check_zip(archive: zipfile.ZipFile) -> None:
             raise _zip_bomb()
     if total > _limit("REFERRAL_MAX_UNCOMPRESSED", DEFAULT_MAX_UNCOMPRESSED):
         raise _zip_bomb()
-    names = {info.filename for info in members}
-    if "xl/workbook.xml" not in names:
+    if not any(info.filename == "xl/workbook.xml" for info in members):
         raise _not_a_spreadsheet()
-    # openpyxl parses with defusedxml (installed); refusing any DTD here as well keeps the guard
-    # when a deployment lacks it. The sizes were bounded above, and zipfile never inflates a
-    # member past its declared size, so reading them is bounded too.
-    for info in members:
-        if not info.filename.endswith((".xml", ".rels")):
-            continue
-        with archive.open(info) as fh:
-            if _declares_dtd(fh):
-                raise ReferralError(
-                    _l("The file contains XML declarations that are not allowed in a table.")
-                )
-
-
-_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
-_SCAN_PIECE = 64 * 1024
-
-
-def _declares_dtd(fh) -> bool:
-    """A DOCTYPE or ENTITY declaration anywhere in the member, read piece by piece (a sheet of
-    20,000 rows is megabytes of XML: it is never held whole). Pieces overlap by the length of a
-    marker, so one split across two pieces is still found."""
-    keep = max(len(m) for m in _DTD_MARKERS) - 1
-    tail = b""
-    while piece := fh.read(_SCAN_PIECE):
-        window = (tail + piece).upper()
-        if any(m in window for m in _DTD_MARKERS):
-            return True
-        tail = window[-keep:]
-    return False
 
 
 def _zip_bomb() -> ReferralError:
@@ -303,45 +274,35 @@ def _zip_bomb() -> ReferralError:
 
 
 def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
-    from openpyxl import load_workbook
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError) as exc:
         raise _not_a_spreadsheet() from exc
     with archive:
         _check_zip(archive)
-    try:
-        wb = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    except Exception as exc:  # openpyxl raises many kinds, defusedxml its own
-        raise _unreadable(exc) from exc
-    formulas: list[str] = []
-    try:
-        ws = wb.worksheets[0]
+        formulas: list[str] = []
         count = 0
         max_rows = _limit("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS)
-        for number, row in enumerate(ws.iter_rows(), start=1):
-            values = []
-            for cell in row:
-                value = getattr(cell, "value", None)
-                if getattr(cell, "data_type", None) == "f" or (
-                    isinstance(value, str) and value.startswith("=") and len(value) > 1
-                ):
-                    formulas.append(getattr(cell, "coordinate", f"{number}"))
-                    value = None
-                values.append(value)
-            if any(_present(v) for v in values):
-                count += 1
-                if count > max_rows + 1:  # + the header
-                    raise _too_many(max_rows)
-                if not formulas:  # once the file is refused, the rest is only scanned
-                    yield number, values
-    except ReferralError:
-        raise
-    except Exception as exc:
-        raise _unreadable(exc) from exc
-    finally:
-        wb.close()
+        try:
+            for number, values, formula_cells in iter_sheet_rows(archive):
+                formulas += formula_cells
+                for index, value in enumerate(values):
+                    # Text that a spreadsheet would evaluate once exported back: refused too.
+                    if isinstance(value, str) and value.startswith("=") and len(value) > 1:
+                        formulas.append(f"{cell_letter(index)}{number}")
+                        values[index] = None
+                if any(_present(v) for v in values):
+                    count += 1
+                    if count > max_rows + 1:  # + the header
+                        raise _too_many(max_rows)
+                    if not formulas:  # once the file is refused, the rest is only scanned
+                        yield number, values
+        except XlsxDtdError as exc:
+            raise ReferralError(
+                _l("The file contains XML declarations that are not allowed in a table.")
+            ) from exc
+        except (XlsxError, zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise _not_a_spreadsheet() from exc
     if formulas:
         shown = ", ".join(formulas[:5]) + (" …" if len(formulas) > 5 else "")
         raise ReferralError(
@@ -351,18 +312,6 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
                 cells=shown,
             )
         )
-
-
-def _unreadable(exc: Exception) -> ReferralError:
-    names, seen = [], exc
-    while seen is not None:  # openpyxl wraps the parser's error in a ValueError
-        names.append(type(seen).__name__)
-        seen = seen.__cause__ or seen.__context__
-    if any("Forbidden" in n or "DTD" in n for n in names):  # defusedxml's refusals
-        return ReferralError(
-            _l("The file contains XML declarations that are not allowed in a table.")
-        )
-    return _not_a_spreadsheet()
 
 
 def _too_many(max_rows: int) -> ReferralError:

@@ -347,22 +347,140 @@ def test_external_entities_are_refused(app, catalogue, manager):
     assert "XML" in _refused(app, manager, data)
 
 
-def test_openpyxl_itself_refuses_entities(app):
-    """The second guard: openpyxl parses with defusedxml here, so even without our pre-scan an
-    external entity never reaches a parser that would resolve it."""
-    from openpyxl import load_workbook
-    from openpyxl.xml import DEFUSEDXML
+_NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
-    assert DEFUSEDXML is True
-    data = _with_entity(xlsx([row()]), "xl/worksheets/sheet1.xml")
-    with pytest.raises(Exception) as info:
-        wb = load_workbook(io.BytesIO(data), read_only=True)
-        list(wb.worksheets[0].iter_rows(values_only=True))
-    chain, exc = [], info.value
-    while exc is not None:
-        chain.append(type(exc).__name__)
-        exc = exc.__cause__ or exc.__context__
-    assert any("Forbidden" in name for name in chain), chain
+
+def excel_style_xlsx(*, date1904: bool = False) -> bytes:
+    """A workbook as Excel writes it (openpyxl writes inline strings only): shared strings with
+    rich-text runs and a phonetic reading, a built-in and a custom date format, a 1904 option,
+    a formula with its cached result, a boolean, an error, gaps between rows and cells."""
+    parts = {
+        "[Content_Types].xml": (
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" '
+            'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+            '<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
+            '<Override PartName="/xl/styles.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>'
+        ),
+        "_rels/.rels": (
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{_R}/officeDocument" Target="xl/workbook.xml"/>'
+            "</Relationships>"
+        ),
+        "xl/workbook.xml": (
+            f'<workbook {_NS} xmlns:r="{_R}"><workbookPr'
+            + (' date1904="1"' if date1904 else "")
+            + '/><sheets><sheet name="Лист1" sheetId="1" r:id="rId1"/></sheets></workbook>'
+        ),
+        "xl/_rels/workbook.xml.rels": (
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{_R}/worksheet" Target="worksheets/sheet1.xml"/>'
+            f'<Relationship Id="rId2" Type="{_R}/sharedStrings" Target="sharedStrings.xml"/>'
+            f'<Relationship Id="rId3" Type="{_R}/styles" Target="styles.xml"/>'
+            "</Relationships>"
+        ),
+        "xl/sharedStrings.xml": (
+            f'<sst {_NS} count="3" uniqueCount="3">'
+            "<si><t>ФИО</t></si>"
+            '<si><r><rPr><b/></rPr><t>Иванова</t></r><r><t xml:space="preserve"> Анна</t></r>'
+            '<rPh sb="0" eb="1"><t>カナ</t></rPh></si>'
+            "<si><t>дата</t></si>"
+            "</sst>"
+        ),
+        "xl/styles.xml": (
+            f'<styleSheet {_NS}><numFmts count="1"><numFmt numFmtId="164" '
+            'formatCode="dd/mm/yyyy;@"/></numFmts><cellXfs count="3"><xf numFmtId="0"/>'
+            '<xf numFmtId="14" applyNumberFormat="1"/><xf numFmtId="164" applyNumberFormat="1"/>'
+            "</cellXfs></styleSheet>"
+        ),
+        "xl/worksheets/sheet1.xml": (
+            f"<worksheet {_NS}><sheetData>"
+            '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>2</v></c></row>'
+            '<row r="2"><c r="A2" t="s"><v>1</v></c><c r="B2" s="1"><v>22348</v></c>'
+            '<c r="C2"><v>79123456789</v></c><c r="D2"><v>2.5</v></c>'
+            '<c r="E2" t="b"><v>1</v></c><c r="F2" t="e"><v>#N/A</v></c></row>'
+            '<row r="5"><c r="B5" s="2"><v>37256</v></c>'
+            '<c r="D5" t="inlineStr"><is><r><t>Пет</t></r><r><t>ров</t></r></is></c></row>'
+            '<row r="6"><c r="C6"><f>1+1</f><v>2</v></c></row>'
+            "</sheetData></worksheet>"
+        ),
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in parts.items():
+            z.writestr(name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        "xl/workbook.xml",
+        "xl/_rels/workbook.xml.rels",
+        "xl/styles.xml",
+        "xl/sharedStrings.xml",
+        "xl/worksheets/sheet1.xml",
+    ],
+)
+def test_a_dtd_in_any_member_the_reader_parses_is_refused(app, member):
+    """The reader refuses a DTD itself (nothing else looks for one first): no entity is ever
+    declared, so none is expanded or fetched."""
+    from app.xlsx import XlsxDtdError, iter_sheet_rows
+
+    data = _with_entity(excel_style_xlsx(), member)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive, pytest.raises(XlsxDtdError):
+        list(iter_sheet_rows(archive))
+
+
+@pytest.mark.filterwarnings("ignore:Workbook contains no default style")  # openpyxl's, on ours
+@pytest.mark.parametrize("date1904", [False, True])
+def test_the_reader_gives_what_openpyxl_gives(app, date1904):
+    """Values as openpyxl reads them (it is the reference), formulas by reference instead."""
+    from datetime import datetime
+
+    from openpyxl import load_workbook
+
+    from app.xlsx import iter_sheet_rows
+
+    data = excel_style_xlsx(date1904=date1904)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        ours = list(iter_sheet_rows(archive))
+    expected = []
+    for r in load_workbook(io.BytesIO(data), read_only=True).worksheets[0].iter_rows():
+        cells = [c for c in r if getattr(c, "value", None) is not None]
+        if cells:
+            plain = [c for c in cells if c.data_type != "f"]
+            values = [None] * max((c.column for c in plain), default=0)
+            for c in plain:
+                values[c.column - 1] = c.value
+            formulas = [c.coordinate for c in cells if c.data_type == "f"]
+            expected.append((cells[0].row, values, formulas))
+    assert ours == expected
+    born = datetime(1965, 3, 9) if date1904 else datetime(1961, 3, 8)
+    assert ours[0] == (1, ["ФИО", "дата"], [])
+    assert ours[1] == (2, ["Иванова Анна", born, 79123456789, 2.5, True, "#N/A"], [])
+    assert ours[2][0] == 5 and ours[2][1][3] == "Петров"
+    assert ours[3] == (6, [], ["C6"])
+
+
+def test_a_broken_workbook_is_not_a_spreadsheet(app, catalogue, manager):
+    genuine = xlsx([row()])
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(genuine)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                body = body[: len(body) // 2]  # cut off mid-element
+            dst.writestr(item.filename, body)
+    assert "не таблица" in _refused(app, manager, out.getvalue())
 
 
 # --- import --------------------------------------------------------------------------------
