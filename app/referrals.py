@@ -426,12 +426,15 @@ _SEX = {
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return re.sub(r"\s+", " ", str(value)).strip()
+    return _SPACES.sub(" ", str(value)).strip()
 
 
 def _key(value: str) -> str:
@@ -518,8 +521,10 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
     def error(key: str, message: Any) -> None:
         errors.append({"column": HEADERS[key], "message": str(message)})
 
-    data: dict[str, Any] = {"raw": {k: _text(val) for k, val in v.items() if _present(val)}}
-    parts = _text(v.get("full_name")).split(" ")
+    # Each cell as text once: the raw copy the preview shows and the checks below share it.
+    t = {k: _text(val) for k, val in v.items()}
+    data: dict[str, Any] = {"raw": {k: val for k, val in t.items() if val}}
+    parts = t.get("full_name", "").split(" ")
     if len([p for p in parts if p]) < 2:
         error("full_name", _("Enter the surname and the name."))
     else:
@@ -534,10 +539,10 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
     else:
         data["sex"] = str(sex)
     try:
-        data["phone"] = normalize_phone(_text(v.get("phone")))
+        data["phone"] = normalize_phone(t.get("phone", ""))
     except AccountError as exc:
         error("phone", exc)
-    email = _text(v.get("email")).lower()
+    email = t.get("email", "").lower()
     if email and not _EMAIL.match(email):
         error("email", _("Enter a valid e-mail or leave it empty."))
     data["email"] = email or None
@@ -547,7 +552,7 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
             data["snils"] = normalize_snils(v.get("snils"))
         except ValueError as exc:
             error("snils", exc)
-    code = normalize_icd10(_text(v.get("icd10")))
+    code = normalize_icd10(t.get("icd10", ""))
     name = _key(v.get("disease"))
     disease = None
     if code:
@@ -576,7 +581,7 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
         if disease is not None and taken and disease.id not in taken:
             error("centre", _("This centre does not take this disease."))
     for key in ("referring_org", "physician", "note"):
-        data[key] = _text(v.get(key))[:500]
+        data[key] = t.get(key, "")[:500]
     return data, errors
 
 

@@ -212,6 +212,11 @@ class Client:
         self.rtts: list[float] = []
         self.seq = 0
         self.sio.on("chat.message", self._message)
+        self.gone: str | None = None
+        self.sio.on("disconnect", self._disconnected)
+
+    async def _disconnected(self, *reason: Any) -> None:
+        self.gone = str(reason[0]) if reason else "unknown reason"
 
     async def _message(self, data: dict[str, Any]) -> None:
         sent = self.pending.pop(data.get("client_msg_id", ""), None)
@@ -240,14 +245,21 @@ class Client:
         cid = f"c{self.n}-{self.seq}"
         self.waiter = asyncio.get_running_loop().create_future()
         self.pending[cid] = time.perf_counter()
+        waiter = self.waiter
+
+        def ack(answer: Any = None, *_rest: Any) -> None:
+            # A refusal means the message was not stored: say which, instead of a 30 s wait.
+            if isinstance(answer, dict) and not answer.get("ok") and not waiter.done():
+                waiter.set_exception(RuntimeError(f"{cid}: the server answered {answer}"))
+
         await self.sio.emit(
-            "chat.send", {"client_msg_id": cid, "body": f"message {self.seq}"}, callback=_noop
+            "chat.send", {"client_msg_id": cid, "body": f"message {self.seq}"}, callback=ack
         )
-        await asyncio.wait_for(self.waiter, 30)
-
-
-def _noop(*args: Any) -> None:
-    return None
+        try:
+            await asyncio.wait_for(waiter, 30)
+        except TimeoutError:
+            state = "connected" if self.sio.connected else f"disconnected ({self.gone})"
+            raise RuntimeError(f"{cid}: no chat.message in 30 s; client {state}") from None
 
 
 def cpu_seconds(pid: int) -> float:
