@@ -205,6 +205,10 @@ class RelayHub:
         except PeerError:
             await self._close_publisher(publisher)
             raise
+        # Another publish of this sid may have finished while we negotiated: the last one
+        # wins, and the one it replaces is closed, never left open beside it.
+        while self.publishers.get(sid) is not None:
+            await self.unpublish(sid, announce=False)
         self.publishers[sid] = publisher
         await self._announce(room)
         await self._publishers_changed(room)
@@ -236,6 +240,13 @@ class RelayHub:
             await pc.close()
             log.info("subscribe offer refused: %s", exc)
             raise PeerError("bad_request") from exc
+        while key in self.subscriptions:  # a concurrent subscribe of the same pair finished
+            await self.unsubscribe(sid, source)
+        if self.publishers.get(source) is not publisher:
+            # The source left or published anew while we negotiated: unpublish() could not
+            # see this connection, so it is closed here.
+            await self._close_pc_tracks(pc)
+            raise PeerError("not_found")
         self.subscriptions[key] = pc
         self._sub_room[key] = room
         return pc.localDescription.sdp
@@ -523,9 +534,18 @@ def register_peer_events(
 
         return wrapped
 
+    async def still_there(sid: str, room: str) -> bool:
+        """After a negotiation: the socket may have disconnected or hung up meanwhile, and
+        forget(sid) ran before the connection was stored, so it is the caller's to close."""
+        who = await identity(sid)
+        return who is not None and who.admitted and who.room == room
+
     async def publish(sid: str, data: dict) -> dict:
         who = await admitted(sid)
         answer = await hub.publish(sid, who.room, _sdp(data), role=who.role)
+        if not await still_there(sid, who.room):
+            await hub.unpublish(sid)
+            raise PeerError("not_found")
         return {"sdp": answer, "type": "answer"}
 
     async def subscribe(sid: str, data: dict) -> dict:
@@ -534,7 +554,11 @@ def register_peer_events(
         source_who = await identity(source)
         if source_who is None or source_who.room != who.room or not source_who.admitted:
             raise PeerError("not_found")
-        return {"sdp": await hub.subscribe(sid, who.room, source, sdp), "type": "answer"}
+        answer = await hub.subscribe(sid, who.room, source, sdp)
+        if not await still_there(sid, who.room):
+            await hub.unsubscribe(sid, source)
+            raise PeerError("not_found")
+        return {"sdp": answer, "type": "answer"}
 
     async def unsubscribe(sid: str, data: dict) -> dict:
         await admitted(sid)

@@ -10,6 +10,7 @@ ends it and lands on the conclusion form while the patient's page says it has en
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -81,6 +82,18 @@ def room_world(
         yield world
     finally:
         app.config["MEDIA_PUBLIC_URL"] = previous
+    # The pages are closed by now (their fixtures were set up later): whatever they had on the
+    # relay must be closed too, or it would stay open for the life of the media process.
+    peers = media_server.server.peers
+
+    async def settle() -> int:
+        for _ in range(200):
+            if peers.peer_count() == 0:
+                return 0
+            await asyncio.sleep(0.05)
+        return peers.peer_count()
+
+    assert media_server.thread.call(settle, timeout=15) == 0, "relay connections left open"
 
 
 def frames(page: Page) -> int:
