@@ -213,6 +213,20 @@ class RawRow:
     values: dict[str, Any]
 
 
+def read_upload(stream: Any, limit: int) -> bytes:
+    """The uploaded table's bytes, at most limit + 1 of them (one more says "too large").
+
+    Read in pieces: one read(limit + 1) from a file the upload spooled to disk allocates the
+    whole limit (20 MiB) up front, whatever the file's size.
+    """
+    parts: list[bytes] = []
+    left = limit + 1
+    while left > 0 and (piece := stream.read(min(left, 1024 * 1024))):
+        parts.append(piece)
+        left -= len(piece)
+    return b"".join(parts)
+
+
 def _limit(name: str, default: int) -> int:
     return int(current_app.config.get(name, default))
 

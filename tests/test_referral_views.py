@@ -169,6 +169,20 @@ def test_bad_files_are_refused_with_a_message(app, catalogue, make_staff, data, 
     assert _count(app, ReferralImport) == 0
 
 
+def test_a_file_over_the_size_limit_is_refused(app, catalogue, make_staff):
+    from models import ReferralImport
+
+    client = _signed_in(app, make_staff("Manager"))
+    app.config["REFERRAL_MAX_BYTES"] = 600 * 1024
+    try:  # bigger than werkzeug keeps in memory: the upload is spooled to a file on disk
+        response = _upload(client, b"PK\x03\x04" + b"\x00" * (700 * 1024), "big.xlsx")
+    finally:
+        app.config.pop("REFERRAL_MAX_BYTES")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/referrals/")
+    assert "Файл слишком большой" in client.get("/referrals/").get_data(as_text=True)
+    assert _count(app, ReferralImport) == 0
+
+
 def _routes(public_id, patient_public_id):
     return [
         ("get", "/referrals/"),

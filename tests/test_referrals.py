@@ -880,3 +880,15 @@ def test_e_mail_look_up_uses_the_lower_email_index(app):
             plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")).all())
         conn.rollback()
     assert "ix_ab_user_email_lower" in plan, plan
+
+
+def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
+    from app.referrals import read_upload
+
+    big = tmp_path / "big.xlsx"
+    big.write_bytes(b"x" * (3 * 1024 * 1024))
+    with big.open("rb") as fh:
+        assert len(read_upload(fh, 2 * 1024 * 1024)) == 2 * 1024 * 1024 + 1  # "too large"
+    with big.open("rb") as fh:
+        assert read_upload(fh, 4 * 1024 * 1024) == big.read_bytes()
+    assert read_upload(io.BytesIO(b""), 10) == b""

@@ -81,7 +81,7 @@ class ReferralImportView(BaseView):
             flash(_("Choose the file with the table."), "warning")
             return redirect(url_for(".list"))
         limit = current_app.config.get("REFERRAL_MAX_BYTES", svc.DEFAULT_MAX_BYTES)
-        data = upload.stream.read(limit + 1)
+        data = svc.read_upload(upload.stream, limit)
         try:
             with unit_of_work():
                 imp = svc.validate_upload(g.user, upload.filename, data)
