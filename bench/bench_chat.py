@@ -77,7 +77,7 @@ def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
     from aiohttp import web
 
     from config import build_config
-    from media_server.server import MediaServer, tune_process
+    from media_server.server import MediaServer, tune_collector, tune_process
 
     if not os.environ.get("BENCH_DEFAULT_SWITCH"):
         tune_process()  # what `python -m media_server` does
@@ -96,6 +96,8 @@ def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
         }
     )
     server = MediaServer(cfg)
+    if not os.environ.get("BENCH_DEFAULT_SWITCH"):
+        tune_collector()  # as `python -m media_server` does
     if os.environ.get("BENCH_TRACE"):
         _trace_stages(server)
     profile_to = os.environ.get("BENCH_PROFILE")  # --profile: where the cost goes (event loop)
@@ -137,6 +139,18 @@ def _trace_stages(server: Any) -> None:
         finally:
             handler_ms.append((time.perf_counter() - t) * 1000)
 
+    import gc
+
+    gc_ms: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info.get("generation") == 2:
+            gc_ms.append((time.perf_counter() - gc_started[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
     store.send_batch_async = timed_batch
     server.chat_send = timed_send
     server.sio.handlers["/"]["chat.send"] = server._guarded(timed_send)
@@ -148,7 +162,25 @@ def _trace_stages(server: Any) -> None:
             return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f}"
 
         print(f"  [trace] transactions {len(batch_ms)}: ms {q(batch_ms)}; size {q(sizes)}")
-        print(f"  [trace] chat.send handler ms {q(handler_ms)}", flush=True)
+        print(f"  [trace] chat.send handler ms {q(handler_ms)}")
+        print(
+            f"  [trace] full garbage collections {len(gc_ms)}: "
+            f"longest {max(gc_ms, default=0):.1f} ms, total {sum(gc_ms):.0f} ms",
+            flush=True,
+        )
+        import collections
+
+        hwm = next(
+            (ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")), "?"
+        )
+        print(f"  [trace] chat server peak resident set {int(hwm) // 1024} MiB", flush=True)
+
+        kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        print(
+            f"  [trace] objects the collector tracks: {sum(kinds.values())}, most: "
+            + ", ".join(f"{k} {n}" for k, n in kinds.most_common(8)),
+            flush=True,
+        )
 
     atexit.register(report)
 
@@ -306,6 +338,7 @@ async def measure(
     seconds: float,
     rounds: int,
     sent: dict[str, int],
+    phases: tuple[str, ...] = ("paced", "saturated"),
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Both servers stay up with their own 500 clients; the phases alternate between them,
     round after round, so a neighbour's burst on this shared machine hits both alike. Each
@@ -316,13 +349,13 @@ async def measure(
         for i in range(0, len(auths), 50):
             await asyncio.gather(*(c.connect(url) for c in groups[name][i : i + 50]))
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        name: {"paced": [], "saturated": []} for name in servers
+        name: {phase: [] for phase in phases} for name in servers
     }
     try:
         for name, (_, pid) in servers.items():
             await run_phase(groups[name], 2, paced=False, pid=pid)  # warm-up
         for _ in range(rounds):
-            for phase in ("paced", "saturated"):
+            for phase in phases:
                 for name, (_, pid) in servers.items():
                     figures = await run_phase(
                         groups[name], seconds, paced=phase == "paced", pid=pid
@@ -435,6 +468,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4, help="database threads of the server")
     parser.add_argument("--trace", action="store_true", help="chat server: time per stage")
+    parser.add_argument(
+        "--phase", choices=("both", "paced", "saturated"), default="both", help="phases to run"
+    )
     parser.add_argument("--profile", help="write the chat server's cProfile stats to this file")
     args = parser.parse_args()
     if args.serve:
@@ -477,7 +513,8 @@ def main() -> None:
                 procs[name] = start_server(serve_args, port)
                 servers[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
             sent: dict[str, int] = {}
-            results = asyncio.run(measure(servers, auths, args.seconds, args.rounds, sent))
+            phases = ("paced", "saturated") if args.phase == "both" else (args.phase,)
+            results = asyncio.run(measure(servers, auths, args.seconds, args.rounds, sent, phases))
         finally:
             for proc in procs.values():
                 stop_server(proc)
@@ -494,7 +531,7 @@ def main() -> None:
         f"  {'phase':<10} {'server':<6} {'messages':>9} {'msg/s':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'CPU ms/msg':>11}"
     )
-    for phase in ("paced", "saturated"):
+    for phase in phases:
         for name in ("echo", "chat"):
             r = results[name][phase]
             print(
@@ -510,7 +547,7 @@ def main() -> None:
     print(f"  at the end: {machine_load()}")
     print()
     print("Ratios chat / echo (targets: throughput ≥ 0.70, p99 ≤ 1.50)")
-    for phase in ("paced", "saturated"):
+    for phase in phases:
         e, c = results["echo"][phase], results["chat"][phase]
         thr = c["per_second"] / e["per_second"]
         p99 = c["p99_ms"] / e["p99_ms"]

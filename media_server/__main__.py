@@ -13,7 +13,7 @@ import sys
 from aiohttp import web
 
 from config import build_config
-from media_server.server import MediaServer, tune_process
+from media_server.server import MediaServer, tune_collector, tune_process
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     tune_process()
     cfg = build_config()
     server = MediaServer(cfg)
+    tune_collector()
     host, port = cfg["MEDIA_HOST"], int(cfg["MEDIA_PORT"])
     logging.getLogger("media_server").info(
         "media server on http://%s:%s (origins: %s; rooms: %s)",
