@@ -28,6 +28,7 @@ import re
 import unicodedata
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -315,7 +316,7 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
             raise ReferralError(
                 _l("The file contains XML declarations that are not allowed in a table.")
             ) from exc
-        except (XlsxError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        except (XlsxError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise _not_a_spreadsheet() from exc
     if formulas:
         shown = ", ".join(formulas[:5]) + (" …" if len(formulas) > 5 else "")

@@ -471,6 +471,17 @@ def test_the_reader_gives_what_openpyxl_gives(app, date1904):
     assert ours[3] == (6, [], ["C6"])
 
 
+def test_a_corrupted_deflate_stream_is_not_a_spreadsheet(app, catalogue, manager):
+    """Damaged compressed bytes (zlib refuses them) are a refusal, not a server error."""
+    data = bytearray(xlsx([row()]))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo("xl/worksheets/sheet1.xml")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 5, start + 40):
+        data[i] ^= 0xFF
+    assert "не таблица" in _refused(app, manager, bytes(data))
+
+
 def test_a_broken_workbook_is_not_a_spreadsheet(app, catalogue, manager):
     genuine = xlsx([row()])
     out = io.BytesIO()
