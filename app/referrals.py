@@ -278,8 +278,6 @@ def _check_zip(archive: zipfile.ZipFile) -> None:
             raise _zip_bomb()
     if total > _limit("REFERRAL_MAX_UNCOMPRESSED", DEFAULT_MAX_UNCOMPRESSED):
         raise _zip_bomb()
-    if not any(info.filename == "xl/workbook.xml" for info in members):
-        raise _not_a_spreadsheet()
 
 
 def _zip_bomb() -> ReferralError:

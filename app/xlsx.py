@@ -22,6 +22,7 @@ from typing import Any
 from xml.parsers import expat
 
 from openpyxl.styles.numbers import builtin_format_code, is_date_format, is_timedelta_format
+from openpyxl.utils.cell import column_index_from_string, get_column_letter
 from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH, from_excel
 
 PIECE = 64 * 1024
@@ -78,13 +79,6 @@ def _parse_whole(archive: zipfile.ZipFile, name: str, start: Any, end: Any = Non
     with archive.open(name) as fh:
         for _ in _feed(parser, fh):
             pass
-
-
-def _column(letters: str) -> int:
-    n = 0
-    for ch in letters:
-        n = n * 26 + ord(ch) - 64
-    return n
 
 
 def _resolve(base_dir: str, target: str) -> str:
@@ -235,7 +229,7 @@ def iter_sheet_rows(archive: zipfile.ZipFile) -> Iterator[tuple[int, list[Any], 
             if ref:
                 m = _CELL_REF.match(ref)
                 if m:
-                    column = _column(m.group(1))
+                    column = column_index_from_string(m.group(1))
             number[1] = column or number[1] + 1
             cell[0] = ref
             cell[1] = attrs.get("t", "n")
@@ -266,7 +260,7 @@ def iter_sheet_rows(archive: zipfile.ZipFile) -> Iterator[tuple[int, list[Any], 
         if tag == "c":
             column = number[1]
             if cell[3]:
-                formulas.append(cell[0] or f"{_letters(column)}{number[0]}")
+                formulas.append(cell[0] or f"{get_column_letter(column)}{number[0]}")
             elif column <= MAX_COLUMNS:
                 row[column] = _value(cell, "".join(text))
             text.clear()
@@ -322,11 +316,3 @@ def iter_sheet_rows(archive: zipfile.ZipFile) -> Iterator[tuple[int, list[Any], 
                     done.clear()
     except (ValueError, IndexError, KeyError) as exc:  # a bad number, string index, style
         raise XlsxError(str(exc)) from exc
-
-
-def _letters(column: int) -> str:
-    out = ""
-    while column > 0:
-        column, rest = divmod(column - 1, 26)
-        out = chr(65 + rest) + out
-    return out
