@@ -459,19 +459,25 @@ class ChatWriter:
         return await fut
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            try:
-                results = await self.store.send_batch_async([item for item, _ in batch])
-            except Exception as exc:  # every waiter hears about it; the next batch retries
-                for _, fut in batch:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                try:
+                    results = await self.store.send_batch_async([item for item, _ in batch])
+                except Exception as exc:  # every waiter hears about it; the next batch retries
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+                        fut.set_result(result)
+        finally:
+            # Leave the set in the same step as the last look at the queue: the done callback
+            # runs a step later, and a send() in between saw a writer that would never drain
+            # its message (it waited for the process's next message; in a quiet room, forever).
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 def message_dict(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from media_server.store import ChatStore, SendItem
+from media_server.store import ChatStore, ChatWriter, SendItem, SendResult
 from tests.media.conftest import chat_rows
 from tests.media_fixtures import run
 
@@ -71,3 +73,42 @@ def test_batch_keeps_idempotency_and_the_status_rule(app, make_room, path):
         ("k1", "two"),
     ]
     assert chat_rows(app, closed_room.consultation_id) == []
+
+
+class _InstantStore:
+    """A store whose transaction finishes without suspending, and that wakes `on_commit`'s
+    waiter from inside it: that waiter then runs before the writer's task is reaped."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self.on_commit: asyncio.Future[None] | None = None
+        self.batches: list[list[str]] = []
+
+    async def send_batch_async(self, items: list[str]) -> list[SendResult]:
+        self.batches.append(list(items))
+        if self.on_commit is not None and not self.on_commit.done():
+            self.on_commit.set_result(None)
+        return [SendResult("stored", {"id": i}) for i, _ in enumerate(items)]
+
+
+def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
+    """A send that lands between the writer task's last look at its queue and the reaping of
+    that task must start a new one: before, it waited for the next message of the process
+    (in a quiet room, forever: the page showed «отправляется»)."""
+
+    async def scenario() -> list[list[str]]:
+        store = _InstantStore()
+        writer = ChatWriter(store)  # type: ignore[arg-type]
+        store.on_commit = asyncio.get_running_loop().create_future()
+
+        async def second() -> SendResult:
+            await store.on_commit
+            return await writer.send("b")  # type: ignore[arg-type]
+
+        follower = asyncio.ensure_future(second())
+        await writer.send("a")  # type: ignore[arg-type]
+        await asyncio.wait_for(follower, 2)
+        return store.batches
+
+    assert run(scenario()) == [["a"], ["b"]]
