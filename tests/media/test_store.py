@@ -112,3 +112,45 @@ def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
         return store.batches
 
     assert run(scenario()) == [["a"], ["b"]]
+
+
+def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room):
+    """The doctor completes the consultation (a web-app transaction, not yet committed) while a
+    message is being stored: the insert waits for that transaction and then finds chat closed
+    — on SQLite the writer takes the write lock before it reads the status; on PostgreSQL the
+    consultation row is locked FOR SHARE. Nothing is stored after the consultation ended."""
+    import threading
+    import time
+
+    from sqlalchemy import create_engine, update
+
+    from config import sqlite_connect_args
+    from models import Consultation
+
+    room = make_room(kind="centre_request", status="in_progress")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    store = ChatStore(url, workers=1)
+    other = create_engine(
+        url, connect_args=sqlite_connect_args() if url.startswith("sqlite") else {}
+    )
+    outcome: list[str] = []
+    try:
+        info = store.consultation(room.consultation_id)
+        item = SendItem(info, room.patient_user_id, "Name", "during-complete", "text")
+        with other.connect() as conn:
+            conn.execute(
+                update(Consultation)
+                .where(Consultation.id == room.consultation_id)
+                .values(status="completed")
+            )
+            sender = threading.Thread(target=lambda: outcome.append(store.send(item).outcome))
+            sender.start()
+            time.sleep(0.5)
+            assert sender.is_alive()  # waiting for the completing transaction
+            conn.commit()
+        sender.join(30)
+    finally:
+        store.close()
+        other.dispose()
+    assert outcome == ["closed"]
+    assert chat_rows(app, room.consultation_id) == []
