@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from media_server.store import ConsultationInfo, SendResult, message_dict
+from media_server.store import ConsultationInfo, SendResult, begin_immediate, message_dict
 from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite
 
 _msg = ChatMessage.__table__
@@ -61,8 +61,11 @@ def send_guest(
     now = datetime.now(UTC)
     with engine.begin() as conn:
         status_q = select(_cons.c.status).where(_cons.c.id == info.id)
+        # As store.send_batch: a transition either precedes this read or waits for the insert.
         if engine.dialect.name == "postgresql":
-            status_q = status_q.with_for_update(read=True)  # as store.send_batch: no race
+            status_q = status_q.with_for_update(read=True)
+        else:
+            begin_immediate(conn)
         status = conn.execute(status_q).scalar()
         invite = conn.execute(
             select(_invite.c.guest_name, _invite.c.revoked_at, _invite.c.expires_at).where(

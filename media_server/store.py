@@ -118,6 +118,15 @@ def _pg_send_statement():
     )
 
 
+def begin_immediate(conn: Connection) -> Any:
+    """SQLite: take the write lock now (pysqlite would begin only at the first INSERT), so the
+    status read and the insert are one snapshot that a web-app transition (complete, cancel)
+    either precedes or waits for. Returns the driver's cursor; commit stays with `conn`."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur.execute("BEGIN IMMEDIATE")
+    return cur
+
+
 class _SQLiteSend:
     """SQLite: the send path's statements on the driver's own cursor, compiled once from the
     Core tables, with the column types' own bind processors. SQLAlchemy's execution around
@@ -362,11 +371,7 @@ class ChatStore:
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
     ) -> None:
         q = self._sqlite_send
-        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        # The write lock first (pysqlite would begin only at the INSERT): the status read and
-        # the insert are one snapshot that a web-app transition (complete, cancel) either
-        # precedes or waits for.
-        cur.execute("BEGIN IMMEDIATE")
+        cur = begin_immediate(conn)
         open_ids = set()
         for cid in sorted({it.info.id for it in items}):
             row = cur.execute(q.status_sql, (cid,)).fetchone()

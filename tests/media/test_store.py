@@ -114,7 +114,8 @@ def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
     assert run(scenario()) == [["a"], ["b"]]
 
 
-def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room):
+@pytest.mark.parametrize("author", ["patient", "guest"])
+def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, author):
     """The doctor completes the consultation (a web-app transaction, not yet committed) while a
     message is being stored: the insert waits for that transaction and then finds chat closed
     — on SQLite the writer takes the write lock before it reads the status; on PostgreSQL the
@@ -125,9 +126,12 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room):
     from sqlalchemy import create_engine, update
 
     from config import sqlite_connect_args
+    from media_server.guest_chat import send_guest
     from models import Consultation
+    from tests.media.test_chat import make_invite
 
     room = make_room(kind="centre_request", status="in_progress")
+    invite_id = make_invite(app, room.consultation_id, room.doctor_user_id)
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     store = ChatStore(url, workers=1)
     other = create_engine(
@@ -136,14 +140,29 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room):
     outcome: list[str] = []
     try:
         info = store.consultation(room.consultation_id)
-        item = SendItem(info, room.patient_user_id, "Name", "during-complete", "text")
+
+        def send() -> None:
+            if author == "guest":
+                result = send_guest(
+                    store.engine,
+                    info,
+                    invite_id=invite_id,
+                    client_msg_id="during-complete",
+                    body="text",
+                )
+            else:
+                result = store.send(
+                    SendItem(info, room.patient_user_id, "Name", "during-complete", "text")
+                )
+            outcome.append(result.outcome)
+
         with other.connect() as conn:
             conn.execute(
                 update(Consultation)
                 .where(Consultation.id == room.consultation_id)
                 .values(status="completed")
             )
-            sender = threading.Thread(target=lambda: outcome.append(store.send(item).outcome))
+            sender = threading.Thread(target=send)
             sender.start()
             time.sleep(0.5)
             assert sender.is_alive()  # waiting for the completing transaction
