@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import socket
 import statistics
@@ -70,6 +71,7 @@ def serve_echo(port: int) -> None:
         await sio.emit("chat.message", data, to=rooms[sid])
         return {"ok": True}
 
+    freeze_collector()  # the chat server's own setting (tune_collector): a like-for-like baseline
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -113,23 +115,43 @@ def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
 
 
 def _trace_stages(server: Any) -> None:
-    """--trace: where a message's time goes inside the chat server (printed at exit)."""
+    """--trace: where a message's time goes inside the chat server (printed at exit). The
+    first seconds (the warm-up's burst) are left out of the figures."""
     import atexit
+    import collections
 
     store, writer = server.store, server.writer
-    batch_ms: list[float] = []
+    stages: dict[str, list[float]] = collections.defaultdict(list)
     sizes: list[int] = []
-    handler_ms: list[float] = []
-    send_batch, chat_send = store.send_batch_async, server.chat_send
+    queued_at: dict[int, float] = {}
+    first = [0.0]
+    chat_send, writer_send = server.chat_send, writer.send
 
-    async def timed_batch(items: list) -> list:
-        # As the event loop sees it: the transaction, plus the trip to and from a database
-        # thread where one is used.
+    def keep(stage: str, ms: float) -> None:
+        now = time.perf_counter()
+        first[0] = first[0] or now
+        if now - first[0] > 3:
+            stages[stage].append(ms)
+
+    async def timed_writer_send(item: Any) -> Any:
+        queued_at[id(item)] = time.perf_counter()
+        return await writer_send(item)
+
+    def timed_thread_batch(items: list) -> list:
         t = time.perf_counter()
         try:
-            return await send_batch(items)
+            return store.send_batch(items)
         finally:
-            batch_ms.append((time.perf_counter() - t) * 1000)
+            keep("transaction in its thread", (time.perf_counter() - t) * 1000)
+
+    async def timed_batch(items: list) -> list:
+        t = time.perf_counter()
+        for item in items:
+            keep("queued for the writer", (t - queued_at.pop(id(item), t)) * 1000)
+        try:
+            return await store.run(timed_thread_batch, items)
+        finally:
+            keep("transaction as the loop sees it", (time.perf_counter() - t) * 1000)
             sizes.append(len(items))
 
     async def timed_send(conn: Any, data: dict) -> dict:
@@ -137,9 +159,7 @@ def _trace_stages(server: Any) -> None:
         try:
             return await chat_send(conn, data)
         finally:
-            handler_ms.append((time.perf_counter() - t) * 1000)
-
-    import gc
+            keep("chat.send handler", (time.perf_counter() - t) * 1000)
 
     gc_ms: list[float] = []
     gc_started = [0.0]
@@ -152,24 +172,23 @@ def _trace_stages(server: Any) -> None:
 
     gc.callbacks.append(on_gc)
     store.send_batch_async = timed_batch
+    writer.send = timed_writer_send
     server.chat_send = timed_send
     server.sio.handlers["/"]["chat.send"] = server._guarded(timed_send)
-    del writer
 
     def report() -> None:
         def q(xs: list[float]) -> str:
-            xs = sorted(xs)
-            return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f}"
+            xs = sorted(xs) or [0.0]
+            return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f} max {xs[-1]:.1f}"
 
-        print(f"  [trace] transactions {len(batch_ms)}: ms {q(batch_ms)}; size {q(sizes)}")
-        print(f"  [trace] chat.send handler ms {q(handler_ms)}")
+        for stage, values in stages.items():
+            print(f"  [trace] {stage} ({len(values)}): ms {q(values)}")
+        print(f"  [trace] batch size {q([float(n) for n in sizes])}")
         print(
             f"  [trace] full garbage collections {len(gc_ms)}: "
             f"longest {max(gc_ms, default=0):.1f} ms, total {sum(gc_ms):.0f} ms",
             flush=True,
         )
-        import collections
-
         hwm = next(
             (ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")), "?"
         )
@@ -294,10 +313,41 @@ class Client:
             raise RuntimeError(f"{cid}: no chat.message in 30 s; client {state}") from None
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc): the server's own CPU, whatever the load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """utime + stime of a process (Linux /proc): the server's own CPU, whatever the load;
+    with `tid`, of that thread only (the main thread's id is the process's)."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def freeze_collector() -> None:
+    """What media_server.server.tune_collector() does, for the bench's own processes: what
+    exists now is frozen out of the collector's sight, young objects collected less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+class CollectorWatch:
+    """The client process's own full collections: a pause here delays every reply in flight,
+    whichever server is being measured, so each phase reports them beside its figures."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ms = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif info.get("generation") == 2:
+            self.count += 1
+            self.ms += (time.perf_counter() - self._started) * 1000
+
+
+WATCH = CollectorWatch()
 
 
 async def run_phase(
@@ -305,7 +355,8 @@ async def run_phase(
 ) -> dict[str, float]:
     for c in clients:
         c.rtts = []
-    cpu0 = cpu_seconds(pid)
+    cpu0, loop0 = cpu_seconds(pid), cpu_seconds(pid, pid)
+    gc0 = (WATCH.count, WATCH.ms)
     stop_at = time.perf_counter() + seconds
 
     async def loop(c: Client) -> None:
@@ -320,15 +371,19 @@ async def run_phase(
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in clients))
     elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(pid) - cpu0
+    cpu, loop_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(pid, pid) - loop0
     rtts = sorted(r for c in clients for r in c.rtts)
     q = statistics.quantiles(rtts, n=100)
     return {
         "messages": len(rtts),
         "cpu_ms_per_msg": cpu * 1000 / max(1, len(rtts)),
+        # The event loop's thread alone (the rest: database threads)
+        "loop_ms_per_msg": loop_cpu * 1000 / max(1, len(rtts)),
         "per_second": len(rtts) / elapsed,
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
+        "client_gc": WATCH.count - gc0[0],
+        "client_gc_ms": WATCH.ms - gc0[1],
     }
 
 
@@ -351,6 +406,11 @@ async def measure(
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
         name: {phase: [] for phase in phases} for name in servers
     }
+    # The harness's own pauses are not the servers' latency: with Flask, SQLAlchemy and 1,000
+    # clients in this process, a full collection stopped every client for ≈ 200 ms, once or
+    # twice a phase, and that one pause was the phase's p99 (--trace prints them per round).
+    # The servers' collectors are tuned the same way (tune_collector()).
+    freeze_collector()
     try:
         for name, (_, pid) in servers.items():
             await run_phase(groups[name], 2, paced=False, pid=pid)  # warm-up
@@ -361,6 +421,15 @@ async def measure(
                         groups[name], seconds, paced=phase == "paced", pid=pid
                     )
                     runs[name][phase].append(figures)
+                    if os.environ.get("BENCH_TRACE"):
+                        f = figures
+                        print(
+                            f"  [round] {phase:<9} {name}: p50 {f['p50_ms']:.1f} "
+                            f"p99 {f['p99_ms']:.1f} ms; CPU/msg {f['cpu_ms_per_msg']:.2f} "
+                            f"(loop {f['loop_ms_per_msg']:.2f}) ms; client full collections "
+                            f"{f['client_gc']} ({f['client_gc_ms']:.0f} ms)",
+                            flush=True,
+                        )
     finally:
         for clients in groups.values():
             await asyncio.gather(*(c.sio.disconnect() for c in clients), return_exceptions=True)
