@@ -184,6 +184,10 @@ def _trace_stages(server: Any) -> None:
         for stage, values in stages.items():
             print(f"  [trace] {stage} ({len(values)}): ms {q(values)}")
         print(f"  [trace] batch size {q([float(n) for n in sizes])}")
+        if store.dialect == "sqlite":  # how far the log grew between checkpoints
+            wal = Path(f"{store.engine.url.database}-wal")
+            size = wal.stat().st_size if wal.exists() else 0
+            print(f"  [trace] SQLite write-ahead log at exit {size / 2**20:.1f} MiB")
         print(
             f"  [trace] full garbage collections {len(gc_ms)}: "
             f"longest {max(gc_ms, default=0):.1f} ms, total {sum(gc_ms):.0f} ms",

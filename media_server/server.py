@@ -129,6 +129,7 @@ class MediaServer:
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
         self._heartbeat_task: asyncio.Task | None = None
+        self._checkpoint_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._register()
         # aiortc relay + recorder (media_server/peers.py, the peers area): its relay.* and
@@ -146,14 +147,17 @@ class MediaServer:
     async def _on_startup(self, app: web.Application) -> None:
         await self.rooms.heartbeat()
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        if self.store.dialect == "sqlite":
+            self._checkpoint_task = asyncio.create_task(self.store.checkpoints())
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Close every socket cleanly (clients see a server disconnect and reconnect).
         await self.sio.shutdown()
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        if self._heartbeat_task:
-            self._heartbeat_task.cancel()
+        for task in (self._heartbeat_task, self._checkpoint_task):
+            if task:
+                task.cancel()
         await self.peers.close()
         await self.rooms.close()
         await self.store.aclose()

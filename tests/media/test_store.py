@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 
 import pytest
+from sqlalchemy import text
 
 from media_server.store import ChatStore, ChatWriter, SendItem, SendResult
 from tests.media.conftest import chat_rows
@@ -73,6 +76,29 @@ def test_batch_keeps_idempotency_and_the_status_rule(app, make_room, path):
         ("k1", "two"),
     ]
     assert chat_rows(app, closed_room.consultation_id) == []
+    # Stored as SQLAlchemy stores them (SQLite keeps text: microseconds always written, the
+    # UUID as 32 hex digits), so the web app reads and orders them like its own rows.
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import ChatMessage
+
+    with app.app_context():
+        stored = db.session.scalars(
+            select(ChatMessage).where(ChatMessage.consultation_id == open_room.consultation_id)
+        ).all()
+        by_id = {m.id: m for m in stored}
+        for r in (results[0], results[1], results[7]):
+            m = by_id[r.message["id"]]
+            assert m.created_at.isoformat().replace("+00:00", "Z") == r.message["created_at"]
+            assert isinstance(m.public_id, uuid.UUID)
+        if db.engine.dialect.name == "sqlite":
+            raw = db.session.execute(text("SELECT created_at, public_id FROM chat_message")).all()
+            assert raw and all(
+                re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", c)
+                and re.fullmatch(r"[0-9a-f]{32}", p)
+                for c, p in raw
+            )
 
 
 class _InstantStore:
@@ -173,3 +199,29 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, 
         other.dispose()
     assert outcome == ["closed"]
     assert chat_rows(app, room.consultation_id) == []
+
+
+def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room):
+    """SQLite: a chat commit never copies the write-ahead log back into the database (two
+    fsyncs, the paced p99 in bench_chat); the checkpointer does it beside the writer. On
+    PostgreSQL there is nothing to move: the store has no checkpointer."""
+    from media_server.store import CHECKPOINT_BACKSTOP_PAGES
+
+    room = make_room(kind="duty", status="in_progress")
+    store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
+    try:
+        if store.dialect != "sqlite":
+            assert not hasattr(store, "_checkpointer")
+            return
+        info = store.consultation(room.consultation_id)
+        for n in range(400):  # ≈ 5 pages a commit: well past SQLite's default 1,000
+            store.send(SendItem(info, room.patient_user_id, "Name", f"m{n}", "text"))
+        with store.engine.connect() as conn:
+            setting = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        busy, frames, done = store.checkpoint()
+        assert setting == CHECKPOINT_BACKSTOP_PAGES
+        assert frames > 1000  # no commit checkpointed (the default would have at 1,000)
+        assert (busy, done) == (0, frames)  # the checkpointer copied all of it back
+    finally:
+        store.close()
+    assert len(chat_rows(app, room.consultation_id)) == 400
