@@ -125,7 +125,7 @@ def _trace_stages(server: Any) -> None:
     sizes: list[int] = []
     queued_at: dict[int, float] = {}
     first = [0.0]
-    chat_send, writer_send = server.chat_send, writer.send
+    chat_send, writer_send, send_batch = server.chat_send, writer.send, store.send_batch_async
 
     def keep(stage: str, ms: float) -> None:
         now = time.perf_counter()
@@ -149,6 +149,8 @@ def _trace_stages(server: Any) -> None:
         for item in items:
             keep("queued for the writer", (t - queued_at.pop(id(item), t)) * 1000)
         try:
+            if store.dialect == "postgresql":  # the insert runs on the loop
+                return await send_batch(items)
             return await store.run(timed_thread_batch, items)
         finally:
             keep("transaction as the loop sees it", (time.perf_counter() - t) * 1000)

@@ -1,13 +1,14 @@
-"""The media server's database access: a sync SQLAlchemy engine used from a thread pool.
+"""The media server's database access: a sync SQLAlchemy engine used from a thread pool, and
+for the chat insert on PostgreSQL psycopg's own asyncio connections.
 
-The event loop never waits on the database: every call goes through `ChatStore.run`, which hands
-the work to a small executor of its own (sized to the connection pool, so threads never queue on
-the pool). Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session,
-Flask and `app/` stay out of this process (DESIGN §1).
-
-An asyncio engine (psycopg's async connection) for the chat insert was measured and not kept:
-on a busy loop every awaited round trip queues behind the loop's other callbacks, and
-SQLAlchemy's asyncio layer costs the loop more CPU than the hop to a thread (bench/README.md).
+The event loop never blocks on the database: reads and the SQLite writer go through
+`ChatStore.run`, which hands the work to a small executor of its own (sized to the connection
+pool, so threads never queue on the pool). PostgreSQL's chat insert is one statement awaited
+on the loop (`_PgSend`): no thread hop, and no thread taking the GIL from the loop between the
+steps of a round trip (bench_chat: paced p99 2.5× → 1.6× the echo's). Only models.py tables are
+used, through SQLAlchemy Core: the web app's ORM session, Flask and `app/` stay out of this
+process (DESIGN §1). SQLAlchemy's asyncio engine for the same insert was measured and not kept:
+its greenlet layer cost the loop more CPU than the hop to a thread (bench/README.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,6 +191,75 @@ class _SQLiteSend:
         self.created_at = stored_form(_msg.c.created_at)
 
 
+class _PgSend:
+    """PostgreSQL: the batch statement (`_pg_send_statement`) on psycopg's own asyncio
+    connections, awaited on the loop, one connection per transaction in flight (ChatWriter
+    runs at most `inflight` of them). A connection that fails (PostgreSQL restarted, the
+    network) is closed and its batch fails; the next batch opens a new one and the page
+    resends — as the thread's pool did."""
+
+    def __init__(self, url: Any, dialect: Any) -> None:
+        compiled = _pg_send_statement().compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.constants = {k: v for k, v in compiled.params.items() if v is not None}
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._free: list[Any] = []
+
+    async def execute(self, params: dict[str, Any]) -> list[tuple[int, int, str]]:
+        import psycopg
+
+        conn = self._free.pop() if self._free else None
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=10
+            )
+        done = False
+        try:
+            cur = await conn.execute(self.sql, {**self.constants, **params})
+            rows = await cur.fetchall()
+            done = True
+        finally:
+            if done:
+                self._free.append(conn)
+            else:  # failed or cancelled half-way: its state is unknown
+                await conn.close()
+        return rows  # type: ignore[return-value]
+
+    async def close(self) -> None:
+        while self._free:
+            await self._free.pop().close()
+
+
+def _missing_keys(items: list[SendItem], results: list[Any]) -> set[tuple[int, str]]:
+    """(author, client id) of the messages no round stored: a resend, a conflict or closed."""
+    return {(it.author_id, it.client_msg_id) for it, r in zip(items, results, strict=True) if not r}
+
+
+def _store_rounds(
+    items: list[SendItem], results: list[Any], now: datetime
+) -> Generator[list[SendItem], Iterable[tuple[int, int, str]], None]:
+    """The rounds of a batch's insert, for a sync or an async caller: yields the messages to
+    insert and receives (id, author, client id) of those that went in. One row per (author,
+    client id): the first of each goes in; if its chat was closed, a later one with the same
+    key (another consultation) gets its own round. Fills `results` with the stored ones."""
+    pending = list(range(len(items)))
+    while pending:
+        first_of: dict[tuple[int, str], int] = {}
+        for i in pending:
+            first_of.setdefault((items[i].author_id, items[i].client_msg_id), i)
+        stored: set[tuple[int, str]] = set()
+        for new_id, author_id, client_msg_id in (yield [items[i] for i in first_of.values()]):
+            i = first_of[(author_id, client_msg_id)]
+            results[i] = SendResult("stored", items[i].message(new_id, items[i].body, now))
+            stored.add((author_id, client_msg_id))
+        pending = [
+            i
+            for i in pending
+            if (key := (items[i].author_id, items[i].client_msg_id)) not in stored
+            and first_of[key] != i
+        ]
+
+
 @dataclass(frozen=True)
 class ConsultationInfo:
     id: int
@@ -251,6 +321,8 @@ class ChatStore:
         # The send path's statements, built once: per transaction SQLAlchemy then only looks
         # up the compiled form (building them again cost a third of its CPU).
         self._pg_send_q = _pg_send_statement()
+        if self.dialect == "postgresql":
+            self._pg_send = _PgSend(self.engine.url, self.engine.dialect)
         if self.dialect == "sqlite":
             self._sqlite_send = _SQLiteSend(self.engine.dialect)
             event.listen(self.engine, "connect", _commits_leave_checkpoints)
@@ -284,6 +356,8 @@ class ChatStore:
                 log.exception("SQLite checkpoint failed")
 
     async def aclose(self) -> None:
+        if self.dialect == "postgresql":
+            await self._pg_send.close()
         await asyncio.to_thread(self.close)
 
     # --- reads -----------------------------------------------------------------------------
@@ -372,8 +446,31 @@ class ChatStore:
         return self._results(items, *stored)
 
     async def send_batch_async(self, items: list[SendItem]) -> list[SendResult]:
-        """send_batch from the event loop, in a database thread; returns after the commit."""
-        return await self.run(self.send_batch, items)
+        """send_batch from the event loop; returns after the commit. PostgreSQL: the insert
+        on the loop (a resend's stored row is looked up in a thread: rare); SQLite: all of
+        it in a database thread (the file's I/O blocks)."""
+        if self.dialect != "postgresql":
+            return await self.run(self.send_batch, items)
+        results: list[SendResult | None] = [None] * len(items)
+        now = datetime.now(UTC)
+        rounds = _store_rounds(items, results, now)
+        try:
+            firsts = next(rounds)
+            while True:
+                firsts = rounds.send(await self._pg_send.execute(self._pg_params(firsts, now)))
+        except StopIteration:
+            pass
+        existing = await self.run(self._existing_for, items, results)
+        return self._results(items, results, existing)
+
+    def _existing_for(
+        self, items: list[SendItem], results: list[SendResult | None]
+    ) -> dict[tuple[int, str], Any]:
+        keys = _missing_keys(items, results)
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            return {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
 
     def _store(
         self, conn: Connection, items: list[SendItem]
@@ -388,28 +485,34 @@ class ChatStore:
         else:
             self._store_sqlite(conn, items, results, now)
         existing: dict[tuple[int, str], Any] = {}
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:
-            keys = {(items[i].author_id, items[i].client_msg_id) for i in missing}
+        keys = _missing_keys(items, results)
+        if keys:
             existing = {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
         return results, existing
 
     def _store_pg(
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
     ) -> None:
-        def insert(firsts: list[SendItem]) -> Iterable[tuple[int, int, str]]:
-            params = {
-                "cids": sorted({it.info.id for it in firsts}),
-                "public_id": [uuid.uuid4() for _ in firsts],
-                "consultation_id": [it.info.id for it in firsts],
-                "author_id": [it.author_id for it in firsts],
-                "body": [it.body for it in firsts],
-                "client_msg_id": [it.client_msg_id for it in firsts],
-                "now": now,
-            }
-            return conn.execute(self._pg_send_q, params)  # type: ignore[return-value]
+        rounds = _store_rounds(items, results, now)
+        try:
+            firsts = next(rounds)
+            while True:
+                stored = conn.execute(self._pg_send_q, self._pg_params(firsts, now)).all()
+                firsts = rounds.send(stored)  # type: ignore[arg-type]
+        except StopIteration:
+            pass
 
-        self._store_firsts(items, results, now, insert)
+    @staticmethod
+    def _pg_params(firsts: list[SendItem], now: datetime) -> dict[str, Any]:
+        return {
+            "cids": sorted({it.info.id for it in firsts}),
+            "public_id": [uuid.uuid4() for _ in firsts],
+            "consultation_id": [it.info.id for it in firsts],
+            "author_id": [it.author_id for it in firsts],
+            "body": [it.body for it in firsts],
+            "client_msg_id": [it.client_msg_id for it in firsts],
+            "now": now,
+        }
 
     def _store_sqlite(
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
@@ -417,49 +520,24 @@ class ChatStore:
         q = self._sqlite_send
         cur = begin_immediate(conn)
         created_at = q.created_at(now)
-
-        def insert(firsts: list[SendItem]) -> Iterable[tuple[int, int, str]]:
-            # Every statement returns one row at most: each step releases the GIL and waits
-            # to take it back while the loop runs, so a row-per-step RETURNING of a batch of
-            # 150 waited for the loop 150 times (≈ 1 ms each when it was busy).
-            (before,) = cur.execute(q.last_id_sql).fetchone()
-            rows = [
-                [q.public_id(uuid.uuid4()), it.info.id, it.author_id, it.body,
-                 it.client_msg_id, created_at]
-                for it in firsts
-            ]  # fmt: skip
-            cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
-            (stored,) = cur.execute(q.stored_sql, {"after": before or 0}).fetchone()
-            return json.loads(stored)
-
-        self._store_firsts(items, results, now, insert)
-
-    @staticmethod
-    def _store_firsts(
-        items: list[SendItem],
-        results: list[Any],
-        now: datetime,
-        insert: Callable[[list[SendItem]], Iterable[tuple[int, int, str]]],
-    ) -> None:
-        """One row per (author, client id): the first of each goes in `insert`, which stores
-        those of consultations whose chat is open and names them. If that one's chat was
-        closed, a later one with the same key (another consultation) gets its own try."""
-        pending = list(range(len(items)))
-        while pending:
-            first_of: dict[tuple[int, str], int] = {}
-            for i in pending:
-                first_of.setdefault((items[i].author_id, items[i].client_msg_id), i)
-            stored: set[tuple[int, str]] = set()
-            for new_id, author_id, client_msg_id in insert([items[i] for i in first_of.values()]):
-                i = first_of[(author_id, client_msg_id)]
-                results[i] = SendResult("stored", items[i].message(new_id, items[i].body, now))
-                stored.add((author_id, client_msg_id))
-            pending = [
-                i
-                for i in pending
-                if (key := (items[i].author_id, items[i].client_msg_id)) not in stored
-                and first_of[key] != i
-            ]
+        rounds = _store_rounds(items, results, now)
+        try:
+            firsts = next(rounds)
+            while True:
+                # Every statement returns one row at most: each step releases the GIL and
+                # waits to take it back while the loop runs, so a row-per-step RETURNING of a
+                # batch of 150 waited for the loop 150 times (≈ 1 ms each when it was busy).
+                (before,) = cur.execute(q.last_id_sql).fetchone()
+                rows = [
+                    [q.public_id(uuid.uuid4()), it.info.id, it.author_id, it.body,
+                     it.client_msg_id, created_at]
+                    for it in firsts
+                ]  # fmt: skip
+                cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
+                (stored,) = cur.execute(q.stored_sql, {"after": before or 0}).fetchone()
+                firsts = rounds.send(json.loads(stored))
+        except StopIteration:
+            pass
 
     @staticmethod
     def _results(

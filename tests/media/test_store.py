@@ -140,7 +140,8 @@ def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
     assert run(scenario()) == [["a"], ["b"]]
 
 
-@pytest.mark.parametrize("author", ["patient", "guest"])
+# "loop": ChatWriter's path (on PostgreSQL psycopg's asyncio connection on the event loop)
+@pytest.mark.parametrize("author", ["patient", "patient-loop", "guest"])
 def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, author):
     """The doctor completes the consultation (a web-app transaction, not yet committed) while a
     message is being stored: the insert waits for that transaction and then finds chat closed
@@ -177,9 +178,11 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, 
                     body="text",
                 )
             else:
-                result = store.send(
-                    SendItem(info, room.patient_user_id, "Name", "during-complete", "text")
-                )
+                item = SendItem(info, room.patient_user_id, "Name", "during-complete", "text")
+                if author == "patient-loop":
+                    result = run(store.send_batch_async([item]))[0]
+                else:
+                    result = store.send(item)
             outcome.append(result.outcome)
 
         with other.connect() as conn:
@@ -225,3 +228,42 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room):
     finally:
         store.close()
     assert len(chat_rows(app, room.consultation_id)) == 400
+
+
+def test_a_lost_database_connection_fails_one_batch_and_the_next_reconnects(app, make_room):
+    """PostgreSQL restarted or the network dropped: the chat insert's connection is dead. That
+    batch fails (the page resends it), the next one opens a new connection and is stored."""
+    import psycopg
+    from sqlalchemy import create_engine
+
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: a SQLite file has no server connection to lose")
+    room = make_room(kind="duty", status="in_progress")
+    store = ChatStore(url, workers=1)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def item(cmid: str) -> SendItem:
+        return SendItem(info, room.patient_user_id, "Name", cmid, "text")
+
+    async def scenario() -> list[str]:
+        outcomes = [(await store.send_batch_async([item("before")]))[0].outcome]
+        (pid,) = {c.info.backend_pid for c in store._pg_send._free}  # the insert's session
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        try:
+            outcomes.append((await store.send_batch_async([item("lost")]))[0].outcome)
+        except psycopg.OperationalError:  # AdminShutdown: the session was terminated
+            outcomes.append("failed")
+        outcomes.append((await store.send_batch_async([item("lost")]))[0].outcome)  # resent
+        await store.aclose()
+        return outcomes
+
+    try:
+        info = store.consultation(room.consultation_id)
+        outcomes = run(scenario())
+    finally:
+        store.close()
+        admin.dispose()
+    assert outcomes == ["stored", "failed", "stored"]
+    assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["before", "lost"]
