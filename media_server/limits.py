@@ -57,9 +57,22 @@ def text_field(data: dict[str, Any], key: str, *, max_len: int, required: bool =
     value = data.get(key)
     if value is None and not required:
         return ""
-    if not isinstance(value, str) or not value or len(value) > max_len or "\x00" in value:
+    if not isinstance(value, str) or not value or len(value) > max_len or not storable(value):
         raise BadRequest(key)
     return value
+
+
+def storable(value: str) -> bool:
+    """Text a database takes: no NUL, and valid Unicode (JSON's "\\ud800" escape decodes to a
+    lone surrogate that no UTF-8 column stores — it failed a whole batch of other people's
+    messages with it)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def int_field(data: dict[str, Any], key: str, *, minimum: int = 0) -> int:

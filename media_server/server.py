@@ -25,7 +25,14 @@ from sqlalchemy.orm import sessionmaker
 
 from media_server.auth import Claims, TokenRejected, verify_join_token
 from media_server.guest_chat import guest_history, merge_history, send_guest
-from media_server.limits import BadRequest, FloodGate, TokenBucket, int_field, text_field
+from media_server.limits import (
+    BadRequest,
+    FloodGate,
+    TokenBucket,
+    int_field,
+    storable,
+    text_field,
+)
 from media_server.peers import PeerIdentity, RelayHub, register_peer_events
 from media_server.rooms import (
     ADMITTED,
@@ -378,7 +385,7 @@ class MediaServer:
     async def chat_send(self, conn: Conn, data: dict[str, Any]) -> Ack:
         client_msg_id = text_field(data, "client_msg_id", max_len=MAX_CLIENT_MSG_ID)
         body = data.get("body")
-        if not isinstance(body, str) or "\x00" in body or not body.strip():
+        if not isinstance(body, str) or not storable(body) or not body.strip():
             raise BadRequest("body")
         if len(body) > MAX_BODY:
             return _fail("too_long")

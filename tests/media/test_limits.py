@@ -40,6 +40,9 @@ def test_malformed_events_get_bad_request_and_the_socket_stays(app, media_server
             "body not text": await c.call("chat.send", {"client_msg_id": "1", "body": 5}),
             "blank body": await c.call("chat.send", {"client_msg_id": "1", "body": "  \n"}),
             "NUL in body": await c.call("chat.send", {"client_msg_id": "1", "body": "a\x00b"}),
+            # JSON's "\ud800" escape: a lone surrogate, text no database column takes
+            "surrogate body": await c.call("chat.send", {"client_msg_id": "1", "body": "a\ud800"}),
+            "surrogate id": await c.call("chat.send", {"client_msg_id": "\udc00", "body": "a"}),
             "long id": await c.call("chat.send", {"client_msg_id": "x" * 65, "body": "a"}),
             "id not text": await c.call("chat.send", {"client_msg_id": 7, "body": "a"}),
             "read not int": await c.call("chat.read", {"up_to": "5"}),
