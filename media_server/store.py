@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Engine,
@@ -34,6 +35,8 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
+    column,
     create_engine,
     event,
     func,
@@ -101,10 +104,11 @@ def _pg_send_statement():
     """PostgreSQL: a whole batch in ONE statement, run in autocommit — one round trip and its
     commit instead of BEGIN, status SELECT, INSERT and COMMIT (four, each one more GIL wait).
 
-    The rows come as arrays (unnest), so the statement is one compiled form whatever the batch
-    size. Only rows of consultations whose chat is open go in; FOR SHARE on those consultation
-    rows (in id order: no deadlocks) makes a concurrent transition (complete, cancel) wait for
-    the insert, or the insert see it — as the status SELECT of the transaction did."""
+    The rows come as one JSON parameter (json_to_recordset), so the statement is one compiled
+    form whatever the batch size, and the driver dumps one string (six arrays of Python
+    objects cost the loop ≈ 0.2 ms a batch). Only rows of consultations whose chat is open go
+    in; FOR SHARE on those consultation rows (in id order: no deadlocks) makes a concurrent
+    transition (complete, cancel) wait for the insert, or the insert see it."""
     open_cons = (
         select(_cons.c.id)
         .where(_cons.c.id == any_(bindparam("cids", type_=ARRAY(Integer))), chat_allowed_sql())
@@ -114,10 +118,9 @@ def _pg_send_statement():
     )
     types = (Uuid, Integer, Integer, Text, String)
     new = (
-        func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in zip(_NEW_ROW, types, strict=True)))
-        .table_valued(*_NEW_ROW)
-        .render_derived()
-        .alias("new")
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), JSON))
+        .table_valued(*(column(n, t) for n, t in zip(_NEW_ROW, types, strict=True)))
+        .render_derived(name="new", with_types=True)
     )
     rows = select(
         *(new.c[n] for n in _NEW_ROW), bindparam("now", type_=_msg.c.created_at.type)
@@ -460,15 +463,11 @@ class ChatStore:
                 firsts = rounds.send(await self._pg_send.execute(self._pg_params(firsts, now)))
         except StopIteration:
             pass
-        existing = await self.run(self._existing_for, items, results)
+        keys = _missing_keys(items, results)
+        existing = await self.run(self._existing_rows, keys) if keys else {}
         return self._results(items, results, existing)
 
-    def _existing_for(
-        self, items: list[SendItem], results: list[SendResult | None]
-    ) -> dict[tuple[int, str], Any]:
-        keys = _missing_keys(items, results)
-        if not keys:
-            return {}
+    def _existing_rows(self, keys: set[tuple[int, str]]) -> dict[tuple[int, str], Any]:
         with self.engine.connect() as conn:
             return {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
 
@@ -504,15 +503,17 @@ class ChatStore:
 
     @staticmethod
     def _pg_params(firsts: list[SendItem], now: datetime) -> dict[str, Any]:
-        return {
-            "cids": sorted({it.info.id for it in firsts}),
-            "public_id": [uuid.uuid4() for _ in firsts],
-            "consultation_id": [it.info.id for it in firsts],
-            "author_id": [it.author_id for it in firsts],
-            "body": [it.body for it in firsts],
-            "client_msg_id": [it.client_msg_id for it in firsts],
-            "now": now,
-        }
+        rows = [
+            {
+                "public_id": str(uuid.uuid4()),
+                "consultation_id": it.info.id,
+                "author_id": it.author_id,
+                "body": it.body,
+                "client_msg_id": it.client_msg_id,
+            }
+            for it in firsts
+        ]
+        return {"cids": sorted({it.info.id for it in firsts}), "rows": json.dumps(rows), "now": now}
 
     def _store_sqlite(
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
