@@ -172,6 +172,20 @@ def _trace_stages(server: Any) -> None:
         elif info.get("generation") == 2:
             gc_ms.append((time.perf_counter() - gc_started[0]) * 1000)
 
+    log_frames: list[int] = []
+    if store.dialect == "sqlite":  # the checkpointer: how long the log grew, and its pauses
+        checkpoint = store.checkpoint
+
+        def timed_checkpoint() -> tuple[int, int, int]:
+            t = time.perf_counter()
+            result = checkpoint()
+            log_frames.append(result[1])
+            keep("checkpoint" + (" (writer paused)" if writer._pauses else ""),
+                 (time.perf_counter() - t) * 1000)  # fmt: skip
+            return result
+
+        store.checkpoint = timed_checkpoint
+
     gc.callbacks.append(on_gc)
     store.send_batch_async = timed_batch
     writer.send = timed_writer_send
@@ -186,10 +200,8 @@ def _trace_stages(server: Any) -> None:
         for stage, values in stages.items():
             print(f"  [trace] {stage} ({len(values)}): ms {q(values)}")
         print(f"  [trace] batch size {q([float(n) for n in sizes])}")
-        if store.dialect == "sqlite":  # how far the log grew between checkpoints
-            wal = Path(f"{store.engine.url.database}-wal")
-            size = wal.stat().st_size if wal.exists() else 0
-            print(f"  [trace] SQLite write-ahead log at exit {size / 2**20:.1f} MiB")
+        if log_frames:  # how far the log grew between its restarts
+            print(f"  [trace] SQLite log frames at checkpoints: max {max(log_frames)}")
         print(
             f"  [trace] full garbage collections {len(gc_ms)}: "
             f"longest {max(gc_ms, default=0):.1f} ms, total {sum(gc_ms):.0f} ms",

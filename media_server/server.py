@@ -155,7 +155,7 @@ class MediaServer:
         await self.rooms.heartbeat()
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         if self.store.dialect == "sqlite":
-            self._checkpoint_task = asyncio.create_task(self.store.checkpoints())
+            self._checkpoint_task = asyncio.create_task(self.store.checkpoints(self.writer))
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Close every socket cleanly (clients see a server disconnect and reconnect).

@@ -204,7 +204,7 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, 
     assert chat_rows(app, room.consultation_id) == []
 
 
-def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room):
+def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, monkeypatch):
     """SQLite: a chat commit never copies the write-ahead log back into the database (two
     fsyncs, the paced p99 in bench_chat); the checkpointer does it beside the writer. On
     PostgreSQL there is nothing to move: the store has no checkpointer."""
@@ -225,9 +225,75 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room):
         assert setting == CHECKPOINT_BACKSTOP_PAGES
         assert frames > 1000  # no commit checkpointed (the default would have at 1,000)
         assert (busy, done) == (0, frames)  # the checkpointer copied all of it back
+
+        # Past the reset size, the checkpoint is finished while the writer waits (batches
+        # committed during the first one kept the log from starting again); the next
+        # transaction then starts the log again from its beginning.
+        real_checkpoint, paused_during = store.checkpoint, []
+
+        def checkpoint() -> tuple[int, int, int]:
+            paused_during.append(writer._pauses > 0)
+            return real_checkpoint()
+
+        async def flow_then_checkpoint() -> tuple[int, int]:
+            for n in range(300):
+                await writer.send(SendItem(info, room.patient_user_id, "Name", f"f{n}", "t"))
+            _, grown, _ = real_checkpoint()
+            await store.checkpoint_once(writer)
+            await writer.send(SendItem(info, room.patient_user_id, "Name", "after", "t"))
+            _, restarted, _ = real_checkpoint()
+            return grown, restarted
+
+        writer = ChatWriter(store)
+        monkeypatch.setattr(store, "checkpoint", checkpoint)
+        monkeypatch.setattr("media_server.store.CHECKPOINT_RESET_PAGES", 100)
+        grown, restarted = run(flow_then_checkpoint())
+        assert paused_during == [False, True]
+        assert grown > 1000 and restarted < 50
     finally:
         store.close()
-    assert len(chat_rows(app, room.consultation_id)) == 400
+    assert len(chat_rows(app, room.consultation_id)) == 701
+
+
+def test_a_paused_writer_lets_its_batch_finish_and_holds_the_next():
+    """ChatWriter.paused(): the checkpointer's moment between two batches."""
+
+    class SlowStore:
+        dialect = "sqlite"
+
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+            self.log: list[str] = []
+
+        async def send_batch_async(self, items: list[str]) -> list[SendResult]:
+            self.log.append("begin " + "+".join(items))
+            await self.release.wait()
+            self.log.append("end " + "+".join(items))
+            return [SendResult("stored", {"id": 1}) for _ in items]
+
+    async def scenario() -> list[str]:
+        store = SlowStore()
+        writer = ChatWriter(store)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(writer.send("a"))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+
+        async def pause() -> None:
+            async with writer.paused():
+                store.log.append("paused")
+                second = asyncio.ensure_future(writer.send("b"))  # type: ignore[arg-type]
+                await asyncio.sleep(0.05)
+                assert not second.done()
+                store.log.append("resume")
+
+        pausing = asyncio.ensure_future(pause())
+        await asyncio.sleep(0.01)
+        store.release.set()
+        await asyncio.wait_for(asyncio.gather(first, pausing), 2)
+        while "end b" not in store.log:
+            await asyncio.sleep(0.01)
+        return store.log
+
+    assert run(scenario()) == ["begin a", "end a", "paused", "resume", "begin b", "end b"]
 
 
 def test_a_lost_database_connection_fails_one_batch_and_the_next_reconnects(app, make_room):
