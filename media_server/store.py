@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import (
     JSON,
     ColumnElement,
@@ -211,8 +212,6 @@ class _PgSend:
         self._free: list[Any] = []
 
     async def execute(self, params: dict[str, Any]) -> list[tuple[int, int, str]]:
-        import psycopg
-
         conn = self._free.pop() if self._free else None
         if conn is None or conn.closed:
             conn = await psycopg.AsyncConnection.connect(
