@@ -204,8 +204,8 @@ class _PgSend:
     network) is closed and its batch fails; the next batch opens a new one and the page
     resends — as the thread's pool did."""
 
-    def __init__(self, url: Any, dialect: Any) -> None:
-        compiled = _pg_send_statement().compile(dialect=dialect)
+    def __init__(self, statement: Any, url: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -262,6 +262,20 @@ def _store_rounds(
             if (key := (items[i].author_id, items[i].client_msg_id)) not in stored
             and first_of[key] != i
         ]
+
+
+def _run_rounds(
+    rounds: Generator[list[SendItem], Iterable[tuple[int, int, str]], None],
+    insert: Callable[[list[SendItem]], Iterable[tuple[int, int, str]]],
+) -> None:
+    """_store_rounds for a sync caller: `insert` stores a round's messages and names the new
+    rows (the async caller, send_batch_async, awaits its insert in the same loop)."""
+    try:
+        firsts = next(rounds)
+        while True:
+            firsts = rounds.send(insert(firsts))
+    except StopIteration:
+        pass
 
 
 @dataclass(frozen=True)
@@ -324,9 +338,9 @@ class ChatStore:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="media-db")
         # The send path's statements, built once: per transaction SQLAlchemy then only looks
         # up the compiled form (building them again cost a third of its CPU).
-        self._pg_send_q = _pg_send_statement()
         if self.dialect == "postgresql":
-            self._pg_send = _PgSend(self.engine.url, self.engine.dialect)
+            self._pg_send_q = _pg_send_statement()
+            self._pg_send = _PgSend(self._pg_send_q, self.engine.url, self.engine.dialect)
         if self.dialect == "sqlite":
             self._sqlite_send = _SQLiteSend(self.engine.dialect)
             event.listen(self.engine, "connect", _commits_leave_checkpoints)
@@ -483,7 +497,7 @@ class ChatStore:
 
     def _existing_rows(self, keys: set[tuple[int, str]]) -> dict[tuple[int, str], Any]:
         with self.engine.connect() as conn:
-            return {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
+            return self._existing(conn, keys)
 
     def _store(
         self, conn: Connection, items: list[SendItem]
@@ -497,23 +511,16 @@ class ChatStore:
             self._store_pg(conn, items, results, now)
         else:
             self._store_sqlite(conn, items, results, now)
-        existing: dict[tuple[int, str], Any] = {}
         keys = _missing_keys(items, results)
-        if keys:
-            existing = {(r.author_id, r.client_msg_id): r for r in self._existing(conn, keys)}
-        return results, existing
+        return results, self._existing(conn, keys) if keys else {}
 
     def _store_pg(
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
     ) -> None:
-        rounds = _store_rounds(items, results, now)
-        try:
-            firsts = next(rounds)
-            while True:
-                stored = conn.execute(self._pg_send_q, self._pg_params(firsts, now)).all()
-                firsts = rounds.send(stored)  # type: ignore[arg-type]
-        except StopIteration:
-            pass
+        _run_rounds(
+            _store_rounds(items, results, now),
+            lambda firsts: conn.execute(self._pg_send_q, self._pg_params(firsts, now)).all(),
+        )
 
     @staticmethod
     def _pg_params(firsts: list[SendItem], now: datetime) -> dict[str, Any]:
@@ -535,24 +542,22 @@ class ChatStore:
         q = self._sqlite_send
         cur = begin_immediate(conn)
         created_at = q.created_at(now)
-        rounds = _store_rounds(items, results, now)
-        try:
-            firsts = next(rounds)
-            while True:
-                # Every statement returns one row at most: each step releases the GIL and
-                # waits to take it back while the loop runs, so a row-per-step RETURNING of a
-                # batch of 150 waited for the loop 150 times (≈ 1 ms each when it was busy).
-                (before,) = cur.execute(q.last_id_sql).fetchone()
-                rows = [
-                    [q.public_id(uuid.uuid4()), it.info.id, it.author_id, it.body,
-                     it.client_msg_id, created_at]
-                    for it in firsts
-                ]  # fmt: skip
-                cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
-                (stored,) = cur.execute(q.stored_sql, {"after": before or 0}).fetchone()
-                firsts = rounds.send(json.loads(stored))
-        except StopIteration:
-            pass
+
+        def insert(firsts: list[SendItem]) -> list[tuple[int, int, str]]:
+            # Every statement returns one row at most: each step releases the GIL and waits
+            # to take it back while the loop runs, so a row-per-step RETURNING of a batch of
+            # 150 waited for the loop 150 times (≈ 1 ms each when it was busy).
+            (before,) = cur.execute(q.last_id_sql).fetchone()
+            rows = [
+                [q.public_id(uuid.uuid4()), it.info.id, it.author_id, it.body,
+                 it.client_msg_id, created_at]
+                for it in firsts
+            ]  # fmt: skip
+            cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
+            (stored,) = cur.execute(q.stored_sql, {"after": before or 0}).fetchone()
+            return json.loads(stored)
+
+        _run_rounds(_store_rounds(items, results, now), insert)
 
     @staticmethod
     def _results(
@@ -574,7 +579,8 @@ class ChatStore:
         return results  # type: ignore[return-value]
 
     @staticmethod
-    def _existing(conn: Connection, keys: set[tuple[int, str]]):
+    def _existing(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], Any]:
+        """The stored rows of these (author, client id) keys, by key."""
         stmt = select(
             _msg.c.id,
             _msg.c.consultation_id,
@@ -585,7 +591,7 @@ class ChatStore:
         ).where(
             or_(*(and_(_msg.c.author_id == a, _msg.c.client_msg_id == c) for a, c in sorted(keys)))
         )
-        return conn.execute(stmt).all()
+        return {(r.author_id, r.client_msg_id): r for r in conn.execute(stmt)}
 
     def mark_read(self, *, user_id: int, consultation_id: int, up_to: int) -> int:
         """Move the user's read mark forward (never back); returns the stored mark."""
