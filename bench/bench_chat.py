@@ -163,15 +163,6 @@ def _trace_stages(server: Any) -> None:
         finally:
             keep("chat.send handler", (time.perf_counter() - t) * 1000)
 
-    gc_ms: list[float] = []
-    gc_started = [0.0]
-
-    def on_gc(phase: str, info: dict) -> None:
-        if phase == "start":
-            gc_started[0] = time.perf_counter()
-        elif info.get("generation") == 2:
-            gc_ms.append((time.perf_counter() - gc_started[0]) * 1000)
-
     log_frames: list[int] = []
     if store.dialect == "sqlite":  # the checkpointer: how long the log grew, and its pauses
         checkpoint = store.checkpoint
@@ -186,7 +177,6 @@ def _trace_stages(server: Any) -> None:
 
         store.checkpoint = timed_checkpoint
 
-    gc.callbacks.append(on_gc)
     store.send_batch_async = timed_batch
     writer.send = timed_writer_send
     server.chat_send = timed_send
@@ -203,8 +193,8 @@ def _trace_stages(server: Any) -> None:
         if log_frames:  # how far the log grew between its restarts
             print(f"  [trace] SQLite log frames at checkpoints: max {max(log_frames)}")
         print(
-            f"  [trace] full garbage collections {len(gc_ms)}: "
-            f"longest {max(gc_ms, default=0):.1f} ms, total {sum(gc_ms):.0f} ms",
+            f"  [trace] full garbage collections {WATCH.count}: "
+            f"longest {WATCH.longest:.1f} ms, total {WATCH.ms:.0f} ms",
             flush=True,
         )
         hwm = next(
@@ -348,12 +338,14 @@ def freeze_collector() -> None:
 
 
 class CollectorWatch:
-    """The client process's own full collections: a pause here delays every reply in flight,
-    whichever server is being measured, so each phase reports them beside its figures."""
+    """This process's full collections. In the client a pause delays every reply in flight,
+    whichever server is being measured, so each phase reports them beside its figures; the
+    chat server's --trace reports its own."""
 
     def __init__(self) -> None:
         self.count = 0
         self.ms = 0.0
+        self.longest = 0.0
         self._started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -361,8 +353,10 @@ class CollectorWatch:
         if phase == "start":
             self._started = time.perf_counter()
         elif info.get("generation") == 2:
+            ms = (time.perf_counter() - self._started) * 1000
             self.count += 1
-            self.ms += (time.perf_counter() - self._started) * 1000
+            self.ms += ms
+            self.longest = max(self.longest, ms)
 
 
 WATCH = CollectorWatch()
