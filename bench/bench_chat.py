@@ -177,6 +177,7 @@ def _trace_stages(server: Any) -> None:
 
         store.checkpoint = timed_checkpoint
 
+    WATCH.reset()  # from here: the startup's collections (imports, tune_collector) are not it
     store.send_batch_async = timed_batch
     writer.send = timed_writer_send
     server.chat_send = timed_send
@@ -343,11 +344,12 @@ class CollectorWatch:
     chat server's --trace reports its own."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.ms = 0.0
-        self.longest = 0.0
+        self.reset()
         self._started = 0.0
         gc.callbacks.append(self._on_gc)
+
+    def reset(self) -> None:
+        self.count, self.ms, self.longest = 0, 0.0, 0.0
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
