@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 
 import pytest
@@ -208,7 +209,7 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
     """SQLite: a chat commit never copies the write-ahead log back into the database (two
     fsyncs, the paced p99 in bench_chat); the checkpointer does it beside the writer. On
     PostgreSQL there is nothing to move: the store has no checkpointer."""
-    from media_server.store import CHECKPOINT_BACKSTOP_PAGES
+    from media_server.store import CHECKPOINT_BACKSTOP_PAGES, CHECKPOINT_CATCH_UP_PASSES
 
     room = make_room(kind="duty", status="in_progress")
     store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
@@ -227,8 +228,9 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
         assert (busy, done) == (0, frames)  # the checkpointer copied all of it back
 
         # Past the reset size, the checkpoint is finished while the writer waits (batches
-        # committed during the first one kept the log from starting again); the next
-        # transaction then starts the log again from its beginning.
+        # committed during the first one kept the log from starting again) — after passes
+        # beside it while a pass still takes long; the next transaction then starts the log
+        # again from its beginning.
         real_checkpoint, paused_during = store.checkpoint, []
 
         def checkpoint() -> tuple[int, int, int]:
@@ -248,11 +250,44 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
         monkeypatch.setattr(store, "checkpoint", checkpoint)
         monkeypatch.setattr("media_server.store.CHECKPOINT_RESET_PAGES", 100)
         grown, restarted = run(flow_then_checkpoint())
-        assert paused_during == [False, True]
+        assert paused_during[-1] is True and not any(paused_during[:-1])
+        assert 2 <= len(paused_during) <= 2 + CHECKPOINT_CATCH_UP_PASSES
         assert grown > 1000 and restarted < 50
     finally:
         store.close()
     assert len(chat_rows(app, room.consultation_id)) == 701
+
+
+@pytest.mark.parametrize(
+    ("took", "expected"),
+    [
+        ([0.1, 0.0], [False, False, True]),  # the second pass was quick: the writer waits
+        ([0.1] * 4, [False, False, False, False, True]),  # never quick: at most 3 more passes
+        ([0.1], [False]),  # a short log: no pause at all
+    ],
+)
+def test_the_checkpointer_catches_up_beside_the_writer_before_it_pauses_it(
+    tmp_path, monkeypatch, took, expected
+):
+    """Past the reset size the writer waits only for the last pass: passes beside it first,
+    each copying what came during the one before, while a pass still takes long."""
+    store = ChatStore(f"sqlite:///{tmp_path / 'log.db'}", workers=1)
+    writer = ChatWriter(store)
+    monkeypatch.setattr("media_server.store.CHECKPOINT_CATCH_UP_SECONDS", 0.05)
+    frames = 5_000 if len(expected) > 1 else 10
+    passes: list[bool] = []
+
+    def checkpoint() -> tuple[int, int, int]:
+        passes.append(writer._pauses > 0)
+        time.sleep(took[min(len(passes) - 1, len(took) - 1)] if not passes[-1] else 0)
+        return 0, frames, frames
+
+    monkeypatch.setattr(store, "checkpoint", checkpoint)
+    try:
+        run(store.checkpoint_once(writer))
+    finally:
+        store.close()
+    assert passes == expected
 
 
 def test_a_paused_writer_lets_its_batch_finish_and_holds_the_next():
