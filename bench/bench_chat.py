@@ -122,16 +122,20 @@ def _trace_stages(server: Any) -> None:
 
     store, writer = server.store, server.writer
     stages: dict[str, list[float]] = collections.defaultdict(list)
+    # (when, stage, ms): the same figures per chat phase (the server idles during the echo's)
+    timeline: list[tuple[float, str, float]] = []
     sizes: list[int] = []
     queued_at: dict[int, float] = {}
     first = [0.0]
-    chat_send, writer_send, send_batch = server.chat_send, writer.send, store.send_batch_async
+    chat_send, writer_send = server.chat_send, writer.send
+    send_batch, thread_batch = store.send_batch_async, store.send_batch
 
     def keep(stage: str, ms: float) -> None:
         now = time.perf_counter()
         first[0] = first[0] or now
         if now - first[0] > 3:
             stages[stage].append(ms)
+            timeline.append((now, stage, ms))
 
     async def timed_writer_send(item: Any) -> Any:
         queued_at[id(item)] = time.perf_counter()
@@ -140,7 +144,7 @@ def _trace_stages(server: Any) -> None:
     def timed_thread_batch(items: list) -> list:
         t = time.perf_counter()
         try:
-            return store.send_batch(items)
+            return thread_batch(items)
         finally:
             keep("transaction in its thread", (time.perf_counter() - t) * 1000)
 
@@ -149,9 +153,7 @@ def _trace_stages(server: Any) -> None:
         for item in items:
             keep("queued for the writer", (t - queued_at.pop(id(item), t)) * 1000)
         try:
-            if store.dialect == "postgresql":  # the insert runs on the loop
-                return await send_batch(items)
-            return await store.run(timed_thread_batch, items)
+            return await send_batch(items)
         finally:
             keep("transaction as the loop sees it", (time.perf_counter() - t) * 1000)
             sizes.append(len(items))
@@ -171,6 +173,7 @@ def _trace_stages(server: Any) -> None:
             t = time.perf_counter()
             result = checkpoint()
             log_frames.append(result[1])
+            keep("checkpoint: log frames seen", float(result[1]))
             keep("checkpoint" + (" (writer paused)" if writer._pauses else ""),
                  (time.perf_counter() - t) * 1000)  # fmt: skip
             return result
@@ -179,6 +182,7 @@ def _trace_stages(server: Any) -> None:
 
     WATCH.reset()  # from here: the startup's collections (imports, tune_collector) are not it
     store.send_batch_async = timed_batch
+    store.send_batch = timed_thread_batch  # what send_batch_async runs in a thread
     writer.send = timed_writer_send
     server.chat_send = timed_send
     server.sio.handlers["/"]["chat.send"] = server._guarded(timed_send)
@@ -188,6 +192,19 @@ def _trace_stages(server: Any) -> None:
             xs = sorted(xs) or [0.0]
             return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f} max {xs[-1]:.1f}"
 
+        phases: list[dict[str, list[float]]] = []
+        last = -1e9
+        for when, stage, ms in timeline:
+            if not stage.startswith("checkpoint"):  # it runs every second, idle or not
+                if when - last > 2:  # an idle gap: the next phase
+                    phases.append(collections.defaultdict(list))
+                last = when
+            if not phases:
+                continue
+            phases[-1][stage].append(ms)
+        for n, phase in enumerate(phases, 1):
+            for stage, values in phase.items():
+                print(f"  [trace] phase {n} {stage} ({len(values)}): ms {q(values)}")
         for stage, values in stages.items():
             print(f"  [trace] {stage} ({len(values)}): ms {q(values)}")
         print(f"  [trace] batch size {q([float(n) for n in sizes])}")
