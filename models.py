@@ -8,7 +8,10 @@ a URL, token, room or file key.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
@@ -62,8 +65,19 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def public_id_column() -> Mapped[uuid.UUID]:
-    return mapped_column(Uuid, unique=True, nullable=False, default=uuid.uuid4)
+def public_id_column(default: Callable[[], uuid.UUID] = uuid.uuid4) -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, unique=True, nullable=False, default=default)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7: 48 bits of Unix milliseconds, 74 random).
+    For rows written in a steady stream (chat messages): each one lands at the right edge
+    of its unique index instead of on a random page — one page written per batch instead of
+    one per row, in the write-ahead log and in the checkpoint that copies it back."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # variant 10
+    return uuid.UUID(int=value)
 
 
 def created_at_column() -> Mapped[datetime]:
@@ -579,7 +593,7 @@ class ChatMessage(Model):
     __tablename__ = "chat_message"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    public_id: Mapped[uuid.UUID] = public_id_column()
+    public_id: Mapped[uuid.UUID] = public_id_column(default=uuid7)
     consultation_id: Mapped[int] = mapped_column(
         ForeignKey("consultation.id", ondelete="CASCADE"), nullable=False
     )
@@ -595,7 +609,16 @@ class ChatMessage(Model):
 
     __table_args__ = (
         UniqueConstraint("author_id", "client_msg_id", name="uq_chat_message_client_id"),
-        UniqueConstraint("invite_id", "client_msg_id", name="uq_chat_message_invite_client_id"),
+        # Partial: only guests' messages have an invite, the members' (nearly all) are not
+        # written into this index at all (one page fewer per message in the log).
+        Index(
+            "uq_chat_message_invite_client_id",
+            "invite_id",
+            "client_msg_id",
+            unique=True,
+            sqlite_where=text("invite_id IS NOT NULL"),
+            postgresql_where=text("invite_id IS NOT NULL"),
+        ),
         CheckConstraint(
             "(author_id IS NULL) <> (invite_id IS NULL)", name="ck_chat_message_one_author"
         ),

@@ -12,7 +12,6 @@ chat (store.ChatWriter's group commit) stays untouched by them.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from media_server.store import ConsultationInfo, SendResult, begin_immediate, message_dict
-from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite
+from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite, uuid7
 
 _msg = ChatMessage.__table__
 _cons = Consultation.__table__
@@ -107,7 +106,7 @@ def send_guest(
         stmt = (
             insert(_msg)
             .values(
-                public_id=uuid.uuid4(),
+                public_id=uuid7(),
                 consultation_id=info.id,
                 author_id=None,
                 invite_id=invite_id,
@@ -115,7 +114,11 @@ def send_guest(
                 client_msg_id=client_msg_id,
                 created_at=now,
             )
-            .on_conflict_do_nothing(index_elements=["invite_id", "client_msg_id"])
+            .on_conflict_do_nothing(
+                # the partial unique index of guests' client ids (migration 0010)
+                index_elements=["invite_id", "client_msg_id"],
+                index_where=_msg.c.invite_id.isnot(None),
+            )
             .returning(_msg.c.id)
         )
         new_id = conn.execute(stmt).scalar()
