@@ -1,11 +1,14 @@
 """The media server's database access: a sync SQLAlchemy engine used from a thread pool, and
 for the chat insert on PostgreSQL psycopg's own asyncio connections.
 
-The event loop never blocks on the database: reads and the SQLite writer go through
-`ChatStore.run`, which hands the work to a small executor of its own (sized to the connection
-pool, so threads never queue on the pool). PostgreSQL's chat insert is one statement awaited
-on the loop (`_PgSend`): no thread hop, and no thread taking the GIL from the loop between the
-steps of a round trip (bench_chat: paced p99 2.5× → 1.6× the echo's). Only models.py tables are
+The event loop never waits on the database: reads go through `ChatStore.run`, which hands
+the work to a small executor of its own (sized to the connection pool, so threads never queue
+on the pool). The chat insert stays on the loop, with no thread hop and no thread taking the
+GIL from the loop between its steps: on PostgreSQL one statement awaited on psycopg's asyncio
+connection (`_PgSend`; bench_chat: paced p99 2.5× → 1.6× the echo's); on SQLite one statement
+called on the loop (`_SQLiteLoopWriter`) — it appends to the write-ahead log in the page cache
+(no fsync: WAL with synchronous=NORMAL) and never waits for the file's lock: when another
+process holds it, that batch goes to a thread that waits. Only models.py tables are
 used, through SQLAlchemy Core: the web app's ORM session, Flask and `app/` stay out of this
 process (DESIGN §1). SQLAlchemy's asyncio engine for the same insert was measured and not kept:
 its greenlet layer cost the loop more CPU than the hop to a thread (bench/README.md).
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
@@ -59,6 +63,7 @@ from models import (
     Doctor,
     OblakoUser,
     Patient,
+    uuid7,
 )
 
 T = TypeVar("T")
@@ -206,6 +211,43 @@ class _SQLiteSend:
         self.created_at = stored_form(_msg.c.created_at)
 
 
+class _Busy(Exception):
+    """SQLite: another connection holds the write lock; nothing of the batch was written."""
+
+
+class _SQLiteLoopWriter:
+    """SQLite: the chat insert called on the event loop. In a thread, each of its steps gave
+    the GIL back and waited for it while the loop ran, and the result waited for the loop's
+    next turn: a batch took 20 ms as the loop saw it in bench_chat's saturated phase (p50; p99
+    70 ms) for ≈ 1 ms of SQLite's own work — 1.5–1.9 ms on the loop (p99 6–7 ms).
+
+    Its own connection, out of the pool: autocommit (the statement is the transaction), no
+    lock wait (busy_timeout 0: `_Busy`, the caller sends that batch through a thread, which
+    waits) and no checkpoint in a commit (wal_autocheckpoint 0: the checkpointer's thread
+    does them; past the backstop the caller uses the threads, whose commits checkpoint)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._proxy: Any = None
+        self._driver: Any = None
+
+    def cursor(self) -> sqlite3.Cursor:
+        if self._proxy is None:
+            proxy = self._engine.raw_connection()
+            self._driver = proxy.driver_connection
+            proxy.detach()  # never back into the pool with these settings; closed with it
+            self._driver.isolation_level = None
+            self._driver.execute("PRAGMA busy_timeout=0")
+            self._driver.execute("PRAGMA wal_autocheckpoint=0")
+            self._proxy = proxy
+        return self._driver.cursor()
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = self._driver = None
+
+
 class _PgSend:
     """PostgreSQL: the batch statement (`_pg_send_statement`) on psycopg's own asyncio
     connections, awaited on the loop, one connection per transaction in flight (ChatWriter
@@ -241,6 +283,11 @@ class _PgSend:
     async def close(self) -> None:
         while self._free:
             await self._free.pop().close()
+
+
+def _one_round(items: list[SendItem]) -> bool:
+    """No (author, client id) twice: the batch's insert is a single statement."""
+    return len({(it.author_id, it.client_msg_id) for it in items}) == len(items)
 
 
 def _missing_keys(items: list[SendItem], results: list[Any]) -> set[tuple[int, str]]:
@@ -352,6 +399,8 @@ class ChatStore:
             self._pg_send = _PgSend(self._pg_send_q, self.engine.url, self.engine.dialect)
         if self.dialect == "sqlite":
             self._sqlite_send = _SQLiteSend(self.engine.dialect)
+            self._loop_writer = _SQLiteLoopWriter(self.engine)
+            self._log_frames = 0  # the log's length at the last checkpoint
             event.listen(self.engine, "connect", _commits_leave_checkpoints)
             self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="media-db-checkpoint")
 
@@ -363,6 +412,7 @@ class ChatStore:
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self.dialect == "sqlite":
             self._checkpointer.shutdown(wait=True, cancel_futures=True)
+            self._loop_writer.close()
         self.engine.dispose()
 
     def checkpoint(self) -> tuple[int, int, int]:
@@ -370,6 +420,7 @@ class ChatStore:
         (PASSIVE: nobody waits for it). Returns SQLite's (busy, log frames, checkpointed)."""
         with self.engine.connect() as conn:
             busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        self._log_frames = frames
         return busy, frames, done
 
     async def checkpoints(self, writer: ChatWriter) -> None:
@@ -506,10 +557,16 @@ class ChatStore:
         return self._results(items, *stored)
 
     async def send_batch_async(self, items: list[SendItem]) -> list[SendResult]:
-        """send_batch from the event loop; returns after the commit. PostgreSQL: the insert
-        on the loop (a resend's stored row is looked up in a thread: rare); SQLite: all of
-        it in a database thread (the file's I/O blocks)."""
+        """send_batch from the event loop; returns after the commit. The insert runs on the
+        loop (a resend's stored row is looked up in a thread: rare). SQLite: in a thread
+        instead when another process holds the file's write lock, when the log has outgrown
+        the backstop, or for a batch that takes more than one round (a repeated client id)."""
         if self.dialect != "postgresql":
+            if self._log_frames < CHECKPOINT_BACKSTOP_PAGES and _one_round(items):
+                try:
+                    return await self._send_sqlite_on_loop(items)
+                except _Busy:
+                    pass
             return await self.run(self.send_batch, items)
         results: list[SendResult | None] = [None] * len(items)
         now = datetime.now(UTC)
@@ -520,6 +577,14 @@ class ChatStore:
                 firsts = rounds.send(await self._pg_send.execute(self._pg_params(firsts, now)))
         except StopIteration:
             pass
+        keys = _missing_keys(items, results)
+        existing = await self.run(self._existing_rows, keys) if keys else {}
+        return self._results(items, results, existing)
+
+    async def _send_sqlite_on_loop(self, items: list[SendItem]) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(items)
+        now = datetime.now(UTC)
+        self._insert_sqlite(self._loop_writer.cursor(), items, results, now, lock_wait=False)
         keys = _missing_keys(items, results)
         existing = await self.run(self._existing_rows, keys) if keys else {}
         return self._results(items, results, existing)
@@ -555,7 +620,7 @@ class ChatStore:
     def _pg_params(firsts: list[SendItem], now: datetime) -> dict[str, Any]:
         rows = [
             {
-                "public_id": str(uuid.uuid4()),
+                "public_id": str(uuid7()),
                 "consultation_id": it.info.id,
                 "author_id": it.author_id,
                 "body": it.body,
@@ -568,8 +633,16 @@ class ChatStore:
     def _store_sqlite(
         self, conn: Connection, items: list[SendItem], results: list[Any], now: datetime
     ) -> None:
-        q = self._sqlite_send
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self._insert_sqlite(cur, items, results, now, lock_wait=True)
+
+    def _insert_sqlite(
+        self, cur: Any, items: list[SendItem], results: list[Any], now: datetime, *, lock_wait: bool
+    ) -> None:
+        """The batch's rounds on this cursor (in autocommit). Without `lock_wait`, a write
+        lock held elsewhere raises `_Busy` — before anything of the batch was written, as
+        only a one-round batch is sent that way."""
+        q = self._sqlite_send
         created_at = q.created_at(now)
 
         def insert(firsts: list[SendItem]) -> list[tuple[int, int, str]]:
@@ -577,11 +650,16 @@ class ChatStore:
             # to take it back while the loop runs, so a row-per-step RETURNING of a batch of
             # 150 waited for the loop 150 times (≈ 1 ms each when it was busy).
             rows = [
-                [q.public_id(uuid.uuid4()), it.info.id, it.author_id, it.body,
+                [q.public_id(uuid7()), it.info.id, it.author_id, it.body,
                  it.client_msg_id, created_at]
                 for it in firsts
             ]  # fmt: skip
-            cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
+            try:
+                cur.execute(q.insert_sql, {**q.insert_constants, "rows": json.dumps(rows)})
+            except sqlite3.OperationalError as exc:
+                if lock_wait or (exc.sqlite_errorcode & 0xFF) != sqlite3.SQLITE_BUSY:
+                    raise
+                raise _Busy from exc
             if cur.rowcount <= 0:  # lastrowid would be an earlier statement's
                 return []
             last = cur.lastrowid

@@ -368,3 +368,79 @@ def test_a_lost_database_connection_fails_one_batch_and_the_next_reconnects(app,
         admin.dispose()
     assert outcomes == ["stored", "failed", "stored"]
     assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["before", "lost"]
+
+
+def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
+    app, make_room, monkeypatch
+):
+    """SQLite: a batch is inserted on the event loop (no thread hop), on a connection of its
+    own that never waits for the file's write lock: while another process holds it, the batch
+    goes to a thread that waits, and the loop keeps serving. Past the log's backstop, and for
+    a batch with a repeated client id, the threads too."""
+    import sqlite3
+
+    from media_server.store import CHECKPOINT_BACKSTOP_PAGES
+
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite only: PostgreSQL's insert is awaited on psycopg's connection")
+    room = make_room(kind="duty", status="in_progress")
+    store = ChatStore(url, workers=1)
+    in_threads: list[str] = []
+    real_run = store.run
+
+    async def recording_run(fn, *args):
+        in_threads.append(fn.__name__)
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(store, "run", recording_run)
+
+    def item(cmid: str) -> SendItem:
+        return SendItem(info, room.patient_user_id, "Name", cmid, "text")
+
+    async def scenario() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        first = await store.send_batch_async([item("a"), item("b")])
+        seen["on the loop"] = ([r.outcome for r in first], list(in_threads))
+        driver = store._loop_writer.cursor().connection
+        seen["settings"] = (
+            driver.isolation_level,
+            driver.execute("PRAGMA busy_timeout").fetchone()[0],
+            driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+        )
+
+        holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the web app in the middle of a write
+        waiting = asyncio.ensure_future(store.send_batch_async([item("c")]))
+        ticks = 0
+        for _ in range(10):  # the loop keeps serving while the batch waits in a thread
+            await asyncio.sleep(0.01)
+            ticks += 1
+        seen["while locked"] = (waiting.done(), ticks, list(in_threads))
+        holder.execute("COMMIT")
+        holder.close()
+        seen["after the lock"] = [r.outcome for r in await waiting]
+
+        in_threads.clear()
+        store._log_frames = CHECKPOINT_BACKSTOP_PAGES  # the checkpointer fell behind
+        past = await store.send_batch_async([item("d")])
+        store._log_frames = 0
+        twice = await store.send_batch_async([item("e"), item("e")])
+        seen["to the threads"] = ([r.outcome for r in past + twice], list(in_threads))
+        await store.aclose()
+        return seen
+
+    try:
+        info = store.consultation(room.consultation_id)
+        seen = run(scenario())
+    finally:
+        store.close()
+    assert seen["on the loop"] == (["stored", "stored"], [])
+    assert seen["settings"] == (None, 0, 0)
+    assert seen["while locked"] == (False, 10, ["send_batch"])
+    assert seen["after the lock"] == ["stored"]
+    assert seen["to the threads"] == (
+        ["stored", "stored", "duplicate"],
+        ["send_batch", "send_batch"],
+    )
+    assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["a", "b", "c", "d", "e"]
