@@ -444,3 +444,35 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
         ["send_batch", "send_batch"],
     )
     assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["a", "b", "c", "d", "e"]
+
+
+def test_chat_messages_get_time_ordered_public_ids(app, make_room):
+    """Chat messages take RFC 9562 version-7 public ids (time first, then 74 random bits):
+    later messages sort after earlier ones, so their unique index grows at its right edge."""
+    from models import uuid7
+
+    ids = []
+    for _ in range(3):
+        ids.append(uuid7())
+        time.sleep(0.002)  # a later millisecond
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert ids == sorted(ids) and len({u.int & (2**62 - 1) for u in ids}) == 3
+
+    room = make_room(kind="duty", status="in_progress")
+    store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
+    try:
+        info = store.consultation(room.consultation_id)
+        for n in range(2):
+            store.send(SendItem(info, room.patient_user_id, "Name", f"t{n}", "text"))
+            time.sleep(0.002)
+        run(_through_the_loop(store, [SendItem(info, room.doctor_user_id, "Name", "t2", "x")]))
+        with store.engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT public_id FROM chat_message WHERE consultation_id = :c ORDER BY id"),
+                {"c": room.consultation_id},
+            ).scalars()
+            public = [uuid.UUID(str(p)) for p in stored]
+    finally:
+        store.close()
+    assert len(public) == 3 and all(u.version == 7 for u in public)
+    assert public == sorted(public)
