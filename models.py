@@ -486,6 +486,10 @@ class Consultation(Model):
     missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reminder_24h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reminder_1h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Optimistic concurrency: every ORM update is `… WHERE version = <the version read>` and
+    # bumps it, so two transitions decided on the same state (the patient cancels while the
+    # doctor schedules) cannot both land; the second one fails (app.db.unit_of_work).
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
 
     patient: Mapped[Patient] = relationship()
     center: Mapped[MedicalCenter | None] = relationship()
@@ -523,6 +527,8 @@ class Consultation(Model):
             postgresql_where=text("status IN ('requested', 'needs_documents')"),
         ),
     )
+
+    __mapper_args__ = {"version_id_col": version}
 
     def __str__(self) -> str:
         return f"№{str(self.public_id)[:8]}"

@@ -16,3 +16,7 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """The object does not exist or is not the actor's to see (both answer 404)."""
+
+
+class ChangedMeanwhile(DomainError):
+    """Someone else changed the record between reading it and writing it (optimistic lock)."""

@@ -446,6 +446,56 @@ def test_cancel_by_patient(app, world):
     assert any("отменил" in t for t in notification_texts(app, world, "doctor_c1"))
 
 
+@pytest.mark.parametrize("actor", ["patient", "doctor_c1"])
+def test_a_transition_decided_on_a_stale_state_is_refused_and_saves_nothing(
+    app, world, monkeypatch, actor
+):
+    """Two transitions decided on the same state: between the page's read and its write the
+    doctor started the consultation (another request). The cancel must not land over it: a
+    translated message, the consultation as the other request left it, no notification."""
+    import views.consultations as views_module
+    from app import consultations as svc
+    from app.extensions import db
+    from models import Consultation
+
+    public_id = make_consultation(
+        app,
+        world,
+        status="scheduled",
+        doctor_id=world.doctors["doctor_c1"],
+        scheduled_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    real_cancel = svc.cancel_consultation
+
+    def cancel_after_a_concurrent_start(c, **kw):
+        # Another request, in its own transaction, committed first (as the ORM does: the
+        # version goes up with the change).
+        with db.engine.begin() as other:
+            other.execute(
+                Consultation.__table__.update()
+                .where(Consultation.__table__.c.public_id == public_id)
+                .values(status="in_progress", version=Consultation.__table__.c.version + 1)
+            )
+        return real_cancel(c, **kw)
+
+    monkeypatch.setattr(svc, "cancel_consultation", cancel_after_a_concurrent_start)
+    assert views_module.svc is svc
+    client = signed_in(app, world, actor)
+    if actor == "patient":
+        show = f"/cabinet/consultations/{public_id}"
+        response = post(client, show, f"{show}/cancel", {"reason": "Заболела"})
+    else:
+        show = care_url(public_id)
+        response = post(client, show, care_url(public_id, "cancel"), {"reason": "Врач заболел"})
+    assert response.status_code == 302
+    page = text(client.get(response.headers["Location"]))
+    assert "Эту запись только что изменил другой пользователь" in page
+    c = state(app, public_id)
+    assert (c.status, c.cancel_reason, c.cancelled_at) == ("in_progress", "", None)
+    other = "doctor_c1" if actor == "patient" else "patient"
+    assert not any("отмен" in t for t in notification_texts(app, world, other))
+
+
 def test_cancel_by_doctor(app, world):
     public_id = make_consultation(
         app,
