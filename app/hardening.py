@@ -6,6 +6,7 @@ from flask import Flask, Response, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
 
 from app import throttle
+from app.errors import ChangedMeanwhile
 from app.security import client_ip
 
 API_LOGIN_PATH = "/api/v1/security/login"
@@ -78,6 +79,15 @@ def init_app(app: Flask) -> None:
         if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
             return jsonify(message=message), 413
         flash(message, "danger")
+        return redirect(safe_back()), 303
+
+    @app.errorhandler(ChangedMeanwhile)
+    def _changed_meanwhile(exc: ChangedMeanwhile):
+        # Views answer their own domain errors; this is the net for a view that names only
+        # its module's error class: a concurrent change is never a 500.
+        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
+            return jsonify(message=str(exc)), 409
+        flash(str(exc), "danger")
         return redirect(safe_back()), 303
 
     @app.errorhandler(400)

@@ -496,6 +496,43 @@ def test_a_transition_decided_on_a_stale_state_is_refused_and_saves_nothing(
     assert not any("отмен" in t for t in notification_texts(app, world, other))
 
 
+def test_a_concurrent_change_in_a_view_without_its_own_answer_is_not_a_server_error(
+    app, world, monkeypatch
+):
+    """A view that catches only its own module's errors («Начать консультацию» catches
+    ConsultationError) and a flush that found the row changed: the application's net answers
+    with the message and sends the user back — never a 500; nothing is saved."""
+    from flask_babel import lazy_gettext as _l
+
+    from app import conclusions as conclusions_svc
+    from app.errors import ChangedMeanwhile
+
+    public_id = make_consultation(
+        app,
+        world,
+        status="scheduled",
+        doctor_id=world.doctors["doctor_c1"],
+        scheduled_at=datetime.now(UTC) + timedelta(minutes=5),
+    )
+
+    def start_that_finds_the_row_changed(c, **kw):
+        c.status = "in_progress"  # decided, then the flush finds another version
+        raise ChangedMeanwhile(
+            _l("Someone else has just changed this record. Check its current state and try again.")
+        )
+
+    monkeypatch.setattr(conclusions_svc, "start_consultation", start_that_finds_the_row_changed)
+    doctor = signed_in(app, world, "doctor_c1")
+    page_url = care_url(public_id)
+    response = post(
+        doctor, page_url, care_url(public_id, "start"), {}, headers={"Referer": page_url}
+    )
+    assert response.status_code == 303
+    page = text(doctor.get(response.headers["Location"]))
+    assert "Эту запись только что изменил другой пользователь" in page
+    assert state(app, public_id).status == "scheduled"
+
+
 def test_cancel_by_doctor(app, world):
     public_id = make_consultation(
         app,
