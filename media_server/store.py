@@ -1,5 +1,6 @@
 """The media server's database access: a sync SQLAlchemy engine used from a thread pool, and
-for the chat insert on PostgreSQL psycopg's own asyncio connections.
+for the chat insert psycopg's own asyncio connections (PostgreSQL) or a SQLite connection of
+the event loop's own.
 
 The event loop never waits on the database: reads go through `ChatStore.run`, which hands
 the work to a small executor of its own (sized to the connection pool, so threads never queue
@@ -8,10 +9,11 @@ GIL from the loop between its steps: on PostgreSQL one statement awaited on psyc
 connection (`_PgSend`; bench_chat: paced p99 2.5× → 1.6× the echo's); on SQLite one statement
 called on the loop (`_SQLiteLoopWriter`) — it appends to the write-ahead log in the page cache
 (no fsync: WAL with synchronous=NORMAL) and never waits for the file's lock: when another
-process holds it, that batch goes to a thread that waits. Only models.py tables are
-used, through SQLAlchemy Core: the web app's ORM session, Flask and `app/` stay out of this
-process (DESIGN §1). SQLAlchemy's asyncio engine for the same insert was measured and not kept:
-its greenlet layer cost the loop more CPU than the hop to a thread (bench/README.md).
+connection holds it (the web app, a guest's insert), that batch goes to a thread that waits.
+Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session, Flask and
+`app/` stay out of this process (DESIGN §1). SQLAlchemy's asyncio engine for the same insert
+was measured and not kept: its greenlet layer cost the loop more CPU than the hop to a thread
+(bench/README.md).
 """
 
 from __future__ import annotations
