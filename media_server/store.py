@@ -586,7 +586,13 @@ class ChatStore:
     async def _send_sqlite_on_loop(self, items: list[SendItem]) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(items)
         now = datetime.now(UTC)
-        self._insert_sqlite(self._loop_writer.cursor(), items, results, now, lock_wait=False)
+        try:
+            self._insert_sqlite(self._loop_writer.cursor(), items, results, now, lock_wait=False)
+        except sqlite3.Error:
+            # The batch fails (the page resends it); the next one opens a new connection, as
+            # PostgreSQL's does: a connection in an unknown state is not used again.
+            self._loop_writer.close()
+            raise
         keys = _missing_keys(items, results)
         existing = await self.run(self._existing_rows, keys) if keys else {}
         return self._results(items, results, existing)

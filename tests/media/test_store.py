@@ -376,7 +376,8 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
     """SQLite: a batch is inserted on the event loop (no thread hop), on a connection of its
     own that never waits for the file's write lock: while another process holds it, the batch
     goes to a thread that waits, and the loop keeps serving. Past the log's backstop, and for
-    a batch with a repeated client id, the threads too."""
+    a batch with a repeated client id, the threads too. A broken connection fails its batch;
+    the resend opens a new one."""
     import sqlite3
 
     from media_server.store import CHECKPOINT_BACKSTOP_PAGES
@@ -427,6 +428,16 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
         store._log_frames = 0
         twice = await store.send_batch_async([item("e"), item("e")])
         seen["to the threads"] = ([r.outcome for r in past + twice], list(in_threads))
+
+        store._loop_writer.cursor().connection.close()  # the loop's connection is broken
+        try:
+            await store.send_batch_async([item("f")])
+            seen["broken"] = "stored"
+        except sqlite3.Error:
+            seen["broken"] = "failed"
+        in_threads.clear()
+        resent = await store.send_batch_async([item("f")])  # the page resends: a new connection
+        seen["resent"] = ([r.outcome for r in resent], list(in_threads))
         await store.aclose()
         return seen
 
@@ -443,7 +454,8 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
         ["stored", "stored", "duplicate"],
         ["send_batch", "send_batch"],
     )
-    assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["a", "b", "c", "d", "e"]
+    assert (seen["broken"], seen["resent"]) == ("failed", (["stored"], []))
+    assert [r[1] for r in chat_rows(app, room.consultation_id)] == ["a", "b", "c", "d", "e", "f"]
 
 
 def test_chat_messages_get_time_ordered_public_ids(app, make_room):
