@@ -561,7 +561,7 @@ class ChatStore:
     async def send_batch_async(self, items: list[SendItem]) -> list[SendResult]:
         """send_batch from the event loop; returns after the commit. The insert runs on the
         loop (a resend's stored row is looked up in a thread: rare). SQLite: in a thread
-        instead when another process holds the file's write lock, when the log has outgrown
+        instead when another connection holds the file's write lock, when the log has outgrown
         the backstop, or for a batch that takes more than one round (a repeated client id)."""
         if self.dialect != "postgresql":
             if self._log_frames < CHECKPOINT_BACKSTOP_PAGES and _one_round(items):
@@ -579,9 +579,7 @@ class ChatStore:
                 firsts = rounds.send(await self._pg_send.execute(self._pg_params(firsts, now)))
         except StopIteration:
             pass
-        keys = _missing_keys(items, results)
-        existing = await self.run(self._existing_rows, keys) if keys else {}
-        return self._results(items, results, existing)
+        return await self._results_async(items, results)
 
     async def _send_sqlite_on_loop(self, items: list[SendItem]) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(items)
@@ -593,6 +591,13 @@ class ChatStore:
             # PostgreSQL's does: a connection in an unknown state is not used again.
             self._loop_writer.close()
             raise
+        return await self._results_async(items, results)
+
+    async def _results_async(
+        self, items: list[SendItem], results: list[SendResult | None]
+    ) -> list[SendResult]:
+        """_results after an insert on the loop: the rows it did not store are looked up in a
+        thread, only when there are any (a resend, a conflict or a closed chat: rare)."""
         keys = _missing_keys(items, results)
         existing = await self.run(self._existing_rows, keys) if keys else {}
         return self._results(items, results, existing)
