@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.errors import ChangedMeanwhile
@@ -24,9 +23,7 @@ def unit_of_work() -> Iterator[None]:
         db.session.commit()
     except StaleDataError:
         db.session.rollback()
-        raise ChangedMeanwhile(
-            _l("Someone else has just changed this record. Check its current state and try again.")
-        ) from None
+        raise ChangedMeanwhile() from None
     except BaseException:
         db.session.rollback()
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
+
 
 class DomainError(Exception):
     """A rule of the service refused the action; str(exc) is shown to the user."""
@@ -20,3 +22,8 @@ class NotFound(DomainError):
 
 class ChangedMeanwhile(DomainError):
     """Someone else changed the record between reading it and writing it (optimistic lock)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            _l("Someone else has just changed this record. Check its current state and try again.")
+        )

@@ -72,23 +72,23 @@ def init_app(app: Flask) -> None:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
+    def refused(message: str, status: int):
+        """JSON with `status` for the API, else the message flashed and back to the form."""
+        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
+            return jsonify(message=message), status
+        flash(message, "danger")
+        return redirect(safe_back()), 303
+
     @app.errorhandler(413)
     def _too_large(_exc):
         limit_mb = app.config["MAX_DOCUMENT_BYTES"] // (1024 * 1024)
-        message = _("The file is too large: the limit is %(n)d MB.", n=limit_mb)
-        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
-            return jsonify(message=message), 413
-        flash(message, "danger")
-        return redirect(safe_back()), 303
+        return refused(_("The file is too large: the limit is %(n)d MB.", n=limit_mb), 413)
 
     @app.errorhandler(ChangedMeanwhile)
     def _changed_meanwhile(exc: ChangedMeanwhile):
         # Views answer their own domain errors; this is the net for a view that names only
         # its module's error class: a concurrent change is never a 500.
-        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
-            return jsonify(message=str(exc)), 409
-        flash(str(exc), "danger")
-        return redirect(safe_back()), 303
+        return refused(str(exc), 409)
 
     @app.errorhandler(400)
     def _bad_request(exc):

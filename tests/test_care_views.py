@@ -502,8 +502,6 @@ def test_a_concurrent_change_in_a_view_without_its_own_answer_is_not_a_server_er
     """A view that catches only its own module's errors («Начать консультацию» catches
     ConsultationError) and a flush that found the row changed: the application's net answers
     with the message and sends the user back — never a 500; nothing is saved."""
-    from flask_babel import lazy_gettext as _l
-
     from app import conclusions as conclusions_svc
     from app.errors import ChangedMeanwhile
 
@@ -517,9 +515,7 @@ def test_a_concurrent_change_in_a_view_without_its_own_answer_is_not_a_server_er
 
     def start_that_finds_the_row_changed(c, **kw):
         c.status = "in_progress"  # decided, then the flush finds another version
-        raise ChangedMeanwhile(
-            _l("Someone else has just changed this record. Check its current state and try again.")
-        )
+        raise ChangedMeanwhile()
 
     monkeypatch.setattr(conclusions_svc, "start_consultation", start_that_finds_the_row_changed)
     doctor = signed_in(app, world, "doctor_c1")
