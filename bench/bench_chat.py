@@ -165,14 +165,12 @@ def _trace_stages(server: Any) -> None:
         finally:
             keep("chat.send handler", (time.perf_counter() - t) * 1000)
 
-    log_frames: list[int] = []
     if store.dialect == "sqlite":  # the checkpointer: how long the log grew, and its pauses
         checkpoint = store.checkpoint
 
         def timed_checkpoint() -> tuple[int, int, int]:
             t = time.perf_counter()
             result = checkpoint()
-            log_frames.append(result[1])
             keep("checkpoint: log frames seen", float(result[1]))
             keep("checkpoint" + (" (writer paused)" if writer._pauses else ""),
                  (time.perf_counter() - t) * 1000)  # fmt: skip
@@ -192,6 +190,9 @@ def _trace_stages(server: Any) -> None:
             xs = sorted(xs) or [0.0]
             return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f} max {xs[-1]:.1f}"
 
+        def unit(stage: str) -> str:
+            return "frames" if stage.endswith("frames seen") else "ms"
+
         phases: list[dict[str, list[float]]] = []
         last = -1e9
         for when, stage, ms in timeline:
@@ -204,12 +205,10 @@ def _trace_stages(server: Any) -> None:
             phases[-1][stage].append(ms)
         for n, phase in enumerate(phases, 1):
             for stage, values in phase.items():
-                print(f"  [trace] phase {n} {stage} ({len(values)}): ms {q(values)}")
+                print(f"  [trace] phase {n} {stage} ({len(values)}): {unit(stage)} {q(values)}")
         for stage, values in stages.items():
-            print(f"  [trace] {stage} ({len(values)}): ms {q(values)}")
+            print(f"  [trace] {stage} ({len(values)}): {unit(stage)} {q(values)}")
         print(f"  [trace] batch size {q([float(n) for n in sizes])}")
-        if log_frames:  # how far the log grew between its restarts
-            print(f"  [trace] SQLite log frames at checkpoints: max {max(log_frames)}")
         print(
             f"  [trace] full garbage collections {WATCH.count}: "
             f"longest {WATCH.longest:.1f} ms, total {WATCH.ms:.0f} ms",
