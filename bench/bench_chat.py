@@ -178,6 +178,18 @@ def _trace_stages(server: Any) -> None:
 
         store.checkpoint = timed_checkpoint
 
+    if store.dialect == "postgresql":  # the statement's round trip alone, as the loop sees it
+        pg_execute = store._pg_send.execute
+
+        async def timed_pg_execute(params: dict) -> Any:
+            t = time.perf_counter()
+            try:
+                return await pg_execute(params)
+            finally:
+                keep("PostgreSQL statement", (time.perf_counter() - t) * 1000)
+
+        store._pg_send.execute = timed_pg_execute
+
     WATCH.reset()  # from here: the startup's collections (imports, tune_collector) are not it
     store.send_batch_async = timed_batch
     store.send_batch = timed_thread_batch  # what send_batch_async runs in a thread

@@ -1,15 +1,15 @@
 """The media server's database access: a sync SQLAlchemy engine used from a thread pool, and
-for the chat insert psycopg's own asyncio connections (PostgreSQL) or a SQLite connection of
-the event loop's own.
+for the chat insert asyncpg connections (PostgreSQL) or a SQLite connection of the event
+loop's own.
 
 The event loop never waits on the database: reads go through `ChatStore.run`, which hands
 the work to a small executor of its own (sized to the connection pool, so threads never queue
 on the pool). The chat insert stays on the loop, with no thread hop and no thread taking the
-GIL from the loop between its steps: on PostgreSQL one statement awaited on psycopg's asyncio
-connection (`_PgSend`; bench_chat: paced p99 2.5× → 1.6× the echo's); on SQLite one statement
-called on the loop (`_SQLiteLoopWriter`) — it appends to the write-ahead log in the page cache
-(no fsync: WAL with synchronous=NORMAL) and never waits for the file's lock: when another
-connection holds it (the web app, a guest's insert), that batch goes to a thread that waits.
+GIL from the loop between its steps: on PostgreSQL one statement awaited on an asyncpg
+connection (`_PgSend`); on SQLite one statement called on the loop (`_SQLiteLoopWriter`) — it
+appends to the write-ahead log in the page cache (no fsync: WAL with synchronous=NORMAL) and
+never waits for the file's lock: when another connection holds it (the web app, a guest's
+insert), that batch goes to a thread that waits.
 Only models.py tables are used, through SQLAlchemy Core: the web app's ORM session, Flask and
 `app/` stay out of this process (DESIGN §1). SQLAlchemy's asyncio engine for the same insert
 was measured and not kept: its greenlet layer cost the loop more CPU than the hop to a thread
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import psycopg
+import asyncpg
 from sqlalchemy import (
     JSON,
     ColumnElement,
@@ -54,6 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 
 from config import sqlite_connect_args
 from models import (
@@ -251,35 +252,37 @@ class _SQLiteLoopWriter:
 
 
 class _PgSend:
-    """PostgreSQL: the batch statement (`_pg_send_statement`) on psycopg's own asyncio
-    connections, awaited on the loop, one connection per transaction in flight (ChatWriter
-    runs at most `inflight` of them). A connection that fails (PostgreSQL restarted, the
-    network) is closed and its batch fails; the next batch opens a new one and the page
-    resends — as the thread's pool did."""
+    """PostgreSQL: the batch statement (`_pg_send_statement`) on asyncpg connections, awaited
+    on the loop, one connection per transaction in flight (ChatWriter runs at most `inflight`
+    of them). asyncpg rather than psycopg's asyncio connection: a protocol fed by the loop,
+    not a reader added and removed per wait, and a statement prepared once per connection (a
+    lone transaction on a quiet loop: p50 0.67 → 0.30 ms, this process's CPU 0.31 → 0.11 ms;
+    bench_chat, bench/README.md). A
+    connection that fails (PostgreSQL restarted, the network) or a cancelled batch is
+    dropped and that batch fails; the next batch opens a new one and the page resends."""
 
-    def __init__(self, statement: Any, url: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: Any, url: Any) -> None:
+        compiled = statement.compile(dialect=pg_asyncpg.dialect())
         self.sql = str(compiled)
+        self.order = tuple(compiled.positiontup or ())
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
-        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._free: list[Any] = []
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._free: list[asyncpg.Connection] = []
 
     async def execute(self, params: dict[str, Any]) -> list[tuple[int, int, str]]:
         conn = self._free.pop() if self._free else None
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=10
-            )
+        if conn is None or conn.is_closed():
+            conn = await asyncpg.connect(self._dsn, timeout=10)
+        values = {**self.constants, **params}
         done = False
         try:
-            cur = await conn.execute(self.sql, {**self.constants, **params})
-            rows = await cur.fetchall()
+            rows = await conn.fetch(self.sql, *(values[k] for k in self.order))
             done = True
         finally:
             if done:
                 self._free.append(conn)
             else:  # failed or cancelled half-way: its state is unknown
-                await conn.close()
+                conn.terminate()
         return rows  # type: ignore[return-value]
 
     async def close(self) -> None:
@@ -398,7 +401,7 @@ class ChatStore:
         # up the compiled form (building them again cost a third of its CPU).
         if self.dialect == "postgresql":
             self._pg_send_q = _pg_send_statement()
-            self._pg_send = _PgSend(self._pg_send_q, self.engine.url, self.engine.dialect)
+            self._pg_send = _PgSend(self._pg_send_q, self.engine.url)
         if self.dialect == "sqlite":
             self._sqlite_send = _SQLiteSend(self.engine.dialect)
             self._loop_writer = _SQLiteLoopWriter(self.engine)

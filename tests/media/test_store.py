@@ -141,7 +141,7 @@ def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
     assert run(scenario()) == [["a"], ["b"]]
 
 
-# "loop": ChatWriter's path (on PostgreSQL psycopg's asyncio connection on the event loop)
+# "loop": ChatWriter's path (on PostgreSQL an asyncpg connection on the event loop)
 @pytest.mark.parametrize("author", ["patient", "patient-loop", "guest"])
 def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, author):
     """The doctor completes the consultation (a web-app transaction, not yet committed) while a
@@ -334,7 +334,7 @@ def test_a_paused_writer_lets_its_batch_finish_and_holds_the_next():
 def test_a_lost_database_connection_fails_one_batch_and_the_next_reconnects(app, make_room):
     """PostgreSQL restarted or the network dropped: the chat insert's connection is dead. That
     batch fails (the page resends it), the next one opens a new connection and is stored."""
-    import psycopg
+    import asyncpg
     from sqlalchemy import create_engine
 
     url = app.config["SQLALCHEMY_DATABASE_URI"]
@@ -349,12 +349,12 @@ def test_a_lost_database_connection_fails_one_batch_and_the_next_reconnects(app,
 
     async def scenario() -> list[str]:
         outcomes = [(await store.send_batch_async([item("before")]))[0].outcome]
-        (pid,) = {c.info.backend_pid for c in store._pg_send._free}  # the insert's session
+        (pid,) = {c.get_server_pid() for c in store._pg_send._free}  # the insert's session
         with admin.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         try:
             outcomes.append((await store.send_batch_async([item("lost")]))[0].outcome)
-        except psycopg.OperationalError:  # AdminShutdown: the session was terminated
+        except (asyncpg.PostgresError, asyncpg.InterfaceError):  # the session was terminated
             outcomes.append("failed")
         outcomes.append((await store.send_batch_async([item("lost")]))[0].outcome)  # resent
         await store.aclose()
@@ -384,7 +384,7 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
 
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     if not url.startswith("sqlite"):
-        pytest.skip("SQLite only: PostgreSQL's insert is awaited on psycopg's connection")
+        pytest.skip("SQLite only: PostgreSQL's insert is awaited on asyncpg's connection")
     room = make_room(kind="duty", status="in_progress")
     store = ChatStore(url, workers=1)
     in_threads: list[str] = []
