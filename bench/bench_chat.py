@@ -137,9 +137,17 @@ def _trace_stages(server: Any) -> None:
             stages[stage].append(ms)
             timeline.append((now, stage, ms))
 
+    handler_at: dict[Any, float] = {}  # the handler's start, by its task
+    writer_done_at: dict[Any, float] = {}
+
     async def timed_writer_send(item: Any) -> Any:
-        queued_at[id(item)] = time.perf_counter()
-        return await writer_send(item)
+        task = asyncio.current_task()
+        queued_at[id(item)] = t = time.perf_counter()
+        keep("handler, before the writer", (t - handler_at.get(task, t)) * 1000)
+        try:
+            return await writer_send(item)
+        finally:
+            writer_done_at[task] = time.perf_counter()
 
     def timed_thread_batch(items: list) -> list:
         t = time.perf_counter()
@@ -159,11 +167,16 @@ def _trace_stages(server: Any) -> None:
             sizes.append(len(items))
 
     async def timed_send(conn: Any, data: dict) -> dict:
-        t = time.perf_counter()
+        task = asyncio.current_task()
+        handler_at[task] = t = time.perf_counter()
         try:
             return await chat_send(conn, data)
         finally:
-            keep("chat.send handler", (time.perf_counter() - t) * 1000)
+            end = time.perf_counter()
+            keep("chat.send handler", (end - t) * 1000)
+            handler_at.pop(task, None)
+            if task in writer_done_at:  # the writer's answer, the broadcast and the lock
+                keep("handler, after the writer", (end - writer_done_at.pop(task)) * 1000)
 
     if store.dialect == "sqlite":  # the checkpointer: how long the log grew, and its pauses
         checkpoint = store.checkpoint

@@ -25,6 +25,7 @@ from sqlalchemy.orm import sessionmaker
 
 from media_server.auth import Claims, TokenRejected, verify_join_token
 from media_server.guest_chat import guest_history, merge_history, send_guest
+from media_server.jsoncodec import OrjsonCodec
 from media_server.limits import (
     BadRequest,
     FloodGate,
@@ -125,6 +126,7 @@ class MediaServer:
             cors_allowed_origins=self.origin_allowed,
             max_http_buffer_size=MAX_HTTP_BUFFER,
             client_manager=manager,
+            json=OrjsonCodec,
             logger=False,
             engineio_logger=False,
         )
