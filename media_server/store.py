@@ -257,9 +257,9 @@ class _PgSend:
     of them). asyncpg rather than psycopg's asyncio connection: a protocol fed by the loop,
     not a reader added and removed per wait, and a statement prepared once per connection (a
     lone transaction on a quiet loop: p50 0.67 → 0.30 ms, this process's CPU 0.31 → 0.11 ms;
-    bench_chat, bench/README.md). A
-    connection that fails (PostgreSQL restarted, the network) or a cancelled batch is
-    dropped and that batch fails; the next batch opens a new one and the page resends."""
+    bench/README.md). A connection that fails (PostgreSQL restarted, the network) or a
+    cancelled batch is dropped and that batch fails; the next batch opens a new one and the
+    page resends."""
 
     def __init__(self, statement: Any, url: Any) -> None:
         compiled = statement.compile(dialect=pg_asyncpg.dialect())
