@@ -51,6 +51,9 @@ def _database_url() -> str:
     return url
 
 
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes: the media server's checkpoint resets at ≈ 16 MB
+
+
 class SQLiteConnection(sqlite3.Connection):
     """Every connection to a SQLite file puts it in WAL mode with synchronous=NORMAL.
 
@@ -59,6 +62,10 @@ class SQLiteConnection(sqlite3.Connection):
     checkpoints; the database stays consistent after a power loss, the last commits may be
     lost only then, as SQLite documents). journal_mode is stored in the file, so the first
     connection switches it; an in-memory database answers "memory" and is left as it is.
+
+    The log file keeps the size of its longest run between checkpoints (a chat burst grew it to
+    ≈ 40 MB) unless a limit is set: the connection that restarts the log after a checkpoint
+    truncates it to WAL_SIZE_LIMIT. Every connection sets it, since any may be that one.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -66,6 +73,7 @@ class SQLiteConnection(sqlite3.Connection):
         mode = self.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() == "wal":
             self.execute("PRAGMA synchronous=NORMAL")
+            self.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
 
 
 def sqlite_connect_args() -> dict:

@@ -1,4 +1,5 @@
-"""The embedded SQLite file runs in WAL mode with synchronous=NORMAL for every process."""
+"""The embedded SQLite file runs in WAL mode with synchronous=NORMAL for every process, and its
+log file shrinks back to a limit after a burst."""
 
 from __future__ import annotations
 
@@ -61,5 +62,35 @@ def test_an_in_memory_database_is_left_as_it_is():
     engine = create_engine("sqlite://", **config._engine_options("sqlite://"))
     try:
         assert _mode(engine)[0] == "memory"
+    finally:
+        engine.dispose()
+
+
+def test_the_log_shrinks_back_to_its_limit_after_a_burst(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    engine = create_engine(url, **config._engine_options(url))
+    wal = tmp_path / "shared.db-wal"
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar() == (
+                config.WAL_SIZE_LIMIT
+            )
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")  # the burst outruns checkpoints
+            conn.exec_driver_sql("CREATE TABLE note (id INTEGER PRIMARY KEY, body BLOB)")
+            conn.commit()
+            for _ in range(6):
+                conn.execute(
+                    text("INSERT INTO note (body) VALUES (randomblob(8192))"),
+                    [{}] * 500,
+                )
+                conn.commit()
+            grown = wal.stat().st_size
+            assert grown > config.WAL_SIZE_LIMIT
+            busy, frames, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            assert (busy, done) == (0, frames)
+            # The next writer restarts the log from its start and truncates the file.
+            conn.execute(text("INSERT INTO note (body) VALUES ('after')"))
+            conn.commit()
+        assert wal.stat().st_size <= config.WAL_SIZE_LIMIT < grown
     finally:
         engine.dispose()
