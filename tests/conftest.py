@@ -76,7 +76,7 @@ def app(database_url, redis_url, tmp_path_factory) -> Iterator[Flask]:
     application = create_app(
         {
             "TESTING": True,
-            "SECRET_KEY": "test-secret-key",
+            "SECRET_KEY": "test-secret-key-of-32-bytes-or-more",  # PyJWT warns under 32 for HS256
             "SQLALCHEMY_DATABASE_URI": database_url,
             "STORAGE_DIR": str(storage),
             "RATELIMIT_STORAGE_URI": redis_url,
