@@ -8,9 +8,12 @@ Shape (docs/media-contract.md, "Relay and recording"):
   offers sendonly, the server answers), and subscribes to every other participant on one
   connection per source (client offers recvonly, the server answers with relayed tracks). One
   connection per direction and source means no renegotiation ever, which aiortc handles badly.
-- aiortc decodes what it receives; MediaRelay fans a decoded track out to every subscriber
-  (each encodes for its receiver). A drain keeps every published track consumed, so frames
-  never pile up in aiortc's receive queue while nobody watches.
+- video is forwarded as it arrives: each complete VP8 frame the publisher's receiver
+  assembles goes to every subscriber's sender as is (no decode, no re-encode: a relayed
+  stream costs a quarter of the codec's CPU, bench/README.md), and a subscriber's keyframe
+  request goes on to the publisher. Audio, and the decoded video the recorder reads, go
+  through MediaRelay (decoded, each subscriber encodes). A drain keeps every published track
+  consumed, so frames never pile up in aiortc's receive queue while nobody watches.
 - the recorder subscribes to the same relay; a change in who publishes closes the current file
   and opens a new one.
 
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import inspect
 import logging
+import queue
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,10 +38,13 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from av.packet import Packet
 from sqlalchemy.orm import Session
 
 from media_server import peers_recorder as rec
@@ -98,6 +106,82 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
+class _EncodedTee:
+    """Stands in for the queue where aiortc's receiver puts each complete encoded frame for
+    its decoder thread (a private attribute of RTCRtpReceiver, aiortc 1.x; tests/media cover
+    it): every frame goes to each forwarding subscriber, then on to the decoder."""
+
+    def __init__(self, receiver: RTCRtpReceiver) -> None:
+        self.receiver = receiver
+        private = "_RTCRtpReceiver__decoder_queue"
+        self.decoder_queue: queue.Queue = getattr(receiver, private)
+        self.outs: set[asyncio.Queue] = set()
+        self._requests: set[asyncio.Task] = set()
+        setattr(receiver, private, self)
+
+    def put(self, item: Any) -> None:
+        frame = None if item is None else item[1]  # None: the receiver stopped
+        for out in self.outs:
+            out.put_nowait(frame)
+        self.decoder_queue.put(item)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:  # the decoder thread, if it starts later
+        return self.decoder_queue.get(*args, **kwargs)
+
+    def request_keyframe(self) -> None:
+        for source in self.receiver.getSynchronizationSources():
+            task = asyncio.ensure_future(self._pli(source.source))
+            self._requests.add(task)  # held: the loop keeps tasks weakly
+            task.add_done_callback(self._requests.discard)
+
+    async def _pli(self, ssrc: int) -> None:
+        with contextlib.suppress(ConnectionError):  # the publisher left meanwhile
+            await self.receiver._send_rtcp_pli(ssrc)
+
+
+class ForwardedVideo(MediaStreamTrack):
+    """A subscriber's copy of a published video: the publisher's encoded frames as packets,
+    which aiortc's sender packetizes without encoding."""
+
+    kind = "video"
+
+    def __init__(self, tee: _EncodedTee) -> None:
+        super().__init__()
+        self._tee = tee
+        self._frames: asyncio.Queue = asyncio.Queue()
+        tee.outs.add(self._frames)
+
+    async def recv(self) -> Packet:
+        frame = await self._frames.get()
+        if frame is None or self.readyState != "live":
+            self.stop()
+            raise MediaStreamError
+        packet = Packet(frame.data)
+        packet.pts = frame.timestamp
+        packet.time_base = VIDEO_TIME_BASE
+        return packet
+
+    def stop(self) -> None:
+        self._tee.outs.discard(self._frames)
+        super().stop()
+
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
+VP8_ONLY = [
+    c
+    for c in RTCRtpSender.getCapabilities("video").codecs
+    if c.mimeType.lower() in ("video/vp8", "video/rtx")
+]
+
+
+def _prefer_vp8(pc: RTCPeerConnection) -> None:
+    """Publishers and subscribers all on VP8 (every WebRTC browser has it, RFC 7742), so a
+    publisher's frames can be forwarded to any subscriber as they are."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(VP8_ONLY)
+
+
 @dataclass
 class Publisher:
     sid: str
@@ -106,6 +190,7 @@ class Publisher:
     role: str = ""
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  # kind → remote track
     drains: list[asyncio.Task] = field(default_factory=list)
+    video_tee: _EncodedTee | None = None
     # Changes with every publish connection: a subscriber seeing a new `pub` for the same sid
     # knows its connection to the old one was closed and subscribes again.
     pub: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -190,6 +275,11 @@ class RelayHub:
             if track.kind in publisher.tracks:
                 return  # one track of each kind per publisher
             publisher.tracks[track.kind] = track
+            if track.kind == "video":
+                receiver = next(
+                    t.receiver for t in pc.getTransceivers() if t.receiver.track is track
+                )
+                publisher.video_tee = _EncodedTee(receiver)
             copy = self.relay.subscribe(track, buffered=False)
             publisher.drains.append(asyncio.ensure_future(_drain(copy)))
 
@@ -232,8 +322,17 @@ class RelayHub:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not pc.getTransceivers():
                 raise ValueError("an offer without audio or video")
+            _prefer_vp8(pc)
             for track in publisher.tracks.values():
-                pc.addTrack(self.relay.subscribe(track, buffered=False))
+                tee = publisher.video_tee if track.kind == "video" else None
+                if tee is None:
+                    pc.addTrack(self.relay.subscribe(track, buffered=False))
+                    continue
+                sender = pc.addTrack(ForwardedVideo(tee))
+                # The subscriber's decoder starts at a keyframe, and asks for one after a loss:
+                # only the publisher can make it.
+                sender._send_keyframe = tee.request_keyframe  # type: ignore[method-assign]
+                tee.request_keyframe()
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:
@@ -256,6 +355,7 @@ class RelayHub:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not pc.getTransceivers():
                 raise ValueError("an offer without audio or video")
+            _prefer_vp8(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises ValueError and friends on a bad SDP

@@ -305,3 +305,56 @@ def test_no_connection_outlives_a_race_with_the_source_or_a_second_publish():
     assert after_race == 0
     assert after_double == 1
     assert left == 0
+
+
+def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(monkeypatch):
+    """Direct on the hub: the publisher's VP8 frames reach subscribers as they are (the only
+    encoder that runs is the publisher's own), and a subscriber who comes well after the
+    stream's first keyframe still gets the picture: its keyframe request reaches the publisher."""
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from media_server.peers import ForwardedVideo
+
+    encoders: set[int] = set()
+    encode = Vp8Encoder.encode
+
+    def counted(self, frame, force_keyframe=False):
+        encoders.add(id(self))
+        return encode(self, frame, force_keyframe)
+
+    monkeypatch.setattr(Vp8Encoder, "encode", counted)
+
+    async def scenario():
+        hub = RelayHub()
+        source = await pc.publish(lambda sdp: hub.publish("a", "c:1", sdp), 200, audio=False)
+        requests: list[float] = []  # keyframe requests the publisher's sender receives
+        (sender,) = source.getSenders()
+        make_keyframe = sender._send_keyframe
+        sender._send_keyframe = lambda: (requests.append(1), make_keyframe())
+        early, late = pc.Counter(), pc.Counter()
+        first = await pc.subscribe(lambda sdp: hub.subscribe("b", "c:1", "a", sdp), early)
+        await pc.wait_for(lambda: early.frames >= 45, timeout=30)  # ≈ 1.5 s into the stream
+        before = len(requests)
+        second = await pc.subscribe(lambda sdp: hub.subscribe("c", "c:1", "a", sdp), late)
+        arrived = await pc.wait_for(lambda: late.frames >= 10, timeout=30)
+        asked = len(requests) - before
+        tracks = [
+            type(sender.track)
+            for conn in hub.subscriptions.values()
+            for sender in conn.getSenders()
+            if sender.track is not None and sender.track.kind == "video"
+        ]
+        for counter in (early, late):
+            counter.cancel()
+        for conn in (source, first, second):
+            await conn.close()
+        await hub.close()
+        return early.frames, arrived, late.levels, tracks, asked
+
+    early_frames, arrived, late_levels, tracks, asked = run(scenario(), timeout=90)
+    assert early_frames >= 45
+    assert asked >= 1, "the late subscriber's keyframe request did not reach the publisher"
+    assert arrived, "the late subscriber got no picture"
+    assert abs(late_levels[0] - 200) < 20, late_levels
+    assert tracks == [ForwardedVideo, ForwardedVideo]
+    assert len(encoders) == 1, "the relay encoded video itself"
