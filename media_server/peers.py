@@ -122,6 +122,11 @@ class _EncodedTee:
     def put(self, item: Any) -> None:
         frame = None if item is None else item[1]  # None: the receiver stopped
         for out in self.outs:
+            if frame is not None and out.qsize() >= FORWARD_BACKLOG:
+                # A subscriber not reading (still connecting, or stalled) gets no stale
+                # second of video later: its decoder asks for a keyframe when it resumes.
+                while not out.empty():
+                    out.get_nowait()
             out.put_nowait(frame)
         self.decoder_queue.put(item)
 
@@ -167,6 +172,7 @@ class ForwardedVideo(MediaStreamTrack):
 
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
+FORWARD_BACKLOG = 30  # frames a subscriber may fall behind (1 s at 30 fps)
 VP8_ONLY = [
     c
     for c in RTCRtpSender.getCapabilities("video").codecs

@@ -358,3 +358,38 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     assert abs(late_levels[0] - 200) < 20, late_levels
     assert tracks == [ForwardedVideo, ForwardedVideo]
     assert len(encoders) == 1, "the relay encoded video itself"
+
+
+def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
+    """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
+    memory stays bounded; the decoder still gets every frame."""
+    import queue
+    from types import SimpleNamespace
+
+    from aiortc.mediastreams import MediaStreamError
+
+    from media_server.peers import FORWARD_BACKLOG, ForwardedVideo, _EncodedTee
+
+    async def scenario():
+        receiver = SimpleNamespace(_RTCRtpReceiver__decoder_queue=queue.Queue())
+        decoder = receiver._RTCRtpReceiver__decoder_queue
+        tee = _EncodedTee(receiver)
+        track = ForwardedVideo(tee)
+        for n in range(100):
+            tee.put(("vp8", SimpleNamespace(data=bytes([n]), timestamp=n * 3000)))
+        kept = track._frames.qsize()
+        first = await track.recv()
+        tee.put(None)  # the publisher's receiver stopped
+        while track._frames.qsize() > 1:
+            await track.recv()
+        try:
+            await track.recv()
+        except MediaStreamError:
+            ended = track.readyState
+        return kept, first.pts, decoder.qsize(), ended
+
+    kept, first_pts, decoded, ended = run(scenario())
+    assert kept <= FORWARD_BACKLOG
+    assert first_pts >= (100 - FORWARD_BACKLOG) * 3000  # the newest frames, not the oldest
+    assert decoded == 101  # every frame, and the end
+    assert ended == "ended"
