@@ -58,6 +58,13 @@ ROLE_ORDER = {"patient": 0, "doctor": 1}
 RECORD_SETTLE_SECONDS = 1.0
 # A consent withdrawn in the web app during a recording stops it within this time.
 CONSENT_RECHECK_SECONDS = 5.0  # publishers changing in a burst make one new file, not several
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
+FORWARD_BACKLOG = 30  # frames a subscriber may fall behind (1 s at 30 fps)
+VP8_ONLY = [
+    c
+    for c in RTCRtpSender.getCapabilities("video").codecs
+    if c.mimeType.lower() in ("video/vp8", "video/rtx")
+]
 
 
 class PeerError(Exception):
@@ -169,15 +176,6 @@ class ForwardedVideo(MediaStreamTrack):
     def stop(self) -> None:
         self._tee.outs.discard(self._frames)
         super().stop()
-
-
-VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
-FORWARD_BACKLOG = 30  # frames a subscriber may fall behind (1 s at 30 fps)
-VP8_ONLY = [
-    c
-    for c in RTCRtpSender.getCapabilities("video").codecs
-    if c.mimeType.lower() in ("video/vp8", "video/rtx")
-]
 
 
 def _prefer_vp8(pc: RTCPeerConnection) -> None:

@@ -327,7 +327,7 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     async def scenario():
         hub = RelayHub()
         source = await pc.publish(lambda sdp: hub.publish("a", "c:1", sdp), 200, audio=False)
-        requests: list[float] = []  # keyframe requests the publisher's sender receives
+        requests: list[int] = []  # keyframe requests the publisher's sender receives
         (sender,) = source.getSenders()
         make_keyframe = sender._send_keyframe
         sender._send_keyframe = lambda: (requests.append(1), make_keyframe())
@@ -339,10 +339,10 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
         arrived = await pc.wait_for(lambda: late.frames >= 10, timeout=30)
         asked = len(requests) - before
         tracks = [
-            type(sender.track)
+            type(s.track)
             for conn in hub.subscriptions.values()
-            for sender in conn.getSenders()
-            if sender.track is not None and sender.track.kind == "video"
+            for s in conn.getSenders()
+            if s.track is not None and s.track.kind == "video"
         ]
         for counter in (early, late):
             counter.cancel()
