@@ -10,10 +10,12 @@ Shape (docs/media-contract.md, "Relay and recording"):
   connection per direction and source means no renegotiation ever, which aiortc handles badly.
 - video is forwarded as it arrives: each complete VP8 frame the publisher's receiver
   assembles goes to every subscriber's sender as is (no decode, no re-encode: a relayed
-  stream costs a quarter of the codec's CPU, bench/README.md), and a subscriber's keyframe
-  request goes on to the publisher. Audio, and the decoded video the recorder reads, go
-  through MediaRelay (decoded, each subscriber encodes). A drain keeps every published track
-  consumed, so frames never pile up in aiortc's receive queue while nobody watches.
+  stream costs a fraction of the codec's CPU, bench/README.md), and a subscriber's keyframe
+  request goes on to the publisher. Video is decoded only while the room is recording (the
+  recorder encodes pictures, not packets), from a keyframe the publisher is asked for. Audio,
+  and the decoded video the recorder reads, go through MediaRelay (decoded, each subscriber
+  encodes). A drain keeps every published track consumed, so frames never pile up in
+  aiortc's receive queue while nobody watches.
 - the recorder subscribes to the same relay; a change in who publishes closes the current file
   and opens a new one.
 
@@ -60,6 +62,7 @@ RECORD_SETTLE_SECONDS = 1.0
 CONSENT_RECHECK_SECONDS = 5.0  # publishers changing in a burst make one new file, not several
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
 FORWARD_BACKLOG = 30  # frames a subscriber may fall behind (1 s at 30 fps)
+KEYFRAME_RETRY_FRAMES = 30  # frames waited for a requested keyframe before asking again
 VP8_ONLY = [
     c
     for c in RTCRtpSender.getCapabilities("video").codecs
@@ -113,28 +116,65 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
+def _is_keyframe(codec: Any, frame: Any) -> bool:
+    """A VP8 key frame (RFC 6386 §9.1: frame tag bit 0 clear, then the start code). Other
+    codecs are not inspected: their decoder reports a bad start and aiortc asks for a key
+    frame itself."""
+    if getattr(codec, "mimeType", "").lower() != "video/vp8":
+        return True
+    data = frame.data
+    return len(data) >= 6 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
+
+
 class _EncodedTee:
     """Stands in for the queue where aiortc's receiver puts each complete encoded frame for
     its decoder thread (a private attribute of RTCRtpReceiver, aiortc 1.x; tests/media cover
-    it): every frame goes to each forwarding subscriber, then on to the decoder."""
+    it): every frame goes to each forwarding subscriber, and to the decoder only while
+    `decoding` (a recording): decoding a 480p stream costs more than forwarding it."""
 
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self.receiver = receiver
         private = "_RTCRtpReceiver__decoder_queue"
         self.decoder_queue: queue.Queue = getattr(receiver, private)
         self.outs: set[asyncio.Queue] = set()
+        self.decoding = False
+        self._awaiting_keyframe = False
+        self._skipped = 0
         self._requests: set[asyncio.Task] = set()
         setattr(receiver, private, self)
 
+    def set_decoding(self, on: bool) -> None:
+        if on and not self.decoding:
+            # The decoder's last picture is stale (or there is none): it starts again at a
+            # key frame, which only the publisher can make.
+            self._awaiting_keyframe = True
+            self._skipped = 0
+            self.request_keyframe()
+        self.decoding = on
+
     def put(self, item: Any) -> None:
-        frame = None if item is None else item[1]  # None: the receiver stopped
+        if item is None:  # the receiver stopped: every reader ends, the decoder thread too
+            for out in self.outs:
+                out.put_nowait(None)
+            self.decoder_queue.put(None)
+            return
+        codec, frame = item
         for out in self.outs:
-            if frame is not None and out.qsize() >= FORWARD_BACKLOG:
+            if out.qsize() >= FORWARD_BACKLOG:
                 # A subscriber not reading (still connecting, or stalled) gets no stale
                 # second of video later: its decoder asks for a keyframe when it resumes.
                 while not out.empty():
                     out.get_nowait()
             out.put_nowait(frame)
+        if not self.decoding:
+            return
+        if self._awaiting_keyframe:
+            if not _is_keyframe(codec, frame):
+                self._skipped += 1
+                if self._skipped % KEYFRAME_RETRY_FRAMES == 0:  # the request or its answer was lost
+                    self.request_keyframe()
+                return
+            self._awaiting_keyframe = False
         self.decoder_queue.put(item)
 
     def get(self, *args: Any, **kwargs: Any) -> Any:  # the decoder thread, if it starts later
@@ -465,6 +505,9 @@ class RelayHub:
         recording = self.recordings.pop(room, None)
         if recording is None:
             return []
+        for p in self.publishers.values():
+            if p.room == room and p.video_tee is not None:
+                p.video_tee.set_decoding(False)
         if recording.restart is not None:
             recording.restart.cancel()
         if recording.watcher is not None and recording.watcher is not asyncio.current_task():
@@ -514,6 +557,9 @@ class RelayHub:
             for p in publishers
             for track in p.tracks.values()
         ]
+        for p in publishers:
+            if p.video_tee is not None:
+                p.video_tee.set_decoding(True)
         if not tracks:
             return  # nothing published yet: a file opens when someone publishes
         recorder = rec.Recorder(self.recordings_dir, tracks)

@@ -9,9 +9,11 @@ when the room ends, and the rules (admitted only, known sources, payloads) hold.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import hashlib
 import secrets
 from datetime import timedelta
+from types import SimpleNamespace
 
 from media_server.peers import PeerError, RelayHub
 from tests.media import peer_clients as pc
@@ -309,20 +311,27 @@ def test_no_connection_outlives_a_race_with_the_source_or_a_second_publish():
 
 def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(monkeypatch):
     """Direct on the hub: the publisher's VP8 frames reach subscribers as they are (the only
-    encoder that runs is the publisher's own), and a subscriber who comes well after the
-    stream's first keyframe still gets the picture: its keyframe request reaches the publisher."""
-    from aiortc.codecs.vpx import Vp8Encoder
+    encoder that runs is the publisher's own, the only decoders the viewers'), and a
+    subscriber who comes well after the stream's first keyframe still gets the picture: its
+    keyframe request reaches the publisher."""
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
     from media_server.peers import ForwardedVideo
 
     encoders: set[int] = set()
-    encode = Vp8Encoder.encode
+    decoders: set[int] = set()
+    encode, decode = Vp8Encoder.encode, Vp8Decoder.decode
 
     def counted(self, frame, force_keyframe=False):
         encoders.add(id(self))
         return encode(self, frame, force_keyframe)
 
+    def counted_decode(self, encoded_frame):
+        decoders.add(id(self))
+        return decode(self, encoded_frame)
+
     monkeypatch.setattr(Vp8Encoder, "encode", counted)
+    monkeypatch.setattr(Vp8Decoder, "decode", counted_decode)
 
     async def scenario():
         hub = RelayHub()
@@ -358,13 +367,13 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     assert abs(late_levels[0] - 200) < 20, late_levels
     assert tracks == [ForwardedVideo, ForwardedVideo]
     assert len(encoders) == 1, "the relay encoded video itself"
+    assert len(decoders) == 2, "the relay decoded video nobody records (only the two viewers')"
 
 
 def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
-    memory stays bounded; the decoder still gets every frame."""
+    memory stays bounded; with no recording the decoder gets only the end."""
     import queue
-    from types import SimpleNamespace
 
     from aiortc.mediastreams import MediaStreamError
 
@@ -391,5 +400,90 @@ def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     kept, first_pts, decoded, ended = run(scenario())
     assert kept <= FORWARD_BACKLOG
     assert first_pts >= (100 - FORWARD_BACKLOG) * 3000  # the newest frames, not the oldest
-    assert decoded == 101  # every frame, and the end
+    assert decoded == 1  # no recording: nothing to decode, but the end stops its thread
     assert ended == "ended"
+
+
+def vp8_stream(count: int, *, key_at: tuple[int, ...] = ()) -> list[tuple[bytes, bool]]:
+    """`count` real VP8 frames of a moving picture (libvpx through PyAV) with what the encoder
+    says of each: (bitstream, is it a key frame). Frames in `key_at` are forced key frames."""
+    import av
+
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = 160, 120, "yuv420p"
+    codec.time_base = fractions.Fraction(1, 30)
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "kf-max-dist": "10000"}
+    out: list[tuple[bytes, bool]] = []
+    for n in range(count):
+        frame = av.VideoFrame(160, 120, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(n * 7 + i) % 256 for i in range(plane.buffer_size)]))
+        frame.pts = n
+        frame.pict_type = av.video.frame.PictureType.I if n in key_at else 0
+        out.extend((bytes(packet), packet.is_keyframe) for packet in codec.encode(frame))
+    out.extend((bytes(packet), packet.is_keyframe) for packet in codec.encode(None))
+    return out
+
+
+def test_the_keyframe_test_agrees_with_the_encoder():
+    from media_server.peers import _is_keyframe
+
+    vp8 = SimpleNamespace(mimeType="video/VP8")
+    stream = vp8_stream(40, key_at=(17, 31))
+    assert [n for n, (_, key) in enumerate(stream) if key] == [0, 17, 31]
+    for data, key in stream:
+        assert _is_keyframe(vp8, SimpleNamespace(data=data)) is key
+
+
+def test_video_is_decoded_only_while_recording_and_from_a_keyframe():
+    """Forwarding never needs the decoder; the recorder does. Switched on mid-stream, the
+    decoder is asked for a key frame and gets nothing before it (a delta frame against a
+    picture it never saw would fail), then every frame; switched off, nothing more."""
+    import queue
+
+    from media_server.peers import KEYFRAME_RETRY_FRAMES, ForwardedVideo, _EncodedTee
+
+    vp8 = SimpleNamespace(mimeType="video/VP8")
+    key = 10 + KEYFRAME_RETRY_FRAMES + 5  # the publisher's answer to the second request
+    stream = vp8_stream(key + 15, key_at=(key,))
+    asked: list[int] = []
+
+    async def scenario():
+        receiver = SimpleNamespace(
+            _RTCRtpReceiver__decoder_queue=queue.Queue(),
+            getSynchronizationSources=lambda: [SimpleNamespace(source=1234)],
+        )
+
+        async def pli(ssrc: int) -> None:
+            asked.append(ssrc)
+
+        receiver._send_rtcp_pli = pli
+        decoder = receiver._RTCRtpReceiver__decoder_queue
+        tee = _EncodedTee(receiver)
+        track = ForwardedVideo(tee)
+        got: list[bytes] = []
+
+        def feed(frames) -> None:
+            for n, (data, _) in frames:
+                tee.put((vp8, SimpleNamespace(data=data, timestamp=n * 3000)))
+
+        feed(enumerate(stream[:10]))  # no recording: forwarded only
+        before = decoder.qsize()
+        tee.set_decoding(True)  # a recording starts at a delta frame
+        feed(list(enumerate(stream))[10:-5])
+        await asyncio.sleep(0)  # the keyframe requests run
+        while not decoder.empty():
+            got.append(decoder.get_nowait()[1].data)
+        tee.set_decoding(False)
+        feed(list(enumerate(stream))[-5:])
+        after = decoder.qsize()
+        while not track._frames.empty():
+            track._frames.get_nowait()
+        return before, got, after
+
+    before, got, after = run(scenario())
+    assert before == 0
+    assert len(got) == 10
+    assert got == [data for data, _ in stream[key:-5]], "not from the key frame on, or not all"
+    assert len(asked) == 2, "asked once at the start, and again after a second without one"
+    assert after == 0
