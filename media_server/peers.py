@@ -132,16 +132,26 @@ class _EncodedTee:
     it): every frame goes to each forwarding subscriber, and to the decoder only while
     `decoding` (a recording): decoding a 480p stream costs more than forwarding it."""
 
+    PRIVATE = "_RTCRtpReceiver__decoder_queue"
+
+    @classmethod
+    def attach(cls, receiver: RTCRtpReceiver) -> _EncodedTee | None:
+        """None when this aiortc has no such queue: the relay then decodes and re-encodes
+        video for every subscriber, as MediaRelay does, which costs CPU but works."""
+        if not isinstance(getattr(receiver, cls.PRIVATE, None), queue.Queue):
+            log.warning("aiortc's receiver changed: video is re-encoded, not forwarded")
+            return None
+        return cls(receiver)
+
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self.receiver = receiver
-        private = "_RTCRtpReceiver__decoder_queue"
-        self.decoder_queue: queue.Queue = getattr(receiver, private)
+        self.decoder_queue: queue.Queue = getattr(receiver, self.PRIVATE)
         self.outs: set[asyncio.Queue] = set()
         self.decoding = False
         self._awaiting_keyframe = False
         self._skipped = 0
         self._requests: set[asyncio.Task] = set()
-        setattr(receiver, private, self)
+        setattr(receiver, self.PRIVATE, self)
 
     def set_decoding(self, on: bool) -> None:
         if on and not self.decoding:
@@ -323,7 +333,7 @@ class RelayHub:
                 receiver = next(
                     t.receiver for t in pc.getTransceivers() if t.receiver.track is track
                 )
-                publisher.video_tee = _EncodedTee(receiver)
+                publisher.video_tee = _EncodedTee.attach(receiver)
             copy = self.relay.subscribe(track, buffered=False)
             publisher.drains.append(asyncio.ensure_future(_drain(copy)))
 

@@ -370,6 +370,35 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     assert len(decoders) == 2, "the relay decoded video nobody records (only the two viewers')"
 
 
+def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch):
+    """An aiortc whose receiver has no frame queue to hook (a future release) costs the relay
+    CPU, not the picture: subscribers get decoded and re-encoded video."""
+    from aiortc.contrib.media import RelayStreamTrack
+
+    from media_server.peers import _EncodedTee
+
+    monkeypatch.setattr(_EncodedTee, "PRIVATE", "_RTCRtpReceiver__no_such_queue")
+
+    async def scenario():
+        hub = RelayHub()
+        source = await pc.publish(lambda sdp: hub.publish("a", "c:1", sdp), 120, audio=False)
+        viewer = pc.Counter()
+        sub = await pc.subscribe(lambda sdp: hub.subscribe("b", "c:1", "a", sdp), viewer)
+        arrived = await pc.wait_for(lambda: viewer.frames >= 10, timeout=30)
+        tee = hub.publishers["a"].video_tee
+        (track,) = [s.track for s in hub.subscriptions[("b", "a")].getSenders() if s.track]
+        viewer.cancel()
+        for conn in (source, sub):
+            await conn.close()
+        await hub.close()
+        return arrived, viewer.levels, tee, type(track)
+
+    arrived, levels, tee, track_type = run(scenario(), timeout=60)
+    assert tee is None
+    assert track_type is RelayStreamTrack
+    assert arrived and abs(levels[0] - 120) < 20, levels
+
+
 def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
     memory stays bounded; with no recording the decoder gets only the end."""
