@@ -10,7 +10,8 @@ database; real socket.io clients and aiortc peers in this process, fed by FFmpeg
    every subscriber, per delivered frame and per subscriber stream, is set against the codec
    alone measured in this process in the same run: aiortc's own VP8 decoder + encoder on the
    same frames (decode once, encode once per receiver — what the relay must do at the least).
-   Target: ≤ 1.5× the codec.
+   Target: ≤ 1.5× the codec. Then, for information (no target), the same with one receiver
+   while the doctor records the call (both consents given): what a recording adds.
 2. Latency: the doctor publishes and waits; the patient waits in the waiting room; from the
    doctor's `room.admit` to the first decoded video frame at each side (patient sees the doctor,
    doctor sees the patient), for a few fresh consultations.
@@ -152,6 +153,7 @@ def make_consultations(app, count: int) -> list[dict]:
     from app.accounts import create_doctor, create_patient
     from app.extensions import db
     from app.media_tokens import JoinGrant, mint_join_token
+    from app.recordings import give_consent
     from models import Consultation
 
     out = []
@@ -188,6 +190,8 @@ def make_consultations(app, count: int) -> list[dict]:
             )
             db.session.add(c)
             db.session.flush()
+            give_consent(c, by=patient.user)
+            give_consent(c, by=doctor.user)
             out.append((c, patient.user_id, doctor.user_id))
         db.session.commit()
         out = [(c.id, c.public_id, p, d) for c, p, d in out]
@@ -340,10 +344,11 @@ def bitrate(first: tuple[int, float], last: tuple[int, float]) -> int | None:
 
 
 async def measure_cpu(
-    url: str, tokens: dict, pid: int, frames: int, receivers: int, repeat: int
+    url: str, tokens: dict, pid: int, frames: int, receivers: int, repeat: int, *, record: bool
 ) -> dict:
     """Patient publishes; `receivers` doctor sockets (the doctor's tabs) subscribe to it, one
-    connection each (a socket has one subscription per source)."""
+    connection each (a socket has one subscription per source); with `record`, the doctor
+    records the call over the measured windows."""
     doctor = await Client(url, tokens["doctor"]).connect()
     patient = await Client(url, tokens["patient"]).connect()
     await enter(doctor, patient)
@@ -363,6 +368,9 @@ async def measure_cpu(
 
         subscriptions.append(await watcher.subscribe(patient.sid, bump))
     await doctor.until(lambda: min(counts) >= WARMUP_FRAMES, timeout=60)
+    if record:
+        await doctor.call("record.start", {})
+        await asyncio.sleep(1)  # the keyframe the decoder starts at, the recorder's first frame
     sent0 = await rtp_bytes(publishing, "outbound-rtp", "bytesSent")
     got0 = [await remote_sent(pc) for pc in subscriptions]
     start = time.monotonic()
@@ -377,6 +385,9 @@ async def measure_cpu(
     sent1 = await rtp_bytes(publishing, "outbound-rtp", "bytesSent")
     got1 = [await remote_sent(pc) for pc in subscriptions]
     seconds = time.monotonic() - start
+    saved = (await doctor.call("record.stop", {}))["recording_id"] if record else None
+    if record and saved is None:
+        raise RuntimeError("the recording was not saved")
     rates = [r for r in (bitrate(a, b) for a, b in zip(got0, got1, strict=True)) if r]
     for client in [*watchers, patient]:
         await client.close()
@@ -388,6 +399,7 @@ async def measure_cpu(
         "wall": wall,
         "delivered": delivered,
         "receivers": receivers,
+        "record": record,
         "send_bps": int((sent1 - sent0) * 8 / seconds),
         # the subscribers' mean; the publisher's when no two sender reports fell in the window
         "recv_bps": int(statistics.mean(rates)) if rates else int((sent1 - sent0) * 8 / seconds),
@@ -462,15 +474,17 @@ def main() -> int:
 
     with fresh_database_url() as database_url, tempfile.TemporaryDirectory() as workdir:
         app = create_bench_app(database_url, str(Path(workdir) / "storage"))
-        rooms = make_consultations(app, 2 + args.rounds)
+        rooms = make_consultations(app, 3 + args.rounds)
         proc, url = start_media_server(database_url, workdir)
         try:
             print(f"media server pid {proc.pid} at {url}; source {SOURCE}; {machine_load()}")
             frames = source_frames(args.frames)
             results = []
-            for receivers, tokens in ((1, rooms[0]), (2, rooms[1])):
+            for receivers, record, tokens in ((1, False, rooms[0]), (2, False, rooms[1])):
                 relay = asyncio.run(
-                    measure_cpu(url, tokens, proc.pid, args.frames, receivers, args.repeat)
+                    measure_cpu(
+                        url, tokens, proc.pid, args.frames, receivers, args.repeat, record=record
+                    )
                 )
                 codec = min(
                     codec_alone(
@@ -479,7 +493,10 @@ def main() -> int:
                     for _ in range(args.repeat)
                 )
                 results.append((receivers, relay, codec))
-            latencies = [asyncio.run(measure_latency(url, t)) for t in rooms[2:]]
+            recording = asyncio.run(
+                measure_cpu(url, rooms[2], proc.pid, args.frames, 1, args.repeat, record=True)
+            )
+            latencies = [asyncio.run(measure_latency(url, t)) for t in rooms[3:]]
         finally:
             proc.terminate()
             try:
@@ -513,6 +530,13 @@ def main() -> int:
             f"for {receivers} subscriber stream(s); publisher {relay['send_bps'] / 1000:.0f} "
             f"kbit/s, each subscriber {relay['recv_bps'] / 1000:.0f} kbit/s"
         )
+    forwarding_ms = results[0][1]["cpu"] * 1000 / results[0][1]["delivered"]
+    recording_ms = recording["cpu"] * 1000 / recording["delivered"]
+    print(
+        f"  while recording (1 receiver, no target): {recording_ms:.2f} ms/frame, "
+        f"{recording['cpu'] / recording['wall'] * 100:.0f}% of a core; the recording adds "
+        f"{recording_ms - forwarding_ms:.2f} ms a frame (decode + the recorder's encode)"
+    )
     print()
     print("Admit → first remote video frame (s)")
     for n, (patient_sees, doctor_sees) in enumerate(latencies, 1):

@@ -11,13 +11,12 @@ Shape (docs/media-contract.md, "Relay and recording"):
 - video is forwarded as it arrives: each complete VP8 frame the publisher's receiver
   assembles goes to every subscriber's sender as is (no decode, no re-encode: a relayed
   stream costs a fraction of the codec's CPU, bench/README.md), and a subscriber's keyframe
-  request goes on to the publisher. Video is decoded only while the room is recording (the
-  recorder encodes pictures, not packets), from a keyframe the publisher is asked for. Audio,
-  and the decoded video the recorder reads, go through MediaRelay (decoded, each subscriber
-  encodes). A drain keeps every published track consumed, so frames never pile up in
-  aiortc's receive queue while nobody watches.
-- the recorder subscribes to the same relay; a change in who publishes closes the current file
-  and opens a new one.
+  request goes on to the publisher. Nothing decodes video (the recorder muxes the same
+  frames). Audio goes through MediaRelay (decoded, each subscriber encodes), and so does video
+  on an aiortc whose receiver cannot be hooked. A drain keeps every decoded published track
+  consumed, so frames never pile up in aiortc's receive queue while nobody watches.
+- the recorder takes the same forwarded video (from a key frame) and relayed audio; a change
+  in who publishes closes the current file and opens a new one.
 
 The socket.io handlers are registered by register_peer_events(), called once by the server
 core, which also tells us when a socket leaves (forget) and when a room ends (end_room).
@@ -116,21 +115,21 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
-def _is_keyframe(codec: Any, frame: Any) -> bool:
-    """A VP8 key frame (RFC 6386 §9.1: frame tag bit 0 clear, then the start code). Other
-    codecs are not inspected: their decoder reports a bad start and aiortc asks for a key
-    frame itself."""
-    if getattr(codec, "mimeType", "").lower() != "video/vp8":
-        return True
-    data = frame.data
+def is_vp8_keyframe(data: bytes) -> bool:
+    """RFC 6386 §9.1: the frame tag's bit 0 is clear on a key frame, and the start code
+    follows the tag."""
     return len(data) >= 6 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
+
+
+_GAP = object()  # in a forwarding queue: frames were dropped here, the next delta is broken
 
 
 class _EncodedTee:
     """Stands in for the queue where aiortc's receiver puts each complete encoded frame for
-    its decoder thread (a private attribute of RTCRtpReceiver, aiortc 1.x; tests/media cover
-    it): every frame goes to each forwarding subscriber, and to the decoder only while
-    `decoding` (a recording): decoding a 480p stream costs more than forwarding it."""
+    its decoder thread (a private attribute of RTCRtpReceiver, aiortc 1.13–1.16; tests/media
+    cover it): every frame goes to each forwarding reader (subscribers, the recorder) and none
+    to the decoder, which nobody needs: decoding a 480p stream costs more than forwarding it.
+    The end (None) still reaches the decoder thread, which then stops."""
 
     PRIVATE = "_RTCRtpReceiver__decoder_queue"
 
@@ -147,20 +146,8 @@ class _EncodedTee:
         self.receiver = receiver
         self.decoder_queue: queue.Queue = getattr(receiver, self.PRIVATE)
         self.outs: set[asyncio.Queue] = set()
-        self.decoding = False
-        self._awaiting_keyframe = False
-        self._skipped = 0
         self._requests: set[asyncio.Task] = set()
         setattr(receiver, self.PRIVATE, self)
-
-    def set_decoding(self, on: bool) -> None:
-        if on and not self.decoding:
-            # The decoder's last picture is stale (or there is none): it starts again at a
-            # key frame, which only the publisher can make.
-            self._awaiting_keyframe = True
-            self._skipped = 0
-            self.request_keyframe()
-        self.decoding = on
 
     def put(self, item: Any) -> None:
         if item is None:  # the receiver stopped: every reader ends, the decoder thread too
@@ -168,26 +155,17 @@ class _EncodedTee:
                 out.put_nowait(None)
             self.decoder_queue.put(None)
             return
-        codec, frame = item
+        frame = item[1]
         for out in self.outs:
             if out.qsize() >= FORWARD_BACKLOG:
-                # A subscriber not reading (still connecting, or stalled) gets no stale
-                # second of video later: its decoder asks for a keyframe when it resumes.
+                # A reader not reading (still connecting, or stalled) gets no stale second
+                # of video later; what it gets next starts with the gap.
                 while not out.empty():
                     out.get_nowait()
+                out.put_nowait(_GAP)
             out.put_nowait(frame)
-        if not self.decoding:
-            return
-        if self._awaiting_keyframe:
-            if not _is_keyframe(codec, frame):
-                self._skipped += 1
-                if self._skipped % KEYFRAME_RETRY_FRAMES == 0:  # the request or its answer was lost
-                    self.request_keyframe()
-                return
-            self._awaiting_keyframe = False
-        self.decoder_queue.put(item)
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:  # the decoder thread, if it starts later
+    def get(self, *args: Any, **kwargs: Any) -> Any:  # the decoder thread
         return self.decoder_queue.get(*args, **kwargs)
 
     def request_keyframe(self) -> None:
@@ -202,26 +180,60 @@ class _EncodedTee:
 
 
 class ForwardedVideo(MediaStreamTrack):
-    """A subscriber's copy of a published video: the publisher's encoded frames as packets,
-    which aiortc's sender packetizes without encoding."""
+    """A copy of a published video as the publisher's encoded VP8 frames (av.Packet): a
+    subscriber's sender packetizes them without encoding, the recorder muxes them as they are.
+
+    With `from_keyframe` (the recorder, which has no decoder to ask for one) the copy starts
+    at a key frame the publisher is asked for, and after a gap waits for the next one: a delta
+    frame against a picture the file never had would play as garbage."""
 
     kind = "video"
+    encoded = True  # for the recorder: packets to mux, not pictures to encode
 
-    def __init__(self, tee: _EncodedTee) -> None:
+    def __init__(self, tee: _EncodedTee, *, from_keyframe: bool = False) -> None:
         super().__init__()
         self._tee = tee
         self._frames: asyncio.Queue = asyncio.Queue()
+        self._from_keyframe = from_keyframe
+        self._awaiting_keyframe = False
+        self._skipped = 0
         tee.outs.add(self._frames)
+        if from_keyframe:
+            self._await_keyframe()
+
+    def _await_keyframe(self) -> None:
+        self._awaiting_keyframe = True
+        self._skipped = 0
+        self._tee.request_keyframe()
+
+    def request_keyframe(self) -> None:
+        """The reader lost frames of its own: it starts again at the next key frame."""
+        if self._from_keyframe:
+            self._await_keyframe()
 
     async def recv(self) -> Packet:
-        frame = await self._frames.get()
-        if frame is None or self.readyState != "live":
-            self.stop()
-            raise MediaStreamError
-        packet = Packet(frame.data)
-        packet.pts = frame.timestamp
-        packet.time_base = VIDEO_TIME_BASE
-        return packet
+        while True:
+            frame = await self._frames.get()
+            if frame is None or self.readyState != "live":
+                self.stop()
+                raise MediaStreamError
+            if frame is _GAP:
+                if self._from_keyframe:  # a subscriber's decoder asks for a key frame itself
+                    self._await_keyframe()
+                continue
+            key = is_vp8_keyframe(frame.data)
+            if self._awaiting_keyframe:
+                if not key:
+                    self._skipped += 1
+                    if self._skipped % KEYFRAME_RETRY_FRAMES == 0:  # a request or answer lost
+                        self._tee.request_keyframe()
+                    continue
+                self._awaiting_keyframe = False
+            packet = Packet(frame.data)
+            packet.pts = frame.timestamp
+            packet.time_base = VIDEO_TIME_BASE
+            packet.is_keyframe = key
+            return packet
 
     def stop(self) -> None:
         self._tee.outs.discard(self._frames)
@@ -334,6 +346,8 @@ class RelayHub:
                     t.receiver for t in pc.getTransceivers() if t.receiver.track is track
                 )
                 publisher.video_tee = _EncodedTee.attach(receiver)
+                if publisher.video_tee is not None:
+                    return  # nothing decodes it: there is no decoded copy to keep consumed
             copy = self.relay.subscribe(track, buffered=False)
             publisher.drains.append(asyncio.ensure_future(_drain(copy)))
 
@@ -515,9 +529,6 @@ class RelayHub:
         recording = self.recordings.pop(room, None)
         if recording is None:
             return []
-        for p in self.publishers.values():
-            if p.room == room and p.video_tee is not None:
-                p.video_tee.set_decoding(False)
         if recording.restart is not None:
             recording.restart.cancel()
         if recording.watcher is not None and recording.watcher is not asyncio.current_task():
@@ -563,13 +574,12 @@ class RelayHub:
             key=lambda p: ROLE_ORDER.get(p.role, len(ROLE_ORDER)),
         )
         tracks = [
-            self.relay.subscribe(track, buffered=track.kind == "audio")
+            ForwardedVideo(p.video_tee, from_keyframe=True)
+            if track.kind == "video" and p.video_tee is not None
+            else self.relay.subscribe(track, buffered=track.kind == "audio")
             for p in publishers
             for track in p.tracks.values()
         ]
-        for p in publishers:
-            if p.video_tee is not None:
-                p.video_tee.set_decoding(True)
         if not tracks:
             return  # nothing published yet: a file opens when someone publishes
         recorder = rec.Recorder(self.recordings_dir, tracks)

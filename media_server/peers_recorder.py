@@ -8,7 +8,9 @@ stamps every frame with the wall-clock time since the start of the file, encodes
 one worker thread, learns each video size from its first frame before writing anything, and
 on stop fsyncs, hashes and atomically renames the file (DESIGN §4: medical files). Everybody's
 audio is mixed into one Opus stream (a player plays one audio track of a file); each
-publisher's video is its own VP8 stream, the patient's first.
+publisher's video is its own VP8 stream, the patient's first, muxed as the publisher encoded
+it (the relay's forwarded copy, from a key frame: no decode, no encode, the publisher's
+bitrate). Video the relay could only decode (an aiortc it cannot hook) is encoded here.
 
 Consent is checked here too, in the database, at every start (docs/media-contract.md).
 """
@@ -143,6 +145,7 @@ class _Lane:
 
     track: MediaStreamTrack
     stream: av.stream.Stream
+    encoded: bool = False  # VP8 packets muxed as they came, not pictures to encode
     last_pts: int = -1  # video: strictly increasing milliseconds
     frames: int = 0
     dropped: int = 0
@@ -156,6 +159,14 @@ class _Pcm:
     buffer: bytearray = field(default_factory=bytearray)
     live: bool = False
     heard: bool = False
+
+
+def vp8_size(keyframe: bytes) -> tuple[int, int]:
+    """Width and height from a VP8 key frame's header (RFC 6386 §9.1: after the start code,
+    14 bits each, little-endian, under 2 bits of scaling)."""
+    width = int.from_bytes(keyframe[6:8], "little") & 0x3FFF
+    height = int.from_bytes(keyframe[8:10], "little") & 0x3FFF
+    return (width, height) if width and height else DEFAULT_SIZE
 
 
 def mix_pcm(chunks: list[bytes], size: int) -> bytes:
@@ -207,12 +218,18 @@ class Recorder:
         firsts: list[tuple[_Lane, object | None]] = []
         for track in self._tracks:
             first = None
+            encoded = bool(getattr(track, "encoded", False))
             if track.kind == "video":
                 try:
                     first = await asyncio.wait_for(track.recv(), FIRST_FRAME_TIMEOUT)
                 except (TimeoutError, MediaStreamError):
                     first = None
-                width, height = (first.width, first.height) if first else DEFAULT_SIZE
+                if first is None:
+                    width, height = DEFAULT_SIZE
+                elif encoded:  # the copy starts at a key frame, which carries the size
+                    width, height = vp8_size(bytes(first))
+                else:
+                    width, height = first.width, first.height
                 stream = self._container.add_stream("libvpx", rate=30)
                 stream.width, stream.height = width - width % 2, height - height % 2
                 stream.pix_fmt = "yuv420p"
@@ -223,7 +240,7 @@ class Recorder:
             else:
                 self._pcm.append(_Pcm(track))
                 continue
-            lane = _Lane(track=track, stream=stream)
+            lane = _Lane(track=track, stream=stream, encoded=encoded)
             self._lanes.append(lane)
             firsts.append((lane, first))
         if self._pcm:
@@ -301,6 +318,14 @@ class Recorder:
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_FRAMES)
 
         def put(item) -> None:
+            if queue.full() and lane.encoded:
+                # Every queued delta frame depends on the oldest: all go, and the copy starts
+                # again at a key frame (this frame belongs to the lost chain too).
+                while not queue.empty():
+                    queue.get_nowait()
+                    lane.dropped += 1
+                lane.track.request_keyframe()
+                return
             if queue.full():
                 queue.get_nowait()
                 lane.dropped += 1
@@ -335,13 +360,20 @@ class Recorder:
             return
         elapsed = max(0.0, arrived - self._t0)
         stream = lane.stream
+        pts = max(int(elapsed * 1000), lane.last_pts + 1)
+        lane.last_pts = pts
+        if lane.encoded:
+            frame.pts = frame.dts = pts
+            frame.time_base = Fraction(1, 1000)
+            frame.stream = stream
+            self._container.mux(frame)
+            lane.frames += 1
+            return
         if (frame.width, frame.height) != (stream.width, stream.height) or (
             frame.format.name != "yuv420p"
         ):
             frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-        pts = max(int(elapsed * 1000), lane.last_pts + 1)
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
-        lane.last_pts = pts
         for packet in stream.encode(frame):
             self._container.mux(packet)
         lane.frames += 1
@@ -383,7 +415,7 @@ class Recorder:
         try:
             if container is not None:
                 if self.frames_written:
-                    for lane in self._lanes:
+                    for lane in (lane for lane in self._lanes if not lane.encoded):
                         for packet in lane.stream.encode(None):
                             container.mux(packet)
                 container.close()

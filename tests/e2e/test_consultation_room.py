@@ -374,9 +374,11 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
     desk_page: Page,  # noqa: F811
     live_server: LiveServer,
 ) -> None:
+    import av
     from sqlalchemy import select
 
     from app.extensions import db
+    from app.recordings import recording_path
     from models import Consent, Consultation, Doctor, Patient, Recording
 
     w = room_world
@@ -429,7 +431,15 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
                 select(Recording).where(Recording.consultation_id == w.consultation_id)
             ).scalars()
         )
+        paths = [recording_path(r) for r in recordings]
     assert recordings and all(r.size_bytes > 0 for r in recordings)
+    # Chromium's own VP8, muxed as it came: every participant's video plays from a key frame.
+    with av.open(str(paths[-1])) as container:
+        assert len(container.streams.video) == 2
+        for index in range(2):
+            container.seek(0)
+            pictures = [f for f in container.decode(video=index)]
+            assert len(pictures) > 30 and pictures[0].key_frame, (index, len(pictures))
     wait_for_frames(patient, frames(patient) + 5)  # the call went on throughout
 
 

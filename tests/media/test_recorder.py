@@ -198,9 +198,18 @@ def test_refused_without_both_consents(app, recorder_server, make_room, tmp_path
     assert not root.exists() or not any(p.is_file() for p in root.rglob("*"))
 
 
-def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path):
-    """Directly on the hub: the recorder rolls over to a new file when someone publishes."""
+@pytest.mark.parametrize("hooked", [True, False], ids=["forwarded", "aiortc-not-hooked"])
+def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path, monkeypatch, hooked):
+    """Directly on the hub: the recorder rolls over to a new file when someone publishes. The
+    video is muxed as the publishers encoded it: nothing in the server decodes it. On an
+    aiortc the relay cannot hook, the recorder encodes the decoded video instead."""
+    from aiortc.codecs.vpx import Vp8Decoder
     from sqlalchemy.orm import sessionmaker
+
+    from media_server.peers import _EncodedTee
+
+    if not hooked:
+        monkeypatch.setattr(_EncodedTee, "PRIVATE", "_RTCRtpReceiver__no_such_queue")
 
     from app.extensions import db
 
@@ -209,6 +218,12 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path):
     consent(app, room.doctor_user_id, room.consultation_id)
     with app.app_context():
         factory = sessionmaker(db.engine)
+    decoded: list[int] = []
+    decode = Vp8Decoder.decode
+    monkeypatch.setattr(
+        Vp8Decoder, "decode", lambda self, frame: (decoded.append(1), decode(self, frame))[1]
+    )
+    encoded_lanes: list[bool] = []
 
     def video_frames(hub: RelayHub) -> list[int]:
         """Frames written so far per video lane of the room's current file."""
@@ -240,6 +255,8 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path):
             ),
             "the roll-over saved the first file and the second records both",
         )
+        recorder = hub.recordings["c:r"].recorder
+        encoded_lanes.extend(lane.encoded for lane in recorder._lanes if lane is not recorder._mix)
         saved = await hub.stop_recording("c:r")
         await first.close()
         await second.close()
@@ -255,6 +272,8 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path):
         with av.open(str(rec.path_for_key(tmp_path, s.storage_key))) as container:
             streams.append(len(container.streams.video))
     assert streams == [1, 2]  # the second file has both participants
+    assert encoded_lanes == [hooked, hooked]
+    assert (decoded == []) is hooked
 
 
 def test_nothing_published_leaves_no_file(tmp_path):

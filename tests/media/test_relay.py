@@ -454,27 +454,35 @@ def vp8_stream(count: int, *, key_at: tuple[int, ...] = ()) -> list[tuple[bytes,
     return out
 
 
-def test_the_keyframe_test_agrees_with_the_encoder():
-    from media_server.peers import _is_keyframe
+def test_the_keyframe_test_and_the_size_agree_with_the_encoder():
+    from media_server.peers import is_vp8_keyframe
+    from media_server.peers_recorder import vp8_size
 
-    vp8 = SimpleNamespace(mimeType="video/VP8")
     stream = vp8_stream(40, key_at=(17, 31))
     assert [n for n, (_, key) in enumerate(stream) if key] == [0, 17, 31]
     for data, key in stream:
-        assert _is_keyframe(vp8, SimpleNamespace(data=data)) is key
+        assert is_vp8_keyframe(data) is key
+    assert vp8_size(stream[17][0]) == (160, 120)
 
 
-def test_video_is_decoded_only_while_recording_and_from_a_keyframe():
-    """Forwarding never needs the decoder; the recorder does. Switched on mid-stream, the
-    decoder is asked for a key frame and gets nothing before it (a delta frame against a
-    picture it never saw would fail), then every frame; switched off, nothing more."""
+def test_the_recorders_copy_starts_at_a_keyframe_and_after_a_gap_waits_for_one():
+    """The recorder muxes forwarded frames and has no decoder to ask for a key frame: its copy
+    asks the publisher, skips the delta frames before the key frame (asking again after a
+    second without one), and does the same after frames were dropped. A subscriber's copy
+    passes everything (its decoder asks by itself)."""
     import queue
 
-    from media_server.peers import KEYFRAME_RETRY_FRAMES, ForwardedVideo, _EncodedTee
+    from media_server.peers import (
+        FORWARD_BACKLOG,
+        KEYFRAME_RETRY_FRAMES,
+        ForwardedVideo,
+        _EncodedTee,
+    )
 
     vp8 = SimpleNamespace(mimeType="video/VP8")
-    key = 10 + KEYFRAME_RETRY_FRAMES + 5  # the publisher's answer to the second request
-    stream = vp8_stream(key + 15, key_at=(key,))
+    first_key = 10 + KEYFRAME_RETRY_FRAMES + 5  # the publisher's answer to the second request
+    second_key = first_key + 20 + FORWARD_BACKLOG + 5
+    stream = vp8_stream(second_key + 10, key_at=(first_key, second_key))
     asked: list[int] = []
 
     async def scenario():
@@ -489,30 +497,42 @@ def test_video_is_decoded_only_while_recording_and_from_a_keyframe():
         receiver._send_rtcp_pli = pli
         decoder = receiver._RTCRtpReceiver__decoder_queue
         tee = _EncodedTee(receiver)
-        track = ForwardedVideo(tee)
-        got: list[bytes] = []
+        viewer = ForwardedVideo(tee)
 
-        def feed(frames) -> None:
-            for n, (data, _) in frames:
-                tee.put((vp8, SimpleNamespace(data=data, timestamp=n * 3000)))
+        def feed(frames: range) -> None:
+            for n in frames:
+                tee.put((vp8, SimpleNamespace(data=stream[n][0], timestamp=n * 3000)))
 
-        feed(enumerate(stream[:10]))  # no recording: forwarded only
-        before = decoder.qsize()
-        tee.set_decoding(True)  # a recording starts at a delta frame
-        feed(list(enumerate(stream))[10:-5])
+        async def take(track: ForwardedVideo) -> list[bytes]:
+            got = []
+            while not track._frames.empty():
+                try:  # recv() skips what it must not return, then waits for more
+                    got.append(bytes(await asyncio.wait_for(track.recv(), 0.05)))
+                except TimeoutError:
+                    break
+            return got
+
+        feed(range(10))
+        viewed = await take(viewer)
+        recorder = ForwardedVideo(tee, from_keyframe=True)  # a recording starts at a delta
+        recorded: list[bytes] = []
+        for n in range(10, first_key + 20):  # both read as the frames come
+            feed(range(n, n + 1))
+            recorded += await take(recorder)
+            viewed += await take(viewer)
         await asyncio.sleep(0)  # the keyframe requests run
-        while not decoder.empty():
-            got.append(decoder.get_nowait()[1].data)
-        tee.set_decoding(False)
-        feed(list(enumerate(stream))[-5:])
-        after = decoder.qsize()
-        while not track._frames.empty():
-            track._frames.get_nowait()
-        return before, got, after
+        asks_at_start = len(asked)
+        # The recorder stalls for more than the backlog: the tee drops what it did not read.
+        feed(range(first_key + 20, second_key + 10))
+        await asyncio.sleep(0)
+        after_gap = await take(recorder)
+        return asks_at_start, recorded, viewed, after_gap, len(asked), decoder.qsize()
 
-    before, got, after = run(scenario())
-    assert before == 0
-    assert len(got) == 10
-    assert got == [data for data, _ in stream[key:-5]], "not from the key frame on, or not all"
-    assert len(asked) == 2, "asked once at the start, and again after a second without one"
-    assert after == 0
+    asks_at_start, recorded, viewed, after_gap, asks, decoded = run(scenario())
+    frames = [data for data, _ in stream]
+    assert asks_at_start == 2, "asked once at the start, and again after a second without one"
+    assert recorded == frames[first_key : first_key + 20], "not from the key frame on, or not all"
+    assert viewed == frames[: first_key + 20]  # the viewer: everything, in order
+    assert after_gap == frames[second_key : second_key + 10], "a delta of a lost chain was kept"
+    assert asks == 3, "the gap asked for a key frame"
+    assert decoded == 0, "nothing is decoded"
