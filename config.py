@@ -207,6 +207,10 @@ def build_config() -> dict:
         "MEDIA_RECORDINGS_DIR": os.environ.get(
             "MEDIA_RECORDINGS_DIR", str(INSTANCE_DIR / "storage" / "recordings")
         ),
+        # A page sends its video to the relay at most at this rate (kbit/s). The relay forwards
+        # it as it is, to every other participant and into a recording (≈ 7.5 MB a minute at
+        # 1000), so this is also what a phone on the other end must receive.
+        "MEDIA_RELAY_VIDEO_KBPS": int(os.environ.get("MEDIA_RELAY_VIDEO_KBPS", "1000")),
     }
 
 

@@ -221,6 +221,19 @@ def make_consultations(app, count: int) -> list[dict]:
         ]
 
 
+def recorded_file(app, public_id: str) -> tuple[int, float]:
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import Recording
+
+    with app.app_context():
+        row = db.session.execute(
+            select(Recording).where(Recording.public_id == uuid.UUID(public_id))
+        ).scalar_one()
+        return row.size_bytes, row.duration_seconds or 0.0
+
+
 class Client:
     def __init__(self, url: str, mint) -> None:
         self.url, self.mint = url, mint
@@ -399,7 +412,7 @@ async def measure_cpu(
         "wall": wall,
         "delivered": delivered,
         "receivers": receivers,
-        "record": record,
+        "recording_id": saved,
         "send_bps": int((sent1 - sent0) * 8 / seconds),
         # the subscribers' mean; the publisher's when no two sender reports fell in the window
         "recv_bps": int(statistics.mean(rates)) if rates else int((sent1 - sent0) * 8 / seconds),
@@ -496,6 +509,7 @@ def main() -> int:
             recording = asyncio.run(
                 measure_cpu(url, rooms[2], proc.pid, args.frames, 1, args.repeat, record=True)
             )
+            recording["file"] = recorded_file(app, recording["recording_id"])
             latencies = [asyncio.run(measure_latency(url, t)) for t in rooms[3:]]
         finally:
             proc.terminate()
@@ -535,7 +549,12 @@ def main() -> int:
     print(
         f"  while recording (1 receiver, no target): {recording_ms:.2f} ms/frame, "
         f"{recording['cpu'] / recording['wall'] * 100:.0f}% of a core; the recording adds "
-        f"{recording_ms - forwarding_ms:.2f} ms a frame (decode + the recorder's encode)"
+        f"{recording_ms - forwarding_ms:.2f} ms a frame"
+    )
+    size, seconds = recording["file"]
+    print(
+        f"  the file: {size / 1e6:.1f} MB for {seconds:.1f} s, {size * 8 / seconds / 1000:.0f} "
+        f"kbit/s, {size * 60 / seconds / 1e6:.1f} MB a minute (the publisher's video as sent)"
     )
     print()
     print("Admit → first remote video frame (s)")

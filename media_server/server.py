@@ -357,6 +357,7 @@ class MediaServer:
                 "user_id": claims.user_id,
                 "participants": participants,
                 "ice_servers": self.cfg.get("MEDIA_ICE_SERVERS", []),
+                "relay_video_kbps": int(self.cfg.get("MEDIA_RELAY_VIDEO_KBPS") or 0),
             },
             to=conn.sid,
         )

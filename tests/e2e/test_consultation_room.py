@@ -417,6 +417,12 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
             "['connected', 'completed'].includes(window.oblakoRoom.relay.pub.iceConnectionState)",
             timeout=20_000,
         )
+    # The relay forwards what a page sends as it is: the page caps its video for everybody.
+    cap = patient.evaluate(
+        "() => window.oblakoRoom.relay.pub.getSenders()"
+        ".find(s => s.track && s.track.kind === 'video').getParameters().encodings[0].maxBitrate"
+    )
+    assert cap == app.config["MEDIA_RELAY_VIDEO_KBPS"] * 1000
     patient.wait_for_timeout(3000)
     record.click()
     # Both pages learn at once that the recording stopped; the file is saved after the

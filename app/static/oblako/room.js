@@ -54,6 +54,7 @@
     seen: new Set(),
     pending: new Map(), // client_msg_id -> {body, el, sentAt}
     iceServers: [],
+    relayVideoKbps: 0, // the cap on video sent to the relay, from the server (kbit/s)
     ended: false,
     micLevel: 0,
     grantRefreshedAt: 0,
@@ -212,6 +213,7 @@
       if (data.ice_servers) {
         room.iceServers = data.ice_servers;
       }
+      room.relayVideoKbps = data.relay_video_kbps || 0;
       status("");
       // Peer connections were negotiated through the previous socket id: the doctor starts
       // afresh (a new `pc` per negotiation); the others wait for the doctor's new offer.
@@ -1192,7 +1194,12 @@
     var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
     room.relay.pub = pc;
     stream.getTracks().forEach(function (track) {
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      var init = { direction: "sendonly", streams: [stream] };
+      if (track.kind === "video" && room.relayVideoKbps) {
+        // The relay forwards this video as it is, to everybody and into a recording.
+        init.sendEncodings = [{ maxBitrate: room.relayVideoKbps * 1000 }];
+      }
+      pc.addTransceiver(track, init);
     });
     pc.oniceconnectionstatechange = function () {
       if (pc.iceConnectionState === "failed" && room.relay.pub === pc) {
