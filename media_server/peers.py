@@ -12,9 +12,10 @@ Shape (docs/media-contract.md, "Relay and recording"):
   assembles goes to every subscriber's sender as is (no decode, no re-encode: a relayed
   stream costs a fraction of the codec's CPU, bench/README.md), and a subscriber's keyframe
   request goes on to the publisher. Nothing decodes video (the recorder muxes the same
-  frames). Audio goes through MediaRelay (decoded, each subscriber encodes), and so does video
-  on an aiortc whose receiver cannot be hooked. A drain keeps every decoded published track
-  consumed, so frames never pile up in aiortc's receive queue while nobody watches.
+  frames). Audio is forwarded the same way (Opus packets) and decoded only while recording,
+  for the recorder's mix, which reads it through MediaRelay; so does everything on an aiortc
+  whose receiver cannot be hooked (decoded, each subscriber encodes). A drain keeps every
+  decoded published track consumed, so frames never pile up in aiortc's receive queue.
 - the recorder takes the same forwarded video (from a key frame) and relayed audio; a change
   in who publishes closes the current file and opens a new one.
 
@@ -60,13 +61,15 @@ RECORD_SETTLE_SECONDS = 1.0
 # A consent withdrawn in the web app during a recording stops it within this time.
 CONSENT_RECHECK_SECONDS = 5.0  # publishers changing in a burst make one new file, not several
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP's video clock, as aiortc maps it
-FORWARD_BACKLOG = 30  # frames a subscriber may fall behind (1 s at 30 fps)
+AUDIO_TIME_BASE = fractions.Fraction(1, 48_000)  # Opus's RTP clock
+FORWARD_BACKLOG = 30  # frames a reader may fall behind (1 s of video at 30 fps, 0.6 s of audio)
 KEYFRAME_RETRY_FRAMES = 30  # frames waited for a requested keyframe before asking again
-VP8_ONLY = [
-    c
-    for c in RTCRtpSender.getCapabilities("video").codecs
-    if c.mimeType.lower() in ("video/vp8", "video/rtx")
-]
+# Every WebRTC browser has both (RFC 7742, RFC 7874): one codec a kind, so what a publisher
+# sends can be forwarded to any subscriber as it is.
+FORWARDED_CODECS = {
+    kind: [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in names]
+    for kind, names in (("video", ("video/vp8", "video/rtx")), ("audio", ("audio/opus",)))
+}
 
 
 class PeerError(Exception):
@@ -127,9 +130,9 @@ _GAP = object()  # in a forwarding queue: frames were dropped here, the next del
 class _EncodedTee:
     """Stands in for the queue where aiortc's receiver puts each complete encoded frame for
     its decoder thread (a private attribute of RTCRtpReceiver, aiortc 1.13–1.16; tests/media
-    cover it): every frame goes to each forwarding reader (subscribers, the recorder) and none
-    to the decoder, which nobody needs: decoding a 480p stream costs more than forwarding it.
-    The end (None) still reaches the decoder thread, which then stops."""
+    cover it): every frame goes to each forwarding reader (subscribers, the recorder's video)
+    and to the decoder only while `decoding` (audio, for a recording's mix). The end (None)
+    always reaches the decoder thread, which then stops."""
 
     PRIVATE = "_RTCRtpReceiver__decoder_queue"
 
@@ -138,7 +141,7 @@ class _EncodedTee:
         """None when this aiortc has no such queue: the relay then decodes and re-encodes
         video for every subscriber, as MediaRelay does, which costs CPU but works."""
         if not isinstance(getattr(receiver, cls.PRIVATE, None), queue.Queue):
-            log.warning("aiortc's receiver changed: video is re-encoded, not forwarded")
+            log.warning("aiortc's receiver changed: media is re-encoded, not forwarded")
             return None
         return cls(receiver)
 
@@ -146,6 +149,7 @@ class _EncodedTee:
         self.receiver = receiver
         self.decoder_queue: queue.Queue = getattr(receiver, self.PRIVATE)
         self.outs: set[asyncio.Queue] = set()
+        self.decoding = False
         self._requests: set[asyncio.Task] = set()
         setattr(receiver, self.PRIVATE, self)
 
@@ -164,6 +168,8 @@ class _EncodedTee:
                     out.get_nowait()
                 out.put_nowait(_GAP)
             out.put_nowait(frame)
+        if self.decoding:
+            self.decoder_queue.put(item)
 
     def get(self, *args: Any, **kwargs: Any) -> Any:  # the decoder thread
         return self.decoder_queue.get(*args, **kwargs)
@@ -179,7 +185,44 @@ class _EncodedTee:
             await self.receiver._send_rtcp_pli(ssrc)
 
 
-class ForwardedVideo(MediaStreamTrack):
+class _Forwarded(MediaStreamTrack):
+    """A reader of a tee: the publisher's encoded frames, as av.Packet."""
+
+    def __init__(self, tee: _EncodedTee) -> None:
+        super().__init__()
+        self._tee = tee
+        self._frames: asyncio.Queue = asyncio.Queue()
+        tee.outs.add(self._frames)
+
+    async def _next(self) -> Any:
+        """The next frame, or _GAP; MediaStreamError at the end."""
+        frame = await self._frames.get()
+        if frame is None or self.readyState != "live":
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        self._tee.outs.discard(self._frames)
+        super().stop()
+
+
+class ForwardedAudio(_Forwarded):
+    """A copy of a published audio as the publisher's Opus packets: a subscriber's sender
+    sends them without decoding or encoding (a lost packet is the receiver's to conceal)."""
+
+    kind = "audio"
+
+    async def recv(self) -> Packet:
+        while (frame := await self._next()) is _GAP:
+            pass
+        packet = Packet(frame.data)
+        packet.pts = frame.timestamp
+        packet.time_base = AUDIO_TIME_BASE
+        return packet
+
+
+class ForwardedVideo(_Forwarded):
     """A copy of a published video as the publisher's encoded VP8 frames (av.Packet): a
     subscriber's sender packetizes them without encoding, the recorder muxes them as they are.
 
@@ -191,13 +234,10 @@ class ForwardedVideo(MediaStreamTrack):
     encoded = True  # for the recorder: packets to mux, not pictures to encode
 
     def __init__(self, tee: _EncodedTee, *, from_keyframe: bool = False) -> None:
-        super().__init__()
-        self._tee = tee
-        self._frames: asyncio.Queue = asyncio.Queue()
+        super().__init__(tee)
         self._from_keyframe = from_keyframe
         self._awaiting_keyframe = False
         self._skipped = 0
-        tee.outs.add(self._frames)
         if from_keyframe:
             self._await_keyframe()
 
@@ -213,10 +253,7 @@ class ForwardedVideo(MediaStreamTrack):
 
     async def recv(self) -> Packet:
         while True:
-            frame = await self._frames.get()
-            if frame is None or self.readyState != "live":
-                self.stop()
-                raise MediaStreamError
+            frame = await self._next()
             if frame is _GAP:
                 if self._from_keyframe:  # a subscriber's decoder asks for a key frame itself
                     self._await_keyframe()
@@ -235,17 +272,11 @@ class ForwardedVideo(MediaStreamTrack):
             packet.is_keyframe = key
             return packet
 
-    def stop(self) -> None:
-        self._tee.outs.discard(self._frames)
-        super().stop()
 
-
-def _prefer_vp8(pc: RTCPeerConnection) -> None:
-    """Publishers and subscribers all on VP8 (every WebRTC browser has it, RFC 7742), so a
-    publisher's frames can be forwarded to any subscriber as they are."""
+def _prefer_forwarded_codecs(pc: RTCPeerConnection) -> None:
     for transceiver in pc.getTransceivers():
-        if transceiver.kind == "video":
-            transceiver.setCodecPreferences(VP8_ONLY)
+        if transceiver.kind in FORWARDED_CODECS:
+            transceiver.setCodecPreferences(FORWARDED_CODECS[transceiver.kind])
 
 
 @dataclass
@@ -257,6 +288,7 @@ class Publisher:
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  # kind → remote track
     drains: list[asyncio.Task] = field(default_factory=list)
     video_tee: _EncodedTee | None = None
+    audio_tee: _EncodedTee | None = None
     # Changes with every publish connection: a subscriber seeing a new `pub` for the same sid
     # knows its connection to the old one was closed and subscribes again.
     pub: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -341,13 +373,16 @@ class RelayHub:
             if track.kind in publisher.tracks:
                 return  # one track of each kind per publisher
             publisher.tracks[track.kind] = track
+            receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+            tee = _EncodedTee.attach(receiver)
             if track.kind == "video":
-                receiver = next(
-                    t.receiver for t in pc.getTransceivers() if t.receiver.track is track
-                )
-                publisher.video_tee = _EncodedTee.attach(receiver)
-                if publisher.video_tee is not None:
+                publisher.video_tee = tee
+                if tee is not None:
                     return  # nothing decodes it: there is no decoded copy to keep consumed
+            else:
+                # Decoded only while recording (the recorder mixes everybody's voice); the
+                # recording's start sees this publisher and switches it on.
+                publisher.audio_tee = tee
             copy = self.relay.subscribe(track, buffered=False)
             publisher.drains.append(asyncio.ensure_future(_drain(copy)))
 
@@ -390,11 +425,14 @@ class RelayHub:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not pc.getTransceivers():
                 raise ValueError("an offer without audio or video")
-            _prefer_vp8(pc)
+            _prefer_forwarded_codecs(pc)
             for track in publisher.tracks.values():
-                tee = publisher.video_tee if track.kind == "video" else None
+                tee = publisher.video_tee if track.kind == "video" else publisher.audio_tee
                 if tee is None:
                     pc.addTrack(self.relay.subscribe(track, buffered=False))
+                    continue
+                if track.kind == "audio":
+                    pc.addTrack(ForwardedAudio(tee))
                     continue
                 sender = pc.addTrack(ForwardedVideo(tee))
                 # The subscriber's decoder starts at a keyframe, and asks for one after a loss:
@@ -423,7 +461,7 @@ class RelayHub:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not pc.getTransceivers():
                 raise ValueError("an offer without audio or video")
-            _prefer_vp8(pc)
+            _prefer_forwarded_codecs(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises ValueError and friends on a bad SDP
@@ -529,6 +567,9 @@ class RelayHub:
         recording = self.recordings.pop(room, None)
         if recording is None:
             return []
+        for p in self.publishers.values():
+            if p.room == room and p.audio_tee is not None:
+                p.audio_tee.decoding = False
         if recording.restart is not None:
             recording.restart.cancel()
         if recording.watcher is not None and recording.watcher is not asyncio.current_task():
@@ -580,6 +621,9 @@ class RelayHub:
             for p in publishers
             for track in p.tracks.values()
         ]
+        for p in publishers:
+            if p.audio_tee is not None:
+                p.audio_tee.decoding = True
         if not tracks:
             return  # nothing published yet: a file opens when someone publishes
         recorder = rec.Recorder(self.recordings_dir, tracks)

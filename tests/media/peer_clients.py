@@ -45,10 +45,12 @@ def mean_luma(frame: av.VideoFrame) -> float:
 
 
 class Counter:
-    """Counts the video frames a received track delivers, and remembers their grey level."""
+    """Counts the video frames a received track delivers, and remembers their grey level; and
+    the audio frames."""
 
     def __init__(self) -> None:
         self.frames = 0
+        self.audio_frames = 0
         self.levels: list[float] = []
         self.first = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
@@ -61,6 +63,7 @@ class Counter:
             while True:
                 frame = await track.recv()
                 if track.kind != "video":
+                    self.audio_frames += 1
                     continue
                 self.frames += 1
                 if self.frames % 10 == 1:

@@ -370,6 +370,63 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     assert len(decoders) == 2, "the relay decoded video nobody records (only the two viewers')"
 
 
+def test_audio_is_forwarded_as_opus_and_decoded_only_while_recording(monkeypatch):
+    """Each subscriber gets the publisher's Opus packets (the relay encodes no audio); the
+    relay decodes a publisher's audio only while the room records, for the recorder's mix."""
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+
+    from media_server.peers import ForwardedAudio
+
+    encoders: set[int] = set()
+    decoded: dict[str, int] = {}
+    encode, decode = OpusEncoder.encode, OpusDecoder.decode
+
+    def counted_encode(self, frame, force_keyframe=False):
+        encoders.add(id(self))
+        return encode(self, frame, force_keyframe)
+
+    def counted_decode(self, encoded_frame):
+        decoded[str(id(self))] = decoded.get(str(id(self)), 0) + 1
+        return decode(self, encoded_frame)
+
+    monkeypatch.setattr(OpusEncoder, "encode", counted_encode)
+    monkeypatch.setattr(OpusDecoder, "decode", counted_decode)
+
+    async def scenario():
+        hub = RelayHub()
+        source = await pc.publish(lambda sdp: hub.publish("a", "c:1", sdp), 90)
+        listeners = [pc.Counter(), pc.Counter()]
+        subs = [
+            await pc.subscribe(lambda sdp, s=s: hub.subscribe(s, "c:1", "a", sdp), counter)
+            for s, counter in zip(("b", "c"), listeners, strict=True)
+        ]
+        heard = await pc.wait_for(lambda: min(c.audio_frames for c in listeners) >= 50, 30)
+        tee = hub.publishers["a"].audio_tee
+        tracks = [
+            type(s.track)
+            for conn in hub.subscriptions.values()
+            for s in conn.getSenders()
+            if s.track is not None and s.track.kind == "audio"
+        ]
+        decoders_before = len(decoded)
+        tee.decoding = True  # what a recording's start does
+        await pc.wait_for(lambda: len(decoded) > decoders_before, 10)
+        recording_decodes = len(decoded) - decoders_before
+        for counter in listeners:
+            counter.cancel()
+        for conn in (source, *subs):
+            await conn.close()
+        await hub.close()
+        return heard, tracks, decoders_before, recording_decodes
+
+    heard, tracks, decoders_before, recording_decodes = run(scenario(), timeout=60)
+    assert heard, "a subscriber got no audio"
+    assert tracks == [ForwardedAudio, ForwardedAudio]
+    assert len(encoders) == 1, "the relay encoded audio itself"
+    assert decoders_before == 2, "only the two listeners decode until a recording starts"
+    assert recording_decodes == 1, "recording decodes the publisher's audio once, for the mix"
+
+
 def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch):
     """An aiortc whose receiver has no frame queue to hook (a future release) costs the relay
     CPU, not the picture: subscribers get decoded and re-encoded video."""
