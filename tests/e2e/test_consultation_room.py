@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
@@ -31,6 +32,19 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 FRAMES_JS = "() => window.oblakoRoom.inboundVideoFrames()"
+RELAY_AUDIO_JS = """async () => {
+  const a = {packets: 0, samples: 0, concealed: 0};
+  for (const sub of Object.values(window.oblakoRoom.relay.subs)) {
+    (await sub.pc.getStats()).forEach(s => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        a.packets += s.packetsReceived || 0;
+        a.samples += s.totalSamplesReceived || 0;
+        a.concealed += s.concealedSamples || 0;
+      }
+    });
+  }
+  return a;
+}"""
 
 
 @dataclass
@@ -100,13 +114,23 @@ def frames(page: Page) -> int:
     return int(page.evaluate(FRAMES_JS))
 
 
+def wait_until(page: Page, script: str, done: Callable[[Any], bool], timeout_ms: int) -> Any:
+    """Polls `script` (it may return a promise: evaluate awaits it) until done(value).
+    Not wait_for_function: that takes a returned promise itself as truthy, and returns at
+    once whatever the promise will say."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = page.evaluate(script)
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{script} never satisfied the wait; last: {value!r}")
+        page.wait_for_timeout(300)
+
+
 def wait_for_frames(page: Page, more_than: int, timeout_ms: int = 20_000) -> int:
-    page.wait_for_function(
-        f"() => window.oblakoRoom.inboundVideoFrames().then(n => n > {more_than})",
-        timeout=timeout_ms,
-        polling=300,
-    )
-    return frames(page)
+    """Video frames decoded from the page's inbound streams (WebRTC statistics)."""
+    return int(wait_until(page, FRAMES_JS, lambda n: n > more_than, timeout_ms))
 
 
 def enter_room_from_consultation_page(page: Page, consultation_url: str) -> None:
@@ -613,6 +637,11 @@ def test_the_call_goes_through_the_relay_when_browser_to_browser_fails(
         )
     wait_for_frames(patient, 10, timeout_ms=40_000)
     wait_for_frames(doctor, 10, timeout_ms=40_000)
+    # The voice too: the relay forwards the page's Opus packets, and the other page plays them
+    # (samples decoded from packets, not concealment of missing ones).
+    for page in (patient, doctor):
+        audio = wait_until(page, RELAY_AUDIO_JS, lambda a: a["packets"] > 100, 20_000)
+        assert audio["concealed"] < 0.2 * audio["samples"], audio
     for page in (patient, doctor):
         assert page.evaluate("() => Object.keys(window.oblakoRoom.peers).length") == 0
         assert page.evaluate("() => Object.keys(window.oblakoRoom.relay.subs).length") == 1
