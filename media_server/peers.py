@@ -138,8 +138,8 @@ class _EncodedTee:
 
     @classmethod
     def attach(cls, receiver: RTCRtpReceiver) -> _EncodedTee | None:
-        """None when this aiortc has no such queue: the relay then decodes and re-encodes
-        video for every subscriber, as MediaRelay does, which costs CPU but works."""
+        """None when this aiortc has no such queue: the relay then decodes the track and
+        encodes it for every subscriber, as MediaRelay does, which costs CPU but works."""
         if not isinstance(getattr(receiver, cls.PRIVATE, None), queue.Queue):
             log.warning("aiortc's receiver changed: media is re-encoded, not forwarded")
             return None
@@ -162,8 +162,8 @@ class _EncodedTee:
         frame = item[1]
         for out in self.outs:
             if out.qsize() >= FORWARD_BACKLOG:
-                # A reader not reading (still connecting, or stalled) gets no stale second
-                # of video later; what it gets next starts with the gap.
+                # A reader not reading (still connecting, or stalled) gets no stale media
+                # later; what it gets next starts with the gap.
                 while not out.empty():
                     out.get_nowait()
                 out.put_nowait(_GAP)
