@@ -567,9 +567,7 @@ class RelayHub:
         recording = self.recordings.pop(room, None)
         if recording is None:
             return []
-        for p in self.publishers.values():
-            if p.room == room and p.audio_tee is not None:
-                p.audio_tee.decoding = False
+        self._decode_audio(room, False)
         if recording.restart is not None:
             recording.restart.cancel()
         if recording.watcher is not None and recording.watcher is not asyncio.current_task():
@@ -621,14 +619,18 @@ class RelayHub:
             for p in publishers
             for track in p.tracks.values()
         ]
-        for p in publishers:
-            if p.audio_tee is not None:
-                p.audio_tee.decoding = True
+        self._decode_audio(recording.room, True)
         if not tracks:
             return  # nothing published yet: a file opens when someone publishes
         recorder = rec.Recorder(self.recordings_dir, tracks)
         recording.recorder = recorder
         await recorder.start()
+
+    def _decode_audio(self, room: str, on: bool) -> None:
+        """The recorder mixes decoded voices; forwarding needs no decoding."""
+        for p in self.publishers.values():
+            if p.room == room and p.audio_tee is not None:
+                p.audio_tee.decoding = on
 
     async def _close_file(self, recording: RoomRecording) -> None:
         recorder, recording.recorder = recording.recorder, None

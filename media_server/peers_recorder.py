@@ -145,10 +145,14 @@ class _Lane:
 
     track: MediaStreamTrack
     stream: av.stream.Stream
-    encoded: bool = False  # VP8 packets muxed as they came, not pictures to encode
     last_pts: int = -1  # video: strictly increasing milliseconds
     frames: int = 0
     dropped: int = 0
+
+    @property
+    def encoded(self) -> bool:
+        """VP8 packets muxed as they came (the relay's forwarded copy), not pictures to encode."""
+        return bool(getattr(self.track, "encoded", False))
 
 
 @dataclass(eq=False)
@@ -218,7 +222,6 @@ class Recorder:
         firsts: list[tuple[_Lane, object | None]] = []
         for track in self._tracks:
             first = None
-            encoded = bool(getattr(track, "encoded", False))
             if track.kind == "video":
                 try:
                     first = await asyncio.wait_for(track.recv(), FIRST_FRAME_TIMEOUT)
@@ -226,7 +229,7 @@ class Recorder:
                     first = None
                 if first is None:
                     width, height = DEFAULT_SIZE
-                elif encoded:  # the copy starts at a key frame, which carries the size
+                elif getattr(track, "encoded", False):  # from a key frame, which has the size
                     width, height = vp8_size(bytes(first))
                 else:
                     width, height = first.width, first.height
@@ -240,7 +243,7 @@ class Recorder:
             else:
                 self._pcm.append(_Pcm(track))
                 continue
-            lane = _Lane(track=track, stream=stream, encoded=encoded)
+            lane = _Lane(track=track, stream=stream)
             self._lanes.append(lane)
             firsts.append((lane, first))
         if self._pcm:
