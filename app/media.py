@@ -149,6 +149,7 @@ class Participation:
     chat: bool
     invite_id: int | None = None
     timezone: str | None = None  # the participant's own zone (None: the viewer's default)
+    session_generation: int | None = None  # the user's, at the time of this request
 
     @property
     def is_doctor(self) -> bool:
@@ -173,6 +174,7 @@ class Participation:
             media=self.media,
             chat=self.chat,
             invite_id=self.invite_id,
+            session_generation=self.session_generation,
         )
 
 
@@ -207,14 +209,31 @@ def participation(user, public_id: uuid.UUID, *, now: datetime | None = None) ->
     if c is None or user is None or not getattr(user, "is_authenticated", False):
         raise NotFound(_l("Consultation not found."))
     media, chat = media_open(c, now), chat_open(c)
+    # The generation the request's session was checked against (app/security.load_user): the
+    # token dies with this session.
+    gen = user.session_generation
     if PATIENT in role_names(user) and c.patient.user_id == user.id:
         return Participation(
-            c, "patient", user.id, c.patient.full_name, media, chat, timezone=c.patient.timezone
+            c,
+            "patient",
+            user.id,
+            c.patient.full_name,
+            media,
+            chat,
+            timezone=c.patient.timezone,
+            session_generation=gen,
         )
     doctor = active_doctor(user)
     if doctor_may_join(user, doctor, c):
         return Participation(
-            c, "doctor", user.id, doctor.full_name, media, chat, timezone=doctor.timezone
+            c,
+            "doctor",
+            user.id,
+            doctor.full_name,
+            media,
+            chat,
+            timezone=doctor.timezone,
+            session_generation=gen,
         )
     raise NotFound(_l("Consultation not found."))
 

@@ -3,6 +3,9 @@
 The web app mints a token only after its own access checks (app/media.py decides who may join);
 media_server/auth.py verifies it and puts the socket into the room named here, never one the
 client asks for. HS256 JWT with a key derived from SECRET_KEY (config.media_token_key).
+A user's token carries the session generation it was minted under (`gen`, as the API's JWTs
+do): the media server refuses it, and closes its socket, once logout, a password change or
+deactivation has moved the user's generation on (media_server/sessions.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from config import media_token_key
 AUDIENCE = "oblako-media"
 ISSUER = "oblako-web"
 ROLES = ("patient", "doctor", "guest")
+GENERATION_CLAIM = "gen"  # the same name as the API's JWTs (app/security.py)
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,14 @@ class JoinGrant:
     media: bool  # may enter the video room now (15 minutes before the start, until it ends)
     chat: bool  # may write in the chat now
     invite_id: int | None = None
+    session_generation: int | None = None  # the user's; None only for a guest
 
 
 def mint_join_token(grant: JoinGrant, *, now: datetime | None = None) -> str:
     if grant.role not in ROLES:
         raise ValueError(f"unknown role {grant.role!r}")
+    if grant.user_id is not None and grant.session_generation is None:
+        raise ValueError("a user's join token must carry the session generation")
     now = now or datetime.now(UTC)
     ttl = int(current_app.config["MEDIA_TOKEN_TTL_SECONDS"])
     claims = {
@@ -56,4 +63,6 @@ def mint_join_token(grant: JoinGrant, *, now: datetime | None = None) -> str:
     }
     if grant.invite_id is not None:
         claims["inv"] = grant.invite_id
+    if grant.user_id is not None:
+        claims[GENERATION_CLAIM] = int(grant.session_generation)
     return jwt.encode(claims, media_token_key(current_app.config), algorithm="HS256")

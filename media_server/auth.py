@@ -12,6 +12,7 @@ from config import media_token_key
 AUDIENCE = "oblako-media"
 ISSUER = "oblako-web"
 ROLES = frozenset({"patient", "doctor", "guest"})
+GENERATION_CLAIM = "gen"  # app/media_tokens.py: the user's session generation at minting
 LEEWAY_SECONDS = 5  # clock skew between the web and media processes
 
 
@@ -35,6 +36,7 @@ class Claims:
     chat: bool
     invite_id: int | None
     expires_at: int
+    generation: int | None = None  # the user's session generation; None for a guest
 
     @property
     def room(self) -> str:
@@ -63,9 +65,10 @@ def verify_join_token(token: object, cfg: dict) -> Claims:
         if role not in ROLES:
             raise ValueError(role)
         subject = str(data["sub"])
+        user_id = None if subject.startswith("guest:") else int(subject)
         return Claims(
             subject=subject,
-            user_id=None if subject.startswith("guest:") else int(subject),
+            user_id=user_id,
             consultation_id=int(data["cid"]),
             consultation_public_id=uuid.UUID(str(data["cpub"])),
             role=role,
@@ -74,6 +77,8 @@ def verify_join_token(token: object, cfg: dict) -> Claims:
             chat=bool(data.get("chat")),
             invite_id=int(data["inv"]) if data.get("inv") is not None else None,
             expires_at=int(data["exp"]),
+            # A user's token without one could not be revoked with the session: refused.
+            generation=None if user_id is None else int(data[GENERATION_CLAIM]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenRejected("token_invalid") from exc

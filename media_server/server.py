@@ -45,6 +45,7 @@ from media_server.rooms import (
     Rooms,
     public,
 )
+from media_server.sessions import SESSION_ENDED, session_live, watch_sessions
 from media_server.store import HISTORY_LIMIT, ChatStore, ChatWriter, ConsultationInfo, SendItem
 
 log = logging.getLogger("media_server")
@@ -139,6 +140,7 @@ class MediaServer:
         self.app.on_cleanup.append(self._on_cleanup)
         self._heartbeat_task: asyncio.Task | None = None
         self._checkpoint_task: asyncio.Task | None = None
+        self._sessions_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._register()
         # aiortc relay + recorder (media_server/peers.py, the peers area): its relay.* and
@@ -156,6 +158,8 @@ class MediaServer:
     async def _on_startup(self, app: web.Application) -> None:
         await self.rooms.heartbeat()
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        sessions = watch_sessions(self.store, self.conns, self._kick)
+        self._sessions_task = asyncio.create_task(sessions)
         if self.store.dialect == "sqlite":
             self._checkpoint_task = asyncio.create_task(self.store.checkpoints(self.writer))
 
@@ -164,7 +168,7 @@ class MediaServer:
         await self.sio.shutdown()
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        for task in (self._heartbeat_task, self._checkpoint_task):
+        for task in (self._heartbeat_task, self._checkpoint_task, self._sessions_task):
             if task:
                 task.cancel()
         await self.peers.close()
@@ -263,11 +267,12 @@ class MediaServer:
             return None
         return _fail("bad_request")
 
-    async def _kick(self, conn: Conn) -> None:
-        """A flooding client: tell it why (a code), then cut it off; the room carries on."""
+    async def _kick(self, conn: Conn, code: str = "rate_limited") -> None:
+        """A flooding client, or one whose session has ended: tell it why (a code), then cut it
+        off; the room carries on."""
         conn.kicked = True
-        log.warning("flood: disconnecting sid=%s user=%s", conn.sid, conn.claims.subject)
-        await self.sio.emit("error", {"error": "rate_limited"}, to=conn.sid)
+        log.warning("%s: disconnecting sid=%s user=%s", code, conn.sid, conn.claims.subject)
+        await self.sio.emit("error", {"error": code}, to=conn.sid)
         # Let the error packet leave before the close packet (both go through one queue).
         await asyncio.sleep(0.05)
         await self.sio.disconnect(conn.sid)
@@ -336,7 +341,11 @@ class MediaServer:
         self, claims: Claims, last_seen: int
     ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
         """store.join, plus the invited guests' messages in the history (they have no account,
-        so the store's history, joined on the author's account, does not see them)."""
+        so the store's history, joined on the author's account, does not see them).
+        A user's token is refused once its session has ended (logout, password, deactivation)."""
+        uid = claims.user_id
+        if uid is not None and not session_live(self.store.engine, uid, claims.generation):
+            raise Refused(SESSION_ENDED)
         joined = self.store.join(claims.consultation_id, claims.user_id, last_seen)
         if joined is None:
             return None

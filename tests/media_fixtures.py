@@ -186,11 +186,13 @@ def mint_token(
 ) -> str:
     from app.extensions import db
     from app.media_tokens import JoinGrant, mint_join_token
-    from models import Consultation
+    from models import Consultation, OblakoUser
 
     with app.app_context():
         if public_id is None:
             public_id = db.session.get(Consultation, consultation_id).public_id
+        # The user's current session generation, as the web app's token endpoint puts it in.
+        user = db.session.get(OblakoUser, user_id) if user_id is not None else None
         grant = JoinGrant(
             user_id=user_id,
             consultation_id=consultation_id,
@@ -200,6 +202,7 @@ def mint_token(
             media=media,
             chat=chat,
             invite_id=invite_id,
+            session_generation=user.session_generation if user is not None else None,
         )
         return mint_join_token(grant, now=now)
 
