@@ -102,6 +102,8 @@ def error_texts() -> dict[str, str]:
         "token_invalid": _("Could not connect to the consultation. Reload the page."),
         "origin_forbidden": _("This address is not allowed to connect to the consultation."),
         "room_full": _("The consultation room is full."),
+        # Logout, a password change or deactivation (elsewhere): the socket was closed.
+        "session_ended": _("Your session has expired: sign in again."),
         "chat_closed": _(
             "The chat is closed: you can write to the doctor during the consultation "
             "(and before it, for a duty doctor's appointment)."

@@ -307,6 +307,33 @@ def test_denied_camera_gets_clear_guidance_and_the_chat_still_works(
     expect(page.locator("#precall")).to_contain_text("не найдены камера и микрофон")
 
 
+def test_signing_out_elsewhere_ends_the_call_and_the_page_says_why(
+    app: Flask, room_world: RoomWorld, phone_page: Page, live_server: LiveServer
+) -> None:
+    """Logout in another browser ends every session of the patient (issue 15, item 4): the
+    media server closes the room page's socket, and the page stops the camera and asks the
+    patient to sign in again, in Russian, instead of reconnecting for ever."""
+    from tests.conftest import login
+
+    page = phone_page
+    sign_in(page, live_server, room_world.patient_username)
+    page.goto(live_server(f"/media/room/{room_world.public_id}"))
+    page.wait_for_function("() => !!window.oblakoRoom.sid")
+    page.wait_for_function("() => document.getElementById('local-video').videoWidth > 0")
+    elsewhere = app.test_client()
+    login(elsewhere, room_world.patient_username)
+    elsewhere.get("/logout/")
+    expect(page.locator("#room-status")).to_have_text(
+        "Сеанс завершён: войдите снова.", timeout=20_000
+    )
+    page.wait_for_function("() => window.oblakoRoom.fatal === true")
+    assert page.evaluate("() => window.oblakoRoom.socket.connected") is False
+    assert page.evaluate(
+        "() => window.oblakoRoom.localStream.getTracks().every(t => t.readyState === 'ended')"
+    )
+    expect(page.locator("#btn-join")).to_be_hidden()
+
+
 def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
     app: Flask,
     room_world: RoomWorld,

@@ -58,6 +58,7 @@
     ended: false,
     micLevel: 0,
     grantRefreshedAt: 0,
+    sessionEnded: false, // the server closed the socket: the session it was joined with is over
     recording: false,
     // The media server's aiortc relay (docs/media-contract.md "Relay and recording"): used with
     // three or more participants, and while recording (the recorder records what is published).
@@ -190,8 +191,14 @@
                 cb({ token: data.token, last_seen: room.lastSeen });
               })
               .catch(function (err) {
-                status(err.message || T.token_failed, "danger");
                 room.fatal = err.fatal;
+                if (room.fatal && room.sessionEnded) {
+                  endCallForGood();
+                }
+                status(
+                  (room.sessionEnded && E.session_ended) || err.message || T.token_failed,
+                  "danger"
+                );
                 cb({ token: "", last_seen: room.lastSeen });
               });
           },
@@ -214,6 +221,7 @@
         room.iceServers = data.ice_servers;
       }
       room.relayVideoKbps = data.relay_video_kbps || 0;
+      room.sessionEnded = false;
       status("");
       // Peer connections were negotiated through the previous socket id: the doctor starts
       // afresh (a new `pc` per negotiation); the others wait for the doctor's new offer.
@@ -258,10 +266,21 @@
     });
     socket.on("signal", onSignal);
     socket.on("error", function (data) {
+      if (data && data.error === "session_ended") {
+        room.sessionEnded = true;
+      }
       status(E[data && data.error] || E.unknown, "danger");
     });
     socket.on("disconnect", function (reason) {
       trace("socket disconnect", reason);
+      if (room.sessionEnded && reason === "io server disconnect") {
+        // Signed out, password changed or account switched off: a fresh token decides. Signed
+        // out here too: the call ends and the page says so; otherwise it joins again.
+        setTimeout(function () {
+          socket.connect();
+        }, 500);
+        return;
+      }
       if (!room.ended) {
         status(T.reconnecting, "warning");
       }
@@ -791,6 +810,22 @@
     show($("btn-join"), false);
     stage(T.ended);
     status(T.ended, "success");
+  }
+
+  // The session is over (signed out): nothing of the call may go on, camera included.
+  function endCallForGood() {
+    room.wantRoom = false;
+    closeAllPeers();
+    closeRelay();
+    setRecording(false);
+    if (room.localStream) {
+      room.localStream.getTracks().forEach(function (t) {
+        t.stop();
+      });
+    }
+    callControls(false);
+    show($("btn-join"), false);
+    stage(E.session_ended);
   }
 
   function callControls(inCall) {
