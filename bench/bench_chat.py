@@ -629,6 +629,7 @@ def mint_auths(app: Any, rooms: list[tuple[int, Any, int, int]]) -> list[dict[st
                     name=role,
                     media=True,
                     chat=True,
+                    session_generation=0,  # a fresh account, never signed out
                 )
                 auths.append({"token": mint_join_token(grant), "last_seen": 0, "room": str(cpub)})
     return auths

@@ -207,6 +207,7 @@ def make_consultations(app, count: int) -> list[dict]:
                         name=role,
                         media=True,
                         chat=True,
+                        session_generation=0,  # a fresh account, never signed out
                     )
                     return mint_join_token(grant)
 
