@@ -134,6 +134,14 @@ def user_id_of_patient(app, patient_id: int) -> int:
         return db.session.get(Patient, patient_id).user_id
 
 
+def session_generation(app, user_id: str | int) -> int:
+    from app.extensions import db
+    from models import OblakoUser
+
+    with app.app_context():
+        return db.session.get(OblakoUser, int(user_id)).session_generation
+
+
 # ---------------------------------------------------------------------------------------------
 # The join token
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +159,8 @@ def test_patient_owner_gets_a_token_with_the_right_claims(app, world):
     assert data["ice_servers"] == app.config["MEDIA_ICE_SERVERS"]
     claims = decode(app, data["token"])
     assert claims["sub"] == str(user_id_of_patient(app, world["p"]))
+    # The session's generation: the media server refuses the token once it moves on.
+    assert claims["gen"] == session_generation(app, claims["sub"])
     assert claims["cid"] == c.id
     assert claims["cpub"] == str(world["c"])
     assert claims["role"] == "patient"
@@ -450,6 +460,7 @@ def test_an_invite_link_works_once_and_gives_a_guest_grant(app, world):
     claims = decode(app, guest.get("/media/guest/token").get_json()["token"])
     assert claims["role"] == "guest" and claims["name"] == "Анна Переводчикова"
     assert claims["sub"] == f"guest:{invite.id}" and claims["inv"] == invite.id
+    assert "gen" not in claims  # a guest has no account, hence no session to end
     assert claims["media"] is True and claims["chat"] is False
     assert claims["cpub"] == str(world["c"])
     # Used once: a second browser with the same link gets nothing.
