@@ -6,15 +6,15 @@ The web app bumps a user's `session_generation` on logout, password change and d
 
 - at connect, the user must exist, be active and still be on the token's generation, or the
   socket is refused with `session_ended`;
-- every SESSION_CHECK_SECONDS, each process reads in ONE query the generations of the users
-  it has sockets for, and closes the sockets whose session has ended (an `error` event with
-  `session_ended` first, so the page can say why).
+- every SESSION_CHECK_SECONDS, each process reads in one query (per 500 users) the
+  generations of the users it has sockets for, and closes the sockets whose session has
+  ended (an `error` event with `session_ended` first, so the page can say why).
 
 Polling the database rather than a message from the web app: every process checks only its own
 sockets, so it works the same with one process and no Redis (the embedded default) as with
 several over Redis; nothing is lost when a process was down or a message went astray; and
 every path that bumps the generation (including ones added later) is covered without telling
-the media server about it. Only the chat's hot path stays free of it: a send never queries.
+the media server about it. The chat's hot path stays free of it: a send never queries.
 """
 
 from __future__ import annotations
