@@ -7,18 +7,34 @@ FLASK := $(VENV)/bin/flask
 export FLASK_APP := run.py
 PORT ?= 5000
 
-.PHONY: setup run test lint browsers fonts services translations messages demo-data bench clean vendor
+CONSTRAINTS := constraints.txt
+LOCK_VENV ?= .venv-lock
+
+.PHONY: setup run test lint lock browsers fonts services translations messages demo-data bench clean vendor
 
 ## setup: venv, dependencies, compiled translations, migrated database (idempotent)
 setup: $(VENV)/.installed translations fonts vendor
 	$(FLASK) db upgrade
 	$(FLASK) oblako init
 
-$(VENV)/.installed: pyproject.toml
+# Every distribution at the version in constraints.txt: a fresh clone installs what CI tested.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
+
+## lock: re-pin constraints.txt from a fresh venv (after a change to pyproject's dependencies)
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Every distribution of the tree, pinned: written by \`make lock\` from a fresh venv"; \
+	  echo "# ($$($(LOCK_VENV)/bin/python -V)); \`make setup\` installs with it. Do not edit."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 ## translations: compile the .po catalogues into .mo (never committed)
 translations: $(VENV)/.installed
@@ -70,4 +86,4 @@ bench: setup
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache

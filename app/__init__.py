@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from flask_appbuilder import AppBuilder
+from werkzeug.utils import import_string
 
 import config as config_module
 from app import extensions
@@ -32,6 +33,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["APP_NAME"] = lazy_gettext("Health Cloud")  # the navbar shows it per locale
 
     app.config["FAB_ROLES"] = ROLE_MATRIX
+    # FAB calls this setting; config.py names it as a dotted path (importing app/ there would
+    # be a cycle, and the media server reads config.py without app/).
+    validator = app.config.get("FAB_PASSWORD_COMPLEXITY_VALIDATOR")
+    if isinstance(validator, str):
+        app.config["FAB_PASSWORD_COMPLEXITY_VALIDATOR"] = import_string(validator)
     # Roles live in the matrix (no SQL per permission check); tables come from migrations.
     app.config["FAB_UPDATE_PERMS"] = False
     app.config["FAB_CREATE_DB"] = False

@@ -1,25 +1,43 @@
 """Sign-in throttling per account and per client address, for the form and the API alike.
 
 Failures are counted in the rate-limit storage (memory on the embedded default, Redis when
-REDIS_URL is set so that every web worker shares the counters).
+REDIS_URL is set so that every web worker and every web host shares the counters).
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from flask import Flask, current_app
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+KEY_PREFIX = "LIMITS:oblako-login"
+_NAMESPACE_LABEL = b"oblako/login-throttle/v1"
+
+
+def namespace_for(secret_key: str | bytes) -> str:
+    """A stable name for one deployment's counters: the same on every host and after every
+    restart (Python's hash() of a str is salted per process), and the secret is not revealed."""
+    secret = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    return hmac.new(secret, _NAMESPACE_LABEL, hashlib.sha256).hexdigest()[:24]
+
 
 class LoginThrottle:
     def __init__(self, app: Flask) -> None:
-        self.storage = storage_from_string(app.config["RATELIMIT_STORAGE_URI"])
+        uri = app.config["RATELIMIT_STORAGE_URI"]
+        # Keys are namespaced per app secret so test apps and deployments never share counters.
+        self.namespace = namespace_for(app.config["SECRET_KEY"])
+        self.key_prefix = f"{KEY_PREFIX}:{self.namespace}"
+        # In Redis every key of this throttle starts with key_prefix, and the storage's reset()
+        # deletes that prefix only. A memory storage is this object's own, so reset() is too.
+        options = {"key_prefix": self.key_prefix} if uri.startswith(("redis", "valkey")) else {}
+        self.storage = storage_from_string(uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_account = parse(app.config["LOGIN_FAILURES_PER_ACCOUNT"])
         self.per_ip = parse(app.config["LOGIN_FAILURES_PER_IP"])
-        # Keys are namespaced per app secret so test apps and deployments never share counters.
-        self.namespace = str(abs(hash(app.config["SECRET_KEY"])) % 10**8)
 
     def _keys(self, username: str, ip: str) -> list[tuple[object, str]]:
         return [
@@ -35,6 +53,7 @@ class LoginThrottle:
             self.limiter.hit(limit, key)
 
     def reset(self) -> None:
+        """Forget this namespace's failures (tests, an operator's unlock); nothing else."""
         self.storage.reset()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("OBLAKO_ENV", "test")
 
-pytest_plugins = ["tests.media_fixtures"]
+pytest_plugins = ["tests.media_fixtures", "tests.web_process"]
 
 TEST_PASSWORD = "Secret123abc"
 
