@@ -320,3 +320,16 @@ def test_framed_previews_keep_their_own_policy(app: Flask, world: World):
     assert d["frame-ancestors"] == ["'self'"]
     assert "sandbox" in d
     assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+@pytest.mark.no_db
+def test_the_html_audit_is_not_blind():
+    """What the page checks above look for, on a page that has each fault."""
+    audit = ScriptAudit(nonce="n0nce")
+    audit.feed(
+        '<button onclick="go()">x</button><a href=" JavaScript:void(0)">y</a>'
+        '<script>alert(1)</script><script nonce="n0nce">ok()</script>'
+        '<script type="application/json">{"a": 1}</script><script src="/s.js"></script>'
+    )
+    assert len(audit.problems) == 3, audit.problems
+    assert audit.inline_scripts == 2
