@@ -5,34 +5,11 @@ from __future__ import annotations
 from flask import Flask, Response, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
 
-from app import throttle
+from app import csp, throttle
 from app.errors import ChangedMeanwhile
 from app.security import client_ip
 
 API_LOGIN_PATH = "/api/v1/security/login"
-
-# No inline script from us runs except our own files; FAB's templates use inline handlers,
-# hence 'unsafe-inline' for now (tracked in the foundation issue's note).
-CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-    "frame-src 'self'; object-src 'self'; frame-ancestors 'self'; base-uri 'self'; "
-    "form-action 'self'"
-)
-
-
-def content_security_policy() -> str:
-    """CSP plus connect-src: this site and the media server (socket.io over http and ws), which
-    listens on MEDIA_PUBLIC_URL or, by default, on the page's own host at MEDIA_PORT."""
-    from flask import current_app
-
-    from app.media import connect_sources
-
-    try:
-        sources = connect_sources(current_app.config, scheme=request.scheme, host=request.host)
-    except (KeyError, ValueError):
-        sources = "'self'"
-    return f"{CSP}; connect-src {sources}"
 
 
 def safe_back(default: str = "/") -> str:
@@ -43,6 +20,7 @@ def safe_back(default: str = "/") -> str:
 
 def init_app(app: Flask) -> None:
     throttle.init_app(app)
+    csp.init_app(app)
 
     @app.before_request
     def _throttle_sign_in():
@@ -64,9 +42,8 @@ def init_app(app: Flask) -> None:
     def _security_headers(response: Response) -> Response:
         headers = response.headers
         headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Content-Security-Policy", content_security_policy())
+        csp.set_headers(response)
         headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
         if app.config.get("SESSION_COOKIE_SECURE"):
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")

@@ -33,8 +33,8 @@ def test_landing_page_in_russian(client):
 def test_security_headers(client):
     response = client.get("/login/")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert "frame-ancestors" in response.headers["Content-Security-Policy"]
-    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
 
 
 def test_staff_can_sign_in(client, make_staff):

@@ -92,6 +92,7 @@ def _serve(doc: MedicalDocument, *, inline: bool) -> Response:
     response.headers["Pragma"] = "no-cache"
     if inline:
         response.headers["Content-Security-Policy"] = INLINE_CSP
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"  # pages elsewhere get DENY
     else:
         response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
     return response

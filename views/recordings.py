@@ -150,6 +150,8 @@ def _serve(recording: Recording, consultation, *, inline: bool) -> Response:
     response.headers["Content-Security-Policy"] = (
         MEDIA_CSP if inline else "sandbox; default-src 'none'"
     )
+    if inline:
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"  # pages elsewhere get DENY
     return response
 
 

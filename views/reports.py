@@ -35,6 +35,7 @@ from flask_appbuilder import AppBuilder
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from app import csp
 from app import reports as svc
 from app.db import unit_of_work
 from app.extensions import db
@@ -277,6 +278,7 @@ def init_reports(app: Flask) -> Admin:
         endpoint="reports",
         index_view=DashboardView(name=_l("Dashboard"), endpoint="reports", url=URL),
         theme=Bootstrap4Theme(base_template="reports/base.html", fluid=True),
+        csp_nonce_generator=csp.nonce,
     )
     # Endpoints start with "reports_": FAB's blueprints are named after view classes, so no
     # name can clash; URLs live under /reports/, which no FAB view uses.

@@ -128,6 +128,60 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
         server.server_close()
 
 
+# Every page reports a Content-Security-Policy violation on its console (the browser also logs
+# its own "Refused to ..." line): a blocked script is a broken button, and an inline script or
+# handler that still needed 'unsafe-inline' must fail the suite, not go unnoticed.
+CSP_PROBE = """
+document.addEventListener("securitypolicyviolation", function (e) {
+  console.error("CSP violation: " + e.effectiveDirective + " blocked " +
+                (e.blockedURI || "inline code") + " at " + (e.sourceFile || document.URL) +
+                ":" + e.lineNumber + " " + (e.sample || ""));
+});
+"""
+
+
+def _is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation:") or "Content Security Policy" in text
+
+
+class CspWatchingBrowser:
+    """The browser, whose every context (the tests' own desk and guest contexts included) carries
+    the CSP probe and collects what it reports; the autouse `no_csp_violations` checks it."""
+
+    def __init__(self, browser) -> None:
+        self._browser = browser
+        self.violations: list[str] = []
+
+    def new_context(self, **kwargs):
+        context = self._browser.new_context(**kwargs)
+        context.add_init_script(CSP_PROBE)
+        context.on("console", self._console)
+        return context
+
+    def _console(self, msg) -> None:
+        if _is_csp_violation(msg.text):
+            where = msg.page.url if msg.page is not None else "?"
+            self.violations.append(f"{where}: {msg.text}")
+
+    def __getattr__(self, name: str):
+        return getattr(self._browser, name)
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test at teardown when any page of it reported a CSP violation."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    watcher: CspWatchingBrowser = request.getfixturevalue("browser")
+    watcher.violations.clear()
+    yield
+    if watcher.violations:
+        found = "\n".join(dict.fromkeys(watcher.violations))
+        watcher.violations.clear()
+        pytest.fail(f"Content-Security-Policy violations:\n{found}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
@@ -145,7 +199,7 @@ def browser():
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            yield browser
+            yield CspWatchingBrowser(browser)
         finally:
             browser.close()
 
