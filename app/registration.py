@@ -8,7 +8,8 @@ unit_of_work() does. Nothing here reads `request`, `g` or `flash`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import date
 
 from email_validator import EmailNotValidError, validate_email
@@ -112,36 +113,30 @@ def _check_region(region: str) -> str:
     return region
 
 
-def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:
+def _normalize_phone(raw: str) -> str:
     try:
-        phone = normalize_phone(raw)
+        return normalize_phone(raw)
     except AccountError as exc:
         raise RegistrationError(exc.message, "phone") from exc
-    taken_by_patient = select(func.count()).select_from(Patient).where(Patient.phone == phone)
-    # The phone is the login, so a staff account with that login blocks it as well.
-    taken_by_user = (
+
+
+def phone_taken(phone: str, *, own_user_id: int | None = None) -> bool:
+    """Whether an E.164 number is some other account's: a patient's phone, or a login (the phone
+    is the login, so a staff account with that login blocks it as well)."""
+    by_patient = select(func.count()).select_from(Patient).where(Patient.phone == phone)
+    by_user = (
         select(func.count())
         .select_from(OblakoUser)
         .where(func.lower(OblakoUser.username) == phone.lower())
     )
     if own_user_id is not None:
-        taken_by_patient = taken_by_patient.where(Patient.user_id != own_user_id)
-        taken_by_user = taken_by_user.where(OblakoUser.id != own_user_id)
-    if db.session.execute(taken_by_patient).scalar() or db.session.execute(taken_by_user).scalar():
-        raise RegistrationError(
-            _l("A patient with this phone number is already registered."), "phone"
-        )
-    return phone
+        by_patient = by_patient.where(Patient.user_id != own_user_id)
+        by_user = by_user.where(OblakoUser.id != own_user_id)
+    return bool(db.session.execute(by_patient).scalar() or db.session.execute(by_user).scalar())
 
 
-def _check_email(raw: str, *, own_user_id: int | None = None) -> str | None:
-    raw = (raw or "").strip()
-    if not raw:
-        return None
-    try:
-        email = validate_email(raw, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise RegistrationError(_l("Enter a valid e-mail address."), "email") from exc
+def email_taken(email: str, *, own_user_id: int | None = None) -> bool:
+    """Whether a (normalised, lower-case) e-mail is some other patient's or user's."""
     in_patients = (
         select(func.count()).select_from(Patient).where(func.lower(Patient.email) == email)
     )
@@ -151,7 +146,32 @@ def _check_email(raw: str, *, own_user_id: int | None = None) -> str | None:
     if own_user_id is not None:
         in_patients = in_patients.where(Patient.user_id != own_user_id)
         in_users = in_users.where(OblakoUser.id != own_user_id)
-    if db.session.execute(in_patients).scalar() or db.session.execute(in_users).scalar():
+    return bool(db.session.execute(in_patients).scalar() or db.session.execute(in_users).scalar())
+
+
+def _normalize_email(raw: str) -> str | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return validate_email(raw, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise RegistrationError(_l("Enter a valid e-mail address."), "email") from exc
+
+
+def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:
+    # Profile only: the patient is signed in, so telling them the number is in use is fair.
+    phone = _normalize_phone(raw)
+    if phone_taken(phone, own_user_id=own_user_id):
+        raise RegistrationError(
+            _l("A patient with this phone number is already registered."), "phone"
+        )
+    return phone
+
+
+def _check_email(raw: str, *, own_user_id: int | None = None) -> str | None:
+    email = _normalize_email(raw)
+    if email and email_taken(email, own_user_id=own_user_id):
         raise RegistrationError(_l("A patient with this e-mail is already registered."), "email")
     return email
 
@@ -173,13 +193,39 @@ def _check_new_password(password: str, confirm: str, personal: tuple[str, ...]) 
 
 
 # --- registration --------------------------------------------------------------------------
+# Two steps (app/phone_confirmation.py): the form is checked here without asking whether the
+# phone or the e-mail is anybody's, so the page cannot tell; the account is created only once
+# the phone has been confirmed with an SMS code.
 
 
-def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patient:
-    """Create a self-registered patient with a recorded personal-data consent.
+@dataclass(frozen=True)
+class CheckedRegistration:
+    """The form's data, checked and normalised; the password is kept apart (hashed)."""
 
-    Field checks come first and in form order, so the person sees the first problem next to
-    the field it is about; the database constraints still decide a race between two sign-ups.
+    surname: str
+    name: str
+    patronymic: str
+    birth_date: date
+    sex: str
+    phone: str  # E.164
+    email: str | None
+    region: str
+    timezone: str
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "birth_date": self.birth_date.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CheckedRegistration:
+        fields = {f.name for f in dataclass_fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        return cls(**{**values, "birth_date": date.fromisoformat(data["birth_date"])})
+
+
+def check_registration(data: RegistrationData) -> CheckedRegistration:
+    """Every check of the form that reveals nothing about existing accounts.
+
+    In form order, so the person sees the first problem next to the field it is about.
     """
     surname = _clean_name(data.surname, "surname")
     name = _clean_name(data.name, "name")
@@ -187,8 +233,8 @@ def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patien
     born = _check_birth_date(data.birth_date)
     if data.sex not in {s.value for s in Sex}:
         raise RegistrationError(_l("Choose a value from the list."), "sex")
-    phone = _check_phone(data.phone)
-    email = _check_email(data.email)
+    phone = _normalize_phone(data.phone)
+    email = _normalize_email(data.email)
     region = _check_region(data.region)
     tz = _check_timezone(data.timezone)
     _check_new_password(
@@ -201,28 +247,51 @@ def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patien
             _l("Registration requires your consent to the processing of personal data."),
             "consent",
         )
-    try:
-        # No savepoint needed: any error here aborts the whole registration, and the view's
-        # unit of work rolls the transaction back.
-        patient = create_patient(
-            surname=surname,
-            name=name,
-            patronymic=patronymic,
-            birth_date=born,
-            sex=data.sex,
-            phone=phone,
-            email=email,
-            region=region,
-            timezone=tz,
-            password=data.password,
-        )
-    except IntegrityError as exc:
-        # Someone registered the same phone or e-mail between our check and the insert.
-        raise RegistrationError(
-            _l("A patient with this phone number or e-mail is already registered."), "phone"
-        ) from exc
-    except AccountError as exc:
-        raise RegistrationError(exc.message) from exc
+    return CheckedRegistration(surname, name, patronymic, born, data.sex, phone, email, region, tz)
+
+
+PHONE_REGISTERED_MEANWHILE = _l(
+    "An account with this phone number has just been created. Sign in with this number and "
+    "your password."
+)
+
+
+def create_registered_patient(
+    reg: CheckedRegistration, *, password_hash: str, ip: str | None = None
+) -> Patient:
+    """Create the account of a registration whose phone has been confirmed.
+
+    A phone registered meanwhile (two sign-ups racing) refuses it; the database's unique
+    constraints decide the race. An e-mail that is someone else's is left out: the account is
+    created without it, and the page does not say so (the caller tells the e-mail's owner).
+    """
+    if phone_taken(reg.phone):
+        raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code")
+    first_email = reg.email if reg.email and not email_taken(reg.email) else None
+    patient = None
+    for email in dict.fromkeys((first_email, None)):
+        try:
+            with db.session.begin_nested():
+                patient = create_patient(
+                    surname=reg.surname,
+                    name=reg.name,
+                    patronymic=reg.patronymic,
+                    birth_date=reg.birth_date,
+                    sex=reg.sex,
+                    phone=reg.phone,
+                    email=email,
+                    region=reg.region,
+                    timezone=reg.timezone,
+                    password="",
+                    password_hash=password_hash,
+                )
+            break
+        except (IntegrityError, AccountError) as exc:
+            # The phone or the e-mail was taken between the checks and the insert.
+            if phone_taken(reg.phone):
+                raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code") from exc
+    if patient is None:
+        raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code")
     record_consent(patient.user, ConsentKind.PERSONAL_DATA, ip=ip)
     audit(
         "patient_registered",
