@@ -109,20 +109,16 @@ def normalize_code(raw: str) -> str | None:
 # --- SMS texts (Russian at delivery; never a diagnosis) ------------------------------------
 
 
-def code_text(code: str, minutes: int) -> str:
-    return _(
-        "Health Cloud: your registration code is %(code)s. It is valid for %(minutes)d minutes. "
-        "Do not tell it to anyone.",
-        code=code,
-        minutes=minutes,
-    )
+def code_text(code: str) -> str:
+    # One SMS segment (70 Cyrillic characters); the page says how long the code lasts.
+    return _("Health Cloud: code %(code)s for registration. Do not tell it to anyone.", code=code)
 
 
 def taken_notice_text(sign_in_url: str) -> str:
     return _(
-        "Health Cloud: someone tried to register with your phone number. You already have an "
-        "account: sign in at %(url)s with this number. Forgot the password? Contact the project "
-        "manager. If it was not you, ignore this message.",
+        "Health Cloud: someone tried to register with your number. You already have an account: "
+        "sign in at %(url)s with this number. Forgot the password? Contact the project manager. "
+        "If it was not you, no action is needed.",
         url=sign_in_url,
     )
 
@@ -206,7 +202,7 @@ def _send(pending: PendingRegistration, *, sign_in_url: str, now: datetime) -> N
         body = _rendered(taken_notice_text, sign_in_url)
         user_id = _owner_user_id(pending.phone)
     else:
-        body = _rendered(code_text, code, minutes)
+        body = _rendered(code_text, code)
         user_id = None
     queue_message(OutboundChannel.SMS, pending.phone, body, user_id=user_id)
 

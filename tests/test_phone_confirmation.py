@@ -8,10 +8,12 @@ Redis. Times are moved by writing the rows' expiry into the past, never by sleep
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from app.notifications import SMS_MAX_CHARS
 from tests.conftest import TEST_PASSWORD, csrf_token, login, patient_username, registration_code
 
 REGISTER = "/register/"
@@ -128,9 +130,10 @@ def test_new_and_taken_phone_get_identical_answers(app, make_patient):
 
     # Behind the identical pages: a code to the new number, a notice to the owner of the taken.
     code_sms, notice = sms_to(app, PHONE)
-    assert re.search(r"код для регистрации \d{6}\.", code_sms.body)
+    assert re.search(r"код \d{6} для регистрации\.", code_sms.body)
     assert code_sms.user_id is None
     assert "кто-то пытался зарегистрироваться с вашим номером" in notice.body
+    assert len(notice.body) <= SMS_MAX_CHARS and len(code_sms.body) <= 70  # one SMS segment
     assert "http://localhost/login/" in notice.body  # how to sign in
     assert "Обратитесь к менеджеру проекта" in notice.body  # no reset page: who to ask
     assert not re.search(r"\d{6}", notice.body)  # no code for whoever typed the number
@@ -367,3 +370,30 @@ def test_two_registrations_racing_for_one_number_make_one_account(app):
 
     with app.app_context():
         assert db.session.execute(select(Patient.name)).scalar_one() == "Анна"
+
+
+def test_two_codes_typed_at_the_same_moment_make_one_account(app):
+    """Both registrations for the number pass the check before either inserts (PostgreSQL: the
+    second insert waits on the first's unique index entry; SQLite: on the write lock)."""
+    racers = [client_from(app, f"10.5.0.{n}") for n in range(2)]
+    posts = []
+    for n, client in enumerate(racers):
+        start(client, name=["Анна", "Ольга"][n])
+        posts.append(
+            {"code": registration_code(app, PHONE), "csrf_token": csrf_token(client, CODE)}
+        )
+    barrier = threading.Barrier(len(racers))
+    answers: list = [None] * len(racers)
+
+    def confirm(n: int) -> None:
+        barrier.wait()
+        answers[n] = racers[n].post(CODE, data=posts[n])
+
+    threads = [threading.Thread(target=confirm, args=(n,)) for n in range(len(racers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    locations = sorted((a.status_code, a.headers["Location"].rsplit("/", 2)[-2]) for a in answers)
+    assert locations == [(302, "cabinet"), (303, "login")]
+    assert patients(app) == 1
