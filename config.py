@@ -157,6 +157,10 @@ def build_config() -> dict:
         "REGISTRATION_CODE_ATTEMPTS": int(os.environ.get("REGISTRATION_CODE_ATTEMPTS", "5")),
         # An unconfirmed registration (its data, the password's hash) is removed after this.
         "REGISTRATION_PENDING_MINUTES": int(os.environ.get("REGISTRATION_PENDING_MINUTES", "60")),
+        # A signed-in patient's tries to change phone or e-mail (each says whether it is taken).
+        "PROFILE_CONTACT_CHANGES_PER_USER": os.environ.get(
+            "PROFILE_CONTACT_CHANGES_PER_USER", "10/hour"
+        ),
         # Medical documents
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "storage")),
         "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),

@@ -10,9 +10,8 @@ Step 2, confirm_registration(): the right code within its lifetime creates the a
 (app/registration.create_registered_patient). Every try is counted first, atomically, and at
 the limit the code is void; «send again» (resend_code) issues a fresh code.
 
-Sending is throttled per number, per client address and («send again») per registration with
-`limits` on the sign-in throttle's storage and namespace (app/throttle.py: Redis when
-configured, so every web worker and host shares the counts).
+Sending is throttled per number, per client address and («send again») per registration
+(app/registration.count_code_sent).
 
 The code is kept as an HMAC-SHA256 under a key derived from SECRET_KEY and the registration's
 id: a plain hash of six digits would be reversed in a moment by whoever reads the table.
@@ -31,8 +30,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from limits import parse
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from app.accounts import hash_password
 from app.extensions import db
@@ -40,26 +38,17 @@ from app.notifications import DELIVERY_LOCALE, queue_message
 from app.registration import (
     CheckedRegistration,
     RegistrationError,
+    count_code_sent,
     create_registered_patient,
-    phone_taken,
+    email_holders,
+    phone_holders,
 )
-from app.throttle import get_throttle
-from models import (
-    OblakoUser,
-    OutboundChannel,
-    Patient,
-    PendingRegistration,
-    utcnow,
-)
+from models import OutboundChannel, Patient, PendingRegistration, utcnow
 
 CODE_DIGITS = 6
 
 VOID_MESSAGE = _l("Too many wrong codes: this code no longer works. Request a new code.")
 GONE_MESSAGE = _l("The registration has expired or is already finished. Fill in the form again.")
-
-
-class RegistrationThrottled(RegistrationError):
-    """Too many codes asked for: the number, the address or this registration."""
 
 
 class PendingGone(RegistrationError):
@@ -141,52 +130,7 @@ def _rendered(fn, *args) -> str:
         return str(fn(*args))
 
 
-# --- throttling ----------------------------------------------------------------------------
-
-
-def _throttle_send(*, phone: str, ip: str, pending_id: uuid.UUID | None = None) -> None:
-    """Count one code sent, or refuse when a limit is reached (nothing is counted then).
-
-    The limits are the same whether the number is new or taken, so a refusal tells nothing.
-    """
-    throttle = get_throttle()
-    config = current_app.config
-    ns = throttle.namespace
-    if pending_id is not None:
-        again = (parse(config["REGISTRATION_CODE_RESEND"]), f"{ns}:regcode:again:{pending_id}")
-        if not throttle.limiter.test(*again):
-            raise RegistrationThrottled(
-                _l("A new code can be requested once a minute. Please wait a little."), "code"
-            )
-    rules = [
-        (parse(config["REGISTRATION_CODES_PER_PHONE"]), f"{ns}:regcode:phone:{phone}"),
-        (parse(config["REGISTRATION_CODES_PER_IP"]), f"{ns}:regcode:ip:{ip or '-'}"),
-    ]
-    if not all(throttle.limiter.test(limit, key) for limit, key in rules):
-        raise RegistrationThrottled(
-            _l(
-                "Too many codes have been requested for this number or from your network. "
-                "Try again in an hour."
-            ),
-            "phone" if pending_id is None else "code",
-        )
-    if pending_id is not None:
-        rules.append(again)
-    for limit, key in rules:
-        throttle.limiter.hit(limit, key)
-
-
 # --- the steps -----------------------------------------------------------------------------
-
-
-def _owner_user_id(phone: str) -> int | None:
-    by_login = db.session.execute(
-        select(OblakoUser.id).where(func.lower(OblakoUser.username) == phone.lower())
-    ).scalar()
-    return (
-        by_login
-        or db.session.execute(select(Patient.user_id).where(Patient.phone == phone)).scalar()
-    )
 
 
 def _send(pending: PendingRegistration, *, sign_in_url: str, now: datetime) -> None:
@@ -194,13 +138,14 @@ def _send(pending: PendingRegistration, *, sign_in_url: str, now: datetime) -> N
     minutes = _config("REGISTRATION_CODE_MINUTES")
     code = new_code()  # drawn and hashed either way: the same work in both branches
     hashed = code_hash(pending.public_id, code)
-    taken = phone_taken(pending.phone)
+    holders = phone_holders(pending.phone)
+    taken = bool(holders)
     pending.code_hash = None if taken else hashed
     pending.code_expires_at = now + timedelta(minutes=minutes)
     pending.attempts = 0
     if taken:
         body = _rendered(taken_notice_text, sign_in_url)
-        user_id = _owner_user_id(pending.phone)
+        user_id = holders[0]
     else:
         body = _rendered(code_text, code)
         user_id = None
@@ -216,7 +161,7 @@ def start_registration(
     now: datetime | None = None,
 ) -> uuid.UUID:
     """Keep the checked registration and send its SMS; returns the id the session keeps."""
-    _throttle_send(phone=reg.phone, ip=ip)
+    count_code_sent(phone=reg.phone, ip=ip)
     now = now or utcnow()
     pending = PendingRegistration(
         public_id=uuid.uuid4(),
@@ -253,7 +198,7 @@ def resend_code(
     """«Send the code again»: a new code (the old one stops working) and a fresh count of tries."""
     now = now or utcnow()
     pending = find_pending(pending_id, now=now)
-    _throttle_send(phone=pending.phone, ip=ip, pending_id=pending.public_id)
+    count_code_sent(phone=pending.phone, ip=ip, pending_id=pending.public_id)
     _send(pending, sign_in_url=sign_in_url, now=now)
 
 
@@ -311,20 +256,9 @@ def confirm_registration(
             reg.email,
             _rendered(email_notice_text, sign_in_url),
             subject=_rendered(email_notice_subject),
-            user_id=_owner_of_email(reg.email),
+            user_id=next(iter(email_holders(reg.email)), None),
         )
     return Confirmation(patient=patient)
-
-
-def _owner_of_email(email: str) -> int | None:
-    return (
-        db.session.execute(
-            select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
-        ).scalar()
-        or db.session.execute(
-            select(Patient.user_id).where(func.lower(Patient.email) == email)
-        ).scalar()
-    )
 
 
 def purge_expired_registrations(*, now: datetime | None = None) -> int:

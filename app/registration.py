@@ -13,8 +13,10 @@ from dataclasses import fields as dataclass_fields
 from datetime import date
 
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from limits import parse
+from sqlalchemy import func, select, union
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
 
@@ -25,6 +27,7 @@ from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
 from app.passwords import PasswordPolicyError, check_password
 from app.roles import is_patient
+from app.throttle import get_throttle
 from models import Consent, ConsentKind, OblakoUser, Patient, Sex
 
 # Labels for the time-zone select: the city people know and the offset they can check.
@@ -59,6 +62,10 @@ class RegistrationError(DomainError):
         self.field = field
 
 
+class RegistrationThrottled(RegistrationError):
+    """Too many codes asked for, or too many contact changes tried: see the throttles below."""
+
+
 def timezone_choices() -> list[tuple[str, str]]:
     return [(tz, str(TIMEZONE_LABELS.get(tz, tz))) for tz in RUSSIAN_TIMEZONES]
 
@@ -81,6 +88,71 @@ class RegistrationData:
     password: str
     password_confirm: str
     consent_personal_data: bool
+
+
+# --- throttles ----------------------------------------------------------------------------
+# Whether a phone or an e-mail is someone's must not be learnt in bulk. `limits` on the sign-in
+# throttle's storage and namespace (app/throttle.py: Redis when configured, so every web worker
+# and host shares the counts; a test's reset clears them with the sign-in counts).
+
+
+def _over(rules: list[tuple[str, str]]) -> list[tuple[object, str]] | None:
+    """The parsed rules, or None when one of them is already at its limit."""
+    throttle = get_throttle()
+    parsed = [
+        (parse(current_app.config[name]), f"{throttle.namespace}:{key}") for name, key in rules
+    ]
+    if all(throttle.limiter.test(limit, key) for limit, key in parsed):
+        return parsed
+    return None
+
+
+def _hit(parsed: list[tuple[object, str]]) -> None:
+    limiter = get_throttle().limiter
+    for limit, key in parsed:
+        limiter.hit(limit, key)
+
+
+def count_code_sent(*, phone: str, ip: str, pending_id: object | None = None) -> None:
+    """Count one registration SMS, or refuse (counting nothing) when a limit is reached.
+
+    Per number and per client address whether the number is new or taken, so a refusal tells
+    nothing; «send again» (`pending_id`) also once per REGISTRATION_CODE_RESEND.
+    """
+    if (
+        pending_id is not None
+        and _over([("REGISTRATION_CODE_RESEND", f"regcode:again:{pending_id}")]) is None
+    ):
+        raise RegistrationThrottled(
+            _l("A new code can be requested once a minute. Please wait a little."), "code"
+        )
+    rules = [
+        ("REGISTRATION_CODES_PER_PHONE", f"regcode:phone:{phone}"),
+        ("REGISTRATION_CODES_PER_IP", f"regcode:ip:{ip or '-'}"),
+    ]
+    if pending_id is not None:
+        rules.append(("REGISTRATION_CODE_RESEND", f"regcode:again:{pending_id}"))
+    parsed = _over(rules)
+    if parsed is None:
+        raise RegistrationThrottled(
+            _l(
+                "Too many codes have been requested for this number or from your network. "
+                "Try again in an hour."
+            ),
+            "phone" if pending_id is None else "code",
+        )
+    _hit(parsed)
+
+
+def count_contact_change(user_id: int) -> None:
+    """A signed-in patient changing phone or e-mail learns whether the new one is taken: count
+    the tries so that an account cannot be used to look numbers up in bulk."""
+    parsed = _over([("PROFILE_CONTACT_CHANGES_PER_USER", f"contact:user:{user_id}")])
+    if parsed is None:
+        raise RegistrationThrottled(
+            _l("Too many changes of the phone or e-mail. Try again in an hour."), "phone"
+        )
+    _hit(parsed)
 
 
 # --- shared checks -------------------------------------------------------------------------
@@ -120,33 +192,29 @@ def _normalize_phone(raw: str) -> str:
         raise RegistrationError(exc.message, "phone") from exc
 
 
+def phone_holders(phone: str) -> list[int]:
+    """The users holding an E.164 number: a patient's phone, or a login (the phone is the
+    login, so a staff account with that login holds it as well)."""
+    by_patient = select(Patient.user_id).where(Patient.phone == phone)
+    by_login = select(OblakoUser.id).where(func.lower(OblakoUser.username) == phone.lower())
+    return sorted(db.session.execute(union(by_patient, by_login)).scalars())
+
+
 def phone_taken(phone: str, *, own_user_id: int | None = None) -> bool:
-    """Whether an E.164 number is some other account's: a patient's phone, or a login (the phone
-    is the login, so a staff account with that login blocks it as well)."""
-    by_patient = select(func.count()).select_from(Patient).where(Patient.phone == phone)
-    by_user = (
-        select(func.count())
-        .select_from(OblakoUser)
-        .where(func.lower(OblakoUser.username) == phone.lower())
-    )
-    if own_user_id is not None:
-        by_patient = by_patient.where(Patient.user_id != own_user_id)
-        by_user = by_user.where(OblakoUser.id != own_user_id)
-    return bool(db.session.execute(by_patient).scalar() or db.session.execute(by_user).scalar())
+    """Whether an E.164 number is some other account's."""
+    return any(user_id != own_user_id for user_id in phone_holders(phone))
+
+
+def email_holders(email: str) -> list[int]:
+    """The users holding a (normalised, lower-case) e-mail: a patient's or a user's."""
+    in_patients = select(Patient.user_id).where(func.lower(Patient.email) == email)
+    in_users = select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
+    return sorted(db.session.execute(union(in_patients, in_users)).scalars())
 
 
 def email_taken(email: str, *, own_user_id: int | None = None) -> bool:
     """Whether a (normalised, lower-case) e-mail is some other patient's or user's."""
-    in_patients = (
-        select(func.count()).select_from(Patient).where(func.lower(Patient.email) == email)
-    )
-    in_users = (
-        select(func.count()).select_from(OblakoUser).where(func.lower(OblakoUser.email) == email)
-    )
-    if own_user_id is not None:
-        in_patients = in_patients.where(Patient.user_id != own_user_id)
-        in_users = in_users.where(OblakoUser.id != own_user_id)
-    return bool(db.session.execute(in_patients).scalar() or db.session.execute(in_users).scalar())
+    return any(user_id != own_user_id for user_id in email_holders(email))
 
 
 def _normalize_email(raw: str) -> str | None:
@@ -325,6 +393,11 @@ def update_profile(patient: Patient, data: ProfileData, *, actor: OblakoUser) ->
     if actor.id != patient.user_id:
         raise RegistrationError(_l("You can change only your own profile."))
     user = patient.user
+    if (_normalize_phone(data.phone), _normalize_email(data.email)) != (
+        patient.phone,
+        patient.email,
+    ):
+        count_contact_change(user.id)
     phone = _check_phone(data.phone, own_user_id=user.id)
     email = _check_email(data.email, own_user_id=user.id)
     region = _check_region(data.region)

@@ -24,7 +24,6 @@ from wtforms.validators import InputRequired
 from app.db import unit_of_work
 from app.phone_confirmation import (
     PendingGone,
-    RegistrationThrottled,
     confirm_registration,
     find_pending,
     resend_code,
@@ -33,6 +32,7 @@ from app.phone_confirmation import (
 from app.registration import (
     RegistrationData,
     RegistrationError,
+    RegistrationThrottled,
     check_registration,
     sex_choices,
     timezone_choices,
