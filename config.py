@@ -147,6 +147,20 @@ def build_config() -> dict:
         # One-time passwords sent to imported referral patients stop working after these days.
         "ONE_TIME_PASSWORD_DAYS": int(os.environ.get("ONE_TIME_PASSWORD_DAYS", "7")),
         "CONSENT_POLICY_VERSION": os.environ.get("CONSENT_POLICY_VERSION", "2026-11"),
+        # Self-registration: the phone is confirmed with an SMS code before the account exists
+        # (app/phone_confirmation.py). Codes sent per number and per client address (initial
+        # and «send again» alike), and «send again» per registration.
+        "REGISTRATION_CODES_PER_PHONE": os.environ.get("REGISTRATION_CODES_PER_PHONE", "5/hour"),
+        "REGISTRATION_CODES_PER_IP": os.environ.get("REGISTRATION_CODES_PER_IP", "20/hour"),
+        "REGISTRATION_CODE_RESEND": os.environ.get("REGISTRATION_CODE_RESEND", "1/minute"),
+        "REGISTRATION_CODE_MINUTES": int(os.environ.get("REGISTRATION_CODE_MINUTES", "10")),
+        "REGISTRATION_CODE_ATTEMPTS": int(os.environ.get("REGISTRATION_CODE_ATTEMPTS", "5")),
+        # An unconfirmed registration (its data, the password's hash) is removed after this.
+        "REGISTRATION_PENDING_MINUTES": int(os.environ.get("REGISTRATION_PENDING_MINUTES", "60")),
+        # A signed-in patient's tries to change phone or e-mail (each says whether it is taken).
+        "PROFILE_CONTACT_CHANGES_PER_USER": os.environ.get(
+            "PROFILE_CONTACT_CHANGES_PER_USER", "10/hour"
+        ),
         # Medical documents
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "storage")),
         "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),

@@ -744,6 +744,31 @@ class OutboundMessage(Model):
     __table_args__ = (Index("ix_outbound_message_status", "status", "created_at"),)
 
 
+class PendingRegistration(Model):
+    """A self-registration waiting for its phone to be confirmed with an SMS code.
+
+    Holds the form's data (the password only as its hash) server-side until the code is typed;
+    the session carries only `public_id`. The code is kept as a keyed hash
+    (app/phone_confirmation.py); `code_hash` is empty when no code was sent (the number is
+    taken: its owner got a notice instead), so every code is wrong. Removed on success and,
+    once expired, by the purge task.
+    """
+
+    __tablename__ = "pending_registration"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[uuid.UUID] = public_id_column()
+    phone: Mapped[str] = mapped_column(String(20), nullable=False, index=True)  # E.164
+    data: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Wrong codes typed since the last one was sent; at the limit the code is void.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
 class ReferralImport(Model):
     __tablename__ = "referral_import"
 

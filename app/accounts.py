@@ -78,8 +78,11 @@ def create_user(
     timezone: str | None = None,
     check_policy: bool = True,
     personal: tuple[str, ...] = (),
+    password_hash: str | None = None,
 ) -> OblakoUser:
-    if check_policy:
+    """`password_hash`: the password was checked and hashed earlier (a confirmed registration
+    kept it only as its hash); `password` is then ignored."""
+    if check_policy and password_hash is None:
         check_password(password, personal=personal)
     if username_taken(username):
         raise AccountError(_l("This login is already taken."))
@@ -91,7 +94,7 @@ def create_user(
         # non-routable placeholder unique to the login.
         email=email or f"{username}@users.invalid",
         active=True,
-        password=hash_password(password),
+        password=password_hash or hash_password(password),
         roles=[get_role(r) for r in role_names],
         timezone=timezone,
         session_generation=0,
@@ -142,6 +145,7 @@ def create_patient(
     password: str,
     source: PatientSource = PatientSource.SELF,
     check_policy: bool = True,
+    password_hash: str | None = None,
 ) -> Patient:
     """Create a patient's account; the phone (E.164) is the login."""
     phone = normalize_phone(phone)
@@ -163,6 +167,7 @@ def create_patient(
         timezone=timezone,
         check_policy=check_policy,
         personal=(surname, name, phone.lstrip("+"), (email or "").split("@")[0]),
+        password_hash=password_hash,
     )
     patient = Patient(
         user_id=user.id,

@@ -8,12 +8,15 @@ unit_of_work() does. Nothing here reads `request`, `g` or `flash`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import date
 
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from limits import parse
+from sqlalchemy import func, select, union
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
 
@@ -24,6 +27,7 @@ from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
 from app.passwords import PasswordPolicyError, check_password
 from app.roles import is_patient
+from app.throttle import get_throttle
 from models import Consent, ConsentKind, OblakoUser, Patient, Sex
 
 # Labels for the time-zone select: the city people know and the offset they can check.
@@ -58,6 +62,10 @@ class RegistrationError(DomainError):
         self.field = field
 
 
+class RegistrationThrottled(RegistrationError):
+    """Too many codes asked for, or too many contact changes tried: see the throttles below."""
+
+
 def timezone_choices() -> list[tuple[str, str]]:
     return [(tz, str(TIMEZONE_LABELS.get(tz, tz))) for tz in RUSSIAN_TIMEZONES]
 
@@ -80,6 +88,71 @@ class RegistrationData:
     password: str
     password_confirm: str
     consent_personal_data: bool
+
+
+# --- throttles ----------------------------------------------------------------------------
+# Whether a phone or an e-mail is someone's must not be learnt in bulk. `limits` on the sign-in
+# throttle's storage and namespace (app/throttle.py: Redis when configured, so every web worker
+# and host shares the counts; a test's reset clears them with the sign-in counts).
+
+
+def _over(rules: list[tuple[str, str]]) -> list[tuple[object, str]] | None:
+    """The parsed rules, or None when one of them is already at its limit."""
+    throttle = get_throttle()
+    parsed = [
+        (parse(current_app.config[name]), f"{throttle.namespace}:{key}") for name, key in rules
+    ]
+    if all(throttle.limiter.test(limit, key) for limit, key in parsed):
+        return parsed
+    return None
+
+
+def _hit(parsed: list[tuple[object, str]]) -> None:
+    limiter = get_throttle().limiter
+    for limit, key in parsed:
+        limiter.hit(limit, key)
+
+
+def count_code_sent(*, phone: str, ip: str, pending_id: object | None = None) -> None:
+    """Count one registration SMS, or refuse (counting nothing) when a limit is reached.
+
+    Per number and per client address whether the number is new or taken, so a refusal tells
+    nothing; «send again» (`pending_id`) also once per REGISTRATION_CODE_RESEND.
+    """
+    if (
+        pending_id is not None
+        and _over([("REGISTRATION_CODE_RESEND", f"regcode:again:{pending_id}")]) is None
+    ):
+        raise RegistrationThrottled(
+            _l("A new code can be requested once a minute. Please wait a little."), "code"
+        )
+    rules = [
+        ("REGISTRATION_CODES_PER_PHONE", f"regcode:phone:{phone}"),
+        ("REGISTRATION_CODES_PER_IP", f"regcode:ip:{ip or '-'}"),
+    ]
+    if pending_id is not None:
+        rules.append(("REGISTRATION_CODE_RESEND", f"regcode:again:{pending_id}"))
+    parsed = _over(rules)
+    if parsed is None:
+        raise RegistrationThrottled(
+            _l(
+                "Too many codes have been requested for this number or from your network. "
+                "Try again in an hour."
+            ),
+            "phone" if pending_id is None else "code",
+        )
+    _hit(parsed)
+
+
+def count_contact_change(user_id: int) -> None:
+    """A signed-in patient changing phone or e-mail learns whether the new one is taken: count
+    the tries so that an account cannot be used to look numbers up in bulk."""
+    parsed = _over([("PROFILE_CONTACT_CHANGES_PER_USER", f"contact:user:{user_id}")])
+    if parsed is None:
+        raise RegistrationThrottled(
+            _l("Too many changes of the phone or e-mail. Try again in an hour."), "phone"
+        )
+    _hit(parsed)
 
 
 # --- shared checks -------------------------------------------------------------------------
@@ -112,22 +185,52 @@ def _check_region(region: str) -> str:
     return region
 
 
-def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:
+def _normalize_phone(raw: str) -> str:
     try:
-        phone = normalize_phone(raw)
+        return normalize_phone(raw)
     except AccountError as exc:
         raise RegistrationError(exc.message, "phone") from exc
-    taken_by_patient = select(func.count()).select_from(Patient).where(Patient.phone == phone)
-    # The phone is the login, so a staff account with that login blocks it as well.
-    taken_by_user = (
-        select(func.count())
-        .select_from(OblakoUser)
-        .where(func.lower(OblakoUser.username) == phone.lower())
-    )
-    if own_user_id is not None:
-        taken_by_patient = taken_by_patient.where(Patient.user_id != own_user_id)
-        taken_by_user = taken_by_user.where(OblakoUser.id != own_user_id)
-    if db.session.execute(taken_by_patient).scalar() or db.session.execute(taken_by_user).scalar():
+
+
+def phone_holders(phone: str) -> list[int]:
+    """The users holding an E.164 number: a patient's phone, or a login (the phone is the
+    login, so a staff account with that login holds it as well)."""
+    by_patient = select(Patient.user_id).where(Patient.phone == phone)
+    by_login = select(OblakoUser.id).where(func.lower(OblakoUser.username) == phone.lower())
+    return sorted(db.session.execute(union(by_patient, by_login)).scalars())
+
+
+def phone_taken(phone: str, *, own_user_id: int | None = None) -> bool:
+    """Whether an E.164 number is some other account's."""
+    return any(user_id != own_user_id for user_id in phone_holders(phone))
+
+
+def email_holders(email: str) -> list[int]:
+    """The users holding a (normalised, lower-case) e-mail: a patient's or a user's."""
+    in_patients = select(Patient.user_id).where(func.lower(Patient.email) == email)
+    in_users = select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
+    return sorted(db.session.execute(union(in_patients, in_users)).scalars())
+
+
+def email_taken(email: str, *, own_user_id: int | None = None) -> bool:
+    """Whether a (normalised, lower-case) e-mail is some other patient's or user's."""
+    return any(user_id != own_user_id for user_id in email_holders(email))
+
+
+def _normalize_email(raw: str) -> str | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return validate_email(raw, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise RegistrationError(_l("Enter a valid e-mail address."), "email") from exc
+
+
+def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:
+    # Profile only: the patient is signed in, so telling them the number is in use is fair.
+    phone = _normalize_phone(raw)
+    if phone_taken(phone, own_user_id=own_user_id):
         raise RegistrationError(
             _l("A patient with this phone number is already registered."), "phone"
         )
@@ -135,23 +238,8 @@ def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:
 
 
 def _check_email(raw: str, *, own_user_id: int | None = None) -> str | None:
-    raw = (raw or "").strip()
-    if not raw:
-        return None
-    try:
-        email = validate_email(raw, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise RegistrationError(_l("Enter a valid e-mail address."), "email") from exc
-    in_patients = (
-        select(func.count()).select_from(Patient).where(func.lower(Patient.email) == email)
-    )
-    in_users = (
-        select(func.count()).select_from(OblakoUser).where(func.lower(OblakoUser.email) == email)
-    )
-    if own_user_id is not None:
-        in_patients = in_patients.where(Patient.user_id != own_user_id)
-        in_users = in_users.where(OblakoUser.id != own_user_id)
-    if db.session.execute(in_patients).scalar() or db.session.execute(in_users).scalar():
+    email = _normalize_email(raw)
+    if email and email_taken(email, own_user_id=own_user_id):
         raise RegistrationError(_l("A patient with this e-mail is already registered."), "email")
     return email
 
@@ -173,13 +261,39 @@ def _check_new_password(password: str, confirm: str, personal: tuple[str, ...]) 
 
 
 # --- registration --------------------------------------------------------------------------
+# Two steps (app/phone_confirmation.py): the form is checked here without asking whether the
+# phone or the e-mail is anybody's, so the page cannot tell; the account is created only once
+# the phone has been confirmed with an SMS code.
 
 
-def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patient:
-    """Create a self-registered patient with a recorded personal-data consent.
+@dataclass(frozen=True)
+class CheckedRegistration:
+    """The form's data, checked and normalised; the password is kept apart (hashed)."""
 
-    Field checks come first and in form order, so the person sees the first problem next to
-    the field it is about; the database constraints still decide a race between two sign-ups.
+    surname: str
+    name: str
+    patronymic: str
+    birth_date: date
+    sex: str
+    phone: str  # E.164
+    email: str | None
+    region: str
+    timezone: str
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "birth_date": self.birth_date.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CheckedRegistration:
+        fields = {f.name for f in dataclass_fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        return cls(**{**values, "birth_date": date.fromisoformat(data["birth_date"])})
+
+
+def check_registration(data: RegistrationData) -> CheckedRegistration:
+    """Every check of the form that reveals nothing about existing accounts.
+
+    In form order, so the person sees the first problem next to the field it is about.
     """
     surname = _clean_name(data.surname, "surname")
     name = _clean_name(data.name, "name")
@@ -187,8 +301,8 @@ def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patien
     born = _check_birth_date(data.birth_date)
     if data.sex not in {s.value for s in Sex}:
         raise RegistrationError(_l("Choose a value from the list."), "sex")
-    phone = _check_phone(data.phone)
-    email = _check_email(data.email)
+    phone = _normalize_phone(data.phone)
+    email = _normalize_email(data.email)
     region = _check_region(data.region)
     tz = _check_timezone(data.timezone)
     _check_new_password(
@@ -201,28 +315,51 @@ def register_patient(data: RegistrationData, *, ip: str | None = None) -> Patien
             _l("Registration requires your consent to the processing of personal data."),
             "consent",
         )
-    try:
-        # No savepoint needed: any error here aborts the whole registration, and the view's
-        # unit of work rolls the transaction back.
-        patient = create_patient(
-            surname=surname,
-            name=name,
-            patronymic=patronymic,
-            birth_date=born,
-            sex=data.sex,
-            phone=phone,
-            email=email,
-            region=region,
-            timezone=tz,
-            password=data.password,
-        )
-    except IntegrityError as exc:
-        # Someone registered the same phone or e-mail between our check and the insert.
-        raise RegistrationError(
-            _l("A patient with this phone number or e-mail is already registered."), "phone"
-        ) from exc
-    except AccountError as exc:
-        raise RegistrationError(exc.message) from exc
+    return CheckedRegistration(surname, name, patronymic, born, data.sex, phone, email, region, tz)
+
+
+PHONE_REGISTERED_MEANWHILE = _l(
+    "An account with this phone number has just been created. Sign in with this number and "
+    "your password."
+)
+
+
+def create_registered_patient(
+    reg: CheckedRegistration, *, password_hash: str, ip: str | None = None
+) -> Patient:
+    """Create the account of a registration whose phone has been confirmed.
+
+    A phone registered meanwhile (two sign-ups racing) refuses it; the database's unique
+    constraints decide the race. An e-mail that is someone else's is left out: the account is
+    created without it, and the page does not say so (the caller tells the e-mail's owner).
+    """
+    if phone_taken(reg.phone):
+        raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code")
+    first_email = reg.email if reg.email and not email_taken(reg.email) else None
+    patient = None
+    for email in dict.fromkeys((first_email, None)):
+        try:
+            with db.session.begin_nested():
+                patient = create_patient(
+                    surname=reg.surname,
+                    name=reg.name,
+                    patronymic=reg.patronymic,
+                    birth_date=reg.birth_date,
+                    sex=reg.sex,
+                    phone=reg.phone,
+                    email=email,
+                    region=reg.region,
+                    timezone=reg.timezone,
+                    password="",
+                    password_hash=password_hash,
+                )
+            break
+        except (IntegrityError, AccountError) as exc:
+            # The phone or the e-mail was taken between the checks and the insert.
+            if phone_taken(reg.phone):
+                raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code") from exc
+    if patient is None:
+        raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code")
     record_consent(patient.user, ConsentKind.PERSONAL_DATA, ip=ip)
     audit(
         "patient_registered",
@@ -256,6 +393,11 @@ def update_profile(patient: Patient, data: ProfileData, *, actor: OblakoUser) ->
     if actor.id != patient.user_id:
         raise RegistrationError(_l("You can change only your own profile."))
     user = patient.user
+    if (_normalize_phone(data.phone), _normalize_email(data.email)) != (
+        patient.phone,
+        patient.email,
+    ):
+        count_contact_change(user.id)
     phone = _check_phone(data.phone, own_user_id=user.id)
     email = _check_email(data.email, own_user_id=user.id)
     region = _check_region(data.region)

@@ -1,4 +1,5 @@
-"""Background jobs on Huey: outbox delivery every minute, reminders every five minutes.
+"""Background jobs on Huey: outbox delivery every minute, reminders every five minutes,
+unconfirmed registrations removed every ten.
 
 The queue's storage comes from the environment, so `huey_consumer app.tasks.huey` and
 `flask oblako worker` find the same one as the web app:
@@ -118,6 +119,16 @@ def run_referral_import(import_id: int, sign_in_url: str | None = None) -> dict[
     return run_import(import_id, sign_in_url=sign_in_url)
 
 
+@in_app_context
+def run_registration_purge() -> int:
+    from app.extensions import db
+    from app.phone_confirmation import purge_expired_registrations
+
+    removed = purge_expired_registrations()
+    db.session.commit()
+    return removed
+
+
 @huey.task()
 def import_referrals(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
     """Import a confirmed referral table in chunks (resumable: started again, it skips
@@ -144,6 +155,13 @@ def deliver_outbox_periodically() -> None:
 @huey.periodic_task(crontab(minute="*/5"), name="oblako.reminders_every_5_minutes")
 def send_reminders_periodically() -> None:
     run_reminders()
+
+
+@huey.periodic_task(crontab(minute="*/10"), name="oblako.registrations_purge_every_10_minutes")
+def purge_registrations_periodically() -> None:
+    """Unconfirmed self-registrations (their data, the password's hash) do not outlive their
+    expiry by more than ten minutes."""
+    run_registration_purge()
 
 
 def run_worker(app: Flask, *, workers: int = 2) -> None:

@@ -268,3 +268,26 @@ def patient_username(app: Flask, patient_id: int) -> str:
 
     with app.app_context():
         return db.session.get(Patient, patient_id).phone
+
+
+def registration_code(app: Flask, phone: str) -> str:
+    """The code in the last SMS sent to `phone` (E.164), read from the outbox table the way
+    staff read it on the embedded default; fails when that SMS carries no code."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from models import OutboundChannel, OutboundMessage
+
+    with app.app_context():
+        body = db.session.execute(
+            select(OutboundMessage.body)
+            .where(
+                OutboundMessage.recipient == phone,
+                OutboundMessage.channel == OutboundChannel.SMS,
+            )
+            .order_by(OutboundMessage.id.desc())
+            .limit(1)
+        ).scalar_one()
+    match = re.search(r"(?<![\d:])(\d{6})(?!\d)", body)
+    assert match, f"no code in the last SMS to {phone}: {body!r}"
+    return match.group(1)

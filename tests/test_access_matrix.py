@@ -86,6 +86,8 @@ EXCLUDED_ENDPOINTS = frozenset(
         "OblakoAuthDBView.login",
         "OblakoAuthDBView.logout",
         "RegistrationView.register",
+        "RegistrationView.code",
+        "RegistrationView.resend",
         "SecurityApi.login",
     }
 )

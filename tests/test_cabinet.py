@@ -253,6 +253,29 @@ def test_profile_edit_refuses_another_patients_phone_and_email(app, patient_clie
     assert "Пациент с таким адресом электронной почты уже зарегистрирован." in html
 
 
+def test_profile_edit_cannot_look_numbers_up_in_bulk(
+    app, patient_client, make_patient, monkeypatch
+):
+    """Each change of phone or e-mail says whether the new one is taken: they are counted."""
+    monkeypatch.setitem(app.config, "PROFILE_CONTACT_CHANGES_PER_USER", "3/hour")
+    client, _ = patient_client
+    taken = patient_username(app, make_patient())
+    for _n in range(3):
+        html = client.post("/profile/edit", data=profile_form(client, phone=taken)).get_data(
+            as_text=True
+        )
+        assert "Пациент с таким номером телефона уже зарегистрирован." in html
+    response = client.post("/profile/edit", data=profile_form(client, phone=taken))
+    html = response.get_data(as_text=True)
+    assert "Слишком много попыток изменить телефон или почту" in html
+    assert "уже зарегистрирован" not in html
+    # Another patient's count is their own.
+    other = app.test_client()
+    login(other, patient_username(app, make_patient()))
+    html = other.post("/profile/edit", data=profile_form(other, phone=taken)).get_data(as_text=True)
+    assert "уже зарегистрирован" in html
+
+
 def test_profile_edit_keeps_own_phone_and_email(app, patient_client):
     from app.extensions import db
     from models import Patient

@@ -19,6 +19,7 @@ from app import referrals as svc
 from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
+from app.security import sign_in_url
 from models import ImportStatus, Patient
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -46,8 +47,7 @@ def _xlsx(data: bytes, filename: str) -> Response:
 
 def _sign_in_url() -> str:
     """The address in the SMS: configured, else this site's sign-in page."""
-    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
-    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
+    return sign_in_url()
 
 
 class ReferralImportView(BaseView):

@@ -1,10 +1,18 @@
-"""Public patient self-registration: the form, one service call, sign-in, the cabinet."""
+"""Public patient self-registration in two steps: the form, then the code sent by SMS.
+
+Step 1 answers the same way whether the number is new or already an account's (its owner gets
+an SMS instead of a code: app/phone_confirmation.py); only step 2, with the right code, creates
+the account, signs the patient in and opens the cabinet. The session holds only the id of the
+pending registration.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from flask import flash, g, redirect, request, url_for
+import phonenumbers
+from flask import current_app, flash, g, redirect, request, session, url_for
 from flask_appbuilder import AppBuilder, BaseView, expose
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -14,16 +22,28 @@ from wtforms import BooleanField, DateField, PasswordField, SelectField, StringF
 from wtforms.validators import InputRequired
 
 from app.db import unit_of_work
+from app.phone_confirmation import (
+    PendingGone,
+    confirm_registration,
+    find_pending,
+    resend_code,
+    start_registration,
+)
 from app.registration import (
     RegistrationData,
     RegistrationError,
-    register_patient,
+    RegistrationThrottled,
+    check_registration,
     sex_choices,
     timezone_choices,
 )
-from app.security import client_ip
+from app.security import client_ip, sign_in_url
+
+log = logging.getLogger(__name__)
 
 REQUIRED = _l("This field is required.")
+# The id of the registration waiting for its code (never the code, never the data).
+PENDING_KEY = "oblako_pending_registration"
 
 
 class LenientDateField(DateField):
@@ -120,6 +140,44 @@ def attach_error(form: FlaskForm, exc: RegistrationError) -> None:
         flash(str(exc), "danger")
 
 
+class CodeForm(FlaskForm):
+    code = StringField(
+        _l("Code from the SMS"),
+        **required(
+            inputmode="numeric",
+            autocomplete="one-time-code",
+            pattern="[0-9]*",
+            maxlength="6",
+            autofocus="autofocus",
+        ),
+    )
+
+
+def display_phone(phone: str) -> str:
+    """+7 912 345-67-89: the number the way people read it, to spot a typo."""
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def deliver_soon() -> None:
+    """Hand the outbox to the worker now rather than at its next minute: the person waits."""
+    from app.tasks import deliver_outbox
+
+    try:
+        deliver_outbox()
+    except Exception:  # the periodic delivery still sends it within a minute
+        log.exception("outbox: could not queue an immediate delivery")
+
+
+def start_again(message: str):
+    session.pop(PENDING_KEY, None)
+    flash(message, "warning")
+    return redirect(url_for("RegistrationView.register"), 303)
+
+
 class RegistrationView(BaseView):
     """Public: no has_access, anyone may register (no reCAPTCHA: it needs a Google account)."""
 
@@ -131,24 +189,95 @@ class RegistrationView(BaseView):
         if g.user is not None and g.user.is_authenticated:
             return redirect(self.appbuilder.get_url_for_index)
         form = RegistrationForm()
+        status = 200
+        if request.method == "POST" and form.validate():
+            try:
+                checked = check_registration(form.to_data())
+                with unit_of_work():
+                    pending_id = start_registration(
+                        checked, form.password.data, ip=client_ip(), sign_in_url=sign_in_url()
+                    )
+            except RegistrationError as exc:
+                attach_error(form, exc)
+                if isinstance(exc, RegistrationThrottled):
+                    status = 429
+            else:
+                # The same answer for a new and a taken number: only the cookie's value differs.
+                session[PENDING_KEY] = str(pending_id)
+                deliver_soon()
+                return redirect(url_for(".code"), 303)
+        # Passwords are never sent back to the browser.
+        form.password.data = form.password_confirm.data = None
+        return (
+            self.render_template(
+                "oblako/register.html",
+                form=form,
+                title=_("Registration"),
+                appbuilder=self.appbuilder,
+            ),
+            status,
+        )
+
+    @expose("/code", methods=["GET", "POST"])
+    def code(self):
+        if g.user is not None and g.user.is_authenticated:
+            return redirect(self.appbuilder.get_url_for_index)
+        pending_id = session.get(PENDING_KEY)
+        try:
+            phone = find_pending(pending_id).phone
+        except PendingGone as exc:
+            return start_again(str(exc))
+        form = CodeForm()
         if request.method == "POST" and form.validate():
             try:
                 with unit_of_work():
-                    patient = register_patient(form.to_data(), ip=client_ip())
-            except RegistrationError as exc:
-                attach_error(form, exc)
-            else:
-                login_user(patient.user, remember=False)
+                    outcome = confirm_registration(
+                        pending_id, form.code.data, ip=client_ip(), sign_in_url=sign_in_url()
+                    )
+            except PendingGone as exc:
+                return start_again(str(exc))
+            if outcome.patient is not None:
+                session.pop(PENDING_KEY, None)
+                login_user(outcome.patient.user, remember=False)
                 flash(
                     _("Registration is complete. Upload your medical documents in your account."),
                     "success",
                 )
                 return redirect(url_for("CabinetView.index"))
-        # Passwords are never sent back to the browser.
-        form.password.data = form.password_confirm.data = None
+            if outcome.final:
+                session.pop(PENDING_KEY, None)
+                flash(outcome.error, "warning")
+                return redirect(self.appbuilder.get_url_for_login, 303)
+            form.code.errors = [*form.code.errors, outcome.error]
+        form.code.data = ""
         return self.render_template(
-            "oblako/register.html", form=form, title=_("Registration"), appbuilder=self.appbuilder
+            "oblako/register_code.html",
+            form=form,
+            resend_form=FlaskForm(),
+            phone=display_phone(phone),
+            minutes=current_app.config["REGISTRATION_CODE_MINUTES"],
+            title=_("Phone confirmation"),
+            appbuilder=self.appbuilder,
         )
+
+    @expose("/code/resend", methods=["POST"])
+    def resend(self):
+        if g.user is not None and g.user.is_authenticated:
+            return redirect(self.appbuilder.get_url_for_index)
+        if not FlaskForm().validate():
+            flash(_("The form has expired. Please try again."), "danger")
+            return redirect(url_for(".code"), 303)
+        try:
+            with unit_of_work():
+                resend_code(session.get(PENDING_KEY), ip=client_ip(), sign_in_url=sign_in_url())
+        except PendingGone as exc:
+            return start_again(str(exc))
+        except RegistrationError as exc:
+            flash(str(exc), "danger")
+        else:
+            deliver_soon()
+            flash(_("The SMS has been sent again."), "success")
+        return redirect(url_for(".code"), 303)
 
 
 def register(appbuilder: AppBuilder) -> None:

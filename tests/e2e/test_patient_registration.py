@@ -1,7 +1,9 @@
-"""A new patient on a phone: registers, lands in the cabinet, uploads a PDF, sees it listed.
+"""A new patient on a phone: registers, confirms the phone with the SMS code, lands in the
+cabinet, uploads a PDF, sees it listed.
 
 Driven through headless Chromium against the live server, the way a patient does it: every
-step is a tap or typing in a real page, with CSRF, cookies and a multipart upload as the browser
+step is a tap or typing in a real page (the code is read from the outbox table, as staff read
+it on the embedded default), with CSRF, cookies and a multipart upload as the browser
 sends them. Afterwards the database and the storage are checked too, so the test cannot pass
 on a page that merely looks right.
 """
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
+
+from tests.conftest import registration_code
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -147,6 +151,16 @@ def test_new_patient_registers_on_a_phone_and_uploads_a_pdf(
     # tap(): touch events, as on a phone (the context has is_mobile and has_touch).
     page.locator("form[action$='/register/'] button[type=submit]").tap()
 
+    # --- the code from the SMS -------------------------------------------------------------
+    expect(page).to_have_url(re.compile(r"/register/code$"))
+    expect(page.get_by_role("heading", name="Подтверждение телефона")).to_be_visible()
+    code_input = page.locator("#code")
+    expect(code_input).to_have_attribute("inputmode", "numeric")
+    expect(code_input).to_have_attribute("autocomplete", "one-time-code")
+    assert_no_patient_yet(app)
+    code_input.fill(registration_code(app, PATIENT["phone_e164"]))
+    page.locator("form[action$='/register/code'] button[type=submit]").tap()
+
     # --- the cabinet -----------------------------------------------------------------------
     expect(page).to_have_url(re.compile(r"/cabinet/?$"))
     tiles = page.locator(".oblako-cabinet-tiles")
@@ -177,6 +191,18 @@ def test_new_patient_registers_on_a_phone_and_uploads_a_pdf(
 
     # --- what the server recorded ----------------------------------------------------------
     assert_stored(app, pdf_bytes)
+
+
+def assert_no_patient_yet(app: Flask) -> None:
+    """The form alone creates no account: the code step is what does."""
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from models import Patient
+
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(Patient)).scalar() == 0
+        db.session.rollback()
 
 
 def assert_stored(app: Flask, pdf_bytes: bytes) -> None:
