@@ -166,6 +166,15 @@ def build_config() -> dict:
         "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),
         "MAX_CONTENT_LENGTH": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024))
         + 1024 * 1024,
+        # A patient's own uploads: at most this many documents a day and bytes in all (far above
+        # a real patient's needs; staff uploads are not limited). app/quotas.py
+        "PATIENT_UPLOADS_PER_DAY": int(os.environ.get("PATIENT_UPLOADS_PER_DAY", "50")),
+        "PATIENT_UPLOAD_TOTAL_BYTES": int(os.environ.get("PATIENT_UPLOAD_TOTAL_BYTES", 2 * 2**30)),
+        # A stored file no row points to is moved to <root>/orphans/ once this old (seconds):
+        # younger, it may belong to a transaction still in flight. app/storage.py
+        "STORAGE_ORPHAN_GRACE_SECONDS": int(os.environ.get("STORAGE_ORPHAN_GRACE_SECONDS", "3600")),
+        # Test hook only (refused unless OBLAKO_ENV=test): uploads stop at this point for good.
+        "TEST_PAUSE_UPLOAD": os.environ.get("OBLAKO_TEST_PAUSE_UPLOAD", ""),
         # The doctor's conclusion PDF embeds this Cyrillic TrueType font (installed by
         # `make setup` from Debian's fonts-dejavu-core); missing → a clear error, no fallback.
         "CONCLUSION_FONT_PATH": os.environ.get(

@@ -52,7 +52,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # CSRF before AppBuilder so that FAB's forms and ours are all protected.
     extensions.csrf.init_app(app)
 
-    from app import hardening, i18n
+    from app import hardening, i18n, storage
+
+    storage.init_app(app)  # what a killed upload left behind goes before anything is served
 
     appbuilder = AppBuilder(update_perms=False)
     with app.app_context():

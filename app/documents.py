@@ -1,28 +1,29 @@
-"""Medical documents: storage, content checks, scope-checked access and deletion.
+"""Medical documents: content checks, upload, scope-checked access and deletion.
 
-DESIGN §4: files live outside static/ under random keys, are written to a temp file in the same
-directory and atomically renamed, carry their SHA-256, are recognised by content (magic bytes and
-a real parser) rather than by extension, and are only ever served by an authorised view. The
-original, often Cyrillic, file name is metadata only; it never touches the file system.
+DESIGN §4: files live outside static/ under random keys, are written to a temp file and
+atomically renamed (app/storage.py, the file store), carry the SHA-256 of the bytes stored, are
+recognised by content (magic bytes and a real parser) rather than by extension, and are only
+ever served by an authorised view. A DICOM file is stored with its 128-byte preamble zeroed
+(neutralise_head). The original, often Cyrillic, file name is metadata only; it never touches
+the file system. A patient's own uploads are within a quota (app/quotas.py).
 
 Services here take the acting user explicitly and never commit: the view's unit of work does.
 A stored file is tied to the transaction that records it: if that transaction does not commit,
-the file is removed (see _after_commit / _after_transaction_end).
+the file is removed (storage.on_rollback / on_commit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
+import itertools
 import logging
 import math
 import os
 import re
-import tempfile
 import unicodedata
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -35,13 +36,15 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from flask_uploads import UploadSet
 from flask_uploads.flask_uploads import UploadConfiguration
-from sqlalchemy import ColumnElement, delete, event, func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy.orm import joinedload
 
+from app import storage
 from app.access import own_document_condition, staff_document_condition
 from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
+from app.storage import on_commit, on_rollback, path_for_key, remove_stored
 from models import (
     AuditOutcome,
     Consultation,
@@ -192,10 +195,11 @@ def detect_kind(path: Path) -> Kind:
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage
+# Storage (the file store itself is app/storage.py)
 # ---------------------------------------------------------------------------------------------
 
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+DICOM_HEAD = 132  # the 128-byte preamble, then "DICM"
+OTHER_MAGICS = (b"%PDF-", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
 @dataclass(frozen=True)
@@ -207,115 +211,48 @@ class StoredFile:
     kind: Kind
 
 
-def storage_root() -> Path:
-    root = Path(current_app.config["STORAGE_DIR"]).resolve()
-    static = Path(current_app.static_folder or "").resolve()
-    # A misconfigured STORAGE_DIR under static/ would publish every medical file.
-    if current_app.static_folder and root.is_relative_to(static):
-        raise RuntimeError("STORAGE_DIR must not be inside the static folder")
-    return root / "documents"
+def _read_head(stream: BinaryIO, n: int) -> bytes:
+    head = b""
+    while len(head) < n and (chunk := stream.read(n - len(head))):
+        head += chunk
+    return head
 
 
-def path_for_key(key: str) -> Path:
-    """Two levels of fan-out keep directories small: ab/cd/abcd…"""
-    if not _KEY_RE.match(key):
-        raise ValueError("invalid storage key")
-    return storage_root() / key[:2] / key[2:4] / key
+def neutralise_head(head: bytes) -> bytes:
+    """A DICOM file's 128-byte preamble is free for the application, so a Windows executable
+    or an HTML page can hide there in a valid file ("PE-DICOM", CVE-2019-11687): it is stored
+    as zeros, which DICOM readers ignore. A file that starts as a PDF or an image is that."""
+    if head[128:DICOM_HEAD] == b"DICM" and not head.startswith(OTHER_MAGICS):
+        return bytes(128) + head[128:]
+    return head
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _chunks(stream: BinaryIO, max_bytes: int) -> Iterator[bytes]:
+    size = 0
+    head = neutralise_head(_read_head(stream, DICOM_HEAD))
+    for chunk in itertools.chain([head], iter(lambda: stream.read(CHUNK), b"")):
+        size += len(chunk)
+        if size > max_bytes:
+            raise DocumentError(too_large_message(max_bytes))
+        yield chunk
+
+
+def _check_stored(path: Path, size: int) -> Kind:
+    if size == 0:
+        raise DocumentError(_l("The file is empty."))
+    return detect_kind(path)
 
 
 def write_file(stream: BinaryIO, *, max_bytes: int) -> StoredFile:
-    """Stream into a temp file beside the final name, check, fsync and atomically rename.
-
-    Whatever goes wrong (too large, empty, wrong content, disk full, client gone), the temp
-    file is removed: nothing partial or empty is ever left behind.
-    """
-    key = uuid.uuid4().hex
-    final = path_for_key(key)
-    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".upload-", suffix=".part")
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DocumentError(too_large_message(max_bytes))
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if size == 0:
-            raise DocumentError(_l("The file is empty."))
-        kind = detect_kind(tmp)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return StoredFile(key=key, path=final, size=size, sha256=digest.hexdigest(), kind=kind)
+    """Stream, check by content and store a file; its SHA-256 is of the bytes stored."""
+    written, kind = storage.write_atomically(_chunks(stream, max_bytes), check=_check_stored)
+    return StoredFile(written.key, written.path, written.size, written.sha256, kind)
 
 
 def too_large_message(max_bytes: int) -> LazyString:
     # Same msgid as the 413 handler, so both paths say the same thing.
     limit_mb = max(1, math.ceil(max_bytes / 2**20))
     return _l("The file is too large: the limit is %(n)d MB.", n=limit_mb)
-
-
-def remove_stored(key: str) -> None:
-    try:
-        path_for_key(key).unlink(missing_ok=True)
-    except OSError:
-        log.exception("could not remove stored document %s", key)
-
-
-# --- files follow the transaction -------------------------------------------------------------
-# session.info holds callbacks for the current transaction: on commit the "commit" list runs
-# (files of deleted rows go), otherwise the "rollback" list runs (files of rows that were never
-# recorded go). after_transaction_end also fires on Session.close(), so a request that ends
-# without committing cleans up too.
-
-_ON_COMMIT = "oblako_documents_on_commit"
-_ON_ROLLBACK = "oblako_documents_on_rollback"
-
-
-def on_commit(fn: Callable[[], None]) -> None:
-    db.session.info.setdefault(_ON_COMMIT, []).append(fn)
-
-
-def on_rollback(fn: Callable[[], None]) -> None:
-    db.session.info.setdefault(_ON_ROLLBACK, []).append(fn)
-
-
-def _run(callbacks: Iterable[Callable[[], None]]) -> None:
-    for fn in callbacks:
-        try:
-            fn()
-        except Exception:
-            log.exception("document storage callback failed")
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    session.info.pop(_ON_ROLLBACK, None)
-    _run(session.info.pop(_ON_COMMIT, []))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction) -> None:
-    if transaction.parent is not None or transaction.nested:
-        return  # a savepoint: the outer transaction decides
-    session.info.pop(_ON_COMMIT, None)
-    _run(session.info.pop(_ON_ROLLBACK, []))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,13 +303,16 @@ def content_disposition(filename: str, *, inline: bool = False) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def patient_zone(patient: Patient) -> ZoneInfo:
+    try:
+        return ZoneInfo(patient.timezone)
+    except Exception:
+        return ZoneInfo(current_app.config.get("DEFAULT_TIMEZONE", "Europe/Moscow"))
+
+
 def today_for(patient: Patient) -> date:
     """Today where the patient lives: Kamchatka is nine hours ahead of Kaliningrad."""
-    try:
-        zone = ZoneInfo(patient.timezone)
-    except Exception:
-        zone = ZoneInfo(current_app.config.get("DEFAULT_TIMEZONE", "Europe/Moscow"))
-    return datetime.now(zone).date()
+    return datetime.now(patient_zone(patient)).date()
 
 
 def store_document(
@@ -404,6 +344,9 @@ def store_document(
 
     stored = write_file(stream, max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]))
     try:
+        from app.quotas import check_upload_quota  # it builds on this module
+
+        check_upload_quota(patient, by=by, size=stored.size)
         doc = MedicalDocument(
             public_id=uuid.uuid4(),
             patient_id=patient.id,

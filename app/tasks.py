@@ -1,5 +1,5 @@
-"""Background jobs on Huey: outbox delivery every minute, reminders every five minutes,
-unconfirmed registrations removed every ten.
+"""Background jobs on Huey: outbox every minute, reminders every 5, unconfirmed registrations
+removed every 10, storage sweep every 15.
 
 The queue's storage comes from the environment, so `huey_consumer app.tasks.huey` and
 `flask oblako worker` find the same one as the web app:
@@ -129,6 +129,14 @@ def run_registration_purge() -> int:
     return removed
 
 
+@in_app_context
+def run_storage_sweep() -> dict[str, int]:
+    from app.storage import sweep_storage
+
+    report = sweep_storage()
+    return {"temp_removed": report.temp_removed, "orphans_moved": report.orphans_moved}
+
+
 @huey.task()
 def import_referrals(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
     """Import a confirmed referral table in chunks (resumable: started again, it skips
@@ -164,6 +172,12 @@ def purge_registrations_periodically() -> None:
     run_registration_purge()
 
 
+@huey.periodic_task(crontab(minute="*/15"), name="oblako.storage_every_15_minutes")
+def sweep_storage_periodically() -> None:
+    """Temp files of killed uploads, and stored files no row points to (app/storage.py)."""
+    run_storage_sweep()
+
+
 def run_worker(app: Flask, *, workers: int = 2) -> None:
     """Run the Huey consumer with its periodic tasks until SIGINT / SIGTERM."""
     if huey.immediate:
@@ -172,4 +186,8 @@ def run_worker(app: Flask, *, workers: int = 2) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.info("worker: %s storage, %d thread(s)", type(huey).__name__, workers)
+    try:
+        run_storage_sweep()  # at start-up too: a crash may have left files behind
+    except Exception:
+        log.exception("worker: the start-up storage sweep failed")
     huey.create_consumer(workers=workers, worker_type="thread", periodic=True).run()
