@@ -39,6 +39,7 @@ class TcpProxy:
         self.port = self.server.getsockname()[1]
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -46,6 +47,9 @@ class TcpProxy:
             try:
                 client, _ = self.server.accept()
             except OSError:
+                return
+            if self.closed:
+                client.close()
                 return
             upstream = socket.create_connection(self.target)
             with self.lock:
@@ -68,6 +72,11 @@ class TcpProxy:
                     pass
 
     def close(self) -> None:
+        self.closed = True
+        try:  # wakes the accepting thread (close() alone leaves it listening on Linux)
+            self.server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.server.close()
         with self.lock:
             for s in self.sockets:
