@@ -263,6 +263,12 @@ def init_app(app: Flask) -> None:
     app.request_class = BoundaryRequest
     FlaskForm.Meta.bind_field = _bind_field  # FAB's DynamicForm and our forms are FlaskForms
 
+    @app.url_value_preprocessor
+    def _clean_path_values(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        for key, value in (values or {}).items():
+            if isinstance(value, str):
+                values[key] = single_line(value)  # type: ignore[index]
+
     @app.before_request
     def _check_list_parameters() -> None:
         view = _fab_view()

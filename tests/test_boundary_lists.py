@@ -171,3 +171,13 @@ def test_every_own_list_page_refuses_a_bad_page(app, role_client):
     api = patient.get(f"/api/v1/my/documents/?page={TWENTY_DIGITS}")
     assert api.status_code == 400
     assert CYRILLIC.search(api.get_json()["message"])
+
+
+def test_the_reports_parse_the_page_number_by_the_same_rule(app, role_client):
+    """Flask-AppBuilder's lists and the reports (Flask-Admin) share app.boundary.parse_page:
+    a Unicode digit such as «²» passed str.isdigit() there and failed in int() (a 500)."""
+    manager = role_client(MANAGER)
+    for value in ("²", TWENTY_DIGITS, "-1", "abc"):
+        response = manager.get(f"/reports/consultations/?page={value}")
+        assert response.status_code == 400, value
+        assert 'id="report-error"' in response.get_data(as_text=True)
