@@ -52,15 +52,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # CSRF before AppBuilder so that FAB's forms and ours are all protected.
     extensions.csrf.init_app(app)
 
-    from app import hardening, i18n, storage
+    from app import boundary, error_pages, hardening, i18n, storage
 
     storage.init_app(app)  # what a killed upload left behind goes before anything is served
+    boundary.init_app(app)
 
     appbuilder = AppBuilder(update_perms=False)
     with app.app_context():
         appbuilder.init_app(app, db.session)
         i18n.init_app(app)
         hardening.init_app(app)
+        error_pages.init_app(app)
         from views import register_views
 
         register_views(appbuilder)

@@ -1,4 +1,4 @@
-"""Security headers, sign-in throttling at the door, and friendly error pages."""
+"""Security headers and sign-in throttling at the door (error pages: app/error_pages.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from flask import Flask, Response, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
 
 from app import csp, throttle
-from app.errors import ChangedMeanwhile
 from app.security import client_ip
 
 API_LOGIN_PATH = "/api/v1/security/login"
@@ -48,33 +47,3 @@ def init_app(app: Flask) -> None:
         if app.config.get("SESSION_COOKIE_SECURE"):
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
-
-    def refused(message: str, status: int):
-        """JSON with `status` for the API, else the message flashed and back to the form."""
-        if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
-            return jsonify(message=message), status
-        flash(message, "danger")
-        return redirect(safe_back()), 303
-
-    @app.errorhandler(413)
-    def _too_large(_exc):
-        limit_mb = app.config["MAX_DOCUMENT_BYTES"] // (1024 * 1024)
-        return refused(_("The file is too large: the limit is %(n)d MB.", n=limit_mb), 413)
-
-    @app.errorhandler(ChangedMeanwhile)
-    def _changed_meanwhile(exc: ChangedMeanwhile):
-        # Views answer their own domain errors; this is the net for a view that names only
-        # its module's error class: a concurrent change is never a 500.
-        return refused(str(exc), 409)
-
-    @app.errorhandler(400)
-    def _bad_request(exc):
-        description = getattr(exc, "description", "")
-        if "CSRF" in str(description):
-            message = _("The form has expired. Please try again.")
-        else:
-            message = _("The request could not be understood.")
-        if request.path.startswith("/api/"):
-            return jsonify(message=message), 400
-        flash(message, "danger")
-        return redirect(safe_back()), 303

@@ -72,6 +72,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.audit import audit
+from app.boundary import BadParameter, parse_page
 from app.consultations import APPLICATION_DUE, REFERRAL_DUE, zone
 from app.errors import DomainError
 from app.extensions import db
@@ -324,9 +325,10 @@ def parse_filters(
     filters = Filters(report=report, tz=tz, date_from=date_from, date_to=date_to)
 
     if values.get("page"):
-        if not values["page"].isdigit() or not 1 <= int(values["page"]) <= 1_000_000:
-            raise ReportError(_("The page number must be a positive whole number."))
-        filters = replace(filters, page=int(values["page"]))
+        try:
+            filters = replace(filters, page=parse_page(values["page"]))
+        except BadParameter as exc:  # the rule every list follows (app/boundary.py)
+            raise ReportError(str(exc)) from None
     if values.get("centre"):
         public_id = _parse_uuid(values["centre"], _("Medical centre"))
         centre_id = db.session.execute(

@@ -291,3 +291,28 @@ def registration_code(app: Flask, phone: str) -> str:
     match = re.search(r"(?<![\d:])(\d{6})(?!\d)", body)
     assert match, f"no code in the last SMS to {phone}: {body!r}"
     return match.group(1)
+
+
+@pytest.fixture
+def role_client(app: Flask, make_patient, make_doctor, make_staff, make_center):
+    """role name → a client signed in as a fresh person of that role (app.permissions)."""
+    from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, MANAGER, PATIENT
+
+    clients: dict[str, FlaskClient] = {}
+
+    def factory(role: str) -> FlaskClient:
+        if role not in clients:
+            if role == PATIENT:
+                username = patient_username(app, make_patient())
+            elif role in (DOCTOR, DUTY_DOCTOR):
+                username = f"{role.lower()}{next(_seq)}"
+                make_doctor(username=username, center_id=make_center(), is_duty=role != DOCTOR)
+            else:
+                assert role in (ADMIN, MANAGER), role
+                username = make_staff(role)
+            client = app.test_client()
+            assert login(client, username).status_code in (302, 303)
+            clients[role] = client
+        return clients[role]
+
+    return factory
