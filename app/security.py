@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import current_app, g, request, session
+from flask import abort, current_app, g, request, session
 from flask_appbuilder.security.api import SecurityApi as FabSecurityApi
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_jwt_extended import JWTManager
@@ -159,9 +159,11 @@ class OblakoSecurityManager(SecurityManager):
     def reset_password(self, userid, password):
         """Every password change revokes the user's other sessions and tokens."""
         user = self.get_user_by_id(userid)
+        if user is None:  # FAB's reset form takes the user from ?pk= and crashes on a bad one
+            abort(404)
         revoke_sessions(user)
         super().reset_password(userid, password)
-        if user is not None and session.get("_user_id") == str(user.id):
+        if session.get("_user_id") == str(user.id):
             session[SESSION_GENERATION_KEY] = user.session_generation
 
     def update_user(self, user):

@@ -25,15 +25,11 @@ from tests.conftest import TEST_PASSWORD, csrf_token
 
 DIRT = "\x00\x01\x07\x1b\x7f\x85"
 BAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
-# FAB's password screens crash on FAB_PASSWORD_COMPLEXITY_VALIDATOR whatever the input (issue 15,
-# item 14, fixed on its own branch); the password itself is posted on the other forms.
+
 SKIPPED_ACTIONS = (
     "/logout",
     "/lang/",
     "/login",
-    "/users/add",
-    "/resetpassword/",
-    "/resetmypassword/",
 )
 _n = count(1)
 
