@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, bindparam, false, func, or_, select, true
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.access import own_document_condition
+from app.applications import insert_application, refuse_if_resent
 from app.audit import audit
 from app.errors import DomainError, NotFound
 from app.extensions import db
@@ -29,6 +30,7 @@ from app.notifications import notify
 from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, PATIENT
 from app.roles import is_doctor, role_names
 from models import (
+    OPEN_STATUSES,
     Conclusion,
     Consultation,
     ConsultationKind,
@@ -52,15 +54,7 @@ CANCELLABLE = frozenset(
     }
 )
 # Statuses of a consultation that is still going somewhere (not finished one way or another).
-ACTIVE = frozenset(
-    {
-        ConsultationStatus.AWAITING_DOCUMENTS,
-        ConsultationStatus.REQUESTED,
-        ConsultationStatus.NEEDS_DOCUMENTS,
-        ConsultationStatus.SCHEDULED,
-        ConsultationStatus.IN_PROGRESS,
-    }
-)
+ACTIVE = frozenset(OPEN_STATUSES)
 
 
 class ConsultationError(DomainError):
@@ -312,6 +306,7 @@ class ApplicationData:
     diagnosis_text: str
     complaints: str
     document_ids: tuple[uuid.UUID, ...] = ()
+    form_token: str | None = None  # the form's hidden one-time id (app/applications.py)
 
 
 def submit_application(
@@ -325,6 +320,7 @@ def submit_application(
     patient = _own_patient(user)
     if patient is None:
         raise ConsultationError(_l("Only a patient can send an application."))
+    refuse_if_resent(patient.id, data.form_token)
     centre = active_centre(data.centre_public_id)
     if centre is None:
         raise ConsultationError(_l("Choose a medical centre from the list."))
@@ -376,10 +372,10 @@ def submit_application(
         complaints=complaints,
         submitted_at=now,
         due_by=now + APPLICATION_DUE,
+        form_token=data.form_token,
     )
     c.documents.extend(documents)
-    db.session.add(c)
-    db.session.flush()
+    insert_application(c)
     _audit("consultation.submit", c, user)
     number = str(c)
     _notify_staff(

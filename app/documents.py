@@ -43,9 +43,9 @@ from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
 from models import (
+    CLOSED_STATUSES,
     AuditOutcome,
     Consultation,
-    ConsultationStatus,
     DocumentType,
     MedicalDocument,
     Patient,
@@ -61,14 +61,7 @@ ORIGINAL_NAME_MAX = 255
 DEFAULT_PAGE_SIZE = 20
 
 # A consultation in one of these statuses no longer needs its documents to stay put.
-FINISHED_STATUSES = frozenset(
-    {
-        ConsultationStatus.COMPLETED,
-        ConsultationStatus.REJECTED,
-        ConsultationStatus.CANCELLED,
-        ConsultationStatus.MISSED,
-    }
-)
+FINISHED_STATUSES = CLOSED_STATUSES
 
 
 class DocumentError(DomainError):

@@ -50,6 +50,7 @@ from app.notifications import notify, outbox_values, queue_message
 from app.permissions import PATIENT
 from app.xlsx import XlsxDtdError, XlsxError, iter_sheet_rows
 from models import (
+    OPEN_STATUSES,
     AuditEvent,
     Consultation,
     ConsultationKind,
@@ -100,13 +101,7 @@ PENDING, INVALID, IMPORTED, LINKED = "pending", "invalid", "imported", "linked"
 DONE_OUTCOMES = (IMPORTED, LINKED)
 
 # Active referral consultations: a second row for the same patient and disease reuses one.
-ACTIVE_STATUSES = (
-    ConsultationStatus.AWAITING_DOCUMENTS,
-    ConsultationStatus.REQUESTED,
-    ConsultationStatus.NEEDS_DOCUMENTS,
-    ConsultationStatus.SCHEDULED,
-    ConsultationStatus.IN_PROGRESS,
-)
+ACTIVE_STATUSES = OPEN_STATUSES
 
 DEFAULT_MAX_ROWS = 20_000
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
