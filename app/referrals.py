@@ -46,6 +46,7 @@ from app.audit import audit, audit_values
 from app.catalogue import normalize_icd10
 from app.errors import DomainError
 from app.extensions import db
+from app.import_recovery import beat
 from app.notifications import notify, outbox_values, queue_message
 from app.permissions import PATIENT
 from app.xlsx import XlsxDtdError, XlsxError, iter_sheet_rows
@@ -852,6 +853,7 @@ def start_import(imp: ReferralImport, *, by) -> None:
     if imp.valid_rows == 0:
         raise ReferralError(_l("The table has no valid rows to import."))
     imp.status = ImportStatus.IMPORTING
+    beat(imp)  # queued now: no start within IMPORT_STALL_SECONDS means the message was lost
     audit("referral_import_confirmed", actor=by, obj_type="referral_import", obj_id=imp.public_id)
 
 
@@ -1333,6 +1335,7 @@ def run_import(
     if imp is None or imp.status == ImportStatus.DONE:
         return {"imported": 0}
     imp.status = ImportStatus.IMPORTING
+    beat(imp)
     db.session.commit()
     role = get_role(PATIENT)
     chunks = 0
@@ -1353,12 +1356,15 @@ def run_import(
             # recounted: a COUNT per chunk reads every row of the import again.
             done = sum(r.outcome in DONE_OUTCOMES for r in rows)
             imp.imported_rows = ReferralImport.imported_rows + done
+            beat(imp)
             db.session.commit()
         except (IntegrityError, DomainError, KeyError, ValueError):
             db.session.rollback()
             # Find the row that fails, import the others one by one, keep going.
             _import_one_by_one(row_ids, import_id, sign_in_url)
-            db.session.get(ReferralImport, import_id).imported_rows = _count_done(import_id)
+            imp = db.session.get(ReferralImport, import_id)
+            imp.imported_rows = _count_done(import_id)
+            beat(imp)
             db.session.commit()
         db.session.expunge_all()  # nothing is kept between chunks (memory stays flat)
         imp = db.session.get(ReferralImport, import_id)
