@@ -188,6 +188,8 @@ def build_config() -> dict:
         # has lost its worker and is resumed by the next one (app/import_recovery.py).
         "REFERRAL_IMPORT_CHUNK_ROWS": int(os.environ.get("REFERRAL_IMPORT_CHUNK_ROWS", 500)),
         "IMPORT_STALL_SECONDS": float(os.environ.get("IMPORT_STALL_SECONDS", 300)),
+        # Consultations and duty shifts are scheduled at most this many days ahead (app/dates.py).
+        "SCHEDULE_HORIZON_DAYS": int(os.environ.get("SCHEDULE_HORIZON_DAYS", 365)),
         # Duty doctor booking: how many upcoming bookings one patient may hold at once.
         "MAX_UPCOMING_DUTY_BOOKINGS": int(os.environ.get("MAX_UPCOMING_DUTY_BOOKINGS", 2)),
         # Media server (media_server/, docs/media-contract.md): socket.io chat + WebRTC signalling.

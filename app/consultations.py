@@ -24,6 +24,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from app.access import own_document_condition
 from app.applications import insert_application, refuse_if_resent
 from app.audit import audit
+from app.dates import latest_schedulable, schedule_error, too_far_ahead
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.notifications import notify
@@ -529,10 +530,16 @@ def schedule_consultation(
                 max=MAX_DURATION,
             )
         )
-    starts_at = local_moment(day, at, doctor.timezone)
     now = now or utcnow()
+    try:
+        starts_at = local_moment(day, at, doctor.timezone)
+    except OverflowError:  # the year 9999 in a zone west of UTC
+        raise ConsultationError(too_far_ahead(latest_schedulable(now))) from None
     if starts_at <= now:
         raise ConsultationError(_l("The date and time of the consultation are in the past."))
+    ends_at = starts_at + timedelta(minutes=int(duration_minutes))
+    if problem := schedule_error(starts_at, ends_at, now):
+        raise ConsultationError(problem)
     # Two applications scheduled at once by the same doctor: the doctor's row is the lock
     # (PostgreSQL; SQLite serialises writers anyway).
     db.session.execute(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())

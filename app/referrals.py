@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from app.accounts import AccountError, get_role, normalize_phone
 from app.audit import audit, audit_values
 from app.catalogue import normalize_icd10
+from app.dates import birth_date_error
 from app.errors import DomainError
 from app.extensions import db
 from app.import_recovery import beat
@@ -470,9 +471,8 @@ def parse_birth_date(value: Any) -> date:
             day = date(y, m, d)
         except ValueError as exc:
             raise ValueError(_("There is no such date.")) from exc
-    today = date.today()
-    if day > today or day.year < today.year - 130:
-        raise ValueError(_("Enter a real date of birth."))
+    if problem := birth_date_error(day):
+        raise ValueError(str(problem))
     return day
 
 
