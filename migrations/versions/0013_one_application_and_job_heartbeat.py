@@ -9,9 +9,9 @@ Issue 15, items 6 and 12.
 - consultation.form_token (unique per patient): the hidden one-time id of the «Новая заявка»
   form, so the same form sent twice finds the first application.
 - uq_consultation_open_application: a partial unique index, one open centre_request per
-  patient, centre and disease. Duplicates the old code let in are closed first (the earliest
-  one of each group stays; the others are cancelled with a reason saying why), or the index
-  could not be built.
+  patient, centre and disease. Duplicates the old code let in are closed first (the one
+  furthest along stays, else the earliest; the others are cancelled with a reason saying
+  why), or the index could not be built.
 - referral_import.heartbeat_at: the import job's last sign of life; a stalled job is resumed
   by the worker (app/import_recovery.py).
 """
@@ -32,6 +32,11 @@ OPEN_WHERE = (
 )
 
 
+def _rank(table: str) -> str:
+    # Of duplicates, the one furthest along stays (a doctor may have set its time), then the first.
+    return f"(CASE {table}.status WHEN 'in_progress' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END)"
+
+
 def upgrade():
     with op.batch_alter_table("consultation", schema=None) as batch_op:
         batch_op.add_column(sa.Column("form_token", sa.String(length=36), nullable=True))
@@ -41,19 +46,21 @@ def upgrade():
     op.execute(
         sa.text(
             f"""
-            UPDATE consultation SET status = 'cancelled',
+            UPDATE consultation SET status = 'cancelled', cancelled_at = CURRENT_TIMESTAMP,
                    cancel_reason = 'Duplicate application (sent more than once)',
                    version = version + 1
              WHERE disease_id IS NOT NULL AND {OPEN_WHERE}
                AND EXISTS (
-                   SELECT 1 FROM consultation AS first
-                    WHERE first.patient_id = consultation.patient_id
-                      AND first.center_id = consultation.center_id
-                      AND first.disease_id = consultation.disease_id
-                      AND first.kind = 'centre_request'
-                      AND first.status IN ('awaiting_documents', 'requested',
-                                           'needs_documents', 'scheduled', 'in_progress')
-                      AND first.id < consultation.id)
+                   SELECT 1 FROM consultation AS kept
+                    WHERE kept.patient_id = consultation.patient_id
+                      AND kept.center_id = consultation.center_id
+                      AND kept.disease_id = consultation.disease_id
+                      AND kept.kind = 'centre_request'
+                      AND kept.status IN ('awaiting_documents', 'requested',
+                                          'needs_documents', 'scheduled', 'in_progress')
+                      AND ({_rank("kept")} < {_rank("consultation")}
+                           OR ({_rank("kept")} = {_rank("consultation")}
+                               AND kept.id < consultation.id)))
             """
         )
     )
