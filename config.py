@@ -201,10 +201,18 @@ def build_config() -> dict:
         # Delivery retries: back-off doubles from OUTBOX_RETRY_SECONDS; failed after MAX_ATTEMPTS.
         "OUTBOX_MAX_ATTEMPTS": int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "5")),
         "OUTBOX_RETRY_SECONDS": int(os.environ.get("OUTBOX_RETRY_SECONDS", "60")),
+        # A claimed message is held for the send timeout plus this margin (app/outbox.py).
+        "OUTBOX_LEASE_MARGIN_SECONDS": float(os.environ.get("OUTBOX_LEASE_MARGIN_SECONDS", "10")),
         # Background jobs (app/tasks.py): "sqlite" (instance/huey.db) unless REDIS_URL is set.
         "HUEY_BACKEND": os.environ.get("HUEY_BACKEND", "redis" if redis_url else "sqlite"),
         # Referral tables (app/referrals.py): at most this many patient rows per file.
         "REFERRAL_MAX_ROWS": int(os.environ.get("REFERRAL_MAX_ROWS", 20000)),
+        # Rows imported per committed chunk; an import without progress for IMPORT_STALL_SECONDS
+        # has lost its worker and is resumed by the next one (app/import_recovery.py).
+        "REFERRAL_IMPORT_CHUNK_ROWS": int(os.environ.get("REFERRAL_IMPORT_CHUNK_ROWS", 500)),
+        "IMPORT_STALL_SECONDS": float(os.environ.get("IMPORT_STALL_SECONDS", 300)),
+        # Consultations and duty shifts are scheduled at most this many days ahead (app/dates.py).
+        "SCHEDULE_HORIZON_DAYS": int(os.environ.get("SCHEDULE_HORIZON_DAYS", 365)),
         # Duty doctor booking: how many upcoming bookings one patient may hold at once.
         "MAX_UPCOMING_DUTY_BOOKINGS": int(os.environ.get("MAX_UPCOMING_DUTY_BOOKINGS", 2)),
         # Media server (media_server/, docs/media-contract.md): socket.io chat + WebRTC signalling.

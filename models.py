@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
@@ -126,6 +126,25 @@ class ConsultationStatus(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     MISSED = "missed"
+
+
+# A consultation in one of these statuses is over, one way or another; the others are open
+# (still going somewhere). The one list every area uses (documents, recordings, referrals, the
+# one-open-application index below).
+CLOSED_STATUSES = frozenset(
+    {
+        ConsultationStatus.COMPLETED,
+        ConsultationStatus.REJECTED,
+        ConsultationStatus.CANCELLED,
+        ConsultationStatus.MISSED,
+    }
+)
+OPEN_STATUSES = tuple(s for s in ConsultationStatus if s not in CLOSED_STATUSES)
+
+
+def _sql_in(values: Iterable[str]) -> str:
+    """A literal SQL list for a partial index's WHERE (the values are our own enum members)."""
+    return ", ".join(f"'{v}'" for v in values)
 
 
 # A slot is held by a consultation in one of these statuses (see the partial unique index).
@@ -445,6 +464,11 @@ consultation_document = Table(
 )
 
 
+_OPEN_APPLICATION_WHERE = (
+    f"kind = '{ConsultationKind.CENTRE_REQUEST}' AND status IN ({_sql_in(OPEN_STATUSES)})"
+)
+
+
 class Consultation(Model):
     __tablename__ = "consultation"
 
@@ -486,6 +510,9 @@ class Consultation(Model):
     missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reminder_24h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reminder_1h_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The hidden one-time id of the «Новая заявка» form that created it: the same form sent
+    # twice (a double click, a resend after a timeout) finds this row instead of a second one.
+    form_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # Optimistic concurrency: every ORM update is `… WHERE version = <the version read>` and
     # bumps it, so two transitions decided on the same state (the patient cancels while the
     # doctor schedules) cannot both land; the second one fails (app.db.unit_of_work).
@@ -511,6 +538,18 @@ class Consultation(Model):
                 "slot_id IS NOT NULL AND status IN ('scheduled','in_progress','completed')"
             ),
         ),
+        # One open application per patient, centre and disease, whatever the timing of the
+        # posts (NULL disease — a typed diagnosis — is not matched: NULLs are distinct).
+        Index(
+            "uq_consultation_open_application",
+            "patient_id",
+            "center_id",
+            "disease_id",
+            unique=True,
+            sqlite_where=text(_OPEN_APPLICATION_WHERE),
+            postgresql_where=text(_OPEN_APPLICATION_WHERE),
+        ),
+        UniqueConstraint("patient_id", "form_token", name="uq_consultation_patient_form_token"),
         Index("ix_consultation_center_status", "center_id", "status", "submitted_at"),
         Index("ix_consultation_doctor_scheduled", "doctor_id", "scheduled_at"),
         # Staff row scope: "patients who applied to my centre or booked me" (app/access.py).
@@ -786,6 +825,9 @@ class ReferralImport(Model):
     error_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = created_at_column()
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Last sign of life of the job importing it (confirmed, a chunk committed, resumed): an
+    # import `importing` whose heartbeat is old has lost its worker (app/import_recovery.py).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ReferralImportRow(Model):

@@ -11,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
+from app.dates import birth_date_error
 from app.errors import DomainError
 from app.extensions import db
 from app.passwords import check_password
@@ -154,9 +155,8 @@ def create_patient(
         raise AccountError(_l("A patient with this phone number is already registered."))
     if email and email_in_use(email):
         raise AccountError(_l("A patient with this e-mail is already registered."))
-    today = date.today()
-    if birth_date > today or birth_date.year < today.year - 130:
-        raise AccountError(_l("Enter a real date of birth."))
+    if problem := birth_date_error(birth_date):
+        raise AccountError(problem)
     user = create_user(
         username=phone,
         password=password,

@@ -22,13 +22,16 @@ from sqlalchemy import ColumnElement, bindparam, false, func, or_, select, true
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.access import own_document_condition
+from app.applications import insert_application, refuse_if_resent
 from app.audit import audit
+from app.dates import latest_schedulable, schedule_error, too_far_ahead
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.notifications import notify
 from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, PATIENT
 from app.roles import is_doctor, role_names
 from models import (
+    OPEN_STATUSES,
     Conclusion,
     Consultation,
     ConsultationKind,
@@ -52,15 +55,7 @@ CANCELLABLE = frozenset(
     }
 )
 # Statuses of a consultation that is still going somewhere (not finished one way or another).
-ACTIVE = frozenset(
-    {
-        ConsultationStatus.AWAITING_DOCUMENTS,
-        ConsultationStatus.REQUESTED,
-        ConsultationStatus.NEEDS_DOCUMENTS,
-        ConsultationStatus.SCHEDULED,
-        ConsultationStatus.IN_PROGRESS,
-    }
-)
+ACTIVE = frozenset(OPEN_STATUSES)
 
 
 class ConsultationError(DomainError):
@@ -312,6 +307,7 @@ class ApplicationData:
     diagnosis_text: str
     complaints: str
     document_ids: tuple[uuid.UUID, ...] = ()
+    form_token: str | None = None  # the form's hidden one-time id (app/applications.py)
 
 
 def submit_application(
@@ -325,6 +321,7 @@ def submit_application(
     patient = _own_patient(user)
     if patient is None:
         raise ConsultationError(_l("Only a patient can send an application."))
+    refuse_if_resent(patient.id, data.form_token)
     centre = active_centre(data.centre_public_id)
     if centre is None:
         raise ConsultationError(_l("Choose a medical centre from the list."))
@@ -376,10 +373,10 @@ def submit_application(
         complaints=complaints,
         submitted_at=now,
         due_by=now + APPLICATION_DUE,
+        form_token=data.form_token,
     )
     c.documents.extend(documents)
-    db.session.add(c)
-    db.session.flush()
+    insert_application(c)
     _audit("consultation.submit", c, user)
     number = str(c)
     _notify_staff(
@@ -533,10 +530,16 @@ def schedule_consultation(
                 max=MAX_DURATION,
             )
         )
-    starts_at = local_moment(day, at, doctor.timezone)
     now = now or utcnow()
+    try:
+        starts_at = local_moment(day, at, doctor.timezone)
+    except OverflowError:  # the year 9999 in a zone west of UTC
+        raise ConsultationError(too_far_ahead(latest_schedulable(now))) from None
     if starts_at <= now:
         raise ConsultationError(_l("The date and time of the consultation are in the past."))
+    ends_at = starts_at + timedelta(minutes=int(duration_minutes))
+    if problem := schedule_error(starts_at, ends_at, now):
+        raise ConsultationError(problem)
     # Two applications scheduled at once by the same doctor: the doctor's row is the lock
     # (PostgreSQL; SQLite serialises writers anyway).
     db.session.execute(select(Doctor.id).where(Doctor.id == doctor.id).with_for_update())

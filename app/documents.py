@@ -46,9 +46,9 @@ from app.errors import DomainError
 from app.extensions import db
 from app.storage import on_commit, on_rollback, path_for_key, remove_stored
 from models import (
+    CLOSED_STATUSES,
     AuditOutcome,
     Consultation,
-    ConsultationStatus,
     DocumentType,
     MedicalDocument,
     Patient,
@@ -64,14 +64,7 @@ ORIGINAL_NAME_MAX = 255
 DEFAULT_PAGE_SIZE = 20
 
 # A consultation in one of these statuses no longer needs its documents to stay put.
-FINISHED_STATUSES = frozenset(
-    {
-        ConsultationStatus.COMPLETED,
-        ConsultationStatus.REJECTED,
-        ConsultationStatus.CANCELLED,
-        ConsultationStatus.MISSED,
-    }
-)
+FINISHED_STATUSES = CLOSED_STATUSES
 
 
 class DocumentError(DomainError):

@@ -6,10 +6,14 @@ The adapter for each channel comes from configuration:
                  screen is the delivery) | "http" (an HTTP SMS provider, see HttpSmsAdapter)
   EMAIL_BACKEND  "outbox" | "smtp" (smtplib, see SmtpAdapter)
 
-deliver_pending() claims due messages in short transactions (on PostgreSQL with
-`FOR UPDATE SKIP LOCKED`, so several workers never take the same row), sends them outside any
-transaction, then records the outcome. A claim moves `next_attempt_at` into the future (a lease):
-a worker that dies mid-send leaves the message to be retried once the lease ends. Temporary
+deliver_pending() claims one due message at a time, just before sending it, in a short
+transaction (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so several workers never take the same
+row), sends it outside any transaction, then records the outcome. A claim moves
+`next_attempt_at` into the future (a lease) by the send timeout plus a margin: a worker that
+dies mid-send leaves that one message to be retried soon after, and a long pass never sends a
+message whose lease ran out while it waited its turn (nothing waits: the claim is the last
+step before the send). After a crash a message reaches the provider at most twice (the dead
+worker's attempt and the retry), both times with its stable public id. Temporary
 failures (timeouts, 5xx) are retried with an exponential back-off; permanent ones (4xx, refused
 recipient) and the last allowed attempt mark the message failed.
 
@@ -41,9 +45,10 @@ from models import OutboundChannel, OutboundMessage, OutboundStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-CLAIM_CHUNK = 10  # messages claimed per transaction; a chunk must fit in one lease
 CLAIM_TRIES = 5  # SQLite: candidates another worker won first, look again this often
-LEASE = timedelta(minutes=5)  # > CLAIM_CHUNK × the longest adapter timeout
+# Added to the send timeout for the lease: the time between the claim and the send, and
+# between the provider's answer and the commit of the outcome.
+DEFAULT_LEASE_MARGIN_SECONDS = 10
 MAX_BACKOFF = timedelta(hours=6)
 DEFAULT_SUBJECT = "Облако здоровья"
 
@@ -320,7 +325,14 @@ def _due(now: datetime):
     )
 
 
-def _claim(size: int, now: datetime) -> list[int]:
+def lease(config: dict[str, Any]) -> timedelta:
+    """How long a claim holds: the longest send timeout plus OUTBOX_LEASE_MARGIN_SECONDS."""
+    timeout = max(float(config.get("SMS_HTTP_TIMEOUT", 10)), float(config.get("SMTP_TIMEOUT", 10)))
+    margin = float(config.get("OUTBOX_LEASE_MARGIN_SECONDS", DEFAULT_LEASE_MARGIN_SECONDS))
+    return timedelta(seconds=timeout + margin)
+
+
+def _claim(size: int, now: datetime, until: datetime) -> list[int]:
     """Take up to `size` due messages for this worker, in one short committed transaction.
 
     PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED LIMIT n skips the rows another worker is
@@ -348,7 +360,7 @@ def _claim(size: int, now: datetime) -> list[int]:
                 db.session.execute(
                     update(OutboundMessage)
                     .where(OutboundMessage.id.in_(candidates), _due(now))
-                    .values(attempts=OutboundMessage.attempts + 1, next_attempt_at=now + LEASE)
+                    .values(attempts=OutboundMessage.attempts + 1, next_attempt_at=until)
                     .returning(OutboundMessage.id)
                     .execution_options(synchronize_session=False)
                 ).scalars()
@@ -391,20 +403,20 @@ def deliver_pending(limit: int = 100, now: datetime | None = None) -> DeliveryRe
     report = DeliveryReport()
     report.failed += _give_up_abandoned(now, max_attempts)
     adapters: dict[str, Adapter] = {}
+    held = lease(config)
     try:
-        remaining = limit
-        while remaining > 0:
-            ids = _claim(min(CLAIM_CHUNK, remaining), now)
+        for _ in range(limit):
+            # One message per claim, claimed right before its send: its lease starts now (the
+            # real clock, however long this pass has run), never while it waits its turn.
+            ids = _claim(1, now, max(now, utcnow()) + held)
             if not ids:
                 break
-            remaining -= len(ids)
-            for message_id in ids:
-                message = db.session.get(OutboundMessage, message_id)
-                if message is None:  # deleted meanwhile
-                    continue
-                outcome = _send(message, adapters, config)
-                _record(message, outcome, now, max_attempts, base_seconds, report)
-                db.session.commit()
+            message = db.session.get(OutboundMessage, ids[0])
+            if message is None:  # deleted meanwhile
+                continue
+            outcome = _send(message, adapters, config)
+            _record(message, outcome, now, max_attempts, base_seconds, report)
+            db.session.commit()
     finally:
         for adapter in adapters.values():
             adapter.close()

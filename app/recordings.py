@@ -32,11 +32,13 @@ from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
 from models import (
+    CLOSED_STATUSES as MODEL_CLOSED_STATUSES,
+)
+from models import (
     AuditOutcome,
     Consent,
     ConsentKind,
     Consultation,
-    ConsultationStatus,
     Doctor,
     Patient,
     Recording,
@@ -44,14 +46,7 @@ from models import (
 )
 
 # Consent may be given or withdrawn until the consultation is over; a finished one is history.
-CLOSED_STATUSES = frozenset(
-    {
-        ConsultationStatus.COMPLETED,
-        ConsultationStatus.REJECTED,
-        ConsultationStatus.CANCELLED,
-        ConsultationStatus.MISSED,
-    }
-)
+CLOSED_STATUSES = MODEL_CLOSED_STATUSES
 PATIENT, DOCTOR = "patient", "doctor"
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 

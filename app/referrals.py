@@ -44,12 +44,15 @@ from sqlalchemy.exc import IntegrityError
 from app.accounts import AccountError, get_role, normalize_phone
 from app.audit import audit, audit_values
 from app.catalogue import normalize_icd10
+from app.dates import birth_date_error
 from app.errors import DomainError
 from app.extensions import db
+from app.import_recovery import beat
 from app.notifications import notify, outbox_values, queue_message
 from app.permissions import PATIENT
 from app.xlsx import XlsxDtdError, XlsxError, iter_sheet_rows
 from models import (
+    OPEN_STATUSES,
     AuditEvent,
     Consultation,
     ConsultationKind,
@@ -100,13 +103,7 @@ PENDING, INVALID, IMPORTED, LINKED = "pending", "invalid", "imported", "linked"
 DONE_OUTCOMES = (IMPORTED, LINKED)
 
 # Active referral consultations: a second row for the same patient and disease reuses one.
-ACTIVE_STATUSES = (
-    ConsultationStatus.AWAITING_DOCUMENTS,
-    ConsultationStatus.REQUESTED,
-    ConsultationStatus.NEEDS_DOCUMENTS,
-    ConsultationStatus.SCHEDULED,
-    ConsultationStatus.IN_PROGRESS,
-)
+ACTIVE_STATUSES = OPEN_STATUSES
 
 DEFAULT_MAX_ROWS = 20_000
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -474,9 +471,8 @@ def parse_birth_date(value: Any) -> date:
             day = date(y, m, d)
         except ValueError as exc:
             raise ValueError(_("There is no such date.")) from exc
-    today = date.today()
-    if day > today or day.year < today.year - 130:
-        raise ValueError(_("Enter a real date of birth."))
+    if problem := birth_date_error(day):
+        raise ValueError(str(problem))
     return day
 
 
@@ -857,6 +853,7 @@ def start_import(imp: ReferralImport, *, by) -> None:
     if imp.valid_rows == 0:
         raise ReferralError(_l("The table has no valid rows to import."))
     imp.status = ImportStatus.IMPORTING
+    beat(imp)  # queued now: no start within IMPORT_STALL_SECONDS means the message was lost
     audit("referral_import_confirmed", actor=by, obj_type="referral_import", obj_id=imp.public_id)
 
 
@@ -1338,6 +1335,7 @@ def run_import(
     if imp is None or imp.status == ImportStatus.DONE:
         return {"imported": 0}
     imp.status = ImportStatus.IMPORTING
+    beat(imp)
     db.session.commit()
     role = get_role(PATIENT)
     chunks = 0
@@ -1358,12 +1356,15 @@ def run_import(
             # recounted: a COUNT per chunk reads every row of the import again.
             done = sum(r.outcome in DONE_OUTCOMES for r in rows)
             imp.imported_rows = ReferralImport.imported_rows + done
+            beat(imp)
             db.session.commit()
         except (IntegrityError, DomainError, KeyError, ValueError):
             db.session.rollback()
             # Find the row that fails, import the others one by one, keep going.
             _import_one_by_one(row_ids, import_id, sign_in_url)
-            db.session.get(ReferralImport, import_id).imported_rows = _count_done(import_id)
+            imp = db.session.get(ReferralImport, import_id)
+            imp.imported_rows = _count_done(import_id)
+            beat(imp)
             db.session.commit()
         db.session.expunge_all()  # nothing is kept between chunks (memory stays flat)
         imp = db.session.get(ReferralImport, import_id)

@@ -22,6 +22,7 @@ from werkzeug.security import check_password_hash
 
 from app.accounts import AccountError, create_patient, normalize_phone, record_consent
 from app.audit import audit
+from app.dates import birth_date_error
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
@@ -245,9 +246,8 @@ def _check_email(raw: str, *, own_user_id: int | None = None) -> str | None:
 
 
 def _check_birth_date(born: date | None) -> date:
-    today = date.today()
-    if born is None or born > today or born.year < today.year - 120:
-        raise RegistrationError(_l("Enter a real date of birth."), "birth_date")
+    if problem := birth_date_error(born):
+        raise RegistrationError(problem, "birth_date")
     return born
 
 

@@ -11,13 +11,14 @@ from sqlalchemy import ColumnElement, Select, false, inspect, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.accounts import AccountError, create_user, email_in_use, get_role, username_taken
+from app.dates import schedule_error
 from app.errors import DomainError
 from app.extensions import db
 from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, MANAGER
 from app.roles import role_names
 from app.scheduling import ScheduleError, generate_slots, validate_shift
 from app.security import revoke_sessions
-from models import Consultation, Doctor, DutyShift, OblakoUser, Slot
+from models import Consultation, Doctor, DutyShift, OblakoUser, Slot, utcnow
 
 STAFF_DOCTOR_ROLES = (DOCTOR, DUTY_DOCTOR)
 
@@ -173,10 +174,16 @@ def _check_overlap(shift: DutyShift, doctor: Doctor) -> None:
         raise ScheduleError(_l("This doctor already has a shift at this time."))
 
 
+def _check_window(shift: DutyShift) -> None:
+    if problem := schedule_error(shift.starts_at, shift.ends_at, utcnow()):
+        raise ScheduleError(problem)
+
+
 def create_shift(shift: DutyShift) -> list[Slot]:
     """Validate a new shift and cut it into slots (added to the session with the shift)."""
     with db.session.no_autoflush:
         validate_shift(shift)
+        _check_window(shift)
         doctor = _duty_doctor(shift)
         _check_overlap(shift, doctor)
     shift.doctor, shift.doctor_id = doctor, doctor.id  # generate_slots copies doctor_id
@@ -194,6 +201,7 @@ def update_shift(shift: DutyShift) -> None:
         return  # only the topics changed: slots and their bookings stay as they are
     with db.session.no_autoflush:
         validate_shift(shift)
+        _check_window(shift)
         if shift_is_booked(shift):
             raise ScheduleError(
                 _l("Slots of this shift are already booked: its times can no longer be changed.")

@@ -1,5 +1,6 @@
 """Background jobs on Huey: outbox every minute, reminders every 5, unconfirmed registrations
-removed every 10, storage sweep every 15.
+removed every 10, storage sweep every 15, and stalled referral imports resumed at start-up and
+every minute (app/import_recovery.py).
 
 The queue's storage comes from the environment, so `huey_consumer app.tasks.huey` and
 `flask oblako worker` find the same one as the web app:
@@ -114,9 +115,24 @@ def run_reminders() -> dict[str, int]:
 
 @in_app_context
 def run_referral_import(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
-    from app.referrals import run_import
+    from flask import current_app
 
-    return run_import(import_id, sign_in_url=sign_in_url)
+    from app.referrals import CHUNK_SIZE, run_import
+
+    chunk = int(current_app.config.get("REFERRAL_IMPORT_CHUNK_ROWS") or CHUNK_SIZE)
+    return run_import(import_id, sign_in_url=sign_in_url, chunk_size=chunk)
+
+
+@in_app_context
+def run_import_recovery() -> list[int]:
+    """Re-enqueue the referral imports whose job died (app/import_recovery.py)."""
+    from app.import_recovery import claim_stalled
+
+    claimed = claim_stalled()
+    for import_id in claimed:
+        log.warning("referral import %s had stalled: resuming it", import_id)
+        import_referrals(import_id)  # sign-in URL: PUBLIC_SIGN_IN_URL (no request here)
+    return claimed
 
 
 @in_app_context
@@ -160,6 +176,11 @@ def deliver_outbox_periodically() -> None:
     run_outbox_delivery()
 
 
+@huey.periodic_task(crontab(minute="*"), name="oblako.resume_stalled_imports")
+def resume_stalled_imports_periodically() -> None:
+    run_import_recovery()
+
+
 @huey.periodic_task(crontab(minute="*/5"), name="oblako.reminders_every_5_minutes")
 def send_reminders_periodically() -> None:
     run_reminders()
@@ -190,4 +211,8 @@ def run_worker(app: Flask, *, workers: int = 2) -> None:
         run_storage_sweep()  # at start-up too: a crash may have left files behind
     except Exception:
         log.exception("worker: the start-up storage sweep failed")
+    try:
+        run_import_recovery()  # an import left by a worker that died resumes now
+    except Exception:  # the database may be down at start-up: the periodic task retries
+        log.exception("worker: could not look for stalled imports")
     huey.create_consumer(workers=workers, worker_type="thread", periodic=True).run()

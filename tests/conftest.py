@@ -16,7 +16,7 @@ from datetime import date
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 os.environ.setdefault("OBLAKO_ENV", "test")
@@ -316,3 +316,26 @@ def role_client(app: Flask, make_patient, make_doctor, make_staff, make_center):
         return clients[role]
 
     return factory
+
+
+def free_disease(
+    patient_id: int, center_id: int | None, disease_id: int | None, kind: str, status: str
+) -> int | None:
+    """The disease for a test consultation, or None when the patient already has an open
+    application to this centre for it: the database allows one
+    (uq_consultation_open_application), and tests often give one patient several."""
+    from app.extensions import db
+    from models import OPEN_STATUSES, Consultation
+
+    if kind != "centre_request" or status not in OPEN_STATUSES:
+        return disease_id
+    taken = db.session.execute(
+        select(Consultation.id).where(
+            Consultation.patient_id == patient_id,
+            Consultation.center_id == center_id,
+            Consultation.disease_id == disease_id,
+            Consultation.kind == "centre_request",
+            Consultation.status.in_([s.value for s in OPEN_STATUSES]),
+        )
+    ).first()
+    return None if taken else disease_id

@@ -322,6 +322,19 @@ def test_schedule_in_both_time_zones(app, world):
         ),
         ({"day": "", "at": "10:00", "duration": "30"}, ""),
         ({"day": "not a date", "at": "25:99", "duration": "x"}, ""),
+        # At most a year ahead (app/dates.py): not 31.12.9999, not in two years.
+        (
+            {"day": "9999-12-31", "at": "10:00", "duration": "30"},
+            "Эта дата слишком далеко: выбрать можно не позже",
+        ),
+        (
+            {
+                "day": f"{datetime.now(UTC) + timedelta(days=2 * 365):%Y-%m-%d}",
+                "at": "10:00",
+                "duration": "30",
+            },
+            "Эта дата слишком далеко: выбрать можно не позже",
+        ),
     ],
 )
 def test_schedule_refusals(app, world, data, message):
@@ -333,6 +346,16 @@ def test_schedule_refusals(app, world, data, message):
     if message:
         assert message in page
     assert state(app, public_id).status == "requested"
+    assert notification_texts(app, world, "patient") == []  # the patient is told nothing
+
+
+def test_schedule_eleven_months_ahead_is_allowed(app, world):
+    public_id = make_consultation(app, world)
+    client = signed_in(app, world, "doctor_c1")
+    day = f"{datetime.now(UTC) + timedelta(days=330):%Y-%m-%d}"
+    data = {"day": day, "at": "10:00", "duration": "30"}
+    post(client, care_url(public_id), care_url(public_id, "schedule"), data)
+    assert state(app, public_id).status == "scheduled"
 
 
 def test_schedule_overlap_refused_with_message(app, world):

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import csrf_token, login, patient_username
+from tests.conftest import csrf_token, free_disease, login, patient_username
 
 PASSWORD_PAGE = "/account/password/"
 
@@ -59,7 +59,9 @@ def world(app, make_patient, make_center, make_doctor, make_staff):
         w["disease"] = disease.id
         w["d1_name"] = db.session.get(Doctor, w["d1"]).full_name
         w["p_name"] = db.session.get(Patient, w["p"]).full_name
-    w["consultation"] = make_consultation(app, w, doctor=w["d1"])
+    # Without a disease: the tests' own consultations of P at C1 carry it (one open
+    # application per patient, centre and disease).
+    w["consultation"] = make_consultation(app, w, doctor=w["d1"], disease_id=None)
     return w
 
 
@@ -68,14 +70,19 @@ def make_consultation(app, w, *, doctor=None, status="scheduled", minutes=5, kin
     from models import Consultation, utcnow
 
     with app.app_context():
+        kind = kind or ("centre_request" if doctor != w["duty"] else "duty")
+        patient_id = kw.pop("patient", w["p"])
+        center_id = kw.pop("center", None if doctor == w["duty"] else w["c1"])
         c = Consultation(
             public_id=uuid.uuid4(),
-            kind=kind or ("centre_request" if doctor != w["duty"] else "duty"),
+            kind=kind,
             status=status,
-            patient_id=kw.pop("patient", w["p"]),
-            center_id=kw.pop("center", None if doctor == w["duty"] else w["c1"]),
+            patient_id=patient_id,
+            center_id=center_id,
             doctor_id=doctor,
-            disease_id=w["disease"],
+            disease_id=free_disease(
+                patient_id, center_id, kw.pop("disease_id", w["disease"]), kind, status
+            ),
             complaints="Боли в груди при подъёме по лестнице",
             scheduled_at=utcnow() + timedelta(minutes=minutes),
             **kw,

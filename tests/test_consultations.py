@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import free_disease
 from tests.test_documents import make_image, make_pdf
 
 ACTORS = ("patient", "other_patient", "doctor_c1", "doctor_c2", "duty", "manager")
@@ -149,12 +150,15 @@ def make_consultation(app, world: World, *, status: str = "requested", **kw) -> 
 
     with app.app_context():
         now = datetime.now(UTC)
+        kind = kw.pop("kind", "centre_request")
+        patient_id = kw.pop("patient_id", world.patient)
+        center_id = kw.pop("center_id", world.centre1)
         c = Consultation(
-            kind=kw.pop("kind", "centre_request"),
+            kind=kind,
             status=status,
-            patient_id=kw.pop("patient_id", world.patient),
-            center_id=kw.pop("center_id", world.centre1),
-            disease_id=world.disease_i48,
+            patient_id=patient_id,
+            center_id=center_id,
+            disease_id=free_disease(patient_id, center_id, world.disease_i48, kind, status),
             complaints="Перебои в работе сердца",
             submitted_at=kw.pop("submitted_at", now),
             due_by=kw.pop("due_by", now + timedelta(days=3)),

@@ -91,7 +91,9 @@ def _count(app, model, *where) -> int:
         return db.session.execute(select(func.count()).select_from(model).where(*where)).scalar()
 
 
-FUTURE = datetime(2030, 3, 1, 6, 0, tzinfo=UTC)  # 09:00 in Moscow
+# Two months ahead, 09:00 in Moscow: shifts are scheduled up to a year ahead (app/dates.py).
+FUTURE = (datetime.now(UTC) + timedelta(days=60)).replace(hour=6, minute=0, second=0, microsecond=0)
+DAY = f"{FUTURE:%Y-%m-%d}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,8 +214,8 @@ def test_manager_creates_shift_and_slots_are_generated(app, make_staff, make_doc
         "/duty-shifts/add",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 09:00",
-            "ends_at": "2030-03-01 12:00",
+            "starts_at": f"{DAY} 09:00",
+            "ends_at": f"{DAY} 12:00",
             "slot_minutes": "30",
             "topics": "Кардиология",
         },
@@ -222,15 +224,15 @@ def test_manager_creates_shift_and_slots_are_generated(app, make_staff, make_doc
     with app.app_context():
         shift = db.session.execute(select(DutyShift)).scalar_one()
         # Typed in the manager's zone (Moscow, UTC+3), stored in UTC.
-        assert shift.starts_at == datetime(2030, 3, 1, 6, 0, tzinfo=UTC)
+        assert shift.starts_at == FUTURE
         slots = db.session.execute(select(Slot).order_by(Slot.starts_at)).scalars().all()
         assert len(slots) == 6
         assert all(s.doctor_id == doctor_id for s in slots)
-        assert slots[-1].ends_at == datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
+        assert slots[-1].ends_at == FUTURE.replace(hour=9)
         shift_id = shift.id
     # Shown back in the viewer's zone.
     assert "09:00" in _text(client.get(f"/duty-shifts/show/{shift_id}"))
-    assert "2030-03-01 09:00" in _text(client.get(f"/duty-shifts/edit/{shift_id}"))
+    assert f"{DAY} 09:00" in _text(client.get(f"/duty-shifts/edit/{shift_id}"))
 
 
 def test_invalid_shift_shows_translated_message(app, make_staff, make_doctor):
@@ -243,8 +245,8 @@ def test_invalid_shift_shows_translated_message(app, make_staff, make_doctor):
         "/duty-shifts/add",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 12:00",
-            "ends_at": "2030-03-01 09:00",
+            "starts_at": f"{DAY} 12:00",
+            "ends_at": f"{DAY} 09:00",
             "slot_minutes": "30",
         },
         follow_redirects=True,
@@ -252,6 +254,54 @@ def test_invalid_shift_shows_translated_message(app, make_staff, make_doctor):
     assert response.status_code == 200
     assert "Окончание дежурства должно быть позже его начала." in _text(response)
     assert _count(app, DutyShift) == 0
+
+
+@pytest.mark.parametrize(
+    "starts,ends,message",
+    [
+        ("9999-12-31 09:00", "9999-12-31 12:00", "Эта дата слишком далеко: выбрать можно не позже"),
+        (
+            f"{datetime.now(UTC) + timedelta(days=400):%Y-%m-%d} 09:00",
+            f"{datetime.now(UTC) + timedelta(days=400):%Y-%m-%d} 12:00",
+            "Эта дата слишком далеко: выбрать можно не позже",
+        ),
+        ("2020-03-01 09:00", "2020-03-01 12:00", "Эти дата и время уже прошли."),
+    ],
+)
+def test_shift_out_of_range_is_refused(app, make_staff, make_doctor, starts, ends, message):
+    from models import DutyShift, Slot
+
+    doctor_id = make_doctor(is_duty=True)
+    client = _signed_in(app, make_staff("Manager"))
+    form = {"doctor": str(doctor_id), "starts_at": starts, "ends_at": ends, "slot_minutes": "30"}
+    response = _post_form(client, "/duty-shifts/add", form, follow_redirects=True)
+    assert response.status_code == 200
+    assert message in _text(response)
+    assert _count(app, DutyShift) == 0 and _count(app, Slot) == 0
+
+
+def test_shift_moved_beyond_a_year_is_refused(app, make_staff, make_doctor):
+    from app.extensions import db
+    from models import DutyShift
+
+    doctor_id = make_doctor(is_duty=True)
+    shift_id = _make_shift(app, doctor_id, FUTURE, hours=2)
+    client = _signed_in(app, make_staff("Manager"))
+    far = f"{datetime.now(UTC) + timedelta(days=400):%Y-%m-%d}"
+    response = _post_form(
+        client,
+        f"/duty-shifts/edit/{shift_id}",
+        {
+            "doctor": str(doctor_id),
+            "starts_at": f"{far} 09:00",
+            "ends_at": f"{far} 11:00",
+            "slot_minutes": "30",
+        },
+        follow_redirects=True,
+    )
+    assert "Эта дата слишком далеко: выбрать можно не позже" in _text(response)
+    with app.app_context():
+        assert db.session.get(DutyShift, shift_id).starts_at == FUTURE
 
 
 def test_overlapping_shift_refused(app, make_staff, make_doctor):
@@ -265,8 +315,8 @@ def test_overlapping_shift_refused(app, make_staff, make_doctor):
         "/duty-shifts/add",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 10:00",
-            "ends_at": "2030-03-01 11:00",
+            "starts_at": f"{DAY} 10:00",
+            "ends_at": f"{DAY} 11:00",
             "slot_minutes": "30",
         },
         follow_redirects=True,
@@ -287,8 +337,8 @@ def test_editing_times_regenerates_slots(app, make_staff, make_doctor):
         f"/duty-shifts/edit/{shift_id}",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 09:00",
-            "ends_at": "2030-03-01 10:00",
+            "starts_at": f"{DAY} 09:00",
+            "ends_at": f"{DAY} 10:00",
             "slot_minutes": "20",
             "topics": "",
         },
@@ -321,8 +371,8 @@ def test_editing_times_of_booked_shift_is_refused(app, make_staff, make_doctor, 
         f"/duty-shifts/edit/{shift_id}",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 09:00",
-            "ends_at": "2030-03-01 10:00",
+            "starts_at": f"{DAY} 09:00",
+            "ends_at": f"{DAY} 10:00",
             "slot_minutes": "30",
             "topics": "",
         },
@@ -340,8 +390,8 @@ def test_editing_times_of_booked_shift_is_refused(app, make_staff, make_doctor, 
         f"/duty-shifts/edit/{shift_id}",
         {
             "doctor": str(doctor_id),
-            "starts_at": "2030-03-01 09:00",
-            "ends_at": "2030-03-01 11:00",
+            "starts_at": f"{DAY} 09:00",
+            "ends_at": f"{DAY} 11:00",
             "slot_minutes": "30",
             "topics": "ЗОЖ",
         },

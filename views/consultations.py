@@ -16,12 +16,21 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from sqlalchemy import select
-from wtforms import DateField, IntegerField, SelectField, StringField, TextAreaField, TimeField
+from wtforms import (
+    DateField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+    TimeField,
+)
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from app import consultations as svc
 from app import documents as docs
 from app.accounts import patient_for_user
+from app.applications import ApplicationExists, clean_form_token, new_form_token
 from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
 from app.db import unit_of_work
 from app.errors import DomainError, NotFound
@@ -102,6 +111,8 @@ class ApplicationForm(FlaskForm):
     )
     file = FileField(_l("File"))
     file_type = SelectField(_l("Document type"), coerce=int, validate_choice=False)
+    # One id per form shown: the same form sent twice creates one application.
+    form_token = HiddenField()
 
 
 class ApplicationView(BaseView):
@@ -136,8 +147,10 @@ class ApplicationView(BaseView):
             (str(d.id), f"{d.icd10_code} {d.name}") for d in diseases
         ]
         form.file_type.choices = [(t.id, type_label(t)) for t in types]
+        form.form_token.data = clean_form_token(form.form_token.data) or new_form_token()
         chosen = set(request.form.getlist("documents"))
         status = 200
+        open_one = None
         if request.method == "POST":
             status = 400
             if form.validate_on_submit():
@@ -153,9 +166,17 @@ class ApplicationView(BaseView):
                             diagnosis_text=form.diagnosis_text.data or "",
                             complaints=form.complaints.data or "",
                             document_ids=tuple(parse_uuids(request.form.getlist("documents"))),
+                            form_token=clean_form_token(request.form.get("form_token")),
                         )
                         new_docs = upload_from_request(patient, {t.id: t for t in types})
                         consultation = svc.submit_application(g.user, data, new_documents=new_docs)
+                except ApplicationExists as exc:
+                    if exc.resent:
+                        flash(str(exc), "info")
+                        return redirect(
+                            url_for("MyConsultationView.show", public_id=exc.existing.public_id)
+                        )
+                    open_one, status = exc.existing, 409
                 except DomainError as exc:
                     flash(str(exc), "danger")
                 else:
@@ -183,6 +204,7 @@ class ApplicationView(BaseView):
                 own_documents=own,
                 chosen=chosen,
                 have_types=have_types,
+                open_application=open_one,
                 title=_("New application"),
                 **template_helpers(),
             ),

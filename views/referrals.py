@@ -19,6 +19,7 @@ from app import referrals as svc
 from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
+from app.import_recovery import stalled_since
 from app.security import sign_in_url
 from models import ImportStatus, Patient
 
@@ -120,6 +121,7 @@ class ReferralImportView(BaseView):
             pages=max(1, -(-total // PAGE_SIZE)),
             errors_only=errors_only,
             progress=svc.import_progress(imp),
+            stalled_since=stalled_since(imp),
             status_labels=IMPORT_STATUS_LABELS,
             stage_labels=svc.STAGE_LABELS,
             outcome_labels=svc.OUTCOME_LABELS,
