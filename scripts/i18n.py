@@ -17,6 +17,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -31,8 +32,9 @@ KEYWORDS = ["_", "_l", "gettext", "lazy_gettext", "ngettext:1,2", "lazy_ngettext
 
 
 def extract_catalog() -> Catalog:
-    out = ROOT / ".venv" / "messages.pot.tmp"
-    out.parent.mkdir(exist_ok=True)
+    # A private temporary folder: two checkouts sharing one virtualenv may extract at once.
+    tmp = tempfile.TemporaryDirectory(prefix="oblako-i18n-")
+    out = Path(tmp.name) / "messages.pot"
     cmd = [
         sys.executable,
         "-m",
@@ -50,10 +52,8 @@ def extract_catalog() -> Catalog:
         str(ROOT),
     ]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
-    with out.open("rb") as fh:
-        catalog = read_po(fh)
-    out.unlink()
-    return catalog
+    with tmp, out.open("rb") as fh:
+        return read_po(fh)
 
 
 def _dump(catalog: Catalog) -> bytes:
