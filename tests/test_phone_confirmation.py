@@ -99,13 +99,25 @@ def age_pending(app, **columns_delta: timedelta) -> None:
         db.session.commit()
 
 
+_PER_RESPONSE = [
+    (re.compile(r'(name="csrf_token"[^>]*value=")[^"]+'), r"\1…"),  # per session
+    (re.compile(r"(nonce[-=]\"?)[A-Za-z0-9_\-]+"), r"\1…"),  # CSP nonce: new every response
+]
+
+
+def _blank(text: str) -> str:
+    for pattern, repl in _PER_RESPONSE:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def comparable(response) -> tuple:
-    """Status, body and headers, with the session cookie's value blanked (it differs per client),
-    and the CSRF tokens in the body (they are per session too)."""
-    body = re.sub(r'(name="csrf_token"[^>]*value=")[^"]+', r"\1…", response.get_data(as_text=True))
+    """Status, body and headers, with what differs per client or per response blanked: the
+    session cookie's value, the CSRF tokens and the Content-Security-Policy nonce."""
+    body = _blank(response.get_data(as_text=True))
     headers = sorted(
         (name, re.sub(r"^session=[^;]*", "session=…", value) if name == "Set-Cookie" else value)
-        for name, value in response.headers.items()
+        for name, value in ((n, _blank(v)) for n, v in response.headers.items())
     )
     return response.status_code, body, headers
 
