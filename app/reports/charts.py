@@ -60,16 +60,28 @@ class LegendItem:
     name: str
 
 
-@dataclass
-class ColumnChart:
-    """Vertical columns, one per category, stacked by series, with a legend."""
+def _ident() -> str:
+    """Ids for the title and description: unique on the page, which draws several charts."""
+    return f"chart-{uuid.uuid4().hex[:8]}"
 
-    ident: str
+
+@dataclass(kw_only=True)
+class Chart:
+    """What every chart has: a title and a description (read by screen readers), its size in
+    SVG units, the unit of its values."""
+
     title: str
     desc: str
     width: int
     height: int
-    unit: str
+    unit: str = ""
+    ident: str = field(default_factory=_ident)
+
+
+@dataclass(kw_only=True)
+class ColumnChart(Chart):
+    """Vertical columns, one per category, stacked by series, with a legend."""
+
     grid_left: int
     grid_right: int
     tick_x: int  # where the scale's values end
@@ -93,16 +105,10 @@ class BarRow:
     value_x: float  # where "value / part" is written, after the bar
 
 
-@dataclass
-class BarChart:
+@dataclass(kw_only=True)
+class BarChart(Chart):
     """Horizontal bars (label, value, part of it highlighted)."""
 
-    ident: str
-    title: str
-    desc: str
-    width: int
-    height: int
-    unit: str
     left: int
     label_x: int  # where the labels end, left of the bars
     bar_height: int
@@ -110,11 +116,6 @@ class BarChart:
     part_colour: str
     rows: list[BarRow] = field(default_factory=list)
     kind: Literal["bars"] = "bars"
-
-
-def _ident() -> str:
-    """Ids for the title and description: unique on the page, which draws several charts."""
-    return f"chart-{uuid.uuid4().hex[:8]}"
 
 
 def _nice_max(value: float) -> float:
@@ -147,7 +148,10 @@ def stacked_columns(
         f"{label}: " + ", ".join(f"{name} {values[i] or 0:g}{unit}" for name, values in series)
         for i, label in enumerate(categories)
     )
-    chart = ColumnChart(_ident(), title, desc, width, height, unit, left, width - 10, left - 4)
+    chart = ColumnChart(
+        title=title, desc=desc, width=width, height=height, unit=unit,
+        grid_left=left, grid_right=width - 10, tick_x=left - 4,
+    )  # fmt: skip
     for i in range(5):
         y = round(top + plot_h - plot_h * i / 4, 1)
         chart.gridlines.append(Gridline(y, round(y + 4, 1), top_value * i / 4))
@@ -180,7 +184,7 @@ def bars(title: str, items: list[tuple[str, float, float]], *, unit: str = "") -
     plot_w = width - left - 60
     desc = "; ".join(f"{label}: {value:g} / {part:g}" for label, value, part in items)
     chart = BarChart(
-        ident=_ident(), title=title, desc=desc, width=width, height=height, unit=unit,
+        title=title, desc=desc, width=width, height=height, unit=unit,
         left=left, label_x=left - 6, bar_height=row_h - 8,
         value_colour=PALETTE[0], part_colour=PALETTE[2],
     )  # fmt: skip

@@ -84,14 +84,18 @@ def _build_export(report: str, f: Filters, *, user, now: datetime | None = None)
     yes, no = _("Yes"), _("No")
     title = str(REPORT_TITLES[report])
     col = ExportColumn
+    # The first columns of every list of consultations: r[0]..r[4] of its statement.
+    consultation_columns = [
+        col(_l("Number")),
+        col(_l("Kind")),
+        col(_l("Status")),
+        col(_l("Medical centre")),
+        col(_l("Doctor")),
+    ]
 
     if report == "consultations":
         columns = [
-            col(_l("Number")),
-            col(_l("Kind")),
-            col(_l("Status")),
-            col(_l("Medical centre")),
-            col(_l("Doctor")),
+            *consultation_columns,
             col(_l("ICD-10")),
             col(_l("Created"), "datetime"),
             col(_l("Submitted"), "datetime"),
@@ -111,11 +115,7 @@ def _build_export(report: str, f: Filters, *, user, now: datetime | None = None)
     if report == "sla":
         outcomes = labels(OUTCOME_LABELS)
         columns = [
-            col(_l("Number")),
-            col(_l("Kind")),
-            col(_l("Status")),
-            col(_l("Medical centre")),
-            col(_l("Doctor")),
+            *consultation_columns,
             col(_l("Submitted"), "datetime"),
             col(_l("Due by"), "datetime"),
             col(_l("Answered"), "datetime"),
@@ -153,11 +153,7 @@ def _build_export(report: str, f: Filters, *, user, now: datetime | None = None)
     if report == "cancellations":
         who_labels = labels(CANCEL_BY_LABELS)
         columns = [
-            col(_l("Number")),
-            col(_l("Kind")),
-            col(_l("Status")),
-            col(_l("Medical centre")),
-            col(_l("Doctor")),
+            *consultation_columns,
             col(_l("Scheduled for"), "datetime"),
             col(_l("Cancelled or missed"), "datetime"),
             col(_l("Who")),

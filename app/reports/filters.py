@@ -8,7 +8,7 @@ and imports come as public ids and are resolved here, so a query never sees an u
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -132,11 +132,28 @@ def _parse_date(raw: str, label: str) -> date:
     )
 
 
-def _parse_uuid(raw: str, label: str) -> uuid.UUID:
+def _unknown(label: str) -> ReportError:
+    return ReportError(_("%(field)s: unknown value.", field=label))
+
+
+def _resolve(model, raw: str, label: str) -> tuple[uuid.UUID, int]:
+    """A row named by its public id in the query string: (public id, primary key)."""
     try:
-        return uuid.UUID(raw.strip())
+        public_id = uuid.UUID(raw.strip())
     except ValueError:
-        raise ReportError(_("%(field)s: unknown value.", field=label)) from None
+        raise _unknown(label) from None
+    pk = db.session.execute(
+        select(model.id).where(model.public_id == public_id)
+    ).scalar_one_or_none()
+    if pk is None:
+        raise _unknown(label)
+    return public_id, pk
+
+
+def _choice(value: str, allowed: Sequence[str], label: str) -> str:
+    if value not in allowed:
+        raise _unknown(label)
+    return value
 
 
 def parse_filters(
@@ -170,45 +187,24 @@ def parse_filters(
         except BadParameter as exc:  # the rule every list follows (app/boundary.py)
             raise ReportError(str(exc)) from None
     if values.get("centre"):
-        public_id = _parse_uuid(values["centre"], _("Medical centre"))
-        centre_id = db.session.execute(
-            select(MedicalCenter.id).where(MedicalCenter.public_id == public_id)
-        ).scalar_one_or_none()
-        if centre_id is None:
-            raise ReportError(_("%(field)s: unknown value.", field=_("Medical centre")))
-        filters = replace(filters, centre=public_id, centre_id=centre_id)
+        centre, centre_id = _resolve(MedicalCenter, values["centre"], _("Medical centre"))
+        filters = replace(filters, centre=centre, centre_id=centre_id)
     if values.get("doctor"):
-        public_id = _parse_uuid(values["doctor"], _("Doctor"))
-        doctor_id = db.session.execute(
-            select(Doctor.id).where(Doctor.public_id == public_id)
-        ).scalar_one_or_none()
-        if doctor_id is None:
-            raise ReportError(_("%(field)s: unknown value.", field=_("Doctor")))
-        filters = replace(filters, doctor=public_id, doctor_id=doctor_id)
+        doctor, doctor_id = _resolve(Doctor, values["doctor"], _("Doctor"))
+        filters = replace(filters, doctor=doctor, doctor_id=doctor_id)
     if values.get("kind"):
         kinds = REPORT_KINDS.get(report, tuple(k.value for k in ConsultationKind))
-        if values["kind"] not in kinds:
-            raise ReportError(_("%(field)s: unknown value.", field=_("Kind")))
-        filters = replace(filters, kind=values["kind"])
+        filters = replace(filters, kind=_choice(values["kind"], kinds, _("Kind")))
     if values.get("status"):
-        if values["status"] not in REPORT_STATUSES.get(report, ()):
-            raise ReportError(_("%(field)s: unknown value.", field=_("Status")))
-        filters = replace(filters, status=values["status"])
+        statuses = REPORT_STATUSES.get(report, ())
+        filters = replace(filters, status=_choice(values["status"], statuses, _("Status")))
     if values.get("channel"):
-        if values["channel"] not in tuple(c.value for c in OutboundChannel):
-            raise ReportError(_("%(field)s: unknown value.", field=_("Channel")))
-        filters = replace(filters, channel=values["channel"])
+        channels = tuple(c.value for c in OutboundChannel)
+        filters = replace(filters, channel=_choice(values["channel"], channels, _("Channel")))
     if values.get("scope"):
-        if values["scope"] not in SCOPES:
-            raise ReportError(_("%(field)s: unknown value.", field=_("List")))
-        filters = replace(filters, scope=values["scope"])
+        filters = replace(filters, scope=_choice(values["scope"], SCOPES, _("List")))
     if values.get("import"):
-        public_id = _parse_uuid(values["import"], _("Import"))
-        import_id = db.session.execute(
-            select(ReferralImport.id).where(ReferralImport.public_id == public_id)
-        ).scalar_one_or_none()
-        if import_id is None:
-            raise ReportError(_("%(field)s: unknown value.", field=_("Import")))
+        public_id, import_id = _resolve(ReferralImport, values["import"], _("Import"))
         filters = replace(filters, import_id=import_id, import_public_id=public_id)
     return filters
 
