@@ -152,15 +152,17 @@ def report_urls(app) -> list[str]:
 
 
 def test_service_level_figures(app, world):
-    from app import reports as svc
+    from app.reports.filters import parse_filters
+    from app.reports.labels import consultation_number
+    from app.reports.service_level import sla_report
 
     with app.test_request_context():
-        f = svc.parse_filters(
+        f = parse_filters(
             "sla",
             {"date_from": (world.base - timedelta(days=1)).date().isoformat()},
             tz="Europe/Moscow",
         )
-        report = svc.sla_report(f, now=world.now)
+        report = sla_report(f, now=world.now)
     lines = {line.kind: line for line in report.lines}
     centre, referral = lines["centre_request"], lines["referral"]
     assert centre.counts == {"in_time": 2, "late": 1, "overdue": 2, "waiting": 1, "withdrawn": 1}
@@ -171,7 +173,7 @@ def test_service_level_figures(app, world):
     # answered: a (2 d), b (4 d), e (1 d) → 56 h on average
     assert centre.average_hours == pytest.approx(56.0)
     # the overdue list: late ones and unanswered past due, most overdue first
-    listed = {svc.consultation_number(r[0]) for r in report.page.rows}
+    listed = {consultation_number(r[0]) for r in report.page.rows}
     assert listed == {world.numbers[k] for k in ("b", "c", "g", "i")}
 
 
@@ -205,11 +207,12 @@ def test_consultation_counts_and_filters(app, world):
 
 
 def test_doctor_load(app, world):
-    from app import reports as svc
+    from app.reports.filters import parse_filters
+    from app.reports.queries import load_report
 
     with app.test_request_context():
-        f = svc.parse_filters("load", {"date_from": world.base.date().isoformat()}, tz="UTC")
-        page = svc.load_report(f)
+        f = parse_filters("load", {"date_from": world.base.date().isoformat()}, tz="UTC")
+        page = load_report(f)
     by_doctor = {r[0]: r for r in page.rows}
     assert page.total == 3
     # columns: public_id, name, centre, scheduled, in_progress, completed, cancelled, missed, total
@@ -224,16 +227,16 @@ def test_doctor_load(app, world):
 
 
 def test_cancellations_by_who(app, world):
-    from app import reports as svc
+    from app.reports.filters import parse_filters
+    from app.reports.labels import consultation_number
+    from app.reports.queries import cancellations_report
 
     with app.test_request_context():
-        f = svc.parse_filters(
-            "cancellations", {"date_from": world.base.date().isoformat()}, tz="UTC"
-        )
-        report = svc.cancellations_report(f)
+        f = parse_filters("cancellations", {"date_from": world.base.date().isoformat()}, tz="UTC")
+        report = cancellations_report(f)
     assert report.by_who == {"patient": 1, "staff": 1, "missed": 1}
     assert report.total == 3
-    rows = {svc.consultation_number(r[0]): r for r in report.page.rows}
+    rows = {consultation_number(r[0]): r for r in report.page.rows}
     assert rows[world.numbers["g"]][8]  # the staff member who cancelled is named
     assert rows[world.numbers["f"]][8] == ""  # a patient never is
 
@@ -248,10 +251,10 @@ def test_dashboard_charts(app, world):
     assert len(charts) == 4 and not any("<script" in c for c in charts)  # no JS
     for address in re.findall(r'(?:src|href)="([^"]+)"', html):
         assert not address.startswith(("http:", "https:", "//")), address  # nothing external
-    from app import reports as svc
+    from app.reports.dashboard import dashboard
 
     with app.test_request_context():
-        data = svc.dashboard("Europe/Moscow", now=world.now)
+        data = dashboard("Europe/Moscow", now=world.now)
     assert [sum(data.by_kind[k]) for k in ("centre_request", "referral", "duty")] == [7, 2, 2]
     assert (sum(data.cancelled), sum(data.missed)) == (2, 1)
     assert sum(data.sla_counted) == 7
@@ -261,8 +264,9 @@ def test_dashboard_charts(app, world):
 
 
 def test_referral_progress(app, world, make_patient):
-    from app import reports as svc
     from app.extensions import db
+    from app.reports.filters import parse_filters
+    from app.reports.queries import referrals_report
     from models import Consultation, OblakoUser, Patient, ReferralImport, ReferralImportRow
 
     invited = make_patient(surname="Приглашённая", phone="+79990000001")
@@ -297,8 +301,8 @@ def test_referral_progress(app, world, make_patient):
         db.session.commit()
         public_id = imp.public_id
     with app.test_request_context():
-        f = svc.parse_filters("referrals", {}, tz="UTC")
-        page = svc.referrals_report(f)
+        f = parse_filters("referrals", {}, tz="UTC")
+        page = referrals_report(f)
     (row,) = page.rows
     # rows, imported, invalid, activated, documents, scheduled, completed
     assert tuple(row[4:]) == (3, 1, 1, 1, 1, 1, 0)
@@ -316,7 +320,8 @@ def test_referral_progress(app, world, make_patient):
 def test_personal_data_columns_follow_the_role(app, world):
     """Only PERSONAL_DATA_ROLES get names and phones: another role's export has no such
     columns (the reports are open to Manager and Admin only, both allowed today)."""
-    from app import reports as svc
+    from app.reports.export_columns import build_export
+    from app.reports.filters import parse_filters
 
     class Role:
         def __init__(self, name: str) -> None:
@@ -330,13 +335,13 @@ def test_personal_data_columns_follow_the_role(app, world):
             self.roles = [Role(role)]
 
     with app.test_request_context():
-        f = svc.parse_filters("referrals", {}, tz="UTC")
-        manager = svc.build_export("referrals", f, user=Someone("Manager"))
-        other = svc.build_export("referrals", f, user=Someone("Statistician"))
+        f = parse_filters("referrals", {}, tz="UTC")
+        manager = build_export("referrals", f, user=Someone("Manager"))
+        other = build_export("referrals", f, user=Someone("Statistician"))
         assert "Пациент" in [str(c.label) for c in manager.columns]
         assert "Пациент" not in [str(c.label) for c in other.columns]
         assert "Телефон" not in [str(c.label) for c in other.columns]
-        outbox = svc.build_export("outbox", f, user=Someone("Statistician"))
+        outbox = build_export("outbox", f, user=Someone("Statistician"))
         assert "Получатель" not in [str(c.label) for c in outbox.columns]
 
 
@@ -618,9 +623,9 @@ def test_queries_per_page_do_not_grow_with_rows(app, world, make_patient):
 
 
 def test_xlsx_starts_a_new_sheet_at_excels_row_limit(app, world, monkeypatch):
-    from app import reports as svc
+    from app.reports import exports
 
-    monkeypatch.setattr(svc, "XLSX_MAX_ROWS", 5)  # header + 4 rows a sheet
+    monkeypatch.setattr(exports, "XLSX_MAX_ROWS", 5)  # header + 4 rows a sheet
     client = signed_in(app, world.manager)
     response = client.get(f"/reports/consultations/export.xlsx?{period(world)}")
     workbook = load_workbook(io.BytesIO(response.get_data()))
@@ -636,11 +641,11 @@ def test_xlsx_starts_a_new_sheet_at_excels_row_limit(app, world, monkeypatch):
 def test_an_interrupted_csv_export_is_audited_as_such(app, world, monkeypatch):
     """The client goes away after the first chunk: the export's audit event still appears,
     with the rows sent so far and the outcome «error»."""
-    from app import reports as svc
     from app.extensions import db
+    from app.reports import exports
     from models import AuditEvent
 
-    monkeypatch.setattr(svc, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(exports, "STREAM_CHUNK", 2)
     client = signed_in(app, world.manager)
     response = client.get(f"/reports/consultations/export.csv?{period(world)}", buffered=False)
     chunks = iter(response.response)

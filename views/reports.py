@@ -2,12 +2,12 @@
 
 Flask-Admin is mounted beside Flask-AppBuilder in the same app (its own blueprints and URL
 prefix, its Bootstrap 4 theme) and knows nothing of FAB's security, so every view here is gated
-on FAB's roles itself (app.reports.REPORT_ROLES: Manager and Admin): `is_accessible` for the
+on FAB's roles itself (app.reports.access.REPORT_ROLES: Manager and Admin): `is_accessible` for the
 exposed methods and a blueprint `before_request` for everything else the blueprint serves
 (Flask-Admin's static files included). A visitor is sent to the sign-in page, anyone else
 without the role gets 403. Read-only: GET routes only, no model views, nothing is created,
 edited or deleted; Flask-Admin's tablib export (which holds the whole table in memory) is not
-used — exports are the views' own streaming endpoints (app/reports.py).
+used — exports are the views' own streaming endpoints (app/reports/exports.py).
 
 Thin views: parse the filters (a bad one is a translated message with 400, never a 500), one
 service call, render; an export also writes its audit event.
@@ -36,10 +36,44 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app import csp
-from app import reports as svc
 from app.db import unit_of_work
 from app.extensions import db
 from app.i18n import viewer_timezone
+from app.reports.access import may_see_personal_data, may_see_reports
+from app.reports.charts import dashboard_charts
+from app.reports.dashboard import dashboard
+from app.reports.export_columns import build_export
+from app.reports.exports import (
+    export_filename,
+    file_chunks,
+    file_size,
+    record_export,
+    stream_csv,
+    xlsx_tempfile,
+)
+from app.reports.filters import Filters, ReportError, filter_choices, parse_filters
+from app.reports.labels import (
+    CANCEL_BY_LABELS,
+    CHANNEL_LABELS,
+    KIND_LABELS,
+    LOAD_STATUSES,
+    OUTBOUND_STATUS_LABELS,
+    OUTCOME_LABELS,
+    OUTCOMES,
+    REPORT_TITLES,
+    ROW_OUTCOME_LABELS,
+    STATUS_LABELS,
+    consultation_number,
+)
+from app.reports.queries import (
+    cancellations_report,
+    consultations_report,
+    load_report,
+    outbox_report,
+    referral_rows_page,
+    referrals_report,
+)
+from app.reports.service_level import delay_hours, sla_report
 from models import AuditOutcome, ConsultationKind, OutboundChannel
 
 URL = "/reports"
@@ -55,7 +89,7 @@ class ReportAccess:
     report = "dashboard"
 
     def is_accessible(self) -> bool:
-        return svc.may_see_reports(current_user)
+        return may_see_reports(current_user)
 
     def inaccessible_callback(self, name: Any, **kwargs: Any):
         if not current_user.is_authenticated:
@@ -76,69 +110,69 @@ class ReportAccess:
 
     # --- shared by the reports ------------------------------------------------------------
 
-    def filters(self, **extra: str) -> svc.Filters:
+    def filters(self, **extra: str) -> Filters:
         args = {k: v for k, v in request.args.items()}
         args.update(extra)
-        return svc.parse_filters(self.report, args, tz=viewer_timezone())
+        return parse_filters(self.report, args, tz=viewer_timezone())
 
-    def page(self, template: str, f: svc.Filters | None, **context: Any):
+    def page(self, template: str, f: Filters | None, **context: Any):
         return self.render(  # type: ignore[attr-defined]
             template,
             f=f,
             report=self.report,
-            report_title=svc.REPORT_TITLES.get(self.report, _l("Reports")),
-            choices=svc.filter_choices(),
+            report_title=REPORT_TITLES.get(self.report, _l("Reports")),
+            choices=filter_choices(),
             args=request.args,
-            kind_labels=svc.KIND_LABELS,
-            status_labels=svc.STATUS_LABELS,
-            channel_labels=svc.CHANNEL_LABELS,
-            outbound_status_labels=svc.OUTBOUND_STATUS_LABELS,
-            number=svc.consultation_number,
+            kind_labels=KIND_LABELS,
+            status_labels=STATUS_LABELS,
+            channel_labels=CHANNEL_LABELS,
+            outbound_status_labels=OUTBOUND_STATUS_LABELS,
+            number=consultation_number,
             **context,
         )
 
-    def refused(self, template: str, error: svc.ReportError):
+    def refused(self, template: str, error: ReportError):
         return self.page(template, None, error=str(error)), 400
 
     # --- exports --------------------------------------------------------------------------
 
-    def export_csv(self, f: svc.Filters) -> Response:
+    def export_csv(self, f: Filters) -> Response:
         user = current_user._get_current_object()
-        export = svc.build_export(self.report, f, user=user)
+        export = build_export(self.report, f, user=user)
 
         def done(rows: int, outcome: AuditOutcome) -> None:
             with unit_of_work():
-                svc.record_export(
+                record_export(
                     user=user, report=self.report, fmt="csv", f=f, rows=rows, outcome=outcome
                 )
 
-        body = svc.stream_csv(export, tz=f.tz, on_done=done)
+        body = stream_csv(export, tz=f.tz, on_done=done)
         return Response(
             stream_with_context(body),
             mimetype="text/csv",
-            headers=_download_headers(svc.export_filename(self.report, f, "csv")),
+            headers=_download_headers(export_filename(self.report, f, "csv")),
         )
 
-    def export_xlsx(self, f: svc.Filters) -> Response:
+    def export_xlsx(self, f: Filters) -> Response:
         user = current_user._get_current_object()
-        export = svc.build_export(self.report, f, user=user)
+        export = build_export(self.report, f, user=user)
         try:
-            handle, rows = svc.xlsx_tempfile(export, tz=f.tz)
+            handle, rows = xlsx_tempfile(export, tz=f.tz)
         except Exception:
             db.session.rollback()
             with unit_of_work():
-                svc.record_export(
+                record_export(
                     user=user, report=self.report, fmt="xlsx", f=f, rows=0,
                     outcome=AuditOutcome.ERROR,
                 )  # fmt: skip
             raise
         with unit_of_work():
-            svc.record_export(
+            record_export(
                 user=user, report=self.report, fmt="xlsx", f=f, rows=rows, outcome=AuditOutcome.OK
             )
-        headers = _download_headers(svc.export_filename(self.report, f, "xlsx"))
-        headers["Content-Length"] = str(svc.file_size(handle))
-        return Response(svc.file_chunks(handle), mimetype=XLSX, headers=headers)
+        headers = _download_headers(export_filename(self.report, f, "xlsx"))
+        headers["Content-Length"] = str(file_size(handle))
+        return Response(file_chunks(handle), mimetype=XLSX, headers=headers)
 
 
 def _download_headers(filename: str) -> dict[str, str]:
@@ -154,7 +188,7 @@ class ReportView(ReportAccess, BaseView):
 
     template = "reports/consultations.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
+    def context(self, f: Filters) -> dict[str, Any]:
         raise NotImplementedError
 
     @expose("/")
@@ -162,21 +196,21 @@ class ReportView(ReportAccess, BaseView):
         try:
             f = self.filters()
             return self.page(self.template, f, **self.context(f))
-        except svc.ReportError as exc:
+        except ReportError as exc:
             return self.refused(self.template, exc)
 
     @expose("/export.csv")
     def csv(self):
         try:
             return self.export_csv(self.filters())
-        except svc.ReportError as exc:
+        except ReportError as exc:
             return self.refused(self.template, exc)
 
     @expose("/export.xlsx")
     def xlsx(self):
         try:
             return self.export_xlsx(self.filters())
-        except svc.ReportError as exc:
+        except ReportError as exc:
             return self.refused(self.template, exc)
 
 
@@ -187,31 +221,31 @@ class DashboardView(ReportAccess, AdminIndexView):
     def index(self):
         try:
             f = self.filters()
-        except svc.ReportError as exc:
+        except ReportError as exc:
             return self.refused("reports/dashboard.html", exc)
-        data = svc.dashboard(f.tz, centre_id=f.centre_id)
-        return self.page("reports/dashboard.html", f, data=data, charts=svc.dashboard_charts(data))
+        data = dashboard(f.tz, centre_id=f.centre_id)
+        return self.page("reports/dashboard.html", f, data=data, charts=dashboard_charts(data))
 
 
 class ConsultationsReportView(ReportView):
     report = "consultations"
     template = "reports/consultations.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        return {"data": svc.consultations_report(f), "kinds": list(ConsultationKind)}
+    def context(self, f: Filters) -> dict[str, Any]:
+        return {"data": consultations_report(f), "kinds": list(ConsultationKind)}
 
 
 class ServiceLevelReportView(ReportView):
     report = "sla"
     template = "reports/sla.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        data = svc.sla_report(f)
+    def context(self, f: Filters) -> dict[str, Any]:
+        data = sla_report(f)
         return {
             "data": data,
-            "outcomes": svc.OUTCOMES,
-            "outcome_labels": svc.OUTCOME_LABELS,
-            "delay_hours": svc.delay_hours,
+            "outcomes": OUTCOMES,
+            "outcome_labels": OUTCOME_LABELS,
+            "delay_hours": delay_hours,
         }
 
 
@@ -219,40 +253,38 @@ class DoctorLoadReportView(ReportView):
     report = "load"
     template = "reports/load.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        return {"data": svc.load_report(f), "statuses": svc.LOAD_STATUSES}
+    def context(self, f: Filters) -> dict[str, Any]:
+        return {"data": load_report(f), "statuses": LOAD_STATUSES}
 
 
 class CancellationsReportView(ReportView):
     report = "cancellations"
     template = "reports/cancellations.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        return {"data": svc.cancellations_report(f), "who_labels": svc.CANCEL_BY_LABELS}
+    def context(self, f: Filters) -> dict[str, Any]:
+        return {"data": cancellations_report(f), "who_labels": CANCEL_BY_LABELS}
 
 
 class ReferralsReportView(ReportView):
     report = "referrals"
     template = "reports/referrals.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        personal = svc.may_see_personal_data(current_user)
-        rows = svc.referral_rows_page(f, personal=personal) if f.import_id else None
+    def context(self, f: Filters) -> dict[str, Any]:
+        personal = may_see_personal_data(current_user)
+        rows = referral_rows_page(f, personal=personal) if f.import_id else None
         return {
-            "data": svc.referrals_report(f),
+            "data": referrals_report(f),
             "rows": rows,
             "personal": personal,
-            "row_outcomes": svc.ROW_OUTCOME_LABELS,
+            "row_outcomes": ROW_OUTCOME_LABELS,
         }
 
     @expose("/<uuid:public_id>/")
     def rows(self, public_id: uuid.UUID):
         try:
             args = {k: v for k, v in request.args.items() if k != "import"}
-            f = svc.parse_filters(
-                self.report, {**args, "import": str(public_id)}, tz=viewer_timezone()
-            )
-        except svc.ReportError:
+            f = parse_filters(self.report, {**args, "import": str(public_id)}, tz=viewer_timezone())
+        except ReportError:
             abort(404)
         return self.page(self.template, f, **self.context(f))
 
@@ -261,10 +293,10 @@ class OutboxReportView(ReportView):
     report = "outbox"
     template = "reports/outbox.html"
 
-    def context(self, f: svc.Filters) -> dict[str, Any]:
-        personal = svc.may_see_personal_data(current_user)
+    def context(self, f: Filters) -> dict[str, Any]:
+        personal = may_see_personal_data(current_user)
         return {
-            "data": svc.outbox_report(f, personal=personal),
+            "data": outbox_report(f, personal=personal),
             "personal": personal,
             "channels": list(OutboundChannel),
         }

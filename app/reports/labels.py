@@ -1,0 +1,102 @@
+"""The reports' vocabulary: the labels of kinds, statuses and outcomes, the reports' titles,
+which statuses a report covers, and how a consultation's number is printed.
+
+The number is printed in two places that must agree: `consultation_number` (the pages) and
+`NUMBER_SQL` (the exports, where the database formats it for every row).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import String, cast, func, literal
+
+from models import (
+    Consultation,
+    ConsultationKind,
+    ConsultationStatus,
+    OutboundChannel,
+    OutboundStatus,
+)
+
+STATUS_LABELS = {
+    ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
+    ConsultationStatus.REQUESTED: _l("Requested"),
+    ConsultationStatus.NEEDS_DOCUMENTS: _l("Needs documents"),
+    ConsultationStatus.SCHEDULED: _l("Scheduled"),
+    ConsultationStatus.IN_PROGRESS: _l("In progress"),
+    ConsultationStatus.COMPLETED: _l("Completed"),
+    ConsultationStatus.REJECTED: _l("Rejected"),
+    ConsultationStatus.CANCELLED: _l("Cancelled"),
+    ConsultationStatus.MISSED: _l("Missed"),
+}
+KIND_LABELS = {
+    ConsultationKind.CENTRE_REQUEST: _l("Centre request"),
+    ConsultationKind.DUTY: _l("Duty doctor"),
+    ConsultationKind.REFERRAL: _l("Referral"),
+}
+OUTCOMES = ("in_time", "late", "overdue", "waiting", "withdrawn")
+OUTCOME_LABELS = {
+    "in_time": _l("Within the promised time"),
+    "late": _l("Scheduled late"),
+    "overdue": _l("Overdue, not scheduled"),
+    "waiting": _l("Waiting, not due yet"),
+    "withdrawn": _l("Withdrawn before the due time"),
+}
+CANCEL_BY_LABELS = {
+    "patient": _l("Patient"),
+    "staff": _l("Clinic staff"),
+    "system": _l("System"),
+    "missed": _l("Did not take place"),
+}
+CHANNEL_LABELS = {OutboundChannel.SMS: _l("SMS"), OutboundChannel.EMAIL: _l("E-mail")}
+OUTBOUND_STATUS_LABELS = {
+    OutboundStatus.QUEUED: _l("Queued"),
+    OutboundStatus.SENT: _l("Sent"),
+    OutboundStatus.FAILED: _l("Failed"),
+}
+ROW_OUTCOME_LABELS = {
+    "pending": _l("Waiting for import"),
+    "invalid": _l("Error"),
+    "imported": _l("Account created"),
+    "linked": _l("Linked to a registered patient"),
+}
+
+REPORT_TITLES = {
+    "consultations": _l("Consultations"),
+    "sla": _l("Service level"),
+    "load": _l("Doctor load"),
+    "cancellations": _l("Cancellations and missed consultations"),
+    "referrals": _l("Referral imports"),
+    "outbox": _l("Outbound messages"),
+}
+
+# The kinds that carry a promise (due_by): the service-level report covers these only.
+SLA_KINDS = (ConsultationKind.CENTRE_REQUEST, ConsultationKind.REFERRAL)
+# An application waiting for the doctor's answer.
+QUEUE_STATUSES = (ConsultationStatus.REQUESTED, ConsultationStatus.NEEDS_DOCUMENTS)
+# The doctor-load report's columns: what became of the appointments in the period.
+LOAD_STATUSES = (
+    ConsultationStatus.SCHEDULED,
+    ConsultationStatus.IN_PROGRESS,
+    ConsultationStatus.COMPLETED,
+    ConsultationStatus.CANCELLED,
+    ConsultationStatus.MISSED,
+)
+
+
+def labels(mapping: Mapping[str, Any]) -> dict[str, str]:
+    """The label dictionary rendered once in the current locale (exports look up per row)."""
+    return {key: str(value) for key, value in mapping.items()}
+
+
+def consultation_number(public_id: uuid.UUID | str | None) -> str:
+    """A consultation's number as the report pages print it."""
+    return "" if public_id is None else f"№{str(public_id)[:8]}"
+
+
+# The same number computed by the database (exports), as the pages show it (str(Consultation)).
+NUMBER_SQL = literal("№") + func.substr(cast(Consultation.public_id, String), 1, 8)
