@@ -867,7 +867,7 @@ class AuditEvent(Model):
     ip: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     outcome: Mapped[str] = mapped_column(String(16), nullable=False, default=AuditOutcome.OK)
     # Structured context of the action, never medical content: e.g. a report export's filters
-    # and row count (app/reports.py).
+    # and row count (app/reports/exports.py).
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
