@@ -863,136 +863,6 @@ def _issue_password(user: OblakoUser) -> str:
     return issue_one_time_password(user)
 
 
-def _find_patient(data: dict) -> Patient | None:
-    if data.get("snils"):
-        patient = db.session.execute(
-            select(Patient).where(Patient.snils == data["snils"])
-        ).scalar_one_or_none()
-        if patient is not None:
-            return patient
-    patient = db.session.execute(
-        select(Patient).where(Patient.phone == data["phone"])
-    ).scalar_one_or_none()
-    if patient is not None and patient.birth_date.isoformat() != data["birth_date"]:
-        # Registered since the preview by someone else with this phone: never link blindly.
-        raise ReferralError(
-            _l("A patient with this phone is registered with another date of birth.")
-        )
-    return patient
-
-
-def _new_user(data: dict, email: str | None, role) -> tuple[OblakoUser, str]:
-    """The account with its one-time password (fast hash, expiry, must_change_password) already
-    set, so the INSERT is the only statement for it; returns the password in clear."""
-    from app.otp import new_one_time_password  # the sign-in part's module (fast hash, 7 days)
-
-    phone = data["phone"]
-    password, hashed, expires_at = new_one_time_password()
-    user = OblakoUser(
-        username=phone,
-        first_name=data["name"],
-        last_name=data["surname"],
-        email=email or f"{phone}@users.invalid",
-        active=True,
-        password=hashed,
-        must_change_password=True,
-        password_expires_at=expires_at,
-        roles=[role],
-        timezone=None,
-        session_generation=1,  # as issue_one_time_password leaves a new account
-    )
-    return user, password
-
-
-def _new_patient(data: dict, user: OblakoUser, email: str | None) -> Patient:
-    return Patient(
-        public_id=uuid.uuid4(),  # known before the flush: the SMS dedupe key names it
-        user=user,
-        surname=data["surname"],
-        name=data["name"],
-        patronymic=data.get("patronymic", ""),
-        birth_date=date.fromisoformat(data["birth_date"]),
-        sex=data["sex"],
-        phone=data["phone"],
-        email=email,
-        snils=data.get("snils"),
-        source=PatientSource.REFERRAL,
-    )
-
-
-def _create_patient(data: dict, role) -> tuple[Patient, str]:
-    """The account without the slow hash: the one-time password gets the fast one (app.otp)."""
-    email = data.get("email")
-    if (
-        email
-        and db.session.execute(
-            select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
-        ).first()
-    ):
-        email = None  # taken since the preview; the e-mail is optional
-    user, password = _new_user(data, email, role)
-    patient = _new_patient(data, user, email)
-    db.session.add(patient)
-    db.session.flush()
-    return patient, password
-
-
-def _import_row(row: ReferralImportRow, imp: ReferralImport, role, sign_in_url: str) -> None:
-    data = dict(row.data)
-    patient = db.session.get(Patient, row.patient_id) if row.patient_id else None
-    patient = patient or _find_patient(data)
-    created = patient is None
-    if created:
-        patient, password = _create_patient(data, role)
-        queue_message(
-            OutboundChannel.SMS,
-            patient.phone,
-            invitation_text(sign_in_url=sign_in_url, login=patient.phone, password=password),
-            user_id=patient.user_id,
-            dedupe_key=invite_dedupe_key(patient, imp.file_sha256),
-        )
-        audit(
-            "referral_patient_created",
-            obj_type="patient",
-            obj_id=patient.public_id,
-            patient_id=patient.id,
-        )
-    consultation = db.session.execute(
-        select(Consultation).where(Consultation.referral_row_id == row.id)
-    ).scalar_one_or_none()
-    if consultation is None:
-        consultation = db.session.execute(
-            select(Consultation)
-            .where(
-                Consultation.patient_id == patient.id,
-                Consultation.kind == ConsultationKind.REFERRAL,
-                Consultation.disease_id == data["disease_id"],
-                Consultation.status.in_([s.value for s in ACTIVE_STATUSES]),
-            )
-            .order_by(Consultation.id)
-            .limit(1)
-        ).scalar_one_or_none()
-    if consultation is None:
-        consultation = Consultation(
-            public_id=uuid.uuid4(),
-            kind=ConsultationKind.REFERRAL,
-            status=ConsultationStatus.AWAITING_DOCUMENTS,
-            patient_id=patient.id,
-            center_id=data["centre_id"],
-            disease_id=data["disease_id"],
-            referral_row_id=row.id,
-        )
-        db.session.add(consultation)
-        db.session.flush()
-        invite = invite_dedupe_key(patient, imp.file_sha256)
-        if not created and not _invited_by({invite: patient.id}):
-            _notify_linked(patient.user, patient, consultation.public_id, sign_in_url)
-    data["consultation_id"] = consultation.id
-    row.data = data
-    row.patient_id = patient.id
-    row.outcome = IMPORTED if created else LINKED
-
-
 class _NewPatient:
     """A patient (and account) to insert in bulk: what the chunk's later rows and the SMS need."""
 
@@ -1127,11 +997,11 @@ def _mark_invalid(row: _PendingRow, imp: ReferralImport) -> None:
 def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_url: str) -> None:
     """Import a chunk of pending rows: set-based look-ups (a few IN queries for the whole
     chunk), then the new accounts, patients, consultations, SMS and audit events in two
-    flushes, each one batched INSERT per table. The same decisions as `_import_row`, row after
-    row: a later row of the chunk links to the patient an earlier one created and reuses its
-    consultation. A row the preview could not foresee (a phone registered since with another
-    birth date) is marked invalid here; a refusal of the database raises, and the caller
-    retries the chunk row by row."""
+    flushes, each one batched INSERT per table. Row after row in file order: a later row of
+    the chunk links to the patient an earlier one created and reuses its consultation. A row
+    the preview could not foresee (a phone registered since with another birth date) is marked
+    invalid here; a refusal of the database raises, and the caller retries the chunk one row
+    at a time (chunks of one: this is the only import path)."""
     datas = [dict(r.data) for r in rows]
     by_id: dict[int, Patient] = {}
     for chunk in _chunks(sorted({r.patient_id for r in rows if r.patient_id})):
@@ -1288,9 +1158,12 @@ def _notify_linked_patients(
             )
 
 
-def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[_PendingRow]:
+def _pending_rows(
+    import_id: int, limit: int, after: int | None = None, *, ids: list[int] | None = None
+) -> list[_PendingRow]:
     """The next pending rows in file order; `after` (the last row number of the previous
-    chunk) starts the index walk there instead of stepping over every row already done."""
+    chunk) starts the index walk there instead of stepping over every row already done;
+    `ids` keeps to these rows (a refused chunk retried one row at a time)."""
     stmt = (
         select(
             ReferralImportRow.id,
@@ -1305,6 +1178,8 @@ def _pending_rows(import_id: int, limit: int, after: int | None = None) -> list[
     )
     if after is not None:
         stmt = stmt.where(ReferralImportRow.row_number > after)
+    if ids is not None:
+        stmt = stmt.where(ReferralImportRow.id.in_(ids))
     if db.engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)  # two workers never take the same rows
     return [_PendingRow(*r) for r in db.session.execute(stmt)]
@@ -1384,25 +1259,30 @@ def run_import(
 
 
 def _import_one_by_one(row_ids: list[int], import_id: int, sign_in_url: str) -> None:
+    """The rows of a refused chunk, each as a chunk of one (the one import path): the row the
+    database refuses is marked invalid, the others are imported. Any other error (the database
+    gone) propagates: the rows stay pending for a resume."""
     for row_id in row_ids:
-        row = db.session.get(ReferralImportRow, row_id)
+        rows = _pending_rows(import_id, 1, ids=[row_id])
+        if not rows:
+            continue  # done meanwhile, or held by another worker (PostgreSQL)
         imp = db.session.get(ReferralImport, import_id)
-        if row is None or row.outcome != PENDING:
-            continue
         try:
-            _import_row(row, imp, get_role(PATIENT), sign_in_url)
+            _import_chunk(rows, imp, get_role(PATIENT), sign_in_url)
+            beat(imp)
             db.session.commit()
         except (IntegrityError, DomainError, KeyError, ValueError) as exc:
-            # A row the preview could not foresee (e.g. the phone registered meanwhile). Any
-            # other error (the database gone) propagates: the rows stay pending for a resume.
+            # A row the preview could not foresee (e.g. the phone taken meanwhile as a login).
             db.session.rollback()
             current_app.logger.warning("referral row %s failed: %r", row_id, exc)
             row = db.session.get(ReferralImportRow, row_id)
             row.outcome = INVALID
+            row.patient_id = None
             row.errors = [{"column": "", "message": _("The row could not be imported.")}]
             imp = db.session.get(ReferralImport, import_id)
             imp.valid_rows -= 1
             imp.error_rows += 1
+            beat(imp)
             db.session.commit()
 
 

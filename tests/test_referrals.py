@@ -743,22 +743,30 @@ def test_linked_patient_is_told_of_the_new_referral_without_credentials(
     assert (_count(app, OutboundMessage), _count(app, Notification)) == before
 
 
-def test_linked_patient_is_notified_on_the_row_by_row_path_too(
+def test_linked_patient_is_notified_when_a_refused_chunk_is_retried(
     app, catalogue, manager, make_patient, monkeypatch
 ):
+    """The retry of a refused chunk (one row at a time) goes through the same chunked path:
+    the linked patient is told of the new referral there too, once."""
     import app.referrals as referrals
     from app.extensions import db
     from models import Notification, OutboundMessage, Patient
 
     existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
     import_id = _validate(app, manager, xlsx([row(phone="+79123450010", born="06.05.1970")]))
+    chunk = referrals._import_chunk
+    calls: list[int] = []
 
-    def refuse(*args, **kwargs):
-        raise ValueError("the chunk is refused")  # as a database refusal: row by row follows
+    def refuse_once(rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise ValueError("the chunk is refused")  # as a database refusal: a retry follows
+        return chunk(rows, *args, **kwargs)
 
-    monkeypatch.setattr(referrals, "_import_chunk", refuse)
+    monkeypatch.setattr(referrals, "_import_chunk", refuse_once)
     _import(app, import_id)
     assert [r[1] for r in _rows(app, import_id)] == ["linked"]
+    assert calls == [1, 1]  # the chunk, then its row retried alone
     with app.app_context():
         user_id = db.session.get(Patient, existing).user_id
         assert (
