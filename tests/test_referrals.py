@@ -673,6 +673,27 @@ def test_export_writes_dangerous_text_as_text(app, catalogue, manager):
     assert ws.max_row == 3
 
 
+def test_export_drops_characters_a_spreadsheet_cannot_hold(app, catalogue, manager):
+    """A control character past the part of a CSV the upload inspects (its first 64 KB) is kept
+    in the row's raw text; the tracking export drops it instead of failing (app/spreadsheet)."""
+    from openpyxl import load_workbook
+
+    from app.extensions import db
+    from app.referrals.tracking import export_tracking_xlsx
+    from models import ReferralImport
+
+    rows = [row(phone=f"+7912347{n:04d}", name=f"Пациентова{n} Анна") for n in range(1000)]
+    rows[-1][9] = "ЦРБ\x01 №2"
+    data = csv_bytes(rows, encoding="utf-8")
+    assert data.decode().index("\x01") > 65536  # characters: what the upload reads
+    import_id = _validate(app, manager, data, "t.csv")
+    with app.app_context():
+        body = export_tracking_xlsx(db.session.get(ReferralImport, import_id))
+    ws = load_workbook(io.BytesIO(body)).worksheets[0]
+    assert ws.max_row == 1001
+    assert ws.cell(row=1001, column=7).value == "ЦРБ №2"
+
+
 def test_phone_taken_after_the_preview_marks_the_row_not_another_patient(
     app, catalogue, manager, make_patient
 ):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.referrals.common import HEADERS, IMPORTED, INVALID, LINKED, PENDING, chunks
+from app.spreadsheet import xlsx_text_cells
 from models import Consultation, ConsultationStatus, Patient, ReferralImport, ReferralImportRow
 
 STAGES = ("invited", "signed_in", "documents_uploaded", "scheduled", "concluded")
@@ -119,15 +119,10 @@ def referral_patients(imp: ReferralImport) -> list[int]:
     )
 
 
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
-
-
 def export_tracking_xlsx(imp: ReferralImport) -> bytes:
     """The tracking table for the regional specialists. Text cells are always text: a value
-    starting with = + - @ is never a formula when the file is opened."""
+    starting with = + - @ is never a formula when the file is opened (app/spreadsheet.py)."""
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Alignment
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("Направления")
@@ -146,17 +141,7 @@ def export_tracking_xlsx(imp: ReferralImport) -> bytes:
         _("Errors"),
     ]
     ws.append(headers)
-    quoted = Alignment()
-
-    def cell(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        c = WriteOnlyCell(ws, value=value)
-        c.data_type = "s"  # never a formula, whatever the text starts with
-        if value.startswith(_DANGEROUS):
-            c.quotePrefix = True
-            c.alignment = quoted
-        return c
+    cell = xlsx_text_cells(ws)  # never a formula, whatever the text starts with
 
     import_id, last = imp.id, 0
     while True:
