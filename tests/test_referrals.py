@@ -933,3 +933,30 @@ def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
     with big.open("rb") as fh:
         assert read_upload(fh, 4 * 1024 * 1024) == big.read_bytes()
     assert read_upload(io.BytesIO(b""), 10) == b""
+
+
+def test_tracking_stage_of_a_consultation_that_ended(app, catalogue, manager):
+    """Concluded when completed; closed when it ended any other way (models.CLOSED_STATUSES)."""
+    from app.extensions import db
+    from app.referrals.tracking import tracked_rows
+    from models import Consultation, ConsultationStatus, ReferralImportRow
+
+    import_id = _validate(app, manager, xlsx([row()]))
+    _import(app, import_id)
+    stages = {}
+    with app.app_context():
+        consultation = db.session.execute(select(Consultation)).scalar_one()
+        for status in ConsultationStatus:
+            consultation.status = status
+            db.session.flush()
+            rows = list(
+                db.session.execute(
+                    select(ReferralImportRow).where(ReferralImportRow.import_id == import_id)
+                ).scalars()
+            )
+            stages[status.value] = tracked_rows(rows)[0].stage
+        db.session.rollback()
+    assert stages["completed"] == "concluded"
+    assert stages["cancelled"] == stages["rejected"] == stages["missed"] == "closed"
+    assert stages["awaiting_documents"] == "invited"
+    assert stages["scheduled"] == stages["in_progress"] == "scheduled"

@@ -57,8 +57,6 @@ from models import (
     utcnow,
 )
 
-# Active referral consultations: a second row for the same patient and disease reuses one.
-ACTIVE_STATUSES = OPEN_STATUSES
 CHUNK_SIZE = 500
 
 
@@ -233,7 +231,8 @@ def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_ur
             .where(
                 Consultation.patient_id.in_(chunk),
                 Consultation.kind == ConsultationKind.REFERRAL,
-                Consultation.status.in_([s.value for s in ACTIVE_STATUSES]),
+                # an open referral consultation of the patient for the disease is reused
+                Consultation.status.in_([s.value for s in OPEN_STATUSES]),
             )
             .order_by(Consultation.id)
         ).scalars():

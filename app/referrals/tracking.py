@@ -14,7 +14,14 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.referrals.common import HEADERS, IMPORTED, INVALID, LINKED, PENDING, chunks
 from app.spreadsheet import xlsx_text_cells
-from models import Consultation, ConsultationStatus, Patient, ReferralImport, ReferralImportRow
+from models import (
+    CLOSED_STATUSES,
+    Consultation,
+    ConsultationStatus,
+    Patient,
+    ReferralImport,
+    ReferralImportRow,
+)
 
 STAGES = ("invited", "signed_in", "documents_uploaded", "scheduled", "concluded")
 STAGE_LABELS = {
@@ -53,11 +60,7 @@ def _stage(row: ReferralImportRow, patient: Patient | None, c: Consultation | No
             return "concluded"
         if c.status in (ConsultationStatus.SCHEDULED, ConsultationStatus.IN_PROGRESS):
             return "scheduled"
-        if c.status in (
-            ConsultationStatus.CANCELLED,
-            ConsultationStatus.REJECTED,
-            ConsultationStatus.MISSED,
-        ):
+        if c.status in CLOSED_STATUSES:  # the other ways a consultation ends
             return "closed"
         if c.status != ConsultationStatus.AWAITING_DOCUMENTS or c.submitted_at is not None:
             return "documents_uploaded"
