@@ -205,10 +205,10 @@ def build_config() -> dict:
         "OUTBOX_LEASE_MARGIN_SECONDS": float(os.environ.get("OUTBOX_LEASE_MARGIN_SECONDS", "10")),
         # Background jobs (app/tasks.py): "sqlite" (instance/huey.db) unless REDIS_URL is set.
         "HUEY_BACKEND": os.environ.get("HUEY_BACKEND", "redis" if redis_url else "sqlite"),
-        # Referral tables (app/referrals.py): at most this many patient rows per file.
+        # Referral tables (app/referrals/): at most this many patient rows per file.
         "REFERRAL_MAX_ROWS": int(os.environ.get("REFERRAL_MAX_ROWS", 20000)),
         # Rows imported per committed chunk; an import without progress for IMPORT_STALL_SECONDS
-        # has lost its worker and is resumed by the next one (app/import_recovery.py).
+        # has lost its worker and is resumed by the next one (app/referrals/recovery.py).
         "REFERRAL_IMPORT_CHUNK_ROWS": int(os.environ.get("REFERRAL_IMPORT_CHUNK_ROWS", 500)),
         "IMPORT_STALL_SECONDS": float(os.environ.get("IMPORT_STALL_SECONDS", 300)),
         # Consultations and duty shifts are scheduled at most this many days ahead (app/dates.py).

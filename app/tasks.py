@@ -1,6 +1,6 @@
 """Background jobs on Huey: outbox every minute, reminders every 5, unconfirmed registrations
 removed every 10, storage sweep every 15, and stalled referral imports resumed at start-up and
-every minute (app/import_recovery.py).
+every minute (app/referrals/recovery.py).
 
 The queue's storage comes from the environment, so `huey_consumer app.tasks.huey` and
 `flask oblako worker` find the same one as the web app:
@@ -117,7 +117,7 @@ def run_reminders() -> dict[str, int]:
 def run_referral_import(import_id: int, sign_in_url: str | None = None) -> dict[str, int]:
     from flask import current_app
 
-    from app.referrals import CHUNK_SIZE, run_import
+    from app.referrals.importer import CHUNK_SIZE, run_import
 
     chunk = int(current_app.config.get("REFERRAL_IMPORT_CHUNK_ROWS") or CHUNK_SIZE)
     return run_import(import_id, sign_in_url=sign_in_url, chunk_size=chunk)
@@ -125,8 +125,8 @@ def run_referral_import(import_id: int, sign_in_url: str | None = None) -> dict[
 
 @in_app_context
 def run_import_recovery() -> list[int]:
-    """Re-enqueue the referral imports whose job died (app/import_recovery.py)."""
-    from app.import_recovery import claim_stalled
+    """Re-enqueue the referral imports whose job died (app/referrals/recovery.py)."""
+    from app.referrals.recovery import claim_stalled
 
     claimed = claim_stalled()
     for import_id in claimed:

@@ -67,7 +67,7 @@ ORGS = ["ГБУЗ «Районная больница №3»", "ЦРБ г. Ми�
 
 
 def _snils(n: int) -> str:
-    """A distinct СНИЛС with a correct control number (app.referrals.normalize_snils)."""
+    """A distinct СНИЛС with a correct control number (app.referrals.validation.normalize_snils)."""
     number = f"{2_000_000 + n:09d}"
     total = sum(int(d) * (9 - i) for i, d in enumerate(number))
     control = total if total < 100 else (0 if total in (100, 101) else total % 101)
@@ -82,7 +82,7 @@ def build_xlsx(path: Path, rows: int, codes: list[str]) -> None:
     every other row (both optional in the template)."""
     from openpyxl import Workbook
 
-    from app.referrals import TEMPLATE_COLUMNS
+    from app.referrals.common import TEMPLATE_COLUMNS
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("Направления")
@@ -364,7 +364,8 @@ def _baseline_import(app: Flask, data: bytes) -> int:
     from app.otp import hash_one_time_password
     from app.passwords import generate_one_time_password
     from app.permissions import PATIENT
-    from app.referrals import _HEADER_KEYS, _norm_header, invitation_text
+    from app.referrals.invitations import invitation_text
+    from app.referrals.upload import _HEADER_KEYS, _norm_header
     from models import Disease, MedicalCenter, Model, utcnow
 
     t = Model.metadata.tables

@@ -77,7 +77,7 @@ def test_an_account_created_by_staff_refuses_it_too(app, ru, born, message):
     ],
 )
 def test_a_referral_row_refuses_it_too(app, ru, cell, message):
-    from app.referrals import parse_birth_date
+    from app.referrals.validation import parse_birth_date
 
     with pytest.raises(ValueError) as refused:
         parse_birth_date(cell)

@@ -109,7 +109,7 @@ def manager(app):
 
 def _validate(app, manager, data, filename="t.xlsx"):
     from app.extensions import db
-    from app.referrals import validate_upload
+    from app.referrals.validation import validate_upload
     from models import OblakoUser
 
     with app.app_context():
@@ -132,7 +132,7 @@ def _rows(app, import_id):
 
 
 def _import(app, import_id, **kw):
-    from app.referrals import run_import
+    from app.referrals.importer import run_import
 
     with app.app_context():
         return run_import(import_id, sign_in_url="https://oblako.test/login/", **kw)
@@ -146,7 +146,7 @@ def _count(app, model, *where):
 
 
 def _refused(app, manager, data, filename="t.xlsx") -> str:
-    from app.referrals import ReferralError
+    from app.referrals.common import ReferralError
     from models import ReferralImport, ReferralImportRow
 
     with pytest.raises(ReferralError) as info:
@@ -161,7 +161,7 @@ def _refused(app, manager, data, filename="t.xlsx") -> str:
 
 @pytest.mark.no_db
 def test_snils_checksum(app):
-    from app.referrals import normalize_snils
+    from app.referrals.validation import normalize_snils
 
     with app.test_request_context():
         assert normalize_snils("112-233-445 95") == "112-233-445 95"
@@ -174,7 +174,7 @@ def test_snils_checksum(app):
 
 @pytest.mark.no_db
 def test_birth_dates(app):
-    from app.referrals import parse_birth_date
+    from app.referrals.validation import parse_birth_date
 
     with app.test_request_context():
         assert parse_birth_date("15.03.1975") == date(1975, 3, 15)
@@ -187,7 +187,7 @@ def test_birth_dates(app):
 def test_template_has_russian_headers(app, catalogue):
     from openpyxl import load_workbook
 
-    from app.referrals import build_template_xlsx
+    from app.referrals.template import build_template_xlsx
 
     with app.app_context():
         wb = load_workbook(io.BytesIO(build_template_xlsx()))
@@ -524,7 +524,7 @@ def test_import_creates_accounts_consultations_and_one_sms(app, catalogue, manag
     assert _count(app, Patient) == 3
     assert _count(app, Consultation) == 3
     with app.app_context():
-        from app.referrals import import_progress
+        from app.referrals.importer import import_progress
         from models import ReferralImport
 
         imp = db.session.get(ReferralImport, import_id)
@@ -610,7 +610,7 @@ def test_resend_credentials(app, catalogue, manager):
     from werkzeug.security import check_password_hash
 
     from app.extensions import db
-    from app.referrals import resend_credentials
+    from app.referrals.invitations import resend_credentials
     from models import OblakoUser, OutboundMessage, Patient
 
     _import(app, _validate(app, manager, xlsx([row()])))
@@ -637,7 +637,8 @@ def test_resend_credentials(app, catalogue, manager):
 
 def test_resend_refused_for_self_registered(app, manager, make_patient):
     from app.extensions import db
-    from app.referrals import ReferralError, resend_credentials
+    from app.referrals.common import ReferralError
+    from app.referrals.invitations import resend_credentials
     from models import OblakoUser, OutboundMessage, Patient
 
     pid = make_patient()
@@ -652,7 +653,7 @@ def test_export_writes_dangerous_text_as_text(app, catalogue, manager):
     from openpyxl import load_workbook
 
     from app.extensions import db
-    from app.referrals import export_tracking_xlsx
+    from app.referrals.tracking import export_tracking_xlsx
     from models import ReferralImport
 
     data = csv_bytes(
@@ -670,6 +671,27 @@ def test_export_writes_dangerous_text_as_text(app, catalogue, manager):
     assert "+79123450001" in cells and cells["+79123450001"].data_type == "s"
     assert [c.value for c in ws[1]][:2] == ["Строка", "ФИО"]
     assert ws.max_row == 3
+
+
+def test_export_drops_characters_a_spreadsheet_cannot_hold(app, catalogue, manager):
+    """A control character past the part of a CSV the upload inspects (its first 64 KB) is kept
+    in the row's raw text; the tracking export drops it instead of failing (app/spreadsheet)."""
+    from openpyxl import load_workbook
+
+    from app.extensions import db
+    from app.referrals.tracking import export_tracking_xlsx
+    from models import ReferralImport
+
+    rows = [row(phone=f"+7912347{n:04d}", name=f"Пациентова{n} Анна") for n in range(1000)]
+    rows[-1][9] = "ЦРБ\x01 №2"
+    data = csv_bytes(rows, encoding="utf-8")
+    assert data.decode().index("\x01") > 65536  # characters: what the upload reads
+    import_id = _validate(app, manager, data, "t.csv")
+    with app.app_context():
+        body = export_tracking_xlsx(db.session.get(ReferralImport, import_id))
+    ws = load_workbook(io.BytesIO(body)).worksheets[0]
+    assert ws.max_row == 1001
+    assert ws.cell(row=1001, column=7).value == "ЦРБ №2"
 
 
 def test_phone_taken_after_the_preview_marks_the_row_not_another_patient(
@@ -743,22 +765,30 @@ def test_linked_patient_is_told_of_the_new_referral_without_credentials(
     assert (_count(app, OutboundMessage), _count(app, Notification)) == before
 
 
-def test_linked_patient_is_notified_on_the_row_by_row_path_too(
+def test_linked_patient_is_notified_when_a_refused_chunk_is_retried(
     app, catalogue, manager, make_patient, monkeypatch
 ):
-    import app.referrals as referrals
+    """The retry of a refused chunk (one row at a time) goes through the same chunked path:
+    the linked patient is told of the new referral there too, once."""
+    import app.referrals.importer as referrals
     from app.extensions import db
     from models import Notification, OutboundMessage, Patient
 
     existing = make_patient(phone="+79123450010", birth_date=date(1970, 5, 6))
     import_id = _validate(app, manager, xlsx([row(phone="+79123450010", born="06.05.1970")]))
+    chunk = referrals._import_chunk
+    calls: list[int] = []
 
-    def refuse(*args, **kwargs):
-        raise ValueError("the chunk is refused")  # as a database refusal: row by row follows
+    def refuse_once(rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise ValueError("the chunk is refused")  # as a database refusal: a retry follows
+        return chunk(rows, *args, **kwargs)
 
-    monkeypatch.setattr(referrals, "_import_chunk", refuse)
+    monkeypatch.setattr(referrals, "_import_chunk", refuse_once)
     _import(app, import_id)
     assert [r[1] for r in _rows(app, import_id)] == ["linked"]
+    assert calls == [1, 1]  # the chunk, then its row retried alone
     with app.app_context():
         user_id = db.session.get(Patient, existing).user_id
         assert (
@@ -785,7 +815,7 @@ def test_a_database_refusal_in_a_chunk_imports_the_other_rows_one_by_one(
     """The chunk's batched INSERT is refused (an account took row 2's phone as its login after
     the preview, without a patient record): the chunk is rolled back and retried row by row —
     the other rows are imported, the refused one is reported, nothing is doubled."""
-    import app.referrals as referrals
+    import app.referrals.importer as referrals
     from app.accounts import hash_password
     from app.extensions import db
     from models import Consultation, OblakoUser, OutboundMessage, Patient, ReferralImport
@@ -876,7 +906,7 @@ def test_e_mail_look_up_uses_the_lower_email_index(app):
     from sqlalchemy import text
 
     from app.extensions import db
-    from app.referrals import emails_in_use_query
+    from app.referrals.validation import emails_in_use_query
 
     with app.app_context(), db.engine.connect() as conn:
         stmt = emails_in_use_query(["a@example.org", "b@example.org"])
@@ -894,7 +924,7 @@ def test_e_mail_look_up_uses_the_lower_email_index(app):
 
 
 def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
-    from app.referrals import read_upload
+    from app.referrals.upload import read_upload
 
     big = tmp_path / "big.xlsx"
     big.write_bytes(b"x" * (3 * 1024 * 1024))
@@ -903,3 +933,30 @@ def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
     with big.open("rb") as fh:
         assert read_upload(fh, 4 * 1024 * 1024) == big.read_bytes()
     assert read_upload(io.BytesIO(b""), 10) == b""
+
+
+def test_tracking_stage_of_a_consultation_that_ended(app, catalogue, manager):
+    """Concluded when completed; closed when it ended any other way (models.CLOSED_STATUSES)."""
+    from app.extensions import db
+    from app.referrals.tracking import tracked_rows
+    from models import Consultation, ConsultationStatus, ReferralImportRow
+
+    import_id = _validate(app, manager, xlsx([row()]))
+    _import(app, import_id)
+    stages = {}
+    with app.app_context():
+        consultation = db.session.execute(select(Consultation)).scalar_one()
+        for status in ConsultationStatus:
+            consultation.status = status
+            db.session.flush()
+            rows = list(
+                db.session.execute(
+                    select(ReferralImportRow).where(ReferralImportRow.import_id == import_id)
+                ).scalars()
+            )
+            stages[status.value] = tracked_rows(rows)[0].stage
+        db.session.rollback()
+    assert stages["completed"] == "concluded"
+    assert stages["cancelled"] == stages["rejected"] == stages["missed"] == "closed"
+    assert stages["awaiting_documents"] == "invited"
+    assert stages["scheduled"] == stages["in_progress"] == "scheduled"

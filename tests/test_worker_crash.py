@@ -106,7 +106,7 @@ def workers(app, database_url, tmp_path) -> Iterator[Workers]:
 
 
 def referral_csv(n: int) -> bytes:
-    from app.referrals import TEMPLATE_COLUMNS
+    from app.referrals.common import TEMPLATE_COLUMNS
 
     header = ";".join(h for _k, h, _r in TEMPLATE_COLUMNS)
     rows = [
@@ -136,7 +136,8 @@ def confirmed_import(app, make_staff) -> tuple[int, str]:
     """A validated table of IMPORT_ROWS rows, confirmed by the manager: `importing`, queued."""
     from app.catalogue import load_catalogue
     from app.extensions import db
-    from app.referrals import start_import, validate_upload
+    from app.referrals.importer import start_import
+    from app.referrals.validation import validate_upload
     from models import Disease, MedicalCenter, OblakoUser
 
     manager = make_staff("Manager")
@@ -179,7 +180,7 @@ def test_a_killed_import_resumes_by_itself_when_a_worker_runs_again(
     app, workers, confirmed_import, monkeypatch
 ):
     from app.extensions import db
-    from app.import_recovery import stalled_since
+    from app.referrals.recovery import stalled_since
     from models import Consultation, OutboundMessage, Patient, ReferralImport
 
     import_id, manager = confirmed_import

@@ -1,4 +1,4 @@
-"""«Импорт направлений»: the manager's screens for pathway 3 (app/referrals.py does the work).
+"""«Импорт направлений»: the manager's screens for pathway 3 (app/referrals/ does the work).
 
 Thin views (DESIGN §3): FAB permission check, the import by its public id (managers share all
 imports), one service call in one unit of work, a message and a redirect — or a file / JSON.
@@ -15,11 +15,25 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
-from app import referrals as svc
 from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
-from app.import_recovery import stalled_since
+from app.referrals.importer import import_progress, start_import
+from app.referrals.invitations import resend_credentials
+from app.referrals.recovery import stalled_since
+from app.referrals.template import build_template_xlsx
+from app.referrals.tracking import (
+    OUTCOME_LABELS,
+    STAGE_LABELS,
+    STAGES,
+    export_tracking_xlsx,
+    import_by_public_id,
+    import_rows,
+    recent_imports,
+    tracked_rows,
+)
+from app.referrals.upload import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, read_upload
+from app.referrals.validation import validate_upload
 from app.security import sign_in_url
 from models import ImportStatus, Patient
 
@@ -56,23 +70,23 @@ class ReferralImportView(BaseView):
     default_view = "list"
 
     def _import(self, public_id: uuid.UUID):
-        return svc.import_by_public_id(public_id) or abort(404)
+        return import_by_public_id(public_id) or abort(404)
 
     @expose("/")
     @has_access
     def list(self):
         return self.render_template(
             "oblako/referral_list.html",
-            imports=svc.recent_imports(),
+            imports=recent_imports(),
             status_labels=IMPORT_STATUS_LABELS,
-            max_rows=current_app.config.get("REFERRAL_MAX_ROWS", svc.DEFAULT_MAX_ROWS),
+            max_rows=current_app.config.get("REFERRAL_MAX_ROWS", DEFAULT_MAX_ROWS),
             title=_("Referral import"),
         )
 
     @expose("/template.xlsx")
     @has_access
     def template(self):
-        return _xlsx(svc.build_template_xlsx(), "referrals-template.xlsx")
+        return _xlsx(build_template_xlsx(), "referrals-template.xlsx")
 
     @expose("/upload", methods=["POST"])
     @has_access
@@ -81,11 +95,11 @@ class ReferralImportView(BaseView):
         if upload is None or not upload.filename:
             flash(_("Choose the file with the table."), "warning")
             return redirect(url_for(".list"))
-        limit = current_app.config.get("REFERRAL_MAX_BYTES", svc.DEFAULT_MAX_BYTES)
-        data = svc.read_upload(upload.stream, limit)
+        limit = current_app.config.get("REFERRAL_MAX_BYTES", DEFAULT_MAX_BYTES)
+        data = read_upload(upload.stream, limit)
         try:
             with unit_of_work():
-                imp = svc.validate_upload(g.user, upload.filename, data)
+                imp = validate_upload(g.user, upload.filename, data)
         except DomainError as exc:
             flash(str(exc), "danger")
             return redirect(url_for(".list"))
@@ -111,28 +125,28 @@ class ReferralImportView(BaseView):
         imp = self._import(public_id)
         errors_only = request.args.get("errors") == "1"
         page = max(request.args.get("page", 1, type=int) or 1, 1)
-        rows, total = svc.import_rows(imp, errors_only=errors_only, page=page, page_size=PAGE_SIZE)
+        rows, total = import_rows(imp, errors_only=errors_only, page=page, page_size=PAGE_SIZE)
         return self.render_template(
             "oblako/referral_show.html",
             imp=imp,
-            rows=svc.tracked_rows(rows),
+            rows=tracked_rows(rows),
             total=total,
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
             errors_only=errors_only,
-            progress=svc.import_progress(imp),
+            progress=import_progress(imp),
             stalled_since=stalled_since(imp),
             status_labels=IMPORT_STATUS_LABELS,
-            stage_labels=svc.STAGE_LABELS,
-            outcome_labels=svc.OUTCOME_LABELS,
-            stages=svc.STAGES,
+            stage_labels=STAGE_LABELS,
+            outcome_labels=OUTCOME_LABELS,
+            stages=STAGES,
             title=_("Referral import"),
         )
 
     @expose("/<uuid:public_id>/progress")
     @has_access
     def progress(self, public_id: uuid.UUID):
-        return jsonify(svc.import_progress(self._import(public_id)))
+        return jsonify(import_progress(self._import(public_id)))
 
     @expose("/<uuid:public_id>/confirm", methods=["POST"])
     @has_access
@@ -140,7 +154,7 @@ class ReferralImportView(BaseView):
         imp = self._import(public_id)
         try:
             with unit_of_work():
-                svc.start_import(imp, by=g.user)
+                start_import(imp, by=g.user)
         except DomainError as exc:
             flash(str(exc), "danger")
             return redirect(url_for(".show", public_id=public_id))
@@ -155,7 +169,7 @@ class ReferralImportView(BaseView):
     def export(self, public_id: uuid.UUID):
         imp = self._import(public_id)
         name = f"referrals-{imp.created_at:%Y-%m-%d}-{str(imp.public_id)[:8]}.xlsx"
-        return _xlsx(svc.export_tracking_xlsx(imp), name)
+        return _xlsx(export_tracking_xlsx(imp), name)
 
     @expose("/resend/<uuid:patient_id>", methods=["POST"])
     @has_access
@@ -165,7 +179,7 @@ class ReferralImportView(BaseView):
         ).scalar_one_or_none() or abort(404)
         try:
             with unit_of_work():
-                svc.resend_credentials(patient, by=g.user, sign_in_url=_sign_in_url())
+                resend_credentials(patient, by=g.user, sign_in_url=_sign_in_url())
         except DomainError as exc:
             flash(str(exc), "danger")
         else:

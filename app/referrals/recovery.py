@@ -1,6 +1,6 @@
 """Referral imports that lost their worker: noticed, shown to the manager, resumed by themselves.
 
-The import job (app/referrals.py run_import, a Huey task) leaves a heartbeat on its
+The import job (app/referrals/importer.py run_import, a Huey task) leaves a heartbeat on its
 ReferralImport when it is confirmed, when it starts and after every committed chunk. An import
 still `importing` whose heartbeat is older than IMPORT_STALL_SECONDS has no live worker: the
 job died with its process (a crash, a kill, a restart), or its queued message was lost with the

@@ -1,0 +1,126 @@
+"""What the referral pathway tells a patient: the invitation SMS with a one-time password (never
+a diagnosis), the notice of a new referral to a patient who already has an account, and the
+manager's "send the credentials again"."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
+
+from app.audit import audit
+from app.extensions import db
+from app.notifications import notify, queue_message
+from app.referrals.common import ReferralError, chunks
+from models import OblakoUser, OutboundChannel, OutboundMessage, Patient, PatientSource, utcnow
+
+
+def invitation_format() -> str:
+    """The invitation SMS in Russian, its %(url)s, %(login)s and %(password)s still to fill:
+    service, address, login, password — never a diagnosis. A bulk import translates it once
+    (switching the locale costs more than the rest of a row's SMS) and fills it per row."""
+    with force_locale("ru"):
+        return _(
+            "Health Cloud: you are invited to an online consultation. Sign in: %(url)s, "
+            "login %(login)s, password %(password)s. The password is valid for 7 days."
+        )
+
+
+def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
+    return invitation_format() % {"url": sign_in_url, "login": login, "password": password}
+
+
+def invite_dedupe_key(patient: Patient, file_sha256: str) -> str:
+    return f"referral-invite:{patient.public_id}:{file_sha256}"
+
+
+def referral_notice_text(*, sign_in_url: str) -> str:
+    """What a patient who already has an account is told of a new referral: no credentials
+    (they have them), never a diagnosis (the text goes out by SMS too)."""
+    return _(
+        "Health Cloud: you have a new referral for an online consultation. Sign in at %(url)s "
+        "with your login and password and upload your medical documents.",
+        url=sign_in_url,
+    )
+
+
+def notify_linked(
+    user: OblakoUser, patient: Patient, consultation_public_id: uuid.UUID, sign_in_url: str
+) -> None:
+    """A registered patient linked to a row that opened a new referral consultation: a cabinet
+    notification and, where they opted in, an SMS / e-mail through the outbox (notify())."""
+    notify(
+        user,
+        "referral_received",
+        lambda: referral_notice_text(sign_in_url=sign_in_url),
+        link=f"/cabinet/consultations/{consultation_public_id}",
+        # One message per new consultation: its public_id is new in this transaction.
+        dedupe_key=f"referral-new:{consultation_public_id}",
+        new_dedupe_key=True,
+        patient=patient,
+    )
+
+
+def invited_by(patient_ids_keys: dict[str, int]) -> set[int]:
+    """Of the patients keyed by their invitation's dedupe key, those invited by this file:
+    the import created them (they are not "already registered"). One IN query per 500."""
+    found: set[int] = set()
+    for chunk in chunks(sorted(patient_ids_keys)):
+        for key in db.session.execute(
+            select(OutboundMessage.dedupe_key).where(OutboundMessage.dedupe_key.in_(chunk))
+        ).scalars():
+            found.add(patient_ids_keys[key])
+    return found
+
+
+def default_sign_in_url() -> str:
+    """Outside a request (a worker resuming an import): the configured public address, else the
+    address `make run` serves on."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    if configured:
+        return configured
+    host = os.environ.get("HOST", "127.0.0.1")
+    return f"http://{host}:{os.environ.get('PORT', '5000')}/login/"
+
+
+def issue_password(user: OblakoUser) -> str:
+    from app.otp import issue_one_time_password  # the sign-in part's module (fast hash, 7 days)
+
+    return issue_one_time_password(user)
+
+
+def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) -> None:
+    """A new one-time password (the old one stops working) and a new SMS. No commit."""
+    if patient.source != PatientSource.REFERRAL:
+        raise ReferralError(_l("Credentials are only sent to patients invited by a referral."))
+    password = issue_password(patient.user)
+    patient.user.session_generation = (patient.user.session_generation or 0) + 1
+    sent_before = db.session.execute(
+        select(func.count())
+        .select_from(OutboundMessage)
+        .where(OutboundMessage.dedupe_key.like(f"referral-resend:{patient.public_id}:%"))
+    ).scalar_one()
+    queue_message(
+        OutboundChannel.SMS,
+        patient.phone,
+        invitation_text(
+            sign_in_url=sign_in_url or default_sign_in_url(),
+            login=patient.phone,
+            password=password,
+        ),
+        user_id=patient.user_id,
+        dedupe_key=f"referral-resend:{patient.public_id}:{sent_before + 1}:"
+        f"{int(utcnow().timestamp())}",
+    )
+    audit(
+        "referral_credentials_resent",
+        actor=by,
+        obj_type="patient",
+        obj_id=patient.public_id,
+        patient_id=patient.id,
+    )
