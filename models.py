@@ -826,7 +826,7 @@ class ReferralImport(Model):
     created_at: Mapped[datetime] = created_at_column()
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Last sign of life of the job importing it (confirmed, a chunk committed, resumed): an
-    # import `importing` whose heartbeat is old has lost its worker (app/import_recovery.py).
+    # import `importing` whose heartbeat is old has lost its worker (app/referrals/recovery.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 

@@ -4,7 +4,7 @@ file and sent in chunks, and the audit event of every export.
 CSV (UTF-8 with a BOM, `;`) is written while the rows are read (a server-side cursor on
 PostgreSQL); XLSX goes through openpyxl's write-only workbook into a temporary file, a new sheet
 at Excel's row limit. Dates are on the viewer's clock. A text cell that a spreadsheet could take
-for a formula is written as text: `looks_like_formula` is the rule. Flask-Admin's tablib export
+for a formula is written as text (app/spreadsheet.py is the rule). Flask-Admin's tablib export
 is not used: it holds everything in memory.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,24 +28,14 @@ from app.reports.access import may_see_personal_data
 from app.reports.export_columns import Export
 from app.reports.filters import Filters
 from app.reports.labels import NUMBER_SQL
+from app.spreadsheet import csv_text, xlsx_text_cells
 from models import AuditOutcome, Consultation, UTCDateTime
 
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header included
 STREAM_CHUNK = 1000
-# Characters XML 1.0 (and so XLSX) cannot carry: dropped rather than failing mid-export.
-_ILLEGAL_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 CSV_DELIMITER = ";"  # what a Russian-locale spreadsheet expects (the comma is the decimal mark)
 
 C = Consultation
-
-# A cell starting with one of these is a formula (or becomes one) in a spreadsheet.
-DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def looks_like_formula(value: str) -> bool:
-    """The formula-prefix rule: a text a spreadsheet would take for a formula (or turn into
-    one). CSV writes it after a quote ('), XLSX as an explicit string with the quote prefix."""
-    return value.startswith(DANGEROUS_PREFIXES)
 
 
 def fixed_offset_minutes(tz_name: str, period: tuple[datetime, datetime] | None) -> int | None:
@@ -177,8 +166,8 @@ def stream_csv(
                     out[i] = text(value)
             for i in texts:
                 value = out[i]
-                if value and looks_like_formula(value):
-                    out[i] = "'" + value
+                if value:
+                    out[i] = csv_text(value)
             writerow(out)  # None is written as an empty field
             count += 1
             if count % STREAM_CHUNK == 0:
@@ -197,13 +186,12 @@ def write_xlsx(export: Export, *, tz: str, fileobj) -> int:
     are appended) saved into `fileobj`. Returns the number of data rows."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Alignment, Font
+    from openpyxl.styles import Font
 
     local = LocalTime(tz)
     wb = Workbook(write_only=True)
     headers = [str(c.label) for c in export.columns]
     bold = Font(bold=True)
-    text_alignment = Alignment()
     sheet_title = export.title[:28]
     sheets = 0
 
@@ -224,16 +212,7 @@ def write_xlsx(export: Export, *, tz: str, fileobj) -> int:
     # new cell per date value; the format object itself is shared.
     date_format = "DD.MM.YYYY HH:MM"
 
-    def text_cell(value: str):
-        if _ILLEGAL_XML.search(value):
-            value = _ILLEGAL_XML.sub("", value)
-        if looks_like_formula(value):
-            cell = WriteOnlyCell(ws, value=value)
-            cell.data_type = "s"  # an explicit string: openpyxl never writes a formula
-            cell.quotePrefix = True  # Excel keeps it text even when the cell is edited
-            cell.alignment = text_alignment
-            return cell
-        return value
+    text_cell = xlsx_text_cells(ws)
 
     rows_in_sheet = 1
     count = 0
@@ -243,6 +222,7 @@ def write_xlsx(export: Export, *, tz: str, fileobj) -> int:
         for row in source:
             if rows_in_sheet >= XLSX_MAX_ROWS:
                 ws = new_sheet()
+                text_cell = xlsx_text_cells(ws)
                 rows_in_sheet = 1
             out = []
             for value in row:
