@@ -9,12 +9,14 @@ a URL, token, room or file key.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from flask_appbuilder import Model
@@ -392,6 +394,19 @@ class Consent(Model):
     accepted_at: Mapped[datetime] = created_at_column()
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+_STORAGE_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def stored_file_path(root: str | os.PathLike, key: str) -> Path:
+    """Where a stored file (a recording under MEDIA_RECORDINGS_DIR; a document) lives under its
+    root: ab/cd/abcd…, two levels of fan-out keep directories small. The media server writes
+    recordings there and the web app reads them. A key that is not 32 hex digits is refused
+    (ValueError) before it reaches the file system."""
+    if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
+        raise ValueError("invalid storage key")
+    return Path(root) / key[:2] / key[2:4] / key
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ Services take the acting user explicitly and never commit (the view's unit of wo
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 
@@ -39,11 +38,11 @@ from models import (
     Recording,
     RecordingConsents,
     recording_consents,
+    stored_file_path,
     utcnow,
 )
 
 PATIENT, DOCTOR = "patient", "doctor"
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class RecordingError(DomainError):
@@ -240,11 +239,8 @@ def recordings_root() -> Path:
 
 
 def recording_path(recording: Recording) -> Path:
-    """MEDIA_RECORDINGS_DIR/ab/cd/abcd… — the layout media_server/peers/recorder.py writes."""
-    key = recording.storage_key
-    if not _KEY_RE.match(key):
-        raise ValueError("invalid storage key")
-    return recordings_root() / key[:2] / key[2:4] / key
+    """The recording's file (models.stored_file_path, where the media server wrote it)."""
+    return stored_file_path(recordings_root(), recording.storage_key)
 
 
 def download_name(recording: Recording, c: Consultation) -> str:

@@ -1,5 +1,6 @@
-"""The consultation rules the web app and the media server share, in their one place (models.py):
-which statuses are closed, when the room and the chat are open, who consented to recording.
+"""The rules the web app and the media server share, in their one place (models.py): which
+statuses are closed, when the room and the chat are open, who consented to recording, where a
+stored file (a recording) lives.
 
 Each rule's Python form and its SQL form (the media server decides in its insert statement)
 must agree for every kind and status, on the database under test.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from itertools import product
 
+import pytest
 from sqlalchemy import select
 
 from models import (
@@ -132,3 +134,16 @@ def test_recording_consents_need_the_patient_and_the_assigned_doctor(
         assert state(unassigned.id) == (True, False, False, False)
         assert state(-1) == (False, False, False, False)  # no such consultation
         db.session.rollback()
+
+
+def test_stored_files_fan_out_by_key_and_bad_keys_never_reach_the_disk(tmp_path):
+    """models.stored_file_path: the layout the media server writes recordings in and the web
+    app reads them from. Only 32 hex digits make a key (a trailing newline, which a `$` regex
+    let through, is refused too)."""
+    from models import stored_file_path
+
+    key = uuid.uuid4().hex
+    assert stored_file_path(tmp_path, key) == tmp_path / key[:2] / key[2:4] / key
+    for bad in (key + "\n", key.upper(), key[:-1], "../" + key[3:], "", None):
+        with pytest.raises(ValueError):
+            stored_file_path(tmp_path, bad)  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from sqlalchemy.orm import Session
 
-from models import Recording, utcnow
+from models import Recording, stored_file_path, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ QUEUE_FRAMES = 90  # per track, ~3 s of video: the encoder may lag that much beh
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage: the same layout as app/recordings.py reads (the media server never imports app/)
+# Storage: models.stored_file_path's layout, which app/recordings.py reads
 # ---------------------------------------------------------------------------------------------
 
 
@@ -67,10 +67,8 @@ def new_key() -> str:
 
 
 def path_for_key(root: str | os.PathLike, key: str) -> Path:
-    """MEDIA_RECORDINGS_DIR/ab/cd/abcd… — keep in step with app.recordings.recording_path."""
-    if len(key) != 32 or any(ch not in "0123456789abcdef" for ch in key):
-        raise ValueError("invalid storage key")
-    return Path(root).resolve() / key[:2] / key[2:4] / key
+    """The recording's file under MEDIA_RECORDINGS_DIR (`root`)."""
+    return stored_file_path(Path(root).resolve(), key)
 
 
 def _fsync_dir(directory: Path) -> None:
