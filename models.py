@@ -9,11 +9,14 @@ a URL, token, room or file key.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from flask_appbuilder import Model
@@ -35,10 +38,14 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    and_,
     func,
+    or_,
+    select,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -140,6 +147,9 @@ CLOSED_STATUSES = frozenset(
     }
 )
 OPEN_STATUSES = tuple(s for s in ConsultationStatus if s not in CLOSED_STATUSES)
+# The video room exists in these (its time window is app/media.py's): the web app mints a
+# media grant only then, and the media server lets nobody into the waiting room otherwise.
+ROOM_STATUSES = frozenset({ConsultationStatus.SCHEDULED, ConsultationStatus.IN_PROGRESS})
 
 
 def _sql_in(values: Iterable[str]) -> str:
@@ -386,6 +396,66 @@ class Consent(Model):
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+_STORAGE_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def stored_file_path(root: str | os.PathLike, key: str) -> Path:
+    """Where a stored file (a recording under MEDIA_RECORDINGS_DIR; a document) lives under its
+    root: ab/cd/abcd…, two levels of fan-out keep directories small. The media server writes
+    recordings there and the web app reads them. A key that is not 32 hex digits is refused
+    (ValueError) before it reaches the file system."""
+    if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
+        raise ValueError("invalid storage key")
+    return Path(root) / key[:2] / key[2:4] / key
+
+
+@dataclass(frozen=True)
+class RecordingConsents:
+    """Who consented to the recording of one consultation: the patient's and the assigned
+    doctor's active (not withdrawn) `recording` consents for it. A call is recorded only with
+    both; the web app shows each, the media server checks `both` at every start and re-check."""
+
+    patient: Consent | None
+    doctor: Consent | None
+    doctor_assigned: bool
+
+    @property
+    def both(self) -> bool:
+        return self.patient is not None and self.doctor is not None
+
+    def of(self, role: str) -> Consent | None:
+        return self.patient if role == "patient" else self.doctor
+
+
+def recording_consents(session: Session, consultation_id: int) -> RecordingConsents:
+    """The one rule of consent to recording, read in `session` (the web app's or the media
+    server's). No consultation, or no doctor yet: nobody's consent is enough."""
+    parties = session.execute(
+        select(Patient.user_id, Doctor.user_id)
+        .select_from(Consultation)
+        .join(Patient, Patient.id == Consultation.patient_id)
+        .outerjoin(Doctor, Doctor.id == Consultation.doctor_id)
+        .where(Consultation.id == consultation_id)
+    ).first()
+    patient_user, doctor_user = parties if parties is not None else (None, None)
+
+    def active(user_id: int | None) -> Consent | None:
+        if user_id is None:
+            return None
+        return session.scalars(
+            select(Consent)
+            .where(
+                Consent.consultation_id == consultation_id,
+                Consent.user_id == user_id,
+                Consent.kind == ConsentKind.RECORDING,
+                Consent.withdrawn_at.is_(None),
+            )
+            .order_by(Consent.accepted_at.desc(), Consent.id.desc())
+        ).first()
+
+    return RecordingConsents(active(patient_user), active(doctor_user), doctor_user is not None)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scheduling
 # ---------------------------------------------------------------------------------------------
@@ -524,6 +594,48 @@ class Consultation(Model):
     disease: Mapped[Disease | None] = relationship()
     slot: Mapped[Slot | None] = relationship()
     documents: Mapped[list[MedicalDocument]] = relationship(secondary=consultation_document)
+
+    # The rules about a consultation that the web app and the media server share, each with
+    # its SQL form beside it (the media server's chat insert decides in the statement itself).
+
+    @hybrid_property
+    def is_closed(self) -> bool:
+        """Over, one way or another (CLOSED_STATUSES)."""
+        return self.status in CLOSED_STATUSES
+
+    @is_closed.inplace.expression
+    @classmethod
+    def _is_closed_sql(cls) -> Any:
+        return cls.status.in_([s.value for s in CLOSED_STATUSES])
+
+    @hybrid_property
+    def chat_open(self) -> bool:
+        """The patient and the doctors may write: a duty booking from `scheduled` (the patient
+        may ask the duty doctor before the call), every kind while `in_progress`."""
+        return self.status == ConsultationStatus.IN_PROGRESS or (
+            self.kind == ConsultationKind.DUTY and self.status == ConsultationStatus.SCHEDULED
+        )
+
+    @chat_open.inplace.expression
+    @classmethod
+    def _chat_open_sql(cls) -> Any:
+        return or_(
+            cls.status == ConsultationStatus.IN_PROGRESS.value,
+            and_(
+                cls.kind == ConsultationKind.DUTY.value,
+                cls.status == ConsultationStatus.SCHEDULED.value,
+            ),
+        )
+
+    @hybrid_property
+    def guest_chat_open(self) -> bool:
+        """An invited guest may write: during the consultation only, never before it."""
+        return self.status == ConsultationStatus.IN_PROGRESS
+
+    @guest_chat_open.inplace.expression
+    @classmethod
+    def _guest_chat_open_sql(cls) -> Any:
+        return cls.status == ConsultationStatus.IN_PROGRESS.value
 
     __table_args__ = (
         # The database, not Python, guarantees one active booking per slot.

@@ -10,12 +10,14 @@ every rule about *who* may enter *which* room and *when* lives in this module:
 - a third participant (colleague, interpreter, relative) joins as `guest` through a one-time
   link the doctor creates (MediaInvite; only the SHA-256 of the link's secret is stored).
 
-`media` (may enter the video room now): the consultation is scheduled or in progress and now is
-between MEDIA_ROOM_OPENS_MINUTES before its start and ROOM_GRACE after its end.
+`media` (may enter the video room now): the consultation is in a room status (scheduled or in
+progress, models.ROOM_STATUSES) and now is between MEDIA_ROOM_OPENS_MINUTES before its start
+and ROOM_GRACE after its end.
 `chat` (may write now): a duty booking that is scheduled (the patient may ask the duty doctor
 beforehand, as the service promises), or any consultation in progress; for a guest only the
 latter ("during the consultation all participants chat"), and the media server lets a guest
-write only once the doctor has admitted them to the call.
+write only once the doctor has admitted them to the call. Both chat rules are models.py's
+(Consultation.chat_open, .guest_chat_open), shared with the media server.
 
 Services here never touch request, g or flash: the acting user and the moment come in as
 arguments; refusals are DomainErrors with a translatable message; nothing commits.
@@ -45,11 +47,10 @@ from app.media_tokens import JoinGrant, mint_join_token
 from app.permissions import DOCTOR, DUTY_DOCTOR, PATIENT
 from app.roles import role_names
 from models import (
+    ROOM_STATUSES,
     ChatMessage,
     ChatRead,
     Consultation,
-    ConsultationKind,
-    ConsultationStatus,
     Doctor,
     MediaInvite,
     OblakoUser,
@@ -65,8 +66,6 @@ GUEST_NAME_MAX = 120
 # At most this many unused, unrevoked invites per consultation: a link is a key to the room.
 MAX_OPEN_INVITES = 5
 INVITE_SECRET_BYTES = 32  # 256 bits, URL-safe base64 in the link
-
-ROOM_STATUSES = (ConsultationStatus.SCHEDULED, ConsultationStatus.IN_PROGRESS)
 
 GUEST_ROLES: dict[str, object] = {
     "colleague": _l("Colleague"),
@@ -124,12 +123,6 @@ def media_open(c: Consultation, now: datetime | None = None) -> bool:
 def too_early(c: Consultation, now: datetime | None = None) -> bool:
     opens = room_opens_at(c)
     return c.status in ROOM_STATUSES and opens is not None and (now or utcnow()) < opens
-
-
-def chat_open(c: Consultation) -> bool:
-    if c.status == ConsultationStatus.IN_PROGRESS:
-        return True
-    return c.kind == ConsultationKind.DUTY and c.status == ConsultationStatus.SCHEDULED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +201,7 @@ def participation(user, public_id: uuid.UUID, *, now: datetime | None = None) ->
     c = _consultation(public_id)
     if c is None or user is None or not getattr(user, "is_authenticated", False):
         raise NotFound(_l("Consultation not found."))
-    media, chat = media_open(c, now), chat_open(c)
+    media, chat = media_open(c, now), c.chat_open
     # The generation the request's session was checked against (app/security.load_user): the
     # token dies with this session.
     gen = user.session_generation
@@ -569,6 +562,6 @@ def guest_participation(invite_id: int | None, *, now: datetime | None = None) -
         None,
         invite.guest_name,
         media_open(c, now),
-        c.status == ConsultationStatus.IN_PROGRESS,
+        c.guest_chat_open,
         invite_id=invite.id,
     )

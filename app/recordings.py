@@ -2,9 +2,8 @@
 
 Issue 5 item 6: a call is recorded only when both the patient and the consultation's doctor
 have consented for that consultation (a `Consent` row of kind `recording` with its
-`consultation_id`, not withdrawn). The media server checks the same ledger when the doctor
-starts a recording (media_server/peers_recorder.both_consented, which mirrors
-both_consented() here: the media server never imports app/).
+`consultation_id`, not withdrawn). That rule is models.recording_consents: the media server
+runs the same function when the doctor starts a recording and while it runs.
 
 The files are written by the media server under MEDIA_RECORDINGS_DIR (outside static/, random
 keys, fsynced, SHA-256 kept) and are served only from views/recordings.py, to the patient the
@@ -19,9 +18,7 @@ Services take the acting user explicitly and never commit (the view's unit of wo
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app
@@ -32,9 +29,6 @@ from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
 from models import (
-    CLOSED_STATUSES as MODEL_CLOSED_STATUSES,
-)
-from models import (
     AuditOutcome,
     Consent,
     ConsentKind,
@@ -42,13 +36,13 @@ from models import (
     Doctor,
     Patient,
     Recording,
+    RecordingConsents,
+    recording_consents,
+    stored_file_path,
     utcnow,
 )
 
-# Consent may be given or withdrawn until the consultation is over; a finished one is history.
-CLOSED_STATUSES = MODEL_CLOSED_STATUSES
 PATIENT, DOCTOR = "patient", "doctor"
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class RecordingError(DomainError):
@@ -105,63 +99,14 @@ def consultation_for(user, public_id: str | uuid.UUID) -> tuple[Consultation, st
     return (c, role) if role else None
 
 
-def _party_user_ids(c: Consultation) -> tuple[int | None, int | None]:
-    patient_user = db.session.execute(
-        select(Patient.user_id).where(Patient.id == c.patient_id)
-    ).scalar_one_or_none()
-    doctor_user = None
-    if c.doctor_id is not None:
-        doctor_user = db.session.execute(
-            select(Doctor.user_id).where(Doctor.id == c.doctor_id)
-        ).scalar_one_or_none()
-    return patient_user, doctor_user
-
-
 # ---------------------------------------------------------------------------------------------
 # Consent
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConsentState:
-    patient: Consent | None  # the patient's active consent, if any
-    doctor: Consent | None
-    doctor_assigned: bool
-
-    @property
-    def both(self) -> bool:
-        return self.patient is not None and self.doctor is not None
-
-    def of(self, role: str) -> Consent | None:
-        return self.patient if role == PATIENT else self.doctor
-
-
-def _active(c: Consultation, user_id: int | None) -> Consent | None:
-    if user_id is None:
-        return None
-    return (
-        db.session.execute(
-            select(Consent)
-            .where(
-                Consent.consultation_id == c.id,
-                Consent.user_id == user_id,
-                Consent.kind == ConsentKind.RECORDING,
-                Consent.withdrawn_at.is_(None),
-            )
-            .order_by(Consent.accepted_at.desc(), Consent.id.desc())
-        )
-        .scalars()
-        .first()
-    )
-
-
-def consent_state(c: Consultation) -> ConsentState:
-    patient_user, doctor_user = _party_user_ids(c)
-    return ConsentState(
-        patient=_active(c, patient_user),
-        doctor=_active(c, doctor_user),
-        doctor_assigned=doctor_user is not None,
-    )
+def consent_state(c: Consultation) -> RecordingConsents:
+    """Each party's active consent to the recording of `c` (models.recording_consents)."""
+    return recording_consents(db.session, c.id)
 
 
 def both_consented(c: Consultation) -> bool:
@@ -173,9 +118,10 @@ def give_consent(c: Consultation, *, by, ip: str | None = None) -> Consent:
     role = role_in(by, c)
     if role is None:
         raise RecordingError(_l("Only the patient and the doctor of the consultation can do this."))
-    if c.status in CLOSED_STATUSES:
+    # Consent may be given or withdrawn until the consultation is over; then it is history.
+    if c.is_closed:
         raise RecordingError(_l("The consultation is over: consent can no longer be changed."))
-    existing = _active(c, by.id)
+    existing = consent_state(c).of(role)
     if existing is not None:
         return existing
     consent = Consent(
@@ -201,11 +147,11 @@ def give_consent(c: Consultation, *, by, ip: str | None = None) -> Consent:
 def withdraw_consent(c: Consultation, *, by) -> int:
     """Withdraw `by`'s active consent(s) for `c`: the ledger row keeps its acceptance and gets
     withdrawn_at. The media server re-reads the ledger during a recording and stops it within
-    seconds (media_server/peers.py); the next start is refused."""
+    seconds (media_server/peers/hub.py); the next start is refused."""
     role = role_in(by, c)
     if role is None:
         raise RecordingError(_l("Only the patient and the doctor of the consultation can do this."))
-    if c.status in CLOSED_STATUSES:
+    if c.is_closed:
         raise RecordingError(_l("The consultation is over: consent can no longer be changed."))
     result = db.session.execute(
         update(Consent)
@@ -293,11 +239,8 @@ def recordings_root() -> Path:
 
 
 def recording_path(recording: Recording) -> Path:
-    """MEDIA_RECORDINGS_DIR/ab/cd/abcd… — the layout media_server/peers_recorder writes."""
-    key = recording.storage_key
-    if not _KEY_RE.match(key):
-        raise ValueError("invalid storage key")
-    return recordings_root() / key[:2] / key[2:4] / key
+    """The recording's file (models.stored_file_path, where the media server wrote it)."""
+    return stored_file_path(recordings_root(), recording.storage_key)
 
 
 def download_name(recording: Recording, c: Consultation) -> str:

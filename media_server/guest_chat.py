@@ -2,12 +2,13 @@
 
 A guest has no account: the message's author is the invite the guest came by
 (`chat_message.invite_id`, `author_id` NULL), and its name is the invite's `guest_name`. A guest
-writes only while the consultation is in progress and the invite still stands — decided here in
-the database, in the same transaction as the insert, like the patients' and doctors' messages in
-store.py; that the guest is admitted to the call is the server's check (room state).
+writes only while the consultation is in progress (Consultation.guest_chat_open, the web app's
+rule too) and the invite still stands — decided here in the database, in the same transaction
+as the insert, like the patients' and doctors' messages in the store package; that the guest is
+admitted to the call is the server's check (room state).
 
-Kept beside store.py rather than in it: the guests' messages are few, and the hot path of the
-chat (store.ChatWriter's group commit) stays untouched by them.
+Kept beside the store package rather than in it: the guests' messages are few, and the hot
+path of the chat (store.ChatWriter's group commit) stays untouched by them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from media_server.store import ConsultationInfo, SendResult, begin_immediate, message_dict
-from models import ChatMessage, Consultation, ConsultationStatus, MediaInvite, uuid7
+from models import ChatMessage, Consultation, MediaInvite, uuid7
 
 _msg = ChatMessage.__table__
 _cons = Consultation.__table__
@@ -59,13 +60,13 @@ def send_guest(
     is not in progress or the invite was revoked or has expired."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        status_q = select(_cons.c.status).where(_cons.c.id == info.id)
+        open_q = select(Consultation.guest_chat_open).where(_cons.c.id == info.id)
         # As store.send_batch: a transition either precedes this read or waits for the insert.
         if engine.dialect.name == "postgresql":
-            status_q = status_q.with_for_update(read=True)
+            open_q = open_q.with_for_update(read=True)
         else:
             begin_immediate(conn)
-        status = conn.execute(status_q).scalar()
+        chat_open = bool(conn.execute(open_q).scalar())
         invite = conn.execute(
             select(_invite.c.guest_name, _invite.c.revoked_at, _invite.c.expires_at).where(
                 _invite.c.id == invite_id, _invite.c.consultation_id == info.id
@@ -95,7 +96,7 @@ def send_guest(
         if expires_at is not None and expires_at.tzinfo is None:  # SQLite keeps no offset
             expires_at = expires_at.replace(tzinfo=UTC)
         if (
-            status != ConsultationStatus.IN_PROGRESS
+            not chat_open
             or invite is None
             or invite.revoked_at is not None
             or expires_at is None

@@ -47,6 +47,7 @@ from media_server.rooms import (
 )
 from media_server.sessions import SESSION_ENDED, session_live, watch_sessions
 from media_server.store import HISTORY_LIMIT, ChatStore, ChatWriter, ConsultationInfo, SendItem
+from models import ROOM_STATUSES
 
 log = logging.getLogger("media_server")
 
@@ -60,7 +61,6 @@ MAX_PARTICIPANTS = 12  # sockets per room: doctor, patient, guests, a few extra 
 # page) for a new one; the offering side notices only if its own ICE fails too. "relay": the
 # doctor's page gave up on browser-to-browser, both sides go through the aiortc relay.
 SIGNAL_KINDS = frozenset({"offer", "answer", "candidate", "bye", "restart", "relay"})
-CLOSED_STATUSES = frozenset({"completed", "cancelled", "rejected", "missed"})
 _LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost)(:\d{1,5})?$")
 
 Ack = dict[str, Any]
@@ -143,7 +143,7 @@ class MediaServer:
         self._sessions_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._register()
-        # aiortc relay + recorder (media_server/peers.py, the peers area): its relay.* and
+        # aiortc relay + recorder (media_server/peers/, the peers area): its relay.* and
         # record.* events go through the same flood gate, and see who is admitted through us.
         self.peers: RelayHub = register_peer_events(
             self.sio,
@@ -469,7 +469,7 @@ class MediaServer:
         if not claims.media:
             return _fail("room_closed")
         info = await self.store.run(self.store.consultation, conn.info.id)
-        if info is None or info.status in CLOSED_STATUSES:
+        if info is None or info.status not in ROOM_STATUSES:  # the web app's rule too
             return _fail("room_closed")
         if claims.role == "doctor" or await self.rooms.recently_admitted(conn.room, claims.subject):
             state = ADMITTED

@@ -118,7 +118,7 @@ def user_id_of(app, w, key: str) -> int:
 
 
 def add_recording(app, w) -> str:
-    """A Recording row and its file, laid out as media_server/peers_recorder writes them."""
+    """A Recording row and its file, laid out as media_server/peers/recorder.py writes them."""
     from app import recordings as svc
     from app.extensions import db
     from models import Recording, utcnow

@@ -64,7 +64,7 @@ class RecordingView(BaseView):
             role=role,
             state=state,
             mine=state.of(role),
-            open_for_consent=consultation.status not in svc.CLOSED_STATUSES,
+            open_for_consent=not consultation.is_closed,
             recordings=svc.recordings_of(consultation),
             form=ConsentForm(),
             human_duration=_human_duration,

@@ -19,8 +19,8 @@ import av
 import pytest
 from sqlalchemy import select
 
-from media_server import peers_recorder as rec
 from media_server.peers import RelayHub
+from media_server.peers import recorder as rec
 from tests.media import peer_clients as pc
 from tests.media_fixtures import MediaClient, run
 
@@ -206,10 +206,10 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path, monkeypatch
     from aiortc.codecs.vpx import Vp8Decoder
     from sqlalchemy.orm import sessionmaker
 
-    from media_server.peers import _EncodedTee
+    from media_server.peers import forwarding
 
     if not hooked:
-        monkeypatch.setattr(_EncodedTee, "PRIVATE", "_RTCRtpReceiver__no_such_queue")
+        monkeypatch.setattr(forwarding, "DECODER_QUEUE", "_RTCRtpReceiver__no_such_queue")
 
     from app.extensions import db
 

@@ -15,6 +15,8 @@ import secrets
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from media_server.peers import PeerError, RelayHub
 from tests.media import peer_clients as pc
 from tests.media_fixtures import MediaClient, run
@@ -316,7 +318,7 @@ def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(mon
     keyframe request reaches the publisher."""
     from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
-    from media_server.peers import ForwardedVideo
+    from media_server.peers.forwarding import ForwardedVideo
 
     encoders: set[int] = set()
     decoders: set[int] = set()
@@ -375,7 +377,7 @@ def test_audio_is_forwarded_as_opus_and_decoded_only_while_recording(monkeypatch
     relay decodes a publisher's audio only while the room records, for the recorder's mix."""
     from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 
-    from media_server.peers import ForwardedAudio
+    from media_server.peers.forwarding import ForwardedAudio
 
     encoders: set[int] = set()
     decoders: set[int] = set()
@@ -427,14 +429,16 @@ def test_audio_is_forwarded_as_opus_and_decoded_only_while_recording(monkeypatch
     assert recording_decodes == 1, "recording decodes the publisher's audio once, for the mix"
 
 
-def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch):
-    """An aiortc whose receiver has no frame queue to hook (a future release) costs the relay
-    CPU, not the picture: subscribers get decoded and re-encoded video."""
+@pytest.mark.parametrize("hook", ["DECODER_QUEUE", "SEND_PLI", "SEND_KEYFRAME", "ENCODER_PACK"])
+def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch, hook):
+    """An aiortc that lacks any of the internals the forwarding hooks (a future release: here
+    each one's name points at nothing) costs the relay CPU, not the picture: the tee is never
+    attached and subscribers get decoded and re-encoded video."""
     from aiortc.contrib.media import RelayStreamTrack
 
-    from media_server.peers import _EncodedTee
+    from media_server.peers import forwarding
 
-    monkeypatch.setattr(_EncodedTee, "PRIVATE", "_RTCRtpReceiver__no_such_queue")
+    monkeypatch.setattr(forwarding, hook, "_no_such_aiortc_internal")
 
     async def scenario():
         hub = RelayHub()
@@ -456,6 +460,25 @@ def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch
     assert arrived and abs(levels[0] - 120) < 20, levels
 
 
+def test_the_installed_aiortc_has_every_hooked_internal():
+    """The check itself, on a real receiver of the installed aiortc: nothing is missing (the
+    relay forwards), and a receiver without the frame queue is seen as lacking it."""
+    from aiortc import RTCPeerConnection
+
+    from media_server.peers.forwarding import DECODER_QUEUE, missing_aiortc_hooks
+
+    async def scenario():
+        pc = RTCPeerConnection()
+        receiver = pc.addTransceiver("video").receiver
+        hooked = missing_aiortc_hooks(receiver)
+        delattr(receiver, DECODER_QUEUE)
+        unhooked = missing_aiortc_hooks(receiver)
+        await pc.close()
+        return hooked, unhooked
+
+    assert run(scenario()) == ([], [DECODER_QUEUE])
+
+
 def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
     memory stays bounded; with no recording the decoder gets only the end."""
@@ -463,12 +486,12 @@ def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
 
     from aiortc.mediastreams import MediaStreamError
 
-    from media_server.peers import FORWARD_BACKLOG, ForwardedVideo, _EncodedTee
+    from media_server.peers.forwarding import FORWARD_BACKLOG, EncodedTee, ForwardedVideo
 
     async def scenario():
         receiver = SimpleNamespace(_RTCRtpReceiver__decoder_queue=queue.Queue())
         decoder = receiver._RTCRtpReceiver__decoder_queue
-        tee = _EncodedTee(receiver)
+        tee = EncodedTee(receiver)
         track = ForwardedVideo(tee)
         for n in range(100):
             tee.put(("vp8", SimpleNamespace(data=bytes([n]), timestamp=n * 3000)))
@@ -512,8 +535,8 @@ def vp8_stream(count: int, *, key_at: tuple[int, ...] = ()) -> list[tuple[bytes,
 
 
 def test_the_keyframe_test_and_the_size_agree_with_the_encoder():
-    from media_server.peers import is_vp8_keyframe
-    from media_server.peers_recorder import vp8_size
+    from media_server.peers.forwarding import is_vp8_keyframe
+    from media_server.peers.recorder import vp8_size
 
     stream = vp8_stream(40, key_at=(17, 31))
     assert [n for n, (_, key) in enumerate(stream) if key] == [0, 17, 31]
@@ -529,11 +552,11 @@ def test_the_recorders_copy_starts_at_a_keyframe_and_after_a_gap_waits_for_one()
     passes everything (its decoder asks by itself)."""
     import queue
 
-    from media_server.peers import (
+    from media_server.peers.forwarding import (
         FORWARD_BACKLOG,
         KEYFRAME_RETRY_FRAMES,
+        EncodedTee,
         ForwardedVideo,
-        _EncodedTee,
     )
 
     vp8 = SimpleNamespace(mimeType="video/VP8")
@@ -553,7 +576,7 @@ def test_the_recorders_copy_starts_at_a_keyframe_and_after_a_gap_waits_for_one()
 
         receiver._send_rtcp_pli = pli
         decoder = receiver._RTCRtpReceiver__decoder_queue
-        tee = _EncodedTee(receiver)
+        tee = EncodedTee(receiver)
         viewer = ForwardedVideo(tee)
 
         def feed(frames: range) -> None:

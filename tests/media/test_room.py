@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.media.conftest import set_status
 from tests.media_fixtures import MediaClient, run
 
 
@@ -56,6 +59,24 @@ def test_room_enter_needs_the_media_claim(media_server, make_room):
 
     async def scenario():
         await patient.connect()
+        ack = await patient.call("room.enter", {})
+        await patient.close()
+        return ack
+
+    assert run(scenario()) == {"ok": False, "error": "room_closed"}
+
+
+@pytest.mark.parametrize("status", ["completed", "needs_documents"])
+def test_room_enter_follows_the_room_statuses_of_models(app, media_server, make_room, status):
+    """The token's media claim was granted while the consultation was scheduled; at room.enter
+    the server asks the database, with the web app's rule (models.ROOM_STATUSES): a status out
+    of it, closed or not, means the room is closed."""
+    room = make_room(kind="centre_request", status="scheduled")
+    patient, _ = clients(media_server, room)
+
+    async def scenario():
+        await patient.connect()
+        set_status(app, room.consultation_id, status)
         ack = await patient.call("room.enter", {})
         await patient.close()
         return ack

@@ -209,7 +209,10 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
     """SQLite: a chat commit never copies the write-ahead log back into the database (two
     fsyncs, the paced p99 in bench_chat); the checkpointer does it beside the writer. On
     PostgreSQL there is nothing to move: the store has no checkpointer."""
-    from media_server.store import CHECKPOINT_BACKSTOP_PAGES, CHECKPOINT_CATCH_UP_PASSES
+    from media_server.store.checkpoints import (
+        CHECKPOINT_BACKSTOP_PAGES,
+        CHECKPOINT_CATCH_UP_PASSES,
+    )
 
     room = make_room(kind="duty", status="in_progress")
     store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
@@ -248,7 +251,7 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
 
         writer = ChatWriter(store)
         monkeypatch.setattr(store, "checkpoint", checkpoint)
-        monkeypatch.setattr("media_server.store.CHECKPOINT_RESET_PAGES", 100)
+        monkeypatch.setattr("media_server.store.checkpoints.CHECKPOINT_RESET_PAGES", 100)
         grown, restarted = run(flow_then_checkpoint())
         assert paused_during[-1] is True and not any(paused_during[:-1])
         assert 2 <= len(paused_during) <= 2 + CHECKPOINT_CATCH_UP_PASSES
@@ -273,7 +276,7 @@ def test_the_checkpointer_catches_up_beside_the_writer_before_it_pauses_it(
     each copying what came during the one before, while a pass still takes long."""
     store = ChatStore(f"sqlite:///{tmp_path / 'log.db'}", workers=1)
     writer = ChatWriter(store)
-    monkeypatch.setattr("media_server.store.CHECKPOINT_CATCH_UP_SECONDS", 0.05)
+    monkeypatch.setattr("media_server.store.checkpoints.CHECKPOINT_CATCH_UP_SECONDS", 0.05)
     frames = 5_000 if len(expected) > 1 else 10
     passes: list[bool] = []
 
@@ -380,7 +383,7 @@ def test_sqlite_chat_insert_runs_on_the_loop_and_never_waits_there_for_the_lock(
     the resend opens a new one."""
     import sqlite3
 
-    from media_server.store import CHECKPOINT_BACKSTOP_PAGES
+    from media_server.store.checkpoints import CHECKPOINT_BACKSTOP_PAGES
 
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     if not url.startswith("sqlite"):

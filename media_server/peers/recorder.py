@@ -12,7 +12,8 @@ publisher's video is its own VP8 stream, the patient's first, muxed as the publi
 it (the relay's forwarded copy, from a key frame: no decode, no encode, the publisher's
 bitrate). Video the relay could only decode (an aiortc it cannot hook) is encoded here.
 
-Consent is checked here too, in the database, at every start (docs/media-contract.md).
+Consent is checked by the hub, in the database, at every start and during the recording
+(models.recording_consents, the web app's rule; docs/media-contract.md).
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ from pathlib import Path
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Consent, ConsentKind, Consultation, Doctor, Patient, Recording, utcnow
+from models import Recording, stored_file_path, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ QUEUE_FRAMES = 90  # per track, ~3 s of video: the encoder may lag that much beh
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage: the same layout as app/recordings.py reads (the media server never imports app/)
+# Storage: models.stored_file_path's layout, which app/recordings.py reads
 # ---------------------------------------------------------------------------------------------
 
 
@@ -67,10 +67,8 @@ def new_key() -> str:
 
 
 def path_for_key(root: str | os.PathLike, key: str) -> Path:
-    """MEDIA_RECORDINGS_DIR/ab/cd/abcd… — keep in step with app.recordings.recording_path."""
-    if len(key) != 32 or any(ch not in "0123456789abcdef" for ch in key):
-        raise ValueError("invalid storage key")
-    return Path(root).resolve() / key[:2] / key[2:4] / key
+    """The recording's file under MEDIA_RECORDINGS_DIR (`root`)."""
+    return stored_file_path(Path(root).resolve(), key)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -102,36 +100,6 @@ def _probe_duration(path: Path) -> float | None:
     except Exception:
         log.exception("could not probe recording %s", path)
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Consent: both the patient and the consultation's doctor, for this consultation, not withdrawn
-# ---------------------------------------------------------------------------------------------
-
-
-def both_consented(session: Session, consultation_id: int) -> bool:
-    """Mirror of app.recordings.both_consented (the web app's view of the same ledger)."""
-    row = session.execute(
-        select(Patient.user_id, Doctor.user_id)
-        .select_from(Consultation)
-        .join(Patient, Patient.id == Consultation.patient_id)
-        .join(Doctor, Doctor.id == Consultation.doctor_id)
-        .where(Consultation.id == consultation_id)
-    ).first()
-    if row is None:
-        return False  # no such consultation, or no doctor assigned yet
-    needed = {row[0], row[1]}
-    given = set(
-        session.execute(
-            select(Consent.user_id).where(
-                Consent.consultation_id == consultation_id,
-                Consent.kind == ConsentKind.RECORDING,
-                Consent.withdrawn_at.is_(None),
-                Consent.user_id.in_(needed),
-            )
-        ).scalars()
-    )
-    return needed <= given
 
 
 # ---------------------------------------------------------------------------------------------
