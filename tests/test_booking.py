@@ -393,6 +393,44 @@ def test_booking_and_refusal_statement_budget(app, make_patient, duty):
         ).scalar_one()
 
 
+def test_booking_notifies_and_audits_through_the_transitions_helpers(
+    app, make_patient, duty, monkeypatch
+):
+    """The booking is a transition like the others: its doctor's notification goes through
+    notify() and its audit event through audit(), the helpers every transition calls
+    (app/consultations/common.py), not rows of its own making. Spies that call through."""
+    import app.consultations.common as common
+    from app.extensions import db
+    from models import Doctor, Patient
+
+    doctor_id, slots = duty
+    patient_id = make_patient()
+    seen: list[tuple] = []
+    real_notify, real_audit = common.notify, common.audit
+
+    def notify_spy(user, kind, text, **kw):
+        seen.append(("notify", user.id, kind, kw.get("link")))
+        return real_notify(user, kind, text, **kw)
+
+    def audit_spy(action, **kw):
+        seen.append(("audit", action, kw.get("actor_id"), kw.get("patient_id")))
+        return real_audit(action, **kw)
+
+    monkeypatch.setattr(common, "notify", notify_spy)
+    monkeypatch.setattr(common, "audit", audit_spy)
+    consultation_id = book(app, patient_id, slots[0])
+    with app.app_context():
+        from models import Consultation
+
+        c = db.session.get(Consultation, consultation_id)
+        doctor_user = db.session.get(Doctor, doctor_id).user_id
+        patient_user = db.session.get(Patient, patient_id).user_id
+        assert sorted(seen) == [
+            ("audit", "consultation.book", patient_user, patient_id),
+            ("notify", doctor_user, "consultation_booked", f"/care/consultations/{c.public_id}"),
+        ]
+
+
 def test_limit_of_upcoming_bookings(app, make_patient, duty, monkeypatch):
     from app.booking import BookingError
 
@@ -459,8 +497,8 @@ def test_a_cancelled_booking_frees_the_slot(app, make_patient, duty):
     _, slots = duty
     first = book(app, make_patient(), slots[0])
     with app.app_context():
-        # The cancel transition belongs to app/consultations/transitions.py; its effect on the slot is the
-        # status leaving SLOT_HOLDING_STATUSES, which is what the partial index looks at.
+        # The cancel transition belongs to app/consultations/transitions.py; its effect on the
+        # slot is the status leaving SLOT_HOLDING_STATUSES, which the partial index looks at.
         db.session.get(Consultation, first).status = ConsultationStatus.CANCELLED
         db.session.commit()
     second_patient = make_patient()
