@@ -252,16 +252,22 @@ def request_documents(c: Consultation, *, by, message: str) -> None:
     )
 
 
-def reject_consultation(c: Consultation, *, by, reason: str) -> None:
-    """requested / needs_documents → rejected, with the reason shown to the patient."""
-    centre_doctor(by, c)
-    if c.status not in QUEUE_STATUSES:
-        raise ConsultationError(_l("Only an application under review can be declined."))
+def _reason(reason: str | None) -> str:
+    """The reason a rejection or a cancellation must give, stripped and within REASON_MAX."""
     reason = clean_text(
         reason, REASON_MAX, _l("The reason is too long: at most %(n)d characters.", n=REASON_MAX)
     )
     if not reason:
         raise ConsultationError(_l("Give the reason."))
+    return reason
+
+
+def reject_consultation(c: Consultation, *, by, reason: str) -> None:
+    """requested / needs_documents → rejected, with the reason shown to the patient."""
+    centre_doctor(by, c)
+    if c.status not in QUEUE_STATUSES:
+        raise ConsultationError(_l("Only an application under review can be declined."))
+    reason = _reason(reason)
     c.status = ConsultationStatus.REJECTED
     c.reject_reason = reason
     c.rejected_at = c.reviewed_at = utcnow()
@@ -296,11 +302,7 @@ def cancel_consultation(c: Consultation, *, by, reason: str) -> None:
         raise ConsultationError(_l("You cannot cancel this consultation."))
     if c.status not in CANCELLABLE:
         raise ConsultationError(_l("This consultation can no longer be cancelled."))
-    reason = clean_text(
-        reason, REASON_MAX, _l("The reason is too long: at most %(n)d characters.", n=REASON_MAX)
-    )
-    if not reason:
-        raise ConsultationError(_l("Give the reason."))
+    reason = _reason(reason)
     c.status = ConsultationStatus.CANCELLED
     c.cancelled_at = utcnow()
     c.cancelled_by_id = by.id
