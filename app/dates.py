@@ -7,14 +7,20 @@ birth date not in the future and not before EARLIEST_BIRTH_YEAR).
 
 The checks return the message (or None) rather than raise: each area raises its own error type
 with it (ConsultationError, ScheduleError, RegistrationError, a referral row's ValueError).
+
+Time zones too: a stored moment is UTC; zone() is the one reading of a person's zone name
+(an unknown or empty name falls back to DEFAULT_TIMEZONE), format_in_zone() shows a moment
+on that person's clock and local_moment() turns a wall-clock time back into UTC.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.dates import format_datetime as babel_format_datetime
 from flask import current_app, has_app_context
-from flask_babel import format_date
+from flask_babel import format_date, get_locale
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
@@ -60,3 +66,43 @@ def birth_date_error(born: date | None, today: date | None = None) -> LazyString
     if born.year < EARLIEST_BIRTH_YEAR:
         return _l("The date of birth cannot be earlier than %(year)d.", year=EARLIEST_BIRTH_YEAR)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Time zones
+# ---------------------------------------------------------------------------------------------
+
+FALLBACK_TIMEZONE = "Europe/Moscow"
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The zone of this name; an unknown or empty one is the service's DEFAULT_TIMEZONE."""
+    try:
+        return ZoneInfo(name or "")
+    except (ZoneInfoNotFoundError, ValueError):
+        default = FALLBACK_TIMEZONE
+        if has_app_context():
+            default = current_app.config.get("DEFAULT_TIMEZONE", FALLBACK_TIMEZONE)
+        return ZoneInfo(default)
+
+
+def zone_label(name: str | None) -> str:
+    """The zone as a person picks it at registration («Москва (МСК)»), else its name."""
+    from app.registration import TIMEZONE_LABELS
+
+    return str(TIMEZONE_LABELS.get(name or "", name or ""))
+
+
+def format_in_zone(
+    value: datetime | None, tz_name: str | None, fmt: str = "d MMMM y, HH:mm"
+) -> str:
+    """A UTC moment as the person in `tz_name` reads it, in the current locale."""
+    if value is None:
+        return ""
+    locale = get_locale() or "ru"
+    return babel_format_datetime(value, fmt, tzinfo=zone(tz_name), locale=locale)
+
+
+def local_moment(day: date, at: time, tz_name: str | None) -> datetime:
+    """A wall-clock date and time in a zone as a UTC moment."""
+    return datetime.combine(day, at, tzinfo=zone(tz_name)).astimezone(UTC)

@@ -94,8 +94,7 @@ def notification_values(
     patient: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What notify() writes, as values: the notification's columns and the queue_message()
-    arguments of each outbox message (see outbox_values()), for callers that insert them with
-    Core statements (the duty booking). One definition of who gets what.
+    arguments of each outbox message (see outbox_values()). One definition of who gets what.
 
     `patient`: the user's Patient row or anything with its notify_sms, notify_email, phone and
     email (None: the user is not a patient).

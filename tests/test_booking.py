@@ -300,12 +300,12 @@ def test_unique_index_refuses_when_the_python_checks_are_skipped(
     app, make_patient, duty, monkeypatch
 ):
     """The database, not the check in Python, keeps a slot to one active booking."""
-    import app.booking as booking
+    import app.booking.book as booking
 
     _, slots = duty
     book(app, make_patient(), slots[0])
     real_lock = booking._lock_booking
-    monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
+    monkeypatch.setattr(booking, "bookable_slot", lambda pid, now: None)
     monkeypatch.setattr(
         booking, "_lock_booking", lambda patient_id, pid: real_lock(patient_id, pid, lock=False)
     )
@@ -316,14 +316,14 @@ def test_unique_index_refuses_when_the_python_checks_are_skipped(
 
 
 def test_session_stays_usable_after_a_refused_insert(app, make_patient, duty, monkeypatch):
-    import app.booking as booking
+    import app.booking.book as booking
     from app.extensions import db
     from models import Consultation, Patient
 
     _, slots = duty
     book(app, make_patient(), slots[0])
     patient_id = make_patient()
-    monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
+    monkeypatch.setattr(booking, "bookable_slot", lambda pid, now: None)
     with app.app_context():
         patient = db.session.get(Patient, patient_id)
         with pytest.raises(booking.BookingError):
@@ -372,11 +372,13 @@ def test_booking_and_refusal_statement_budget(app, make_patient, duty):
         assert len(refused) == 1 and "FOR " not in refused[0], refused
         locks = [s for s in booked if " FOR NO KEY UPDATE" in s or s.startswith("UPDATE slot")]
         assert locks, booked  # the authoritative path still takes its locks
-        # PostgreSQL: the look, the locks, then one statement counts the patient's bookings
-        # and writes the consultation, the notification, its outbox row and the audit event.
-        # SQLite: the no-op write that takes its lock, and the writes one by one.
+        # The look, the patient (expired here), the locks of the patient and the slot (SQLite:
+        # its no-op write), the count of the patient's bookings, the consultation's insert,
+        # then what every transition writes through notify() and audit(): the audit event,
+        # the look-up of the doctor's opt-ins, the notification and its outbox row. (Issue 16
+        # replaced the one hand-built statement that used to do the writes on PostgreSQL.)
         sqlite = db.engine.dialect.name == "sqlite"
-        assert len(booked) <= (8 if sqlite else 3), booked
+        assert len(booked) <= (11 if sqlite else 10), booked
         link = f"/care/consultations/{c.public_id}"
         assert db.session.execute(
             select(Notification).where(Notification.link == link)
@@ -389,6 +391,44 @@ def test_booking_and_refusal_statement_budget(app, make_patient, duty):
         assert db.session.execute(
             select(AuditEvent).where(AuditEvent.object_id == str(c.public_id))
         ).scalar_one()
+
+
+def test_booking_notifies_and_audits_through_the_transitions_helpers(
+    app, make_patient, duty, monkeypatch
+):
+    """The booking is a transition like the others: its doctor's notification goes through
+    notify() and its audit event through audit(), the helpers every transition calls
+    (app/consultations/common.py), not rows of its own making. Spies that call through."""
+    import app.consultations.common as common
+    from app.extensions import db
+    from models import Doctor, Patient
+
+    doctor_id, slots = duty
+    patient_id = make_patient()
+    seen: list[tuple] = []
+    real_notify, real_audit = common.notify, common.audit
+
+    def notify_spy(user, kind, text, **kw):
+        seen.append(("notify", user.id, kind, kw.get("link")))
+        return real_notify(user, kind, text, **kw)
+
+    def audit_spy(action, **kw):
+        seen.append(("audit", action, kw.get("actor_id"), kw.get("patient_id")))
+        return real_audit(action, **kw)
+
+    monkeypatch.setattr(common, "notify", notify_spy)
+    monkeypatch.setattr(common, "audit", audit_spy)
+    consultation_id = book(app, patient_id, slots[0])
+    with app.app_context():
+        from models import Consultation
+
+        c = db.session.get(Consultation, consultation_id)
+        doctor_user = db.session.get(Doctor, doctor_id).user_id
+        patient_user = db.session.get(Patient, patient_id).user_id
+        assert sorted(seen) == [
+            ("audit", "consultation.book", patient_user, patient_id),
+            ("notify", doctor_user, "consultation_booked", f"/care/consultations/{c.public_id}"),
+        ]
 
 
 def test_limit_of_upcoming_bookings(app, make_patient, duty, monkeypatch):
@@ -457,8 +497,8 @@ def test_a_cancelled_booking_frees_the_slot(app, make_patient, duty):
     _, slots = duty
     first = book(app, make_patient(), slots[0])
     with app.app_context():
-        # The cancel transition belongs to app/consultations.py; its effect on the slot is the
-        # status leaving SLOT_HOLDING_STATUSES, which is what the partial index looks at.
+        # The cancel transition belongs to app/consultations/transitions.py; its effect on the
+        # slot is the status leaving SLOT_HOLDING_STATUSES, which the partial index looks at.
         db.session.get(Consultation, first).status = ConsultationStatus.CANCELLED
         db.session.commit()
     second_patient = make_patient()

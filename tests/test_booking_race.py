@@ -118,10 +118,10 @@ def test_sixteen_connections_race_for_one_slot_exactly_one_wins(app, race_app, c
 
 def test_the_unique_index_alone_keeps_one_booking(app, race_app, contenders, monkeypatch):
     """No lock, no check in Python: every racer inserts; only the database stands between."""
-    import app.booking as booking
+    import app.booking.book as booking
 
     real_lock = booking._lock_booking
-    monkeypatch.setattr(booking, "_peek_slot", lambda pid, now: None)
+    monkeypatch.setattr(booking, "bookable_slot", lambda pid, now: None)
     monkeypatch.setattr(
         booking, "_lock_booking", lambda patient_id, pid: real_lock(patient_id, pid, lock=False)
     )

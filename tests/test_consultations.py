@@ -1,4 +1,4 @@
-"""The status machine of an application (app/consultations.py), at the service level.
+"""The status machine of an application (app/consultations/), at the service level.
 
 Every transition is tried by every kind of actor: the patient who owns the consultation,
 another patient, a doctor of the consultation's centre, a doctor of another centre, a duty

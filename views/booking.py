@@ -27,8 +27,8 @@ from app.booking import (
     own_documents_for_booking,
     slot_choice,
 )
+from app.dates import zone_label
 from app.db import unit_of_work
-from app.registration import TIMEZONE_LABELS
 from models import ConsultationMode
 from views.cabinet import current_patient
 
@@ -64,7 +64,7 @@ class BookingView(BaseView):
         return self.render_template(
             "oblako/booking.html",
             doctors=free_slots_by_doctor(patient.timezone),
-            timezone_label=TIMEZONE_LABELS.get(patient.timezone, patient.timezone),
+            timezone_label=zone_label(patient.timezone),
             limit=max_upcoming_bookings(),
             title=_("Book a duty doctor"),
             appbuilder=self.appbuilder,
@@ -121,7 +121,7 @@ class BookingView(BaseView):
             slot=slot,
             choice=slot_choice(slot, patient.timezone),
             documents=documents,
-            timezone_label=TIMEZONE_LABELS.get(patient.timezone, patient.timezone),
+            timezone_label=zone_label(patient.timezone),
             patient_timezone=patient.timezone,
             title=_("Book a duty doctor"),
             appbuilder=self.appbuilder,

@@ -30,13 +30,14 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from app import consultations as svc
 from app import documents as docs
 from app.accounts import patient_for_user
-from app.applications import ApplicationExists, clean_form_token, new_form_token
 from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
+from app.consultations.applications import ApplicationExists, clean_form_token, new_form_token
+from app.dates import format_in_zone, zone_label
 from app.db import unit_of_work
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.roles import role_names
-from models import ConsultationStatus, DocumentType, MedicalDocument
+from models import ConsultationStatus, DocumentType, MedicalDocument, utcnow
 from views.documents import human_size, type_label
 
 REQUIRED = _l("This field is required.")
@@ -86,8 +87,8 @@ def template_helpers() -> dict:
         "type_label": type_label,
         "human_size": human_size,
         "is_image": docs.is_image,
-        "in_zone": svc.format_in_zone,
-        "zone_label": svc.zone_label,
+        "in_zone": format_in_zone,
+        "zone_label": zone_label,
         "profile_labels": PROFILE_LABELS,
     }
 
@@ -385,7 +386,7 @@ class CareView(BaseView):
             "oblako/care_queue.html",
             doctor=doctor,
             page=page,
-            now=svc.utcnow(),
+            now=utcnow(),
             title=_("Applications"),
             **template_helpers(),
         )
@@ -439,7 +440,7 @@ class CareView(BaseView):
             message_form=MessageForm(),
             reason_form=ReasonForm(),
             statuses=ConsultationStatus,
-            now=svc.utcnow(),
+            now=utcnow(),
             # The conclusions area's screens, linked once it is there (it is built in parallel).
             start_url=endpoint_or_none("ConclusionView.start", public_id=c.public_id),
             conclusion_form_url=endpoint_or_none("ConclusionView.new", public_id=c.public_id),
@@ -507,8 +508,8 @@ class CareView(BaseView):
 def register(appbuilder: AppBuilder) -> None:
     # Times of a consultation are shown in a named person's zone (the doctor's, the patient's),
     # not only the viewer's: a global, so that the cabinet's list can use it too.
-    current_app.jinja_env.globals.setdefault("in_zone", svc.format_in_zone)
-    current_app.jinja_env.globals.setdefault("zone_label", svc.zone_label)
+    current_app.jinja_env.globals.setdefault("in_zone", format_in_zone)
+    current_app.jinja_env.globals.setdefault("zone_label", zone_label)
     appbuilder.add_view(
         ApplicationView,
         "NewApplication",

@@ -32,7 +32,7 @@ from wtforms import SelectField, StringField
 from wtforms.validators import InputRequired, Length
 
 from app import media as svc
-from app.consultations import format_in_zone, zone_label
+from app.dates import format_in_zone, zone_label
 from app.db import unit_of_work
 from app.errors import DomainError, NotFound
 from app.i18n import local_datetime, viewer_timezone
