@@ -70,9 +70,6 @@ from app.consultations.transitions import (
     schedule_consultation,
 )
 
-# Its home is app.dates; app/reports.py still imports it from here (to be rewired at merge).
-from app.dates import zone
-
 __all__ = [
     "ACTIVE",
     "APPLICATION_DUE",
@@ -119,5 +116,4 @@ __all__ = [
     "staff_consultation_condition",
     "staff_link",
     "submit_application",
-    "zone",
 ]

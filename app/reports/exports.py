@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import DateTime, Select, func, type_coerce
 
 from app.audit import audit
-from app.consultations import zone
+from app.dates import zone
 from app.extensions import db
 from app.reports.access import may_see_personal_data
 from app.reports.export_columns import Export

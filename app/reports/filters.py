@@ -17,7 +17,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from app.boundary import BadParameter, parse_page
-from app.consultations import zone
+from app.dates import zone
 from app.errors import DomainError
 from app.extensions import db
 from app.reports.labels import SLA_KINDS
