@@ -10,18 +10,18 @@ from __future__ import annotations
 import uuid
 
 from flask import Response, abort, current_app, flash, g, jsonify, redirect, request, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_appbuilder import BaseView, expose, has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from app import referrals as svc
-from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.import_recovery import stalled_since
 from app.security import sign_in_url
 from models import ImportStatus, Patient
+from views.common import unit_of_work
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PAGE_SIZE = 100
@@ -175,15 +175,3 @@ class ReferralImportView(BaseView):
             return redirect(url_for(".show", public_id=uuid.UUID(back)))
         except ValueError:
             return redirect(url_for(".list"))
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        ReferralImportView,
-        "ReferralImports",
-        label=_l("Referral import"),
-        icon="fa-upload",
-        category="Referrals",
-        category_label=_l("Referrals"),
-        category_icon="fa-share",
-    )

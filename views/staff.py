@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g
-from flask_appbuilder import AppBuilder
 from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget, Select2Widget
 from flask_babel import lazy_gettext as _l
 from wtforms import PasswordField, SelectField, StringField
@@ -21,7 +20,6 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp, Validatio
 
 from app.access import staff_patient_condition
 from app.audit import audit
-from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
@@ -47,12 +45,13 @@ from models import (
     PatientSource,
     Sex,
 )
-from views.staff_crud import (
+from views.common import (
     RowScope,
     StaffInterface,
     StaffModelView,
     checkbox_field,
     optional_text_field,
+    unit_of_work,
     yes_no,
 )
 
@@ -426,34 +425,3 @@ class OutboxView(StaffModelView):
         "delivered_via": _labelled(DELIVERED_VIA_LABELS),
         "next_attempt_at": local_datetime,
     }
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        PatientStaffView,
-        "PatientList",
-        label=_l("Patients"),
-        icon="fa-users",
-        category="Patients",
-        category_label=_l("Patients"),
-        category_icon="fa-users",
-    )
-    appbuilder.add_view(
-        ConsultationStaffView,
-        "ConsultationList",
-        label=_l("Consultations"),
-        icon="fa-stethoscope",
-        category="Consultations",
-        category_label=_l("Consultations"),
-        category_icon="fa-stethoscope",
-    )
-    appbuilder.add_view(
-        DoctorView,
-        "Doctors",
-        label=_l("Doctors"),
-        icon="fa-user-md",
-        category="Staff",
-        category_label=_l("Staff"),
-        category_icon="fa-user-md",
-    )
-    appbuilder.add_view(OutboxView, "Outbox", label=_l("Outbound messages"), icon="fa-envelope")
