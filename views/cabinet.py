@@ -16,8 +16,8 @@ from app.cabinet import (
     unread_count,
 )
 from app.extensions import db
+from app.labels import SEX_LABELS
 from app.registration import (
-    SEX_LABELS,
     TIMEZONE_LABELS,
     ProfileData,
     RegistrationError,

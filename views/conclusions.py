@@ -24,9 +24,9 @@ from wtforms.validators import InputRequired
 from app import conclusions as svc
 from app import documents as docs
 from app.accounts import doctor_for_user
-from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
 from app.consultations import ConsultationError, consultation_for_staff
 from app.errors import NotFound
+from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from models import Consultation, ConsultationStatus
 from views.common import unit_of_work
 
@@ -176,8 +176,8 @@ class ConclusionView(BaseView):
                 may_issue=svc.may_issue(consultation, doctor),
                 can_start=svc.can_start(consultation, doctor),
                 correcting=consultation.status == ConsultationStatus.COMPLETED,
-                status_labels=CONSULTATION_STATUS_LABELS,
-                kind_labels=CONSULTATION_KIND_LABELS,
+                status_labels=PATIENT_STATUS_LABELS,
+                kind_labels=PATIENT_KIND_LABELS,
                 today=docs.today_for(consultation.patient),
                 back_url=_back_to(consultation),
                 has_endpoint=_endpoint,

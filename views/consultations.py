@@ -31,9 +31,10 @@ from app import consultations as svc
 from app import documents as docs
 from app.accounts import patient_for_user
 from app.applications import ApplicationExists, clean_form_token, new_form_token
-from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS, patient_consultations
+from app.cabinet import patient_consultations
 from app.errors import DomainError, NotFound
 from app.extensions import db
+from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from app.roles import role_names
 from models import ConsultationStatus, DocumentType, MedicalDocument
 from views.common import (
@@ -86,8 +87,8 @@ def own_document_choices(user) -> list[MedicalDocument]:
 
 def template_helpers() -> dict:
     return {
-        "status_labels": CONSULTATION_STATUS_LABELS,
-        "kind_labels": CONSULTATION_KIND_LABELS,
+        "status_labels": PATIENT_STATUS_LABELS,
+        "kind_labels": PATIENT_KIND_LABELS,
         "type_label": type_label,
         "human_size": human_size,
         "is_image": docs.is_image,
@@ -322,8 +323,8 @@ class MyConsultationView(BaseView):
         return self.render_template(
             "oblako/my_consultations.html",
             consultations=patient_consultations(patient),
-            status_labels=CONSULTATION_STATUS_LABELS,
-            kind_labels=CONSULTATION_KIND_LABELS,
+            status_labels=PATIENT_STATUS_LABELS,
+            kind_labels=PATIENT_KIND_LABELS,
             patient=patient,
             new_application_url=endpoint_url("ApplicationView.new"),
             title=_("Consultations"),

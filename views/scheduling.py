@@ -11,10 +11,11 @@ from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_babel import lazy_gettext as _l
 from wtforms.validators import DataRequired, NumberRange
 
+from app.access import staff_schedule_condition
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import local_datetime
-from app.staff import create_shift, ensure_shift_deletable, staff_schedule_condition, update_shift
+from app.staff import create_shift, ensure_shift_deletable, update_shift
 from models import DutyShift, Slot
 from views.common import (
     LocalDateTimeField,
