@@ -35,12 +35,6 @@ def client_ip() -> str:
     return request.remote_addr or "" if request else ""
 
 
-def sign_in_url() -> str:
-    """The sign-in address sent by SMS: PUBLIC_SIGN_IN_URL, else this site's sign-in page."""
-    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
-    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
-
-
 class SecurityApi(FabSecurityApi):
     """FAB's /api/v1/security/login, with the reason of a refusal when the person should know.
 

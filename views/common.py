@@ -6,6 +6,7 @@ Request helpers (every area):
 - REQUIRED / attach_error(): the required-field message and a service error shown on its field.
 - current_patient(): the signed-in patient's record, else 404.
 - endpoint_url(): the URL of an area's view that may not be registered.
+- sign_in_url(): the sign-in address a message carries (configured, else this site's).
 - type_label() / human_size(): a document type and a file size in the viewer's words.
 
 The generated staff screens (views/staff.py, scheduling.py, reference.py): FAB's ModelView
@@ -34,7 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dateutil import parser as date_parser
-from flask import abort, current_app, flash, g, url_for
+from flask import abort, current_app, flash, g, request, url_for
 from flask_appbuilder import ModelView
 from flask_appbuilder.fieldwidgets import (
     BS3TextAreaFieldWidget,
@@ -105,6 +106,12 @@ def endpoint_url(endpoint: str, **values: Any) -> str | None:
     if endpoint not in current_app.view_functions:
         return None
     return url_for(endpoint, **values)
+
+
+def sign_in_url() -> str:
+    """The sign-in address sent by SMS: PUBLIC_SIGN_IN_URL, else this site's sign-in page."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
 
 
 def type_label(document_type: DocumentType) -> str:

@@ -19,9 +19,8 @@ from app import referrals as svc
 from app.errors import DomainError
 from app.extensions import db
 from app.import_recovery import stalled_since
-from app.security import sign_in_url
 from models import ImportStatus, Patient
-from views.common import unit_of_work
+from views.common import sign_in_url, unit_of_work
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PAGE_SIZE = 100
@@ -44,11 +43,6 @@ def _xlsx(data: bytes, filename: str) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
-
-
-def _sign_in_url() -> str:
-    """The address in the SMS: configured, else this site's sign-in page."""
-    return sign_in_url()
 
 
 class ReferralImportView(BaseView):
@@ -146,7 +140,7 @@ class ReferralImportView(BaseView):
             return redirect(url_for(".show", public_id=public_id))
         from app.tasks import import_referrals
 
-        import_referrals(imp.id, _sign_in_url())
+        import_referrals(imp.id, sign_in_url())
         flash(_("The import has started; the page shows its progress."), "success")
         return redirect(url_for(".show", public_id=public_id))
 
@@ -165,7 +159,7 @@ class ReferralImportView(BaseView):
         ).scalar_one_or_none() or abort(404)
         try:
             with unit_of_work():
-                svc.resend_credentials(patient, by=g.user, sign_in_url=_sign_in_url())
+                svc.resend_credentials(patient, by=g.user, sign_in_url=sign_in_url())
         except DomainError as exc:
             flash(str(exc), "danger")
         else:

@@ -36,8 +36,8 @@ from app.registration import (
     sex_choices,
     timezone_choices,
 )
-from app.security import client_ip, sign_in_url
-from views.common import REQUIRED, attach_error, unit_of_work
+from app.security import client_ip
+from views.common import REQUIRED, attach_error, sign_in_url, unit_of_work
 
 log = logging.getLogger(__name__)
 
