@@ -26,16 +26,11 @@ PATIENT_STATUS_LABELS = {
     ConsultationStatus.CANCELLED: _l("Cancelled"),
     ConsultationStatus.MISSED: _l("Missed"),
 }
+# The registry's words where they differ; the rest are the same words for everyone.
 STAFF_STATUS_LABELS = {
-    ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
+    **PATIENT_STATUS_LABELS,
     ConsultationStatus.REQUESTED: _l("Requested"),
     ConsultationStatus.NEEDS_DOCUMENTS: _l("Needs documents"),
-    ConsultationStatus.SCHEDULED: _l("Scheduled"),
-    ConsultationStatus.IN_PROGRESS: _l("In progress"),
-    ConsultationStatus.COMPLETED: _l("Completed"),
-    ConsultationStatus.REJECTED: _l("Rejected"),
-    ConsultationStatus.CANCELLED: _l("Cancelled"),
-    ConsultationStatus.MISSED: _l("Missed"),
 }
 
 PATIENT_KIND_LABELS = {
