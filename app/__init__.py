@@ -57,15 +57,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     storage.init_app(app)  # what a killed upload left behind goes before anything is served
     boundary.init_app(app)
 
+    # The composition root: the one place in app/ that imports views/. The security manager
+    # gets its screens from this configuration, so app/security.py does not import views/.
+    import views
+
+    app.config.update(views.security_config())
+
     appbuilder = AppBuilder(update_perms=False)
     with app.app_context():
         appbuilder.init_app(app, db.session)
         i18n.init_app(app)
         hardening.init_app(app)
         error_pages.init_app(app)
-        from views import register_views
-
-        register_views(appbuilder)
+        views.register_views(appbuilder)
         appbuilder.post_init()
 
     from app.cli import register_cli

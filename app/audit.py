@@ -1,13 +1,33 @@
-"""Append-only audit trail: who did what to which object. Never medical content."""
+"""Append-only audit trail: who did what to which object. Never medical content.
+
+Action names: "<object>.<verb>" (e.g. "consultation.cancel", "document.upload").
+
+The client's address is an argument, never read from the request here (DESIGN §3): `ip=` on
+the call, else the address the view's unit of work was opened with (client_address()), else ""
+(a worker, the CLI).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
-
-from flask import has_request_context, request
 
 from app.extensions import db
 from models import AuditEvent, AuditOutcome, utcnow
+
+_client_address: ContextVar[str] = ContextVar("oblako_client_address", default="")
+
+
+@contextmanager
+def client_address(ip: str) -> Iterator[None]:
+    """Within this block, audit events without an explicit `ip` record this address."""
+    token = _client_address.set(ip or "")
+    try:
+        yield
+    finally:
+        _client_address.reset(token)
 
 
 def audit_values(
@@ -19,6 +39,7 @@ def audit_values(
     obj_id: object = "",
     patient_id: int | None = None,
     outcome: AuditOutcome = AuditOutcome.OK,
+    ip: str | None = None,
 ) -> dict[str, Any]:
     """The columns of one audit event: the one definition audit() and bulk inserts share.
 
@@ -33,7 +54,7 @@ def audit_values(
         "object_type": obj_type,
         "object_id": str(obj_id or ""),
         "patient_id": patient_id,
-        "ip": (request.remote_addr or "") if has_request_context() else "",
+        "ip": _client_address.get() if ip is None else ip,
         "outcome": outcome,
     }
 
@@ -47,6 +68,7 @@ def audit(
     obj_id: object = "",
     patient_id: int | None = None,
     outcome: AuditOutcome = AuditOutcome.OK,
+    ip: str | None = None,
 ) -> AuditEvent:
     event = AuditEvent(
         **audit_values(
@@ -57,6 +79,7 @@ def audit(
             obj_id=obj_id,
             patient_id=patient_id,
             outcome=outcome,
+            ip=ip,
         )
     )
     db.session.add(event)

@@ -15,27 +15,9 @@ from sqlalchemy.orm import joinedload
 
 from app.errors import NotFound
 from app.extensions import db
-from models import Consultation, ConsultationKind, ConsultationStatus, Notification, Patient, utcnow
+from models import Consultation, Notification, Patient, utcnow
 
 NOTIFICATIONS_PER_PAGE = 20
-
-CONSULTATION_STATUS_LABELS = {
-    ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
-    ConsultationStatus.REQUESTED: _l("Application sent"),
-    ConsultationStatus.NEEDS_DOCUMENTS: _l("Documents needed"),
-    ConsultationStatus.SCHEDULED: _l("Scheduled"),
-    ConsultationStatus.IN_PROGRESS: _l("In progress"),
-    ConsultationStatus.COMPLETED: _l("Completed"),
-    ConsultationStatus.REJECTED: _l("Rejected"),
-    ConsultationStatus.CANCELLED: _l("Cancelled"),
-    ConsultationStatus.MISSED: _l("Missed"),
-}
-
-CONSULTATION_KIND_LABELS = {
-    ConsultationKind.CENTRE_REQUEST: _l("Application to a medical centre"),
-    ConsultationKind.DUTY: _l("Duty doctor"),
-    ConsultationKind.REFERRAL: _l("Referral from the treating physician"),
-}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from app.dates import birth_date_error
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
+from app.labels import SEX_LABELS
 from app.passwords import PasswordPolicyError, check_password
 from app.roles import is_patient
 from app.throttle import get_throttle
@@ -47,7 +48,6 @@ TIMEZONE_LABELS = {
     "Asia/Kamchatka": _l("Kamchatka (UTC+12)"),
 }
 
-SEX_LABELS = {Sex.FEMALE: _l("Female"), Sex.MALE: _l("Male")}
 
 # Letters (any script) joined by single spaces, hyphens or apostrophes: «Салтыков-Щедрин».
 _NAME_RE = re.compile(r"^[^\W\d_]+(?:[ '\u2019-][^\W\d_]+)*$")
@@ -362,7 +362,7 @@ def create_registered_patient(
         raise RegistrationError(PHONE_REGISTERED_MEANWHILE, "code")
     record_consent(patient.user, ConsentKind.PERSONAL_DATA, ip=ip)
     audit(
-        "patient_registered",
+        "patient.register",
         actor=patient.user,
         obj_type="patient",
         obj_id=patient.public_id,
@@ -436,7 +436,7 @@ def update_profile(patient: Patient, data: ProfileData, *, actor: OblakoUser) ->
             ) from exc
         # Field names only: the audit trail never holds the contact data itself.
         audit(
-            "profile_updated",
+            "patient.profile_update",
             actor=actor,
             obj_type="patient",
             obj_id=",".join(changed)[:64],
@@ -506,4 +506,4 @@ def check_password_change(
     user.password_expires_at = None
     if consent_needed:
         record_consent(user, ConsentKind.PERSONAL_DATA, ip=ip)
-    audit("password_changed", actor=user, obj_type="user", obj_id=user.id)
+    audit("user.password_change", actor=user, obj_type="user", obj_id=user.id)

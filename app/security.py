@@ -35,12 +35,6 @@ def client_ip() -> str:
     return request.remote_addr or "" if request else ""
 
 
-def sign_in_url() -> str:
-    """The sign-in address sent by SMS: PUBLIC_SIGN_IN_URL, else this site's sign-in page."""
-    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
-    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
-
-
 class SecurityApi(FabSecurityApi):
     """FAB's /api/v1/security/login, with the reason of a refusal when the person should know.
 
@@ -59,17 +53,18 @@ class OblakoSecurityManager(SecurityManager):
     security_api = SecurityApi
 
     def __init__(self, appbuilder) -> None:
-        from views.auth import SECURITY_VIEWS, OblakoAuthDBView
-
-        self.authdbview = OblakoAuthDBView
-        for name, view in SECURITY_VIEWS.items():  # FAB's screens minus their 500s
+        # The screens come from views/ by configuration (create_app sets them from
+        # views.security_views()): app/ never imports views/.
+        config = current_app.config
+        screens = config.get("OBLAKO_SECURITY_VIEWS", {})
+        for name, view in screens.items():
             setattr(self, name, view)
         super().__init__(appbuilder)
-        from views.staff_crud import StaffInterface
-
-        for name in SECURITY_VIEWS:  # FAB's plain interfaces 500 on /show/<huge id> (PostgreSQL)
+        interface = config.get("OBLAKO_SECURITY_INTERFACE")
+        for name in screens:
             view = getattr(self, name)
-            view.datamodel = StaffInterface(view.datamodel.obj)
+            if interface is not None and hasattr(view, "datamodel"):
+                view.datamodel = interface(view.datamodel.obj)
         user_logged_in.connect(_remember_generation)
         user_logged_out.connect(_revoke_on_logout)
 

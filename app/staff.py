@@ -7,15 +7,14 @@ with a translatable message, nothing commits (the view's unit of work or FAB's d
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import ColumnElement, Select, false, inspect, or_, select, true
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.accounts import AccountError, create_user, email_in_use, get_role, username_taken
 from app.dates import schedule_error
 from app.errors import DomainError
 from app.extensions import db
-from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, MANAGER
-from app.roles import role_names
+from app.permissions import DOCTOR, DUTY_DOCTOR
 from app.scheduling import ScheduleError, generate_slots, validate_shift
 from app.security import revoke_sessions
 from models import Consultation, Doctor, DutyShift, OblakoUser, Slot, utcnow
@@ -25,47 +24,6 @@ STAFF_DOCTOR_ROLES = (DOCTOR, DUTY_DOCTOR)
 
 class StaffError(DomainError):
     pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Row scope of the staff screens (pure SQL conditions: no query runs while building them)
-# ---------------------------------------------------------------------------------------------
-
-
-def _own_doctor_ids(user) -> Select:
-    # Resolved in SQL like app.access does: a deactivated doctor loses the scope at once.
-    return select(Doctor.id).where(Doctor.user_id == user.id, Doctor.active.is_(True))
-
-
-def _own_center_ids(user) -> Select:
-    return select(Doctor.center_id).where(
-        Doctor.user_id == user.id, Doctor.active.is_(True), Doctor.center_id.is_not(None)
-    )
-
-
-def staff_consultation_condition(user) -> ColumnElement[bool]:
-    """Manager/Admin: all; Doctor: own centre's and own; DutyDoctor: own bookings only."""
-    roles = role_names(user)
-    if {ADMIN, MANAGER} & roles:
-        return true()
-    conditions: list[ColumnElement[bool]] = []
-    if {DOCTOR, DUTY_DOCTOR} & roles:
-        conditions.append(Consultation.doctor_id.in_(_own_doctor_ids(user)))
-    if DOCTOR in roles:
-        conditions.append(Consultation.center_id.in_(_own_center_ids(user)))
-    return or_(*conditions) if conditions else false()
-
-
-def staff_schedule_condition(
-    user, doctor_column: InstrumentedAttribute[int]
-) -> ColumnElement[bool]:
-    """Shifts and slots: Manager/Admin all, a duty doctor only their own, anyone else none."""
-    roles = role_names(user)
-    if {ADMIN, MANAGER} & roles:
-        return true()
-    if DUTY_DOCTOR in roles:
-        return doctor_column.in_(_own_doctor_ids(user))
-    return false()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -210,9 +210,10 @@ def test_profile_edit_updates_contacts_login_and_time_zone(app, patient_client):
         assert patient.timezone == patient.user.timezone == "Asia/Vladivostok"
         assert patient.notify_sms is True and patient.notify_email is False
         audit = db.session.execute(
-            select(AuditEvent).where(AuditEvent.action == "profile_updated")
+            select(AuditEvent).where(AuditEvent.action == "patient.profile_update")
         ).scalar_one()
         assert audit.patient_id == patient_id and "@" not in audit.object_id
+        assert audit.ip == "127.0.0.1"  # the view's unit of work hands the address over
     assert "Владивосток (UTC+10)" in client.get("/profile/").get_data(as_text=True)
     # The new phone is the login now.
     fresh = app.test_client()
@@ -442,7 +443,7 @@ def test_change_password_keeps_this_session_and_audits(app, patient_client):
     assert "/login" not in login(app.test_client(), username, NEW_PASSWORD).headers["Location"]
     with app.app_context():
         actions = db.session.execute(select(AuditEvent.action)).scalars().all()
-        assert "password_changed" in actions
+        assert "user.password_change" in actions
 
 
 # --- must change password ----------------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_registration_creates_patient_consent_audit_and_signs_in(app, client):
         assert consent.policy_version == app.config["CONSENT_POLICY_VERSION"]
         assert consent.accepted_at is not None and consent.ip
         actions = db.session.execute(select(AuditEvent.action)).scalars().all()
-        assert "patient_registered" in actions
+        assert "patient.register" in actions
 
     # Signed in straight away: the cabinet opens without another login.
     cabinet = client.get("/cabinet/")

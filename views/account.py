@@ -21,7 +21,6 @@ from wtforms import BooleanField, PasswordField
 from wtforms.validators import InputRequired
 
 from app import cabinet as notifications
-from app.db import unit_of_work
 from app.errors import NotFound
 from app.registration import (
     RegistrationError,
@@ -29,7 +28,7 @@ from app.registration import (
     needs_personal_data_consent,
 )
 from app.security import client_ip
-from views.registration import REQUIRED, attach_error
+from views.common import REQUIRED, attach_error, unit_of_work
 
 # FAB's token endpoints (login, refresh): open to everyone, the gate applies to what they give.
 API_SECURITY_PREFIX = "/api/v1/security/"
@@ -224,27 +223,5 @@ def init_app(app: Flask) -> None:
     app.context_processor(_navbar_context)
 
 
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view_no_menu(NotificationView)
-    appbuilder.add_view_no_menu(ChangePasswordView)
-    # The patient's «Cabinet» menu, after «My documents» (views.documents comes earlier); names
-    # are permission keys. Staff reach notifications through the bell in the navbar.
-    cabinet = {"category": "Cabinet", "category_label": _l("My account")}
-    appbuilder.add_link(
-        "MyConsultations",
-        href="MyConsultationView.list",
-        label=_l("Consultations"),
-        icon="fa-video-camera",
-        **cabinet,
-    )
-    appbuilder.add_link(
-        "Notifications",
-        href="NotificationView.list",
-        label=_l("Notifications"),
-        icon="fa-bell",
-        **cabinet,
-    )
-    appbuilder.add_link(
-        "Profile", href="ProfileView.show", label=_l("Profile"), icon="fa-user", **cabinet
-    )
-    init_app(current_app._get_current_object())  # register() runs inside create_app
+def setup(appbuilder: AppBuilder) -> None:
+    init_app(current_app._get_current_object())

@@ -8,7 +8,7 @@ endpoints and permission keys do not change. Two of FAB's routes there answer 50
   unknown name is an AttributeError for anyone, anonymous included. Here the caller must hold the
   view's list permission first (a visitor is sent to sign in), and an unknown name is a 404.
 - `download` serves files from UPLOAD_FOLDER, which is not configured (KeyError): none of these
-  screens has a file column, so the route is removed, as in views/staff_crud.StaffModelView.
+  screens has a file column, so the route is removed, as in views/common.StaffModelView.
 The user statistics chart indexes its definitions with the URL segment: a bad one is a 404.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from flask import abort, flash, redirect, request, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_appbuilder import BaseView, expose, has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -28,9 +28,8 @@ from app.booking import (
     slot_choice,
 )
 from app.dates import zone_label
-from app.db import unit_of_work
 from models import ConsultationMode
-from views.cabinet import current_patient
+from views.common import current_patient, unit_of_work
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -126,14 +125,3 @@ class BookingView(BaseView):
             title=_("Book a duty doctor"),
             appbuilder=self.appbuilder,
         )
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        BookingView,
-        "DutyBooking",
-        label=_l("Book a duty doctor"),
-        icon="fa-calendar-plus-o",
-        category="Cabinet",
-        category_label=_l("Cabinet"),
-    )

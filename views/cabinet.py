@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
-from flask import abort, current_app, flash, g, redirect, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask import flash, g, redirect, url_for
+from flask_appbuilder import BaseView, expose, has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -15,38 +13,19 @@ from wtforms.validators import InputRequired
 
 from app.accounts import patient_for_user
 from app.cabinet import (
-    CONSULTATION_KIND_LABELS,
-    CONSULTATION_STATUS_LABELS,
-    patient_consultations,
     unread_count,
 )
-from app.db import unit_of_work
 from app.extensions import db
+from app.labels import SEX_LABELS
 from app.registration import (
-    SEX_LABELS,
     TIMEZONE_LABELS,
     ProfileData,
     RegistrationError,
     timezone_choices,
     update_profile,
 )
-from models import Consent, ConsentKind, Patient
-from views.registration import REQUIRED, attach_error
-
-
-def current_patient() -> Patient:
-    """The signed-in user's patient record; staff (even Admin) have none and get 404."""
-    patient = patient_for_user(g.user)
-    if patient is None:
-        abort(404)
-    return patient
-
-
-def endpoint_url(endpoint: str) -> str | None:
-    """URL of a view that may not be registered yet (another area's), else None."""
-    if endpoint not in current_app.view_functions:
-        return None
-    return url_for(endpoint)
+from models import Consent, ConsentKind
+from views.common import REQUIRED, attach_error, current_patient, endpoint_url, unit_of_work
 
 
 class CabinetView(BaseView):
@@ -76,50 +55,6 @@ class CabinetView(BaseView):
             title=_("My account"),
             appbuilder=self.appbuilder,
         )
-
-
-class MyConsultationView(BaseView):
-    """The patient's own consultations: the list, one consultation, cancelling, adding documents."""
-
-    route_base = "/cabinet/consultations"
-    default_view = "list"
-
-    @expose("/")
-    @has_access
-    def list(self):
-        patient = current_patient()
-        return self.render_template(
-            "oblako/my_consultations.html",
-            consultations=patient_consultations(patient),
-            status_labels=CONSULTATION_STATUS_LABELS,
-            kind_labels=CONSULTATION_KIND_LABELS,
-            patient=patient,
-            new_application_url=endpoint_url("ApplicationView.new"),
-            title=_("Consultations"),
-            appbuilder=self.appbuilder,
-        )
-
-    # One consultation, cancelling it, adding documents: the work is in views.consultations.
-    @expose("/<uuid:public_id>")
-    @has_access
-    def show(self, public_id: uuid.UUID):
-        from views.consultations import patient_show
-
-        return patient_show(self, public_id)
-
-    @expose("/<uuid:public_id>/cancel", methods=["POST"])
-    @has_access
-    def cancel(self, public_id: uuid.UUID):
-        from views.consultations import patient_cancel
-
-        return patient_cancel(public_id)
-
-    @expose("/<uuid:public_id>/documents", methods=["POST"])
-    @has_access
-    def attach(self, public_id: uuid.UUID):
-        from views.consultations import patient_attach
-
-        return patient_attach(public_id)
 
 
 class ProfileForm(FlaskForm):
@@ -203,11 +138,3 @@ class ProfileView(BaseView):
             title=_("Edit profile"),
             appbuilder=self.appbuilder,
         )
-
-
-def register(appbuilder: AppBuilder) -> None:
-    # The brand link leads a patient here (HomeView); the «Cabinet» menu category is filled by
-    # the documents area and views.account, in the module order of views/__init__.py.
-    appbuilder.add_view_no_menu(CabinetView)
-    appbuilder.add_view_no_menu(MyConsultationView)
-    appbuilder.add_view_no_menu(ProfileView)

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import asdict
 
 from flask import Response, abort, current_app, flash, g, redirect, request, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose
+from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -24,11 +24,11 @@ from wtforms.validators import InputRequired
 from app import conclusions as svc
 from app import documents as docs
 from app.accounts import doctor_for_user
-from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
 from app.consultations import ConsultationError, consultation_for_staff
-from app.db import unit_of_work
 from app.errors import NotFound
+from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from models import Consultation, ConsultationStatus
+from views.common import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ class ConclusionView(BaseView):
                 may_issue=svc.may_issue(consultation, doctor),
                 can_start=svc.can_start(consultation, doctor),
                 correcting=consultation.status == ConsultationStatus.COMPLETED,
-                status_labels=CONSULTATION_STATUS_LABELS,
-                kind_labels=CONSULTATION_KIND_LABELS,
+                status_labels=PATIENT_STATUS_LABELS,
+                kind_labels=PATIENT_KIND_LABELS,
                 today=docs.today_for(consultation.patient),
                 back_url=_back_to(consultation),
                 has_endpoint=_endpoint,
@@ -216,8 +216,3 @@ class ConclusionView(BaseView):
         response.headers["Pragma"] = "no-cache"
         response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
         return response
-
-
-def register(appbuilder: AppBuilder) -> None:
-    # No menu entry: reached from the consultation's page and from the patient's cabinet.
-    appbuilder.add_view_no_menu(ConclusionView)

@@ -30,17 +30,23 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from app import consultations as svc
 from app import documents as docs
 from app.accounts import patient_for_user
-from app.cabinet import CONSULTATION_KIND_LABELS, CONSULTATION_STATUS_LABELS
+from app.cabinet import patient_consultations
 from app.consultations.applications import ApplicationExists, clean_form_token, new_form_token
 from app.dates import format_in_zone, zone_label
-from app.db import unit_of_work
 from app.errors import DomainError, NotFound
 from app.extensions import db
+from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from app.roles import role_names
 from models import ConsultationStatus, DocumentType, MedicalDocument, utcnow
-from views.documents import human_size, type_label
+from views.common import (
+    REQUIRED,
+    current_patient,
+    endpoint_url,
+    human_size,
+    type_label,
+    unit_of_work,
+)
 
-REQUIRED = _l("This field is required.")
 PROFILE_LABELS = {"cardiology": _l("Cardiology"), "gynaecology": _l("Gynaecology")}
 
 
@@ -82,8 +88,8 @@ def own_document_choices(user) -> list[MedicalDocument]:
 
 def template_helpers() -> dict:
     return {
-        "status_labels": CONSULTATION_STATUS_LABELS,
-        "kind_labels": CONSULTATION_KIND_LABELS,
+        "status_labels": PATIENT_STATUS_LABELS,
+        "kind_labels": PATIENT_KIND_LABELS,
         "type_label": type_label,
         "human_size": human_size,
         "is_image": docs.is_image,
@@ -214,8 +220,7 @@ class ApplicationView(BaseView):
 
 
 # ---------------------------------------------------------------------------------------------
-# Patient: «Консультации» — one consultation, cancelling it, adding documents.
-# The routes are MyConsultationView's (views/cabinet.py); the work is here.
+# Patient: «Консультации» — the list, one consultation, cancelling it, adding documents.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -236,12 +241,6 @@ def patient_consultation(public_id: uuid.UUID):
         return svc.consultation_for_patient(g.user, public_id)
     except NotFound:
         abort(404)
-
-
-def endpoint_or_none(endpoint: str, **values) -> str | None:
-    if endpoint not in current_app.view_functions:
-        return None
-    return url_for(endpoint, **values)
 
 
 def conclusion_url(c) -> str | None:
@@ -310,6 +309,43 @@ def patient_attach(public_id: uuid.UUID):
         else:
             flash(_("The documents have been added to the consultation."), "success")
     return redirect(url_for("MyConsultationView.show", public_id=public_id))
+
+
+class MyConsultationView(BaseView):
+    """The patient's own consultations: the list, one consultation, cancelling, adding documents."""
+
+    route_base = "/cabinet/consultations"
+    default_view = "list"
+
+    @expose("/")
+    @has_access
+    def list(self):
+        patient = current_patient()
+        return self.render_template(
+            "oblako/my_consultations.html",
+            consultations=patient_consultations(patient),
+            status_labels=PATIENT_STATUS_LABELS,
+            kind_labels=PATIENT_KIND_LABELS,
+            patient=patient,
+            new_application_url=endpoint_url("ApplicationView.new"),
+            title=_("Consultations"),
+            appbuilder=self.appbuilder,
+        )
+
+    @expose("/<uuid:public_id>")
+    @has_access
+    def show(self, public_id: uuid.UUID):
+        return patient_show(self, public_id)
+
+    @expose("/<uuid:public_id>/cancel", methods=["POST"])
+    @has_access
+    def cancel(self, public_id: uuid.UUID):
+        return patient_cancel(public_id)
+
+    @expose("/<uuid:public_id>/documents", methods=["POST"])
+    @has_access
+    def attach(self, public_id: uuid.UUID):
+        return patient_attach(public_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,8 +478,8 @@ class CareView(BaseView):
             statuses=ConsultationStatus,
             now=utcnow(),
             # The conclusions area's screens, linked once it is there (it is built in parallel).
-            start_url=endpoint_or_none("ConclusionView.start", public_id=c.public_id),
-            conclusion_form_url=endpoint_or_none("ConclusionView.new", public_id=c.public_id),
+            start_url=endpoint_url("ConclusionView.start", public_id=c.public_id),
+            conclusion_form_url=endpoint_url("ConclusionView.new", public_id=c.public_id),
             title=_("Consultation %(number)s", number=str(c)),
             **template_helpers(),
         )
@@ -505,43 +541,8 @@ class CareView(BaseView):
         )
 
 
-def register(appbuilder: AppBuilder) -> None:
+def setup(appbuilder: AppBuilder) -> None:
     # Times of a consultation are shown in a named person's zone (the doctor's, the patient's),
     # not only the viewer's: a global, so that the cabinet's list can use it too.
     current_app.jinja_env.globals.setdefault("in_zone", format_in_zone)
     current_app.jinja_env.globals.setdefault("zone_label", zone_label)
-    appbuilder.add_view(
-        ApplicationView,
-        "NewApplication",
-        label=_l("New application"),
-        icon="fa-paper-plane",
-        category="Cabinet",
-        category_label=_l("Cabinet"),
-    )
-    # MyConsultationView lives in views/cabinet.py (registered there without a menu entry);
-    # its menu item sits next to «Новая заявка».
-    appbuilder.add_link(
-        "MyConsultations",
-        href="/cabinet/consultations/",
-        label=_l("Consultations"),
-        icon="fa-video-camera",
-        category="Cabinet",
-        category_label=_l("Cabinet"),
-    )
-    appbuilder.add_view(
-        CareView,
-        "Queue",
-        label=_l("Applications"),
-        icon="fa-inbox",
-        category="Consultations",
-        category_label=_l("Consultations"),
-        category_icon="fa-stethoscope",
-    )
-    appbuilder.add_link(
-        "Day",
-        href="/care/day",
-        label=_l("My day"),
-        icon="fa-calendar",
-        category="Consultations",
-        category_label=_l("Consultations"),
-    )

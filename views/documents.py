@@ -24,7 +24,6 @@ from flask import (
 from flask_appbuilder import AppBuilder, BaseView, expose
 from flask_appbuilder.api import BaseApi
 from flask_appbuilder.security.decorators import has_access, permission_name, protect
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -36,9 +35,9 @@ from wtforms.validators import DataRequired, Length, Optional
 from app import documents as docs
 from app.access import staff_patient_condition
 from app.accounts import patient_for_user
-from app.db import unit_of_work
 from app.extensions import db
 from models import DocumentType, MedicalDocument, Patient
+from views.common import human_size, type_label, unit_of_work
 
 # The inline preview is a document of its own: no script, no plugin, no navigation; only the
 # picture or the PDF itself. frame-ancestors keeps it embeddable by our pages alone.
@@ -51,21 +50,6 @@ INLINE_CSP = (
 # ---------------------------------------------------------------------------------------------
 # Presentation helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def type_label(document_type: DocumentType) -> str:
-    locale = get_locale()
-    if locale is not None and locale.language == "en" and document_type.name_en:
-        return document_type.name_en
-    return document_type.name
-
-
-def human_size(size: int) -> str:
-    if size < 1024:
-        return _("%(n)d B", n=size)
-    if size < 1024 * 1024:
-        return _("%(n).1f KB", n=size / 1024)
-    return _("%(n).1f MB", n=size / 1024 / 1024)
 
 
 def _template_helpers() -> dict:
@@ -320,21 +304,5 @@ class MyDocumentApi(BaseApi):
         return response
 
 
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        MyDocumentView,
-        "MyDocuments",
-        label=_l("My documents"),
-        icon="fa-folder-open",
-        category="Cabinet",
-        category_label=_l("Cabinet"),
-    )
-    appbuilder.add_view(
-        StaffDocumentView,
-        "PatientDocuments",
-        label=_l("Patient documents"),
-        icon="fa-folder-open",
-        category="Patients",
-        category_label=_l("Patients"),
-    )
+def setup(appbuilder: AppBuilder) -> None:
     appbuilder.add_api(MyDocumentApi)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import g, redirect, url_for
-from flask_appbuilder import AppBuilder, IndexView, expose
+from flask_appbuilder import IndexView, expose
 
 from app.roles import is_patient
 
@@ -17,7 +17,3 @@ class HomeView(IndexView):
         if user is not None and user.is_authenticated and is_patient(user):
             return redirect(url_for("CabinetView.index"))
         return self.render_template(self.index_template, appbuilder=self.appbuilder)
-
-
-def register(appbuilder: AppBuilder) -> None:
-    """HomeView is the index view (FAB_INDEX_VIEW); nothing else to add here."""

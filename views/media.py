@@ -33,9 +33,9 @@ from wtforms.validators import InputRequired, Length
 
 from app import media as svc
 from app.dates import format_in_zone, zone_label
-from app.db import unit_of_work
 from app.errors import DomainError, NotFound
 from app.i18n import local_datetime, viewer_timezone
+from views.common import endpoint_url, unit_of_work
 
 GUEST_SESSION_KEY = "media_guest_invite"
 
@@ -152,12 +152,6 @@ def has_access_json(f):
 
     wraps._permission_name = name
     return wraps
-
-
-def endpoint_or_none(endpoint: str, **values) -> str | None:
-    if endpoint not in current_app.view_functions:
-        return None
-    return url_for(endpoint, **values)
 
 
 def media_base_url() -> str:
@@ -279,8 +273,8 @@ class MediaView(BaseView):
             if is_doctor
             else url_for("MyConsultationView.show", public_id=c.public_id)
         )
-        start_url = endpoint_or_none("ConclusionView.start", public_id=c.public_id)
-        conclusion_url = endpoint_or_none("ConclusionView.new", public_id=c.public_id)
+        start_url = endpoint_url("ConclusionView.start", public_id=c.public_id)
+        conclusion_url = endpoint_url("ConclusionView.new", public_id=c.public_id)
         config = script_config(
             p,
             mode="room",
@@ -300,7 +294,7 @@ class MediaView(BaseView):
             config=config,
             back_url=back_url,
             opens_message=opens_message(p),
-            recordings_url=endpoint_or_none("RecordingView.list", public_id=c.public_id),
+            recordings_url=endpoint_url("RecordingView.list", public_id=c.public_id),
             invites=svc.open_invites(c) if is_doctor else [],
             invite_form=InviteForm() if is_doctor else None,
             guest_roles=svc.GUEST_ROLES,
@@ -498,8 +492,6 @@ def chat_unread(consultations) -> dict[int, int]:
     return svc.unread_counts(user.id, [c.id for c in consultations])
 
 
-def register(appbuilder: AppBuilder) -> None:
+def setup(appbuilder: AppBuilder) -> None:
     current_app.jinja_env.globals["media_panel"] = media_panel
     current_app.jinja_env.globals["chat_unread"] = chat_unread
-    appbuilder.add_view_no_menu(MediaView)
-    appbuilder.add_view_no_menu(MediaGuestView)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import uuid
 
 from flask import Response, abort, flash, g, redirect, request, send_file, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose
+from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access, permission_name
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from app import recordings as svc
-from app.db import unit_of_work
 from app.documents import content_disposition
 from app.security import client_ip
 from models import Recording
+from views.common import unit_of_work
 
 # The media file is a document of its own: nothing in it may run or navigate; our own pages
 # alone may embed it (the <video> element of the recordings page).
@@ -153,8 +153,3 @@ def _serve(recording: Recording, consultation, *, inline: bool) -> Response:
     if inline:
         response.headers["X-Frame-Options"] = "SAMEORIGIN"  # pages elsewhere get DENY
     return response
-
-
-def register(appbuilder: AppBuilder) -> None:
-    # No menu entry: reached from the consultation (its page and the room link here).
-    appbuilder.add_view_no_menu(RecordingView)

@@ -6,12 +6,11 @@ or documents still point to cannot be deleted: managers deactivate them instead.
 
 from __future__ import annotations
 
-from flask_appbuilder import AppBuilder
 from flask_babel import lazy_gettext as _l
 
 from app.staff import ensure_unreferenced
 from models import Consultation, Disease, DocumentType, MedicalCenter, MedicalDocument
-from views.staff_crud import (
+from views.common import (
     StaffInterface,
     StaffModelView,
     checkbox_field,
@@ -19,8 +18,6 @@ from views.staff_crud import (
     optional_text_field,
     yes_no,
 )
-
-CATEGORY = "Reference"
 
 
 class MedicalCenterView(StaffModelView):
@@ -134,10 +131,3 @@ class DocumentTypeView(StaffModelView):
             item.id,
             _l("Documents of this type exist: it cannot be deleted."),
         )
-
-
-def register(appbuilder: AppBuilder) -> None:
-    category = dict(category=CATEGORY, category_label=_l("Reference"), category_icon="fa-book")
-    appbuilder.add_view(MedicalCenterView, "Centres", label=_l("Medical centres"), **category)
-    appbuilder.add_view(DiseaseView, "Diseases", label=_l("Diseases list"), **category)
-    appbuilder.add_view(DocumentTypeView, "DocumentTypes", label=_l("Document types"), **category)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import uuid
 
 from flask import Response, abort, current_app, flash, g, jsonify, redirect, request, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose, has_access
+from flask_appbuilder import BaseView, expose, has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
-from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.referrals.importer import import_progress, start_import
@@ -34,8 +33,8 @@ from app.referrals.tracking import (
 )
 from app.referrals.upload import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, read_upload
 from app.referrals.validation import validate_upload
-from app.security import sign_in_url
 from models import ImportStatus, Patient
+from views.common import sign_in_url, unit_of_work
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PAGE_SIZE = 100
@@ -58,11 +57,6 @@ def _xlsx(data: bytes, filename: str) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
-
-
-def _sign_in_url() -> str:
-    """The address in the SMS: configured, else this site's sign-in page."""
-    return sign_in_url()
 
 
 class ReferralImportView(BaseView):
@@ -160,7 +154,7 @@ class ReferralImportView(BaseView):
             return redirect(url_for(".show", public_id=public_id))
         from app.tasks import import_referrals
 
-        import_referrals(imp.id, _sign_in_url())
+        import_referrals(imp.id, sign_in_url())
         flash(_("The import has started; the page shows its progress."), "success")
         return redirect(url_for(".show", public_id=public_id))
 
@@ -179,7 +173,7 @@ class ReferralImportView(BaseView):
         ).scalar_one_or_none() or abort(404)
         try:
             with unit_of_work():
-                resend_credentials(patient, by=g.user, sign_in_url=_sign_in_url())
+                resend_credentials(patient, by=g.user, sign_in_url=sign_in_url())
         except DomainError as exc:
             flash(str(exc), "danger")
         else:
@@ -189,15 +183,3 @@ class ReferralImportView(BaseView):
             return redirect(url_for(".show", public_id=uuid.UUID(back)))
         except ValueError:
             return redirect(url_for(".list"))
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        ReferralImportView,
-        "ReferralImports",
-        label=_l("Referral import"),
-        icon="fa-upload",
-        category="Referrals",
-        category_label=_l("Referrals"),
-        category_icon="fa-share",
-    )

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import phonenumbers
 from flask import current_app, flash, g, redirect, request, session, url_for
-from flask_appbuilder import AppBuilder, BaseView, expose
+from flask_appbuilder import BaseView, expose
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import login_user
@@ -21,7 +21,6 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, PasswordField, SelectField, StringField
 from wtforms.validators import InputRequired
 
-from app.db import unit_of_work
 from app.phone_confirmation import (
     PendingGone,
     confirm_registration,
@@ -37,11 +36,11 @@ from app.registration import (
     sex_choices,
     timezone_choices,
 )
-from app.security import client_ip, sign_in_url
+from app.security import client_ip
+from views.common import REQUIRED, attach_error, sign_in_url, unit_of_work
 
 log = logging.getLogger(__name__)
 
-REQUIRED = _l("This field is required.")
 # The id of the registration waiting for its code (never the code, never the data).
 PENDING_KEY = "oblako_pending_registration"
 
@@ -129,15 +128,6 @@ class RegistrationForm(FlaskForm):
             password_confirm=self.password_confirm.data or "",
             consent_personal_data=bool(self.consent.data),
         )
-
-
-def attach_error(form: FlaskForm, exc: RegistrationError) -> None:
-    """Show the service's message next to its field, or above the form when it has none."""
-    field = getattr(form, exc.field, None) if exc.field else None
-    if field is not None:
-        field.errors = [*field.errors, str(exc)]
-    else:
-        flash(str(exc), "danger")
 
 
 class CodeForm(FlaskForm):
@@ -278,7 +268,3 @@ class RegistrationView(BaseView):
             deliver_soon()
             flash(_("The SMS has been sent again."), "success")
         return redirect(url_for(".code"), 303)
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view_no_menu(RegistrationView())

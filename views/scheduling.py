@@ -7,17 +7,17 @@ in the viewer's time zone and stored in UTC.
 
 from __future__ import annotations
 
-from flask_appbuilder import AppBuilder
 from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_babel import lazy_gettext as _l
 from wtforms.validators import DataRequired, NumberRange
 
+from app.access import staff_schedule_condition
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import local_datetime
-from app.staff import create_shift, ensure_shift_deletable, staff_schedule_condition, update_shift
+from app.staff import create_shift, ensure_shift_deletable, update_shift
 from models import DutyShift, Slot
-from views.staff_crud import (
+from views.common import (
     LocalDateTimeField,
     RowScope,
     StaffInterface,
@@ -26,8 +26,6 @@ from views.staff_crud import (
     optional_text_field,
     yes_no,
 )
-
-CATEGORY = "Schedule"
 
 
 def _own_shifts(user):
@@ -125,9 +123,3 @@ class SlotView(StaffModelView):
             _l("Blocked"), _l("A blocked slot cannot be booked; existing bookings stay.")
         ),
     }
-
-
-def register(appbuilder: AppBuilder) -> None:
-    category = dict(category=CATEGORY, category_label=_l("Schedule"), category_icon="fa-calendar")
-    appbuilder.add_view(DutyShiftView, "DutyShifts", label=_l("Duty shifts"), **category)
-    appbuilder.add_view(SlotView, "Slots", label=_l("Booking slots"), **category)

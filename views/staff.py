@@ -4,7 +4,7 @@
   policy of app.accounts, centre, specialty) and deactivates them. No delete: a doctor's
   consultations, conclusions and audit trail keep pointing to the record.
 - PatientStaffView / ConsultationStaffView: read-only, row-scoped per signed-in user
-  (app.access.staff_patient_condition, app.staff.staff_consultation_condition).
+  (app.access.staff_patient_condition, app.access.consultation_list_condition).
 - OutboxView: read-only list of SMS and e-mail the service has queued or sent.
 """
 
@@ -13,31 +13,27 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g
-from flask_appbuilder import AppBuilder
 from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget, Select2Widget
 from flask_babel import lazy_gettext as _l
 from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
-from app.access import staff_patient_condition
+from app.access import consultation_list_condition, staff_patient_condition
 from app.audit import audit
-from app.db import unit_of_work
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
+from app.labels import SEX_LABELS, STAFF_KIND_LABELS, STAFF_STATUS_LABELS
 from app.outbox import DELIVERED_VIA_LABELS
 from app.passwords import check_password
 from app.staff import (
     check_email_free,
     check_login_free,
     create_staff_account,
-    staff_consultation_condition,
     sync_staff_account,
 )
 from models import (
     Consultation,
-    ConsultationKind,
-    ConsultationStatus,
     Doctor,
     IdentityStatus,
     OutboundChannel,
@@ -45,36 +41,19 @@ from models import (
     OutboundStatus,
     Patient,
     PatientSource,
-    Sex,
 )
-from views.staff_crud import (
+from views.common import (
     RowScope,
     StaffInterface,
     StaffModelView,
     checkbox_field,
     optional_text_field,
+    unit_of_work,
     yes_no,
 )
 
 READ_ONLY = ["can_list", "can_show"]
 
-STATUS_LABELS = {
-    ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
-    ConsultationStatus.REQUESTED: _l("Requested"),
-    ConsultationStatus.NEEDS_DOCUMENTS: _l("Needs documents"),
-    ConsultationStatus.SCHEDULED: _l("Scheduled"),
-    ConsultationStatus.IN_PROGRESS: _l("In progress"),
-    ConsultationStatus.COMPLETED: _l("Completed"),
-    ConsultationStatus.REJECTED: _l("Rejected"),
-    ConsultationStatus.CANCELLED: _l("Cancelled"),
-    ConsultationStatus.MISSED: _l("Missed"),
-}
-KIND_LABELS = {
-    ConsultationKind.CENTRE_REQUEST: _l("Centre request"),
-    ConsultationKind.DUTY: _l("Duty doctor"),
-    ConsultationKind.REFERRAL: _l("Referral"),
-}
-SEX_LABELS = {Sex.FEMALE: _l("Female"), Sex.MALE: _l("Male")}
 SOURCE_LABELS = {PatientSource.SELF: _l("Self-registered"), PatientSource.REFERRAL: _l("Referral")}
 IDENTITY_LABELS = {
     IdentityStatus.UNVERIFIED: _l("Not verified"),
@@ -308,7 +287,7 @@ class ConsultationStaffView(StaffModelView):
     route_base = "/staff/consultations"
     datamodel = StaffInterface(Consultation, eager=["patient", "center", "doctor", "disease"])
     base_permissions = READ_ONLY
-    base_filters = [["id", RowScope, staff_consultation_condition]]
+    base_filters = [["id", RowScope, consultation_list_condition]]
     base_order = ("created_at", "desc")
     list_title = _l("Consultations")
     show_title = _l("Consultation")
@@ -358,8 +337,8 @@ class ConsultationStaffView(StaffModelView):
         "rejected_at": _l("Rejected at"),
     }
     formatters_columns = {
-        "kind": _labelled(KIND_LABELS),
-        "status": _labelled(STATUS_LABELS),
+        "kind": _labelled(STAFF_KIND_LABELS),
+        "status": _labelled(STAFF_STATUS_LABELS),
         **{
             name: local_datetime
             for name in (
@@ -426,34 +405,3 @@ class OutboxView(StaffModelView):
         "delivered_via": _labelled(DELIVERED_VIA_LABELS),
         "next_attempt_at": local_datetime,
     }
-
-
-def register(appbuilder: AppBuilder) -> None:
-    appbuilder.add_view(
-        PatientStaffView,
-        "PatientList",
-        label=_l("Patients"),
-        icon="fa-users",
-        category="Patients",
-        category_label=_l("Patients"),
-        category_icon="fa-users",
-    )
-    appbuilder.add_view(
-        ConsultationStaffView,
-        "ConsultationList",
-        label=_l("Consultations"),
-        icon="fa-stethoscope",
-        category="Consultations",
-        category_label=_l("Consultations"),
-        category_icon="fa-stethoscope",
-    )
-    appbuilder.add_view(
-        DoctorView,
-        "Doctors",
-        label=_l("Doctors"),
-        icon="fa-user-md",
-        category="Staff",
-        category_label=_l("Staff"),
-        category_icon="fa-user-md",
-    )
-    appbuilder.add_view(OutboxView, "Outbox", label=_l("Outbound messages"), icon="fa-envelope")

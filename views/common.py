@@ -1,7 +1,17 @@
-"""Shared pieces of the generated staff screens (views/staff.py, scheduling.py, reference.py).
+"""What views share: the one module a view imports from views/ (views never import each other).
 
-FAB's ModelView gives list/show/add/edit/delete; what it does not give on its own, and what
-every staff screen here needs, lives in this module:
+Request helpers (every area):
+- unit_of_work(): the view's transaction, carrying the request's client address to the audit
+  trail (services never read the request: DESIGN §3).
+- REQUIRED / attach_error(): the required-field message and a service error shown on its field.
+- current_patient(): the signed-in patient's record, else 404.
+- endpoint_url(): the URL of an area's view that may not be registered.
+- sign_in_url(): the sign-in address a message carries (configured, else this site's).
+- type_label() / human_size(): a document type and a file size in the viewer's words.
+
+The generated staff screens (views/staff.py, scheduling.py, reference.py): FAB's ModelView
+gives list/show/add/edit/delete; what it does not give on its own, and what every staff screen
+here needs:
 
 - StaffModelView: no actions, no mass operations, no file download — those routes of FAB
   (`action`, `action_post`, `download`) fetch rows without `base_filters` (DESIGN §4), so they
@@ -25,7 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dateutil import parser as date_parser
-from flask import abort, g
+from flask import abort, current_app, flash, g, request, url_for
 from flask_appbuilder import ModelView
 from flask_appbuilder.fieldwidgets import (
     BS3TextAreaFieldWidget,
@@ -41,7 +51,10 @@ from flask_appbuilder.models.sqla.filters import (
     SQLAFilterConverter,
 )
 from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import ColumnElement, Uuid
 from sqlalchemy.orm import joinedload
@@ -49,9 +62,76 @@ from wtforms import BooleanField, DateTimeField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 from wtforms.widgets import html_params
 
+from app import db as transactions
+from app.accounts import patient_for_user
+from app.errors import DomainError
 from app.i18n import viewer_timezone
+from app.security import client_ip
+from models import DocumentType, Patient
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
+REQUIRED = _l("This field is required.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Request helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def unit_of_work():
+    """app.db.unit_of_work() for this request: its audit events carry the client's address."""
+    return transactions.unit_of_work(client_ip=client_ip())
+
+
+def attach_error(form: FlaskForm, exc: DomainError) -> None:
+    """Show the service's message next to its field, or above the form when it has none."""
+    name = getattr(exc, "field", None)
+    field = getattr(form, name, None) if name else None
+    if field is not None:
+        field.errors = [*field.errors, str(exc)]
+    else:
+        flash(str(exc), "danger")
+
+
+def current_patient() -> Patient:
+    """The signed-in user's patient record; staff (even Admin) have none and get 404."""
+    patient = patient_for_user(g.user)
+    if patient is None:
+        abort(404)
+    return patient
+
+
+def endpoint_url(endpoint: str, **values: Any) -> str | None:
+    """URL of a view that may not be registered (another area's, switched off), else None."""
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)
+
+
+def sign_in_url() -> str:
+    """The sign-in address sent by SMS: PUBLIC_SIGN_IN_URL, else this site's sign-in page."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
+
+
+def type_label(document_type: DocumentType) -> str:
+    locale = get_locale()
+    if locale is not None and locale.language == "en" and document_type.name_en:
+        return document_type.name_en
+    return document_type.name
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return _("%(n)d B", n=size)
+    if size < 1024 * 1024:
+        return _("%(n).1f KB", n=size / 1024)
+    return _("%(n).1f MB", n=size / 1024 / 1024)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated staff screens
+# ---------------------------------------------------------------------------------------------
 
 ScopeFunction = Callable[[Any], ColumnElement[bool]]
 
