@@ -40,13 +40,10 @@ from sqlalchemy.orm import Session, joinedload
 from werkzeug.routing import BuildError
 
 from app import documents as docs
+from app.access import care_consultation_condition
 from app.audit import audit
 from app.catalogue import normalize_icd10, valid_icd10
-from app.consultations import (
-    ConsultationError,
-    patient_consultation_condition,
-    staff_consultation_condition,
-)
+from app.consultations import ConsultationError, patient_consultation_condition
 from app.extensions import db
 from app.i18n import local_datetime
 from app.notifications import notify
@@ -462,7 +459,7 @@ def conclusion_condition(user) -> ColumnElement[bool]:
     DutyDoctor their own (the same scope as the consultation itself, app.consultations).
     Managers none: a conclusion is medical content.
     """
-    return or_(patient_consultation_condition(user), staff_consultation_condition(user))
+    return or_(patient_consultation_condition(user), care_consultation_condition(user))
 
 
 def find_conclusion(user, public_id: uuid.UUID | str) -> Conclusion | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 
-from models import ConsultationKind, ConsultationStatus, Sex
+from models import ConsultationKind, ConsultationStatus, OutboundChannel, OutboundStatus, Sex
 
 PATIENT_STATUS_LABELS = {
     ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
@@ -42,6 +42,14 @@ STAFF_KIND_LABELS = {
     ConsultationKind.CENTRE_REQUEST: _l("Centre request"),
     ConsultationKind.DUTY: _l("Duty doctor"),
     ConsultationKind.REFERRAL: _l("Referral"),
+}
+
+# The outbox, as staff read it (the Outbox screen and the managers' reports).
+CHANNEL_LABELS = {OutboundChannel.SMS: _l("SMS"), OutboundChannel.EMAIL: _l("E-mail")}
+OUTBOUND_STATUS_LABELS = {
+    OutboundStatus.QUEUED: _l("Queued"),
+    OutboundStatus.SENT: _l("Sent"),
+    OutboundStatus.FAILED: _l("Failed"),
 }
 
 # One audience: the same words for the patient's profile and the staff's patient card.

@@ -38,6 +38,12 @@ from flask_login import current_user
 from app import csp
 from app.extensions import db
 from app.i18n import viewer_timezone
+from app.labels import (
+    CHANNEL_LABELS,
+    OUTBOUND_STATUS_LABELS,
+    STAFF_KIND_LABELS,
+    STAFF_STATUS_LABELS,
+)
 from app.reports.access import may_see_personal_data, may_see_reports
 from app.reports.charts import dashboard_charts
 from app.reports.dashboard import dashboard
@@ -53,15 +59,11 @@ from app.reports.exports import (
 from app.reports.filters import Filters, ReportError, filter_choices, parse_filters
 from app.reports.labels import (
     CANCEL_BY_LABELS,
-    CHANNEL_LABELS,
-    KIND_LABELS,
     LOAD_STATUSES,
-    OUTBOUND_STATUS_LABELS,
     OUTCOME_LABELS,
     OUTCOMES,
     REPORT_TITLES,
     ROW_OUTCOME_LABELS,
-    STATUS_LABELS,
     consultation_number,
 )
 from app.reports.queries import (
@@ -123,8 +125,8 @@ class ReportAccess:
             report_title=REPORT_TITLES.get(self.report, _l("Reports")),
             choices=filter_choices(),
             args=request.args,
-            kind_labels=KIND_LABELS,
-            status_labels=STATUS_LABELS,
+            kind_labels=STAFF_KIND_LABELS,
+            status_labels=STAFF_STATUS_LABELS,
             channel_labels=CHANNEL_LABELS,
             outbound_status_labels=OUTBOUND_STATUS_LABELS,
             number=consultation_number,

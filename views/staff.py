@@ -23,7 +23,13 @@ from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
-from app.labels import SEX_LABELS, STAFF_KIND_LABELS, STAFF_STATUS_LABELS
+from app.labels import (
+    CHANNEL_LABELS,
+    OUTBOUND_STATUS_LABELS,
+    SEX_LABELS,
+    STAFF_KIND_LABELS,
+    STAFF_STATUS_LABELS,
+)
 from app.outbox import DELIVERED_VIA_LABELS
 from app.passwords import check_password
 from app.staff import (
@@ -36,9 +42,7 @@ from models import (
     Consultation,
     Doctor,
     IdentityStatus,
-    OutboundChannel,
     OutboundMessage,
-    OutboundStatus,
     Patient,
     PatientSource,
 )
@@ -58,12 +62,6 @@ SOURCE_LABELS = {PatientSource.SELF: _l("Self-registered"), PatientSource.REFERR
 IDENTITY_LABELS = {
     IdentityStatus.UNVERIFIED: _l("Not verified"),
     IdentityStatus.VERIFIED: _l("Verified"),
-}
-CHANNEL_LABELS = {OutboundChannel.SMS: _l("SMS"), OutboundChannel.EMAIL: _l("E-mail")}
-OUTBOUND_STATUS_LABELS = {
-    OutboundStatus.QUEUED: _l("Queued"),
-    OutboundStatus.SENT: _l("Sent"),
-    OutboundStatus.FAILED: _l("Failed"),
 }
 
 

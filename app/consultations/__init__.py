@@ -58,7 +58,6 @@ from app.consultations.scope import (
     consultation_for_patient,
     consultation_for_staff,
     patient_consultation_condition,
-    staff_consultation_condition,
 )
 from app.consultations.transitions import (
     attach_documents,
@@ -113,7 +112,6 @@ __all__ = [
     "reject_consultation",
     "request_documents",
     "schedule_consultation",
-    "staff_consultation_condition",
     "staff_link",
     "submit_application",
 ]

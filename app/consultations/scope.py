@@ -11,13 +11,14 @@ from __future__ import annotations
 import uuid
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, false, select
 
+from app.access import care_consultation_condition
 from app.errors import NotFound
 from app.extensions import db
-from app.permissions import ADMIN, DOCTOR, DUTY_DOCTOR, PATIENT
+from app.permissions import PATIENT
 from app.roles import role_names
-from models import Consultation, Doctor, Patient
+from models import Consultation, Patient
 
 
 def patient_consultation_condition(user) -> ColumnElement[bool]:
@@ -26,27 +27,6 @@ def patient_consultation_condition(user) -> ColumnElement[bool]:
         return false()
     own_patient = select(Patient.id).where(Patient.user_id == user.id)
     return Consultation.patient_id.in_(own_patient)
-
-
-def staff_consultation_condition(user) -> ColumnElement[bool]:
-    """Condition on Consultation: what a staff member may open and act on.
-
-    Pure SQL (no query runs here): the doctor's row may change (centre moved, deactivated) and
-    the condition follows it. Managers get nothing: they see no medical content.
-    """
-    roles = role_names(user)
-    if ADMIN in roles:
-        return true()
-    own_doctor = select(Doctor.id).where(Doctor.user_id == user.id, Doctor.active.is_(True))
-    conditions = []
-    if {DOCTOR, DUTY_DOCTOR} & roles:
-        conditions.append(Consultation.doctor_id.in_(own_doctor))
-    if DOCTOR in roles:
-        own_center = select(Doctor.center_id).where(
-            Doctor.user_id == user.id, Doctor.active.is_(True), Doctor.center_id.is_not(None)
-        )
-        conditions.append(Consultation.center_id.in_(own_center))
-    return or_(*conditions) if conditions else false()
 
 
 def _scoped(condition: ColumnElement[bool], public_id: uuid.UUID) -> Consultation:
@@ -65,12 +45,10 @@ def consultation_for_patient(user, public_id: uuid.UUID) -> Consultation:
 
 def consultation_for_staff(user, public_id: uuid.UUID) -> Consultation:
     """A consultation in the staff member's scope by public id; anything else raises NotFound."""
-    return _scoped(staff_consultation_condition(user), public_id)
+    return _scoped(care_consultation_condition(user), public_id)
 
 
 def in_staff_scope(user, c: Consultation) -> bool:
     """Whether the staff member may act on this consultation (the same rule as above)."""
-    stmt = select(Consultation.id).where(
-        Consultation.id == c.id, staff_consultation_condition(user)
-    )
+    stmt = select(Consultation.id).where(Consultation.id == c.id, care_consultation_condition(user))
     return db.session.execute(stmt).first() is not None

@@ -68,7 +68,7 @@ def start_import(imp: ReferralImport, *, by) -> None:
         raise ReferralError(_l("The table has no valid rows to import."))
     imp.status = ImportStatus.IMPORTING
     beat(imp)  # queued now: no start within IMPORT_STALL_SECONDS means the message was lost
-    audit("referral_import_confirmed", actor=by, obj_type="referral_import", obj_id=imp.public_id)
+    audit("referral_import.confirm", actor=by, obj_type="referral_import", obj_id=imp.public_id)
 
 
 class _NewPatient:
@@ -288,7 +288,7 @@ def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_ur
             )
             events.append(
                 audit_values(
-                    "referral_patient_created",
+                    "referral_import.patient_create",
                     obj_type="patient",
                     obj_id=patient.public_id,
                     patient_id=patient.id,

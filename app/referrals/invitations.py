@@ -118,7 +118,7 @@ def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) 
         f"{int(utcnow().timestamp())}",
     )
     audit(
-        "referral_credentials_resent",
+        "patient.credentials_resend",
         actor=by,
         obj_type="patient",
         obj_id=patient.public_id,

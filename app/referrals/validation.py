@@ -376,5 +376,5 @@ def validate_upload(user, filename: str, data: bytes) -> ReferralImport:
     ok, bad = _preview_chunk(chunk, catalogue, seen, imp.id)
     imp.valid_rows, imp.error_rows = valid + ok, invalid + bad
     imp.total_rows = imp.valid_rows + imp.error_rows
-    audit("referral_import_uploaded", actor=user, obj_type="referral_import", obj_id=imp.public_id)
+    audit("referral_import.upload", actor=user, obj_type="referral_import", obj_id=imp.public_id)
     return imp

@@ -15,8 +15,8 @@ from typing import Literal
 
 from flask_babel import gettext as _
 
+from app.labels import STAFF_KIND_LABELS
 from app.reports.dashboard import Dashboard
-from app.reports.labels import KIND_LABELS
 from models import ConsultationKind
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
@@ -200,7 +200,7 @@ def bars(title: str, items: list[tuple[str, float, float]], *, unit: str = "") -
 def dashboard_charts(d: Dashboard) -> dict[str, ColumnChart | BarChart]:
     """The dashboard's four charts, keyed as the page places them."""
     weeks = [m.strftime("%d.%m") for m in d.weeks]
-    kinds = [(str(KIND_LABELS[ConsultationKind(k)]), v) for k, v in d.by_kind.items()]
+    kinds = [(str(STAFF_KIND_LABELS[ConsultationKind(k)]), v) for k, v in d.by_kind.items()]
     share = [round(s, 1) if s is not None else 0 for s in d.sla_share]
     return {
         "by_kind": stacked_columns(_("Consultations per week by kind"), weeks, kinds),

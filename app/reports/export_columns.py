@@ -16,18 +16,20 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Select, func, literal
 
+from app.labels import (
+    CHANNEL_LABELS,
+    OUTBOUND_STATUS_LABELS,
+    STAFF_KIND_LABELS,
+    STAFF_STATUS_LABELS,
+)
 from app.reports.access import may_see_personal_data
 from app.reports.filters import Filters, ReportError
 from app.reports.labels import (
     CANCEL_BY_LABELS,
-    CHANNEL_LABELS,
-    KIND_LABELS,
     LOAD_STATUSES,
-    OUTBOUND_STATUS_LABELS,
     OUTCOME_LABELS,
     REPORT_TITLES,
     ROW_OUTCOME_LABELS,
-    STATUS_LABELS,
     labels,
 )
 from app.reports.queries import (
@@ -80,7 +82,7 @@ def build_export(report: str, f: Filters, *, user, now: datetime | None = None) 
 def _build_export(report: str, f: Filters, *, user, now: datetime | None = None) -> Export:
     now = now or utcnow()
     personal = may_see_personal_data(user)
-    kinds, statuses = labels(KIND_LABELS), labels(STATUS_LABELS)
+    kinds, statuses = labels(STAFF_KIND_LABELS), labels(STAFF_STATUS_LABELS)
     yes, no = _("Yes"), _("No")
     title = str(REPORT_TITLES[report])
     col = ExportColumn
@@ -140,7 +142,7 @@ def _build_export(report: str, f: Filters, *, user, now: datetime | None = None)
         columns = [
             col(_l("Doctor")),
             col(_l("Medical centre")),
-            *[col(STATUS_LABELS[s], "number") for s in LOAD_STATUSES],
+            *[col(STAFF_STATUS_LABELS[s], "number") for s in LOAD_STATUSES],
             col(_l("Total"), "number"),
         ]
 

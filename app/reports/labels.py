@@ -18,26 +18,8 @@ from models import (
     Consultation,
     ConsultationKind,
     ConsultationStatus,
-    OutboundChannel,
-    OutboundStatus,
 )
 
-STATUS_LABELS = {
-    ConsultationStatus.AWAITING_DOCUMENTS: _l("Awaiting documents"),
-    ConsultationStatus.REQUESTED: _l("Requested"),
-    ConsultationStatus.NEEDS_DOCUMENTS: _l("Needs documents"),
-    ConsultationStatus.SCHEDULED: _l("Scheduled"),
-    ConsultationStatus.IN_PROGRESS: _l("In progress"),
-    ConsultationStatus.COMPLETED: _l("Completed"),
-    ConsultationStatus.REJECTED: _l("Rejected"),
-    ConsultationStatus.CANCELLED: _l("Cancelled"),
-    ConsultationStatus.MISSED: _l("Missed"),
-}
-KIND_LABELS = {
-    ConsultationKind.CENTRE_REQUEST: _l("Centre request"),
-    ConsultationKind.DUTY: _l("Duty doctor"),
-    ConsultationKind.REFERRAL: _l("Referral"),
-}
 OUTCOMES = ("in_time", "late", "overdue", "waiting", "withdrawn")
 OUTCOME_LABELS = {
     "in_time": _l("Within the promised time"),
@@ -51,12 +33,6 @@ CANCEL_BY_LABELS = {
     "staff": _l("Clinic staff"),
     "system": _l("System"),
     "missed": _l("Did not take place"),
-}
-CHANNEL_LABELS = {OutboundChannel.SMS: _l("SMS"), OutboundChannel.EMAIL: _l("E-mail")}
-OUTBOUND_STATUS_LABELS = {
-    OutboundStatus.QUEUED: _l("Queued"),
-    OutboundStatus.SENT: _l("Sent"),
-    OutboundStatus.FAILED: _l("Failed"),
 }
 ROW_OUTCOME_LABELS = {
     "pending": _l("Waiting for import"),
