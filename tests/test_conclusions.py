@@ -438,7 +438,8 @@ def test_missing_font_refuses_clearly_and_issues_nothing(app, world, monkeypatch
 
 
 def test_font_path_error_names_the_setting(app):
-    from app.conclusions import ConclusionFontMissing, font_path
+    from app.conclusions import ConclusionFontMissing
+    from app.conclusions.pdf import font_path
 
     with app.app_context():
         original = app.config["CONCLUSION_FONT_PATH"]
@@ -533,7 +534,9 @@ def test_an_issued_row_cannot_be_modified_or_deleted(app, world):
 
 
 def test_service_refuses_a_patient_or_nobody_as_author(app, world):
-    from app.conclusions import ConclusionData, ConclusionError, issue_conclusion
+    from app.conclusions import ConclusionError
+    from app.conclusions.form import ConclusionData
+    from app.conclusions.issue import issue_conclusion
     from app.extensions import db
     from models import Consultation
 
@@ -613,8 +616,8 @@ def test_pdf_carries_everything_in_russian(app, world):
     assert "Версия 1" in v1_text and "заменяет" not in v1_text
     # The download is the very file stored at issue time.
     with app.app_context():
-        from app.conclusions import conclusion_bytes, conclusion_pdf
-        from app.documents import path_for_key
+        from app.conclusions.pdf import conclusion_bytes, conclusion_pdf
+        from app.storage import path_for_key
 
         assert response.data == path_for_key(v2.pdf_storage_key).read_bytes()
         row = db.session.get(Conclusion, v2.id)
