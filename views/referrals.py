@@ -22,6 +22,7 @@ from app.extensions import db
 from app.import_recovery import stalled_since
 from app.security import sign_in_url
 from models import ImportStatus, Patient
+from views.common import download
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PAGE_SIZE = 100
@@ -35,15 +36,7 @@ IMPORT_STATUS_LABELS = {
 
 
 def _xlsx(data: bytes, filename: str) -> Response:
-    return Response(
-        data,
-        mimetype=XLSX,
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return download(data, filename=filename, mimetype=XLSX)
 
 
 def _sign_in_url() -> str:

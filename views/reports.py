@@ -41,6 +41,7 @@ from app.db import unit_of_work
 from app.extensions import db
 from app.i18n import viewer_timezone
 from models import AuditOutcome, ConsultationKind, OutboundChannel
+from views.common import download
 
 URL = "/reports"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -113,10 +114,10 @@ class ReportAccess:
                 )
 
         body = svc.stream_csv(export, tz=f.tz, on_done=done)
-        return Response(
+        return download(
             stream_with_context(body),
+            filename=svc.export_filename(self.report, f, "csv"),
             mimetype="text/csv",
-            headers=_download_headers(svc.export_filename(self.report, f, "csv")),
         )
 
     def export_xlsx(self, f: svc.Filters) -> Response:
@@ -136,17 +137,12 @@ class ReportAccess:
             svc.record_export(
                 user=user, report=self.report, fmt="xlsx", f=f, rows=rows, outcome=AuditOutcome.OK
             )
-        headers = _download_headers(svc.export_filename(self.report, f, "xlsx"))
-        headers["Content-Length"] = str(svc.file_size(handle))
-        return Response(svc.file_chunks(handle), mimetype=XLSX, headers=headers)
-
-
-def _download_headers(filename: str) -> dict[str, str]:
-    return {
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-    }
+        return download(
+            svc.file_chunks(handle),
+            filename=svc.export_filename(self.report, f, "xlsx"),
+            mimetype=XLSX,
+            length=svc.file_size(handle),
+        )
 
 
 class ReportView(ReportAccess, BaseView):
