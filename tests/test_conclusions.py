@@ -502,6 +502,35 @@ def test_correction_is_a_new_version_and_the_first_stays(app, world):
     assert "II ФК" in v1_text and "III ФК" not in v1_text
 
 
+def test_the_latest_version_is_the_one_in_force_everywhere(app, world):
+    """app.conclusions.access.latest_conclusion is the one answer: the form starts from it, a
+    correction supersedes it, and the patient's consultation page links to its PDF."""
+    from app.conclusions.access import latest_conclusion
+    from app.extensions import db
+    from models import Consultation
+
+    client, cid = started(app, world)
+    with app.app_context():
+        row = db.session.execute(
+            select(Consultation).where(Consultation.public_id == uuid.UUID(cid))
+        ).scalar_one()
+        assert latest_conclusion(row) is None
+    issue(client, cid)
+    issue(client, cid, diagnosis="Стенокардия напряжения III ФК.", icd10_code="I20.9")
+    issue(client, cid, diagnosis="Стенокардия напряжения IV ФК.", icd10_code="I20.9")
+    v1, v2, v3 = conclusions(app, cid)
+    with app.app_context():
+        row = db.session.execute(
+            select(Consultation).where(Consultation.public_id == uuid.UUID(cid))
+        ).scalar_one()
+        latest = latest_conclusion(row)
+        assert (latest.public_id, latest.version, latest.supersedes_id) == (v3.public_id, 3, v2.id)
+    page = patient_client(app, world["p"]).get(f"/cabinet/consultations/{cid}")
+    html = page.get_data(as_text=True)
+    assert f"/conclusions/{v3.public_id}.pdf" in html
+    assert str(v1.public_id) not in html and str(v2.public_id) not in html
+
+
 def test_an_issued_row_cannot_be_modified_or_deleted(app, world):
     from app.conclusions import ConclusionImmutableError
     from app.extensions import db
