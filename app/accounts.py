@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
 from app.dates import birth_date_error
+from app.emails import email_taken
 from app.errors import DomainError
 from app.extensions import db
 from app.passwords import check_password
@@ -121,17 +122,6 @@ def phone_in_use(phone: str) -> bool:
     return bool(db.session.execute(select(func.count()).where(Patient.phone == phone)).scalar())
 
 
-def email_in_use(email: str) -> bool:
-    email = email.lower()
-    in_patients = db.session.execute(
-        select(func.count()).where(func.lower(Patient.email) == email)
-    ).scalar()
-    in_users = db.session.execute(
-        select(func.count()).where(func.lower(OblakoUser.email) == email)
-    ).scalar()
-    return bool(in_patients or in_users)
-
-
 def create_patient(
     *,
     surname: str,
@@ -153,7 +143,7 @@ def create_patient(
     email = (email or "").strip().lower() or None
     if phone_in_use(phone):
         raise AccountError(_l("A patient with this phone number is already registered."))
-    if email and email_in_use(email):
+    if email and email_taken(email):
         raise AccountError(_l("A patient with this e-mail is already registered."))
     if problem := birth_date_error(birth_date):
         raise AccountError(problem)

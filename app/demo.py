@@ -222,6 +222,6 @@ def _demo_shifts(doctors: list[Doctor]) -> None:
 
 def _demo_documents(patient: Patient, types: dict) -> None:
     """Each demo patient gets a discharge summary (PDF) and an ECG (PNG)."""
-    from app.documents import store_demo_documents
+    from app.documents.demo import store_demo_documents
 
     store_demo_documents(patient, types)

@@ -33,6 +33,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select, update
 
 from app.accounts import hash_password
+from app.emails import email_holders
 from app.extensions import db
 from app.notifications import DELIVERY_LOCALE, queue_message
 from app.registration import (
@@ -40,7 +41,6 @@ from app.registration import (
     RegistrationError,
     count_code_sent,
     create_registered_patient,
-    email_holders,
     phone_holders,
 )
 from models import OutboundChannel, Patient, PendingRegistration, utcnow

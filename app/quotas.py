@@ -25,7 +25,8 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
 
-from app.documents import DocumentError, patient_zone, today_for
+from app.documents import DocumentError
+from app.documents.upload import patient_zone, today_for
 from app.extensions import db
 from models import MedicalDocument, Patient
 

@@ -195,7 +195,7 @@ def find_recording(
 ) -> tuple[Recording, Consultation] | None:
     """The recording if `user` is the patient or the doctor of its consultation, else None.
 
-    Like app.documents.find_document: an allowed look is audited ok, an existing recording
+    Like app.documents.access.find_document: an allowed look is audited ok, an existing recording
     outside the user's scope is audited as denied, and the caller answers 404 either way.
     """
     pid = _parse(public_id)

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import date
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from limits import parse
@@ -23,6 +22,7 @@ from werkzeug.security import check_password_hash
 from app.accounts import AccountError, create_patient, normalize_phone, record_consent
 from app.audit import audit
 from app.dates import birth_date_error
+from app.emails import InvalidEmail, email_taken, normalize_email
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
@@ -206,26 +206,11 @@ def phone_taken(phone: str, *, own_user_id: int | None = None) -> bool:
     return any(user_id != own_user_id for user_id in phone_holders(phone))
 
 
-def email_holders(email: str) -> list[int]:
-    """The users holding a (normalised, lower-case) e-mail: a patient's or a user's."""
-    in_patients = select(Patient.user_id).where(func.lower(Patient.email) == email)
-    in_users = select(OblakoUser.id).where(func.lower(OblakoUser.email) == email)
-    return sorted(db.session.execute(union(in_patients, in_users)).scalars())
-
-
-def email_taken(email: str, *, own_user_id: int | None = None) -> bool:
-    """Whether a (normalised, lower-case) e-mail is some other patient's or user's."""
-    return any(user_id != own_user_id for user_id in email_holders(email))
-
-
 def _normalize_email(raw: str) -> str | None:
-    raw = (raw or "").strip()
-    if not raw:
-        return None
     try:
-        return validate_email(raw, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise RegistrationError(_l("Enter a valid e-mail address."), "email") from exc
+        return normalize_email(raw)
+    except InvalidEmail as exc:
+        raise RegistrationError(exc.message, "email") from exc
 
 
 def _check_phone(raw: str, *, own_user_id: int | None = None) -> str:

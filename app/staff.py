@@ -10,8 +10,9 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.accounts import AccountError, create_user, email_in_use, get_role, username_taken
+from app.accounts import AccountError, create_user, get_role, username_taken
 from app.dates import schedule_error
+from app.emails import email_taken, normalize_email
 from app.errors import DomainError
 from app.extensions import db
 from app.permissions import DOCTOR, DUTY_DOCTOR
@@ -42,9 +43,12 @@ def check_login_free(username: str) -> None:
         raise AccountError(_l("This login is already taken."))
 
 
-def check_email_free(email: str | None) -> None:
-    if email and email_in_use(email.strip()):
+def check_email_free(email: str | None) -> str | None:
+    """The staff member's e-mail as stored (None when empty): a valid address nobody holds."""
+    email = normalize_email(email)  # InvalidEmail, a DomainError, when it is not an address
+    if email and email_taken(email):
         raise AccountError(_l("This e-mail is already in use."))
+    return email
 
 
 def create_staff_account(
@@ -52,10 +56,9 @@ def create_staff_account(
 ) -> OblakoUser:
     """Give a new doctor record its sign-in account (password policy applies)."""
     username = username.strip()
-    email = (email or "").strip().lower() or None
     with db.session.no_autoflush:  # the doctor row is not complete until its user exists
         check_login_free(username)
-        check_email_free(email)
+        email = check_email_free(email)
         user = create_user(
             username=username,
             password=password,

@@ -206,7 +206,7 @@ def empty_storage(app):
 @pytest.fixture
 def world(app, make_patient, make_doctor, make_center, make_staff) -> World:
     from app.catalogue import load_catalogue
-    from app.documents import store_document
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Consultation, Doctor, MedicalDocument, Notification, Patient
 
@@ -446,7 +446,7 @@ def redirects_to_login(response) -> bool:
 
 def b_snapshot(app: Flask) -> dict:
     """Everything of B a request could damage: rows, links and the stored files' digests."""
-    from app.documents import document_path
+    from app.documents.access import document_path
     from app.extensions import db
     from models import Consultation, MedicalDocument, Notification, OblakoUser, Patient
 

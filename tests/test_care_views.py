@@ -525,7 +525,7 @@ def test_a_concurrent_change_in_a_view_without_its_own_answer_is_not_a_server_er
     """A view that catches only its own module's errors («Начать консультацию» catches
     ConsultationError) and a flush that found the row changed: the application's net answers
     with the message and sends the user back — never a 500; nothing is saved."""
-    from app import conclusions as conclusions_svc
+    from app.conclusions import start as conclusions_svc
     from app.errors import ChangedMeanwhile
 
     public_id = make_consultation(

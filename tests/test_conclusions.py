@@ -438,7 +438,8 @@ def test_missing_font_refuses_clearly_and_issues_nothing(app, world, monkeypatch
 
 
 def test_font_path_error_names_the_setting(app):
-    from app.conclusions import ConclusionFontMissing, font_path
+    from app.conclusions import ConclusionFontMissing
+    from app.conclusions.pdf import font_path
 
     with app.app_context():
         original = app.config["CONCLUSION_FONT_PATH"]
@@ -501,6 +502,35 @@ def test_correction_is_a_new_version_and_the_first_stays(app, world):
     assert "II ФК" in v1_text and "III ФК" not in v1_text
 
 
+def test_the_latest_version_is_the_one_in_force_everywhere(app, world):
+    """app.conclusions.access.latest_conclusion is the one answer: the form starts from it, a
+    correction supersedes it, and the patient's consultation page links to its PDF."""
+    from app.conclusions.access import latest_conclusion
+    from app.extensions import db
+    from models import Consultation
+
+    client, cid = started(app, world)
+    with app.app_context():
+        row = db.session.execute(
+            select(Consultation).where(Consultation.public_id == uuid.UUID(cid))
+        ).scalar_one()
+        assert latest_conclusion(row) is None
+    issue(client, cid)
+    issue(client, cid, diagnosis="Стенокардия напряжения III ФК.", icd10_code="I20.9")
+    issue(client, cid, diagnosis="Стенокардия напряжения IV ФК.", icd10_code="I20.9")
+    v1, v2, v3 = conclusions(app, cid)
+    with app.app_context():
+        row = db.session.execute(
+            select(Consultation).where(Consultation.public_id == uuid.UUID(cid))
+        ).scalar_one()
+        latest = latest_conclusion(row)
+        assert (latest.public_id, latest.version, latest.supersedes_id) == (v3.public_id, 3, v2.id)
+    page = patient_client(app, world["p"]).get(f"/cabinet/consultations/{cid}")
+    html = page.get_data(as_text=True)
+    assert f"/conclusions/{v3.public_id}.pdf" in html
+    assert str(v1.public_id) not in html and str(v2.public_id) not in html
+
+
 def test_an_issued_row_cannot_be_modified_or_deleted(app, world):
     from app.conclusions import ConclusionImmutableError
     from app.extensions import db
@@ -533,7 +563,9 @@ def test_an_issued_row_cannot_be_modified_or_deleted(app, world):
 
 
 def test_service_refuses_a_patient_or_nobody_as_author(app, world):
-    from app.conclusions import ConclusionData, ConclusionError, issue_conclusion
+    from app.conclusions import ConclusionError
+    from app.conclusions.form import ConclusionData
+    from app.conclusions.issue import issue_conclusion
     from app.extensions import db
     from models import Consultation
 
@@ -613,8 +645,8 @@ def test_pdf_carries_everything_in_russian(app, world):
     assert "Версия 1" in v1_text and "заменяет" not in v1_text
     # The download is the very file stored at issue time.
     with app.app_context():
-        from app.conclusions import conclusion_bytes, conclusion_pdf
-        from app.documents import path_for_key
+        from app.conclusions.pdf import conclusion_bytes, conclusion_pdf
+        from app.storage import path_for_key
 
         assert response.data == path_for_key(v2.pdf_storage_key).read_bytes()
         row = db.session.get(Conclusion, v2.id)

@@ -56,7 +56,7 @@ def build_world(app, make_patient, make_center, make_doctor, make_staff) -> Worl
     """Two centres, their doctors, a duty doctor, staff, and two patients with documents."""
     from app.accounts import get_role
     from app.catalogue import load_catalogue
-    from app.documents import store_document
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Disease, Doctor, MedicalCenter, OblakoUser, Patient
 

@@ -125,8 +125,8 @@ class World:
 
 @pytest.fixture
 def world(app: Flask, make_patient, make_center, make_doctor, make_staff) -> World:
-    from app import documents as docs
     from app.catalogue import load_catalogue
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Consultation, MedicalCenter, Patient, utcnow
 
@@ -148,7 +148,7 @@ def world(app: Flask, make_patient, make_center, make_doctor, make_staff) -> Wor
         )
         db.session.add(c)
         p = db.session.get(Patient, patient)
-        doc = docs.store_document(
+        doc = store_document(
             p,
             by=p.user,
             stream=io.BytesIO(blank_pdf()),

@@ -164,14 +164,14 @@ def documents_of(app, patient_id: int):
 
 def store(app, patient_id: int, type_id: int, kind: str = "pdf", name: str | None = None):
     """Store a document through the service, as the patient; returns its public id."""
-    from app import documents as docs
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import DocumentType, Patient
 
     filename, make, _ = FILES[kind]
     with app.app_context(), app.test_request_context():
         patient = db.session.get(Patient, patient_id)
-        doc = docs.store_document(
+        doc = store_document(
             patient,
             by=patient.user,
             stream=io.BytesIO(make()),
@@ -365,21 +365,22 @@ def test_future_document_date_refused(app, patient_client, types):
 
 
 def test_file_removed_when_transaction_rolls_back(app, make_patient, types):
-    from app import documents as docs
+    from app.documents.access import document_path
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import DocumentType, Patient
 
     patient_id = make_patient()
     with app.app_context(), app.test_request_context():
         patient = db.session.get(Patient, patient_id)
-        doc = docs.store_document(
+        doc = store_document(
             patient,
             by=patient.user,
             stream=io.BytesIO(make_pdf()),
             filename="x.pdf",
             document_type=db.session.get(DocumentType, types["other"]),
         )
-        path = docs.document_path(doc)
+        path = document_path(doc)
         assert path.is_file()
         db.session.rollback()  # e.g. a later step of the same unit of work failed
         assert not path.exists()
@@ -741,7 +742,8 @@ def test_api_with_jwt_and_refused_for_staff(app, client, make_patient, make_doct
 def test_demo_documents_are_real_and_stored(app, make_patient, types):
     from pypdf import PdfReader
 
-    from app import documents as docs
+    from app.documents.access import document_path
+    from app.documents.demo import DEJAVU, store_demo_documents
     from app.extensions import db
     from models import DocumentType, Patient
 
@@ -749,14 +751,14 @@ def test_demo_documents_are_real_and_stored(app, make_patient, types):
     with app.app_context(), app.test_request_context():
         patient = db.session.get(Patient, patient_id)
         by_code = {t.code: t for t in db.session.execute(select(DocumentType)).scalars()}
-        stored = docs.store_demo_documents(patient, by_code)
+        stored = store_demo_documents(patient, by_code)
         db.session.commit()
         assert [d.content_type for d in stored] == ["application/pdf", "image/png"]
         assert [d.document_type.code for d in stored] == ["discharge", "ecg"]
-        pdf_path = docs.document_path(stored[0])
+        pdf_path = document_path(stored[0])
         assert hashlib.sha256(pdf_path.read_bytes()).hexdigest() == stored[0].sha256
         text = PdfReader(str(pdf_path)).pages[0].extract_text()
-        if docs.DEJAVU.exists():
+        if DEJAVU.exists():
             assert "Выписной эпикриз" in text and "Демова" in text
 
 

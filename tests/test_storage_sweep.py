@@ -213,9 +213,11 @@ def world(app, make_patient, make_center, make_doctor, tmp_path, monkeypatch):
     """A patient with a stored document, a conclusion PDF and a recording, each with its row."""
     import shutil
 
-    from app import documents as docs
     from app import recordings
     from app.catalogue import load_catalogue
+    from app.documents.access import document_path
+    from app.documents.checks import write_file
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Conclusion, Consultation, Patient, Recording, utcnow
 
@@ -227,7 +229,7 @@ def world(app, make_patient, make_center, make_doctor, tmp_path, monkeypatch):
     with app.test_request_context():
         types = load_catalogue()
         patient = db.session.get(Patient, pid)
-        doc = docs.store_document(
+        doc = store_document(
             patient,
             by=patient.user,
             stream=io.BytesIO(make_pdf()),
@@ -245,7 +247,7 @@ def world(app, make_patient, make_center, make_doctor, tmp_path, monkeypatch):
         )
         db.session.add(c)
         db.session.flush()
-        pdf = docs.write_file(io.BytesIO(make_pdf()), max_bytes=10**6)
+        pdf = write_file(io.BytesIO(make_pdf()), max_bytes=10**6)
         db.session.add(
             Conclusion(
                 public_id=uuid.uuid4(),
@@ -268,7 +270,7 @@ def world(app, make_patient, make_center, make_doctor, tmp_path, monkeypatch):
         return {
             "patient": pid,
             "type_id": types["discharge"].id,
-            "kept": [docs.document_path(doc), pdf.path, rec_path],
+            "kept": [document_path(doc), pdf.path, rec_path],
             "recordings": recordings.recordings_root(),
         }
 

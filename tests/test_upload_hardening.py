@@ -242,7 +242,8 @@ def test_the_total_limit_is_named_in_gigabytes(app):
 def test_staff_uploads_for_a_patient_are_not_limited(
     app, make_patient, make_doctor, types, monkeypatch
 ):
-    from app import documents as docs
+    from app.documents import DocumentError
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Doctor, DocumentType, Patient
 
@@ -253,7 +254,7 @@ def test_staff_uploads_for_a_patient_are_not_limited(
         patient = db.session.get(Patient, pid)
         doctor = db.session.get(Doctor, doctor_id)
         for _ in range(3):
-            docs.store_document(
+            store_document(
                 patient,
                 by=doctor.user,
                 stream=io.BytesIO(make_pdf()),
@@ -262,8 +263,8 @@ def test_staff_uploads_for_a_patient_are_not_limited(
             )
         db.session.commit()
         # ...and the patient's own upload is refused by the same limits.
-        with pytest.raises(docs.DocumentError):
-            docs.store_document(
+        with pytest.raises(DocumentError):
+            store_document(
                 patient,
                 by=patient.user,
                 stream=io.BytesIO(make_pdf()),
@@ -280,8 +281,9 @@ RACERS = 6
 def test_racing_uploads_stay_within_the_daily_count(app, make_patient, types, monkeypatch):
     """RACERS uploads of one patient at once, each on its own connection: exactly the limit
     gets in (fails without the lock: every racer counts before any has inserted)."""
-    from app import documents as docs
     from app.db import unit_of_work
+    from app.documents import DocumentError
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import DocumentType, Patient
 
@@ -305,7 +307,7 @@ def test_racing_uploads_stay_within_the_daily_count(app, make_patient, types, mo
             try:
                 patient = db.session.get(Patient, pid)
                 with unit_of_work():
-                    docs.store_document(
+                    store_document(
                         patient,
                         by=patient.user,
                         stream=Gate(make_pdf()),
@@ -313,7 +315,7 @@ def test_racing_uploads_stay_within_the_daily_count(app, make_patient, types, mo
                         document_type=db.session.get(DocumentType, types["other"]),
                     )
                 outcomes[i] = "ok"
-            except docs.DocumentError as exc:
+            except DocumentError as exc:
                 outcomes[i] = str(exc)
             except Exception as exc:
                 outcomes[i] = f"unexpected {type(exc).__name__}: {exc}"

@@ -2,7 +2,8 @@
 
 Thin views (DESIGN §3, §7): FAB permission check, row scope through app.consultations
 (404 for what is not yours), one service call in one unit of work, a message. The PDF is served
-only from here, as an attachment with nosniff and no-store, and every download is audited.
+only from here, through views.common.download (an attachment, nosniff, no-store), and every
+download is audited.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import uuid
 from dataclasses import asdict
 
-from flask import Response, abort, current_app, flash, g, redirect, request, url_for
+from flask import abort, current_app, flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
@@ -21,14 +22,19 @@ from sqlalchemy.exc import IntegrityError
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import InputRequired
 
-from app import conclusions as svc
-from app import documents as docs
 from app.accounts import doctor_for_user
+from app.conclusions import ConclusionFontMissing, consultation_number
+from app.conclusions import start as start_svc
+from app.conclusions.access import conclusions_of, find_conclusion
+from app.conclusions.form import REQUIRED_FIELDS, ConclusionData, clean_data, prefill, validate_data
+from app.conclusions.issue import check_can_issue, issue_conclusion, may_issue
+from app.conclusions.pdf import conclusion_bytes, pdf_filename
 from app.consultations import ConsultationError, consultation_for_staff
+from app.documents.upload import today_for
 from app.errors import NotFound
 from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from models import Consultation, ConsultationStatus
-from views.common import unit_of_work
+from views.common import download, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ log = logging.getLogger(__name__)
 class ConclusionForm(FlaskForm):
     complaints_history = TextAreaField(
         _l("Complaints and history"),
-        validators=[InputRequired(message=svc.REQUIRED_FIELDS["complaints_history"])],
+        validators=[InputRequired(message=REQUIRED_FIELDS["complaints_history"])],
         render_kw={"rows": 5},
     )
     findings = TextAreaField(
@@ -46,25 +52,25 @@ class ConclusionForm(FlaskForm):
     )
     diagnosis = TextAreaField(
         _l("Diagnosis"),
-        validators=[InputRequired(message=svc.REQUIRED_FIELDS["diagnosis"])],
+        validators=[InputRequired(message=REQUIRED_FIELDS["diagnosis"])],
         render_kw={"rows": 2},
     )
     icd10_code = StringField(
         _l("ICD-10 code"),
-        validators=[InputRequired(message=svc.REQUIRED_FIELDS["icd10_code"])],
+        validators=[InputRequired(message=REQUIRED_FIELDS["icd10_code"])],
         description=_l("A Latin letter and two digits, optionally a dot and more digits: I21.0"),
         render_kw={"maxlength": "16", "autocomplete": "off", "spellcheck": "false"},
     )
     recommendations = TextAreaField(
         _l("Recommendations"),
-        validators=[InputRequired(message=svc.REQUIRED_FIELDS["recommendations"])],
+        validators=[InputRequired(message=REQUIRED_FIELDS["recommendations"])],
         render_kw={"rows": 5},
     )
     in_person_visit_needed = BooleanField(_l("An in-person visit to a doctor is needed"))
     next_steps = TextAreaField(_l("Next steps"), render_kw={"rows": 3})
 
-    def to_data(self) -> svc.ConclusionData:
-        return svc.ConclusionData(
+    def to_data(self) -> ConclusionData:
+        return ConclusionData(
             complaints_history=self.complaints_history.data or "",
             findings=self.findings.data or "",
             diagnosis=self.diagnosis.data or "",
@@ -103,7 +109,7 @@ class ConclusionView(BaseView):
         consultation = _consultation(public_id)
         try:
             with unit_of_work():
-                svc.start_consultation(consultation, by=doctor_for_user(g.user))
+                start_svc.start_consultation(consultation, by=doctor_for_user(g.user))
         except ConsultationError as exc:
             flash(str(exc), "danger")
         else:
@@ -120,7 +126,7 @@ class ConclusionView(BaseView):
             form = ConclusionForm()
             try:
                 # Who and when first: a refused actor hears why, not about empty fields.
-                svc.check_can_issue(consultation, doctor)
+                check_can_issue(consultation, doctor)
             except ConsultationError as exc:
                 flash(str(exc), "danger")
                 status_code = 400
@@ -128,7 +134,7 @@ class ConclusionView(BaseView):
                 if form.validate_on_submit() and self._check(form):
                     try:
                         with unit_of_work():
-                            conclusion = svc.issue_conclusion(
+                            conclusion = issue_conclusion(
                                 consultation, by=doctor, data=form.to_data()
                             )
                     except ConsultationError as exc:
@@ -165,20 +171,20 @@ class ConclusionView(BaseView):
                         flash(_("The form has expired: please submit it again."), "danger")
                     status_code = 400
         else:
-            form = ConclusionForm(formdata=None, data=asdict(svc.prefill(consultation)))
+            form = ConclusionForm(formdata=None, data=asdict(prefill(consultation)))
         return (
             self.render_template(
                 "oblako/conclusion_form.html",
                 consultation=consultation,
-                number=svc.consultation_number(consultation),
-                versions=svc.conclusions_of(consultation),
+                number=consultation_number(consultation),
+                versions=conclusions_of(consultation),
                 form=form,
-                may_issue=svc.may_issue(consultation, doctor),
-                can_start=svc.can_start(consultation, doctor),
+                may_issue=may_issue(consultation, doctor),
+                can_start=start_svc.can_start(consultation, doctor),
                 correcting=consultation.status == ConsultationStatus.COMPLETED,
                 status_labels=PATIENT_STATUS_LABELS,
                 kind_labels=PATIENT_KIND_LABELS,
-                today=docs.today_for(consultation.patient),
+                today=today_for(consultation.patient),
                 back_url=_back_to(consultation),
                 has_endpoint=_endpoint,
                 title=_("Conclusion"),
@@ -189,7 +195,7 @@ class ConclusionView(BaseView):
     @staticmethod
     def _check(form: ConclusionForm) -> bool:
         """The service's own field rules (ICD-10, lengths), shown under the fields."""
-        problems = svc.validate_data(svc.clean_data(form.to_data()))
+        problems = validate_data(clean_data(form.to_data()))
         for name, message in problems.items():
             getattr(form, name).errors = [*getattr(form, name).errors, str(message)]
         return not problems
@@ -199,20 +205,12 @@ class ConclusionView(BaseView):
     def pdf(self, public_id: uuid.UUID):
         # The audit event (allowed or denied) is committed before we answer, even with a 404.
         with unit_of_work():
-            conclusion = svc.find_conclusion(g.user, public_id)
+            conclusion = find_conclusion(g.user, public_id)
         if conclusion is None:
             abort(404)
         try:
-            data = svc.conclusion_bytes(conclusion)
-        except svc.ConclusionFontMissing:
+            data = conclusion_bytes(conclusion)
+        except ConclusionFontMissing:
             log.exception("conclusion %s cannot be rebuilt", conclusion.public_id)
             abort(503)
-        response = Response(data, mimetype="application/pdf")
-        response.headers["Content-Disposition"] = docs.content_disposition(
-            svc.pdf_filename(conclusion)
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
-        return response
+        return download(data, filename=pdf_filename(conclusion), mimetype="application/pdf")

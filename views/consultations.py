@@ -28,11 +28,13 @@ from wtforms import (
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from app import consultations as svc
-from app import documents as docs
 from app.accounts import patient_for_user
 from app.cabinet import patient_consultations
+from app.conclusions.access import latest_conclusion
 from app.consultations.applications import ApplicationExists, clean_form_token, new_form_token
 from app.dates import format_in_zone, zone_label
+from app.documents import access as docs
+from app.documents.upload import store_document, today_for
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
@@ -71,7 +73,7 @@ def upload_from_request(patient, types_by_id: dict[int, DocumentType]) -> list[M
         return []
     type_id = request.form.get("file_type", type=int)
     return [
-        docs.store_document(
+        store_document(
             patient,
             by=g.user,
             stream=upload.stream,
@@ -206,7 +208,7 @@ class ApplicationView(BaseView):
                 form=form,
                 centre=centre,
                 patient=patient,
-                age=patient.age_on(docs.today_for(patient)),
+                age=patient.age_on(today_for(patient)),
                 diseases=diseases,
                 own_documents=own,
                 chosen=chosen,
@@ -247,7 +249,7 @@ def conclusion_url(c) -> str | None:
     """The conclusion's PDF, once the conclusions area serves it and one has been issued."""
     if "ConclusionView.pdf" not in current_app.view_functions:
         return None
-    conclusion = svc.latest_conclusion(c)
+    conclusion = latest_conclusion(c)
     if conclusion is None:
         return None
     return url_for("ConclusionView.pdf", public_id=conclusion.public_id)
@@ -462,7 +464,7 @@ class CareView(BaseView):
             "oblako/care_show.html",
             c=c,
             patient=patient,
-            age=patient.age_on(docs.today_for(patient)),
+            age=patient.age_on(today_for(patient)),
             doctor=doctor,
             roles=role_names(g.user),
             can_decide=(

@@ -2,7 +2,8 @@
 
 Thin views: FAB permission check, row scope through app.documents / app.access (404 for what is
 not yours), one service call in one unit of work, message. Files are only ever served from here,
-always with nosniff and no-store, and every look at a document is audited by the service.
+through views.common.download (nosniff, no-store), and every look at a document is audited by
+the service.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from flask import (
     jsonify,
     redirect,
     request,
-    send_file,
     url_for,
 )
 from flask_appbuilder import AppBuilder, BaseView, expose
@@ -32,12 +32,14 @@ from sqlalchemy import select
 from wtforms import DateField, SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from app import documents as docs
 from app.access import staff_patient_condition
 from app.accounts import patient_for_user
+from app.documents import DocumentError
+from app.documents import access as docs
+from app.documents.upload import NOTE_MAX, store_document, today_for
 from app.extensions import db
 from models import DocumentType, MedicalDocument, Patient
-from views.common import human_size, type_label, unit_of_work
+from views.common import download, human_size, type_label, unit_of_work
 
 # The inline preview is a document of its own: no script, no plugin, no navigation; only the
 # picture or the PDF itself. frame-ancestors keeps it embeddable by our pages alone.
@@ -60,26 +62,12 @@ def _serve(doc: MedicalDocument, *, inline: bool) -> Response:
     path = docs.document_path(doc)
     if not path.is_file():
         abort(404)
-    response = send_file(
+    return download(
         path,
+        filename=docs.download_name(doc),
         mimetype=doc.content_type,
-        conditional=True,  # Range requests: PDF viewers and large DICOM downloads resume
-        etag=False,
-        last_modified=None,
-        max_age=None,
+        inline_csp=INLINE_CSP if inline else None,
     )
-    response.headers["Content-Disposition"] = docs.content_disposition(
-        docs.download_name(doc), inline=inline
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    if inline:
-        response.headers["Content-Security-Policy"] = INLINE_CSP
-        response.headers["X-Frame-Options"] = "SAMEORIGIN"  # pages elsewhere get DENY
-    else:
-        response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
-    return response
 
 
 def _find(public_id: uuid.UUID, *, scope: str, action: str) -> MedicalDocument:
@@ -116,7 +104,7 @@ class UploadForm(FlaskForm):
         _l("Document type"), coerce=int, validators=[DataRequired(_l("Choose the document type."))]
     )
     document_date = DateField(_l("Document date"), validators=[Optional()])
-    note = TextAreaField(_l("Note"), validators=[Length(max=docs.NOTE_MAX)])
+    note = TextAreaField(_l("Note"), validators=[Length(max=NOTE_MAX)])
 
 
 def _document_types() -> list[DocumentType]:
@@ -150,7 +138,7 @@ class MyDocumentView(BaseView):
                 upload = request.files.get("file")
                 try:
                     with unit_of_work():
-                        docs.store_document(
+                        store_document(
                             patient,
                             by=g.user,
                             stream=upload.stream if upload else None,
@@ -159,7 +147,7 @@ class MyDocumentView(BaseView):
                             document_date=form.document_date.data,
                             note=form.note.data or "",
                         )
-                except docs.DocumentError as exc:
+                except DocumentError as exc:
                     flash(str(exc), "danger")
                 else:
                     flash(_("The document has been uploaded."), "success")
@@ -171,7 +159,7 @@ class MyDocumentView(BaseView):
                 form=form,
                 title=_("Upload a document"),
                 limit_mb=max(1, current_app.config["MAX_DOCUMENT_BYTES"] // 2**20),
-                today_iso=docs.today_for(patient).isoformat(),
+                today_iso=today_for(patient).isoformat(),
                 **_template_helpers(),
             ),
             status,
@@ -210,7 +198,7 @@ class MyDocumentView(BaseView):
         try:
             with unit_of_work():
                 docs.delete_document(doc, by=g.user)
-        except docs.DocumentError as exc:
+        except DocumentError as exc:
             flash(str(exc), "danger")
         else:
             flash(_("The document has been deleted."), "success")

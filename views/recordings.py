@@ -2,25 +2,24 @@
 
 Thin views (DESIGN §3): FAB permission check, row scope through app.recordings (only the
 consultation's patient and its doctor; everybody else gets 404), one service call in one unit
-of work, a message. Files are served only from here, with Content-Disposition, nosniff and
-no-store, and every look is audited by the service (as documents are).
+of work, a message. Files are served only from here, through views.common.download (nosniff,
+no-store), and every look is audited by the service (as documents are).
 """
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Response, abort, flash, g, redirect, request, send_file, url_for
+from flask import Response, abort, flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access, permission_name
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from app import recordings as svc
-from app.documents import content_disposition
 from app.security import client_ip
 from models import Recording
-from views.common import unit_of_work
+from views.common import download, unit_of_work
 
 # The media file is a document of its own: nothing in it may run or navigate; our own pages
 # alone may embed it (the <video> element of the recordings page).
@@ -133,23 +132,9 @@ def _serve(recording: Recording, consultation, *, inline: bool) -> Response:
         abort(404)
     if not path.is_file():
         abort(404)
-    response = send_file(
+    return download(
         path,
+        filename=svc.download_name(recording, consultation),
         mimetype=recording.content_type,
-        conditional=True,  # Range requests: the <video> element seeks
-        etag=False,
-        last_modified=None,
-        max_age=None,
+        inline_csp=MEDIA_CSP if inline else None,
     )
-    response.headers["Content-Disposition"] = content_disposition(
-        svc.download_name(recording, consultation), inline=inline
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    response.headers["Content-Security-Policy"] = (
-        MEDIA_CSP if inline else "sandbox; default-src 'none'"
-    )
-    if inline:
-        response.headers["X-Frame-Options"] = "SAMEORIGIN"  # pages elsewhere get DENY
-    return response

@@ -34,7 +34,7 @@ from app.referrals.tracking import (
 from app.referrals.upload import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, read_upload
 from app.referrals.validation import validate_upload
 from models import ImportStatus, Patient
-from views.common import sign_in_url, unit_of_work
+from views.common import download, sign_in_url, unit_of_work
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PAGE_SIZE = 100
@@ -48,15 +48,7 @@ IMPORT_STATUS_LABELS = {
 
 
 def _xlsx(data: bytes, filename: str) -> Response:
-    return Response(
-        data,
-        mimetype=XLSX,
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return download(data, filename=filename, mimetype=XLSX)
 
 
 class ReferralImportView(BaseView):

@@ -76,7 +76,7 @@ from app.reports.queries import (
 )
 from app.reports.service_level import delay_hours, sla_report
 from models import AuditOutcome, ConsultationKind, OutboundChannel
-from views.common import unit_of_work
+from views.common import download, unit_of_work
 
 URL = "/reports"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -149,10 +149,10 @@ class ReportAccess:
                 )
 
         body = stream_csv(export, tz=f.tz, on_done=done)
-        return Response(
+        return download(
             stream_with_context(body),
+            filename=export_filename(self.report, f, "csv"),
             mimetype="text/csv",
-            headers=_download_headers(export_filename(self.report, f, "csv")),
         )
 
     def export_xlsx(self, f: Filters) -> Response:
@@ -172,17 +172,12 @@ class ReportAccess:
             record_export(
                 user=user, report=self.report, fmt="xlsx", f=f, rows=rows, outcome=AuditOutcome.OK
             )
-        headers = _download_headers(export_filename(self.report, f, "xlsx"))
-        headers["Content-Length"] = str(file_size(handle))
-        return Response(file_chunks(handle), mimetype=XLSX, headers=headers)
-
-
-def _download_headers(filename: str) -> dict[str, str]:
-    return {
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-    }
+        return download(
+            file_chunks(handle),
+            filename=export_filename(self.report, f, "xlsx"),
+            mimetype=XLSX,
+            length=file_size(handle),
+        )
 
 
 class ReportView(ReportAccess, BaseView):

@@ -182,7 +182,6 @@ class DoctorView(StaffModelView):
             validators=[
                 Optional(),
                 Length(max=254),
-                Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message=_l("Enter a valid e-mail.")),
                 _email_free,
             ],
         ),

@@ -121,7 +121,7 @@ def centre_world(app: Flask, make_patient, make_center, make_doctor) -> CentreWo
     from sqlalchemy import select
 
     from app.catalogue import load_catalogue
-    from app.documents import store_document
+    from app.documents.upload import store_document
     from app.extensions import db
     from models import Disease, Doctor, MedicalCenter, Patient
 
