@@ -85,6 +85,7 @@ from models import (
     OutboundMessage,
     Patient,
     Slot,
+    allocate_consultation_numbers,
     consultation_document,
     utcnow,
 )
@@ -764,6 +765,9 @@ def book_slot(
     public_id = uuid.uuid4()
     values = {
         "public_id": public_id,
+        # Explicit: the PostgreSQL statement is text, which applies no column default. Taken
+        # after the patient's and the slot's locks; a refusal rolls it back with the rest.
+        "number": allocate_consultation_numbers(db.session.connection(), 1, now)[0],
         "kind": ConsultationKind.DUTY,
         "status": ConsultationStatus.SCHEDULED,
         "patient_id": patient_id,
