@@ -117,11 +117,6 @@ def _refuse_bulk_changes(state) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def consultation_number(consultation: Consultation) -> str:
-    """№3F2A91C0: the first eight hex digits of the public id, upper-cased."""
-    return str(consultation.public_id).replace("-", "")[:8].upper()
-
-
 def _link(endpoint: str, fallback: str, **values) -> str:
     """A site-relative link for a notification; the fallback when the view is not there."""
     if endpoint in current_app.view_functions:
@@ -227,7 +222,7 @@ def start_consultation(consultation: Consultation, *, by: Doctor | None) -> None
         "consultation_started",
         lambda: _(
             "The consultation has started: the doctor is waiting for you (№%(number)s).",
-            number=consultation_number(consultation),
+            number=consultation.display_number,
         ),
         link=_patient_consultation_link(consultation),
         # Someone waiting on the line now: the cabinet and an SMS, no e-mail read next day.
@@ -443,7 +438,7 @@ def issue_conclusion(
     notify(
         consultation.patient.user,
         "conclusion_issued" if first else "conclusion_corrected",
-        _issued_text(consultation_number(consultation), conclusion.version),
+        _issued_text(consultation.display_number, conclusion.version),
         link=pdf_link(conclusion),
         dedupe_key=f"conclusion:{conclusion.public_id}",
     )
@@ -514,7 +509,7 @@ def conclusion_bytes(conclusion: Conclusion) -> bytes:
 
 
 def pdf_filename(conclusion: Conclusion) -> str:
-    number = consultation_number(conclusion.consultation)
+    number = conclusion.consultation.display_number
     with force_locale(PDF_LOCALE):
         stem = _("Conclusion")
     return f"{stem}-{number}-v{conclusion.version}.pdf"
@@ -574,7 +569,7 @@ def conclusion_pdf(conclusion: Conclusion, *, superseded: Conclusion | None = No
     doctor = conclusion.author
     center = consultation.center or doctor.center
     zone = _patient_zone(consultation)
-    number = consultation_number(consultation)
+    number = consultation.display_number
     if superseded is None and conclusion.supersedes_id:
         superseded = db.session.get(Conclusion, conclusion.supersedes_id)
 

@@ -270,6 +270,21 @@ def patient_username(app: Flask, patient_id: int) -> str:
         return db.session.get(Patient, patient_id).phone
 
 
+def consultation_number(app: Flask, public_id) -> str:
+    """The consultation's number as people see it ('26-42'), read from the database."""
+    import uuid
+
+    from app.extensions import db
+    from models import Consultation
+
+    with app.app_context():
+        return db.session.execute(
+            select(Consultation.display_number).where(
+                Consultation.public_id == uuid.UUID(str(public_id))
+            )
+        ).scalar_one()
+
+
 def registration_code(app: Flask, phone: str) -> str:
     """The code in the last SMS sent to `phone` (E.164), read from the outbox table the way
     staff read it on the embedded default; fails when that SMS carries no code."""

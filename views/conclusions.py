@@ -170,7 +170,6 @@ class ConclusionView(BaseView):
             self.render_template(
                 "oblako/conclusion_form.html",
                 consultation=consultation,
-                number=svc.consultation_number(consultation),
                 versions=svc.conclusions_of(consultation),
                 form=form,
                 may_issue=svc.may_issue(consultation, doctor),

@@ -46,6 +46,7 @@ from models import (
     Patient,
     PatientSource,
     Sex,
+    format_consultation_number,
 )
 from views.staff_crud import (
     RowScope,
@@ -314,6 +315,7 @@ class ConsultationStaffView(StaffModelView):
     show_title = _l("Consultation")
 
     list_columns = [
+        "number",
         "created_at",
         "kind",
         "status",
@@ -323,6 +325,7 @@ class ConsultationStaffView(StaffModelView):
         "scheduled_at",
     ]
     show_columns = [
+        "number",
         "kind",
         "status",
         "patient",
@@ -339,9 +342,10 @@ class ConsultationStaffView(StaffModelView):
         "rejected_at",
     ]
     add_columns = edit_columns = ["status"]  # read-only, see PatientStaffView
-    search_columns = ["status", "kind", "scheduled_at", "center"]
+    search_columns = ["number", "status", "kind", "scheduled_at", "center"]
     order_columns = ["created_at", "status", "kind", "scheduled_at"]
     label_columns = {
+        "number": _l("Number"),
         "kind": _l("Kind"),
         "status": _l("Status"),
         "patient": _l("Patient"),
@@ -358,6 +362,7 @@ class ConsultationStaffView(StaffModelView):
         "rejected_at": _l("Rejected at"),
     }
     formatters_columns = {
+        "number": format_consultation_number,
         "kind": _labelled(KIND_LABELS),
         "status": _labelled(STATUS_LABELS),
         **{
