@@ -487,13 +487,15 @@ def format_consultation_number(number: str) -> str:
     return f"{number[:2]}-{number[2:]}" if len(number) > 2 else number
 
 
-_TYPED_SPLIT = re.compile(r"^\D*?(\d{2})[\s\-–—/.]+0*(\d+)\D*$")
-_TYPED_PLAIN = re.compile(r"^\D*?(\d{3,})\D*$")
+_TYPED_SPLIT = re.compile(r"^\D*?(\d{2})[\s\-–—/.]+0*(\d{1,14})\D*$")
+_TYPED_PLAIN = re.compile(r"^\D*?(\d{3,16})\D*$")
 
 
 def typed_consultation_number(text: str | None) -> str | None:
     """What a person typed ('26-42', '№ 26-042', '2642') as the stored digits, else None."""
-    text = (text or "").strip()[:40]
+    text = (text or "").strip()
+    if len(text) > 32:
+        return None
     if match := _TYPED_SPLIT.match(text):
         return match.group(1) + match.group(2)
     if match := _TYPED_PLAIN.match(text):

@@ -57,6 +57,18 @@ def database_url(tmp_path_factory) -> Iterator[str]:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
 
 
+@pytest.fixture
+def scratch_database_url(tmp_path) -> Iterator[str]:
+    """A second, empty database on the same server as the suite's (for migration tests)."""
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith(("postgres://", "postgresql")):
+        url = _postgres_test_url(base.rsplit("/", 1)[0] + "/scratch")
+        yield url
+        _drop_postgres(url)
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
