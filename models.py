@@ -39,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    literal,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -678,8 +679,18 @@ class Consultation(Model):
             + func.substr(cls.number, 3, type_=String)
         )
 
-    def __str__(self) -> str:
+    @hybrid_property
+    def label(self) -> str:
+        """'№26-42': how pages, messages and reports name the consultation (str() too)."""
         return f"№{self.display_number}"
+
+    @label.inplace.expression
+    @classmethod
+    def _label_sql(cls) -> ColumnElement[str]:
+        return literal("№", String) + cls.display_number
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class MedicalDocument(Model):

@@ -88,6 +88,29 @@ def test_the_number_is_shown_with_the_year_apart():
     assert str(Consultation(number="2642")) == "№26-42"
 
 
+def test_the_database_spells_the_number_as_python_does(app, make_patient):
+    """Reports and exports select Consultation.label / display_number in SQL (millions of
+    rows): the database must give what str(consultation) gives."""
+    from app.extensions import db
+    from models import Consultation
+
+    patient_id = make_patient()
+    with app.app_context():
+        made = [
+            Consultation(kind="duty", status="scheduled", patient_id=patient_id) for _ in range(12)
+        ]
+        db.session.add_all(made)
+        db.session.commit()
+        rows = db.session.execute(
+            select(Consultation.id, Consultation.display_number, Consultation.label)
+        ).all()
+        by_id = {c.id: c for c in made}
+        assert len(rows) == 12
+        for id_, display, label in rows:
+            assert (display, label) == (by_id[id_].display_number, str(by_id[id_]))
+        assert str(by_id[max(by_id)]) == f"№{YEAR}-12"
+
+
 # ---------------------------------------------------------------------------------------------
 # Allocation under concurrency: every way of creating a consultation
 # ---------------------------------------------------------------------------------------------
