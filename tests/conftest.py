@@ -11,7 +11,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -280,6 +280,49 @@ def patient_username(app: Flask, patient_id: int) -> str:
 
     with app.app_context():
         return db.session.get(Patient, patient_id).phone
+
+
+def add_shift(app, doctor_id: int, starts_at: datetime, *, slots: int = 4, minutes: int = 30):
+    """A duty shift cut into `slots` slots; returns their public ids (str), earliest first."""
+    from app.extensions import db
+    from app.scheduling import generate_slots
+    from models import DutyShift
+
+    with app.app_context():
+        shift = DutyShift(
+            doctor_id=doctor_id,
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=slots * minutes),
+            slot_minutes=minutes,
+            topics="Профилактика, вопросы ЗОЖ",
+        )
+        db.session.add(shift)
+        made = generate_slots(shift)
+        db.session.add_all(made)
+        db.session.commit()
+        return [str(s.public_id) for s in made]
+
+
+REFERRAL_CENTRE = "Кардиоцентр Тест"
+
+
+@pytest.fixture
+def catalogue(app: Flask) -> int:
+    """The disease catalogue, and REFERRAL_CENTRE taking all its cardiology diseases; its id."""
+    from app.catalogue import load_catalogue
+    from app.extensions import db
+    from models import Disease, MedicalCenter
+
+    with app.app_context():
+        load_catalogue()
+        centre = MedicalCenter(name=REFERRAL_CENTRE, profile="cardiology", region="Москва")
+        db.session.add(centre)
+        for d in db.session.execute(
+            select(Disease).where(Disease.profile == "cardiology")
+        ).scalars():
+            d.centers.append(centre)
+        db.session.commit()
+        return centre.id
 
 
 def consultation_number(app: Flask, public_id) -> str:

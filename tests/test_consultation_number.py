@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import (
+    REFERRAL_CENTRE,
     TEST_PASSWORD,
+    add_shift,
     consultation_number,
     csrf_token,
     login,
@@ -137,25 +139,16 @@ def _signed_in(base_url: str, username: str) -> HttpClient:
     return client
 
 
-def _duty_slots(app, doctor_id: int, count: int) -> list[str]:
-    from app.extensions import db
-    from app.scheduling import generate_slots
-    from models import DutyShift
-
-    starts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
-    with app.app_context():
-        shift = DutyShift(
-            doctor_id=doctor_id,
-            starts_at=starts,
-            ends_at=starts + timedelta(minutes=30 * count),
-            slot_minutes=30,
-            topics="Профилактика",
-        )
-        db.session.add(shift)
-        slots = generate_slots(shift)
-        db.session.add_all(slots)
-        db.session.commit()
-        return [str(s.public_id) for s in slots]
+def _application_form(page: str, centre: str) -> dict[str, str]:
+    """The «Новая заявка» form filled in with a typed diagnosis (no catalogue disease)."""
+    return {
+        "csrf_token": _hidden(page, "csrf_token"),
+        "form_token": _hidden(page, "form_token"),
+        "centre": centre,
+        "disease": "",
+        "diagnosis_text": "Нарушение ритма сердца",
+        "complaints": "Перебои в работе сердца",
+    }
 
 
 def test_concurrent_creations_over_http_get_distinct_consecutive_numbers(
@@ -167,7 +160,8 @@ def test_concurrent_creations_over_http_get_distinct_consecutive_numbers(
     centre_id = make_center("Кардиоцентр")
     with app.app_context():
         centre = str(db.session.get(MedicalCenter, centre_id).public_id)
-    slots = _duty_slots(app, make_doctor(is_duty=True), BOOKERS)
+    tomorrow = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    slots = add_shift(app, make_doctor(is_duty=True), tomorrow, slots=BOOKERS)
     hosts = [web_process_factory().url, web_process_factory().url]  # two web hosts
 
     posts: list[tuple[HttpClient, str, dict]] = []
@@ -175,15 +169,7 @@ def test_concurrent_creations_over_http_get_distinct_consecutive_numbers(
         client = _signed_in(hosts[i % 2], patient_username(app, make_patient()))
         if i < APPLICANTS:
             path = f"/cabinet/applications/new?centre={centre}"
-            page = client.get(path).text
-            form = {
-                "csrf_token": _hidden(page, "csrf_token"),
-                "form_token": _hidden(page, "form_token"),
-                "centre": centre,
-                "disease": "",
-                "diagnosis_text": "Нарушение ритма сердца",
-                "complaints": "Перебои в работе сердца",
-            }
+            form = _application_form(client.get(path).text, centre)
         else:
             path = f"/cabinet/booking/{slots[i - APPLICANTS]}"
             page = client.get(path).text
@@ -216,27 +202,17 @@ def test_concurrent_creations_over_http_get_distinct_consecutive_numbers(
     assert counter(app) == {int(YEAR): len(posts)}
 
 
-def test_a_referral_import_numbers_its_whole_chunk_and_the_next_one_follows(app):
+def test_a_referral_import_numbers_its_whole_chunk_and_the_next_one_follows(app, catalogue):
     """The chunked import inserts its consultations in one executemany: they take their
     numbers in one statement, and a consultation created afterwards gets the next one."""
     from sqlalchemy import event
 
-    from app.catalogue import load_catalogue
     from app.extensions import db
     from app.referrals import TEMPLATE_COLUMNS, run_import, validate_upload
-    from models import Consultation, Disease, MedicalCenter
+    from models import Consultation
 
-    with app.app_context():
-        load_catalogue()
-        centre = MedicalCenter(name="Кардиоцентр Тест", profile="cardiology", region="Москва")
-        db.session.add(centre)
-        for d in db.session.execute(
-            select(Disease).where(Disease.profile == "cardiology")
-        ).scalars():
-            d.centers.append(centre)
-        db.session.commit()
     rows = [";".join(header for _key, header, _required in TEMPLATE_COLUMNS)] + [
-        f"Иванова{i} Мария Петровна;15.03.1975;ж;+7912345000{i};;;I10;;Кардиоцентр Тест;ЦРБ;"
+        f"Иванова{i} Мария Петровна;15.03.1975;ж;+7912345000{i};;;I10;;{REFERRAL_CENTRE};ЦРБ;"
         "Петров П. П.;"
         for i in range(5)
     ]
@@ -330,17 +306,8 @@ def test_the_same_number_on_the_page_in_the_sms_on_the_pdf_and_in_search(
     # The patient applies through the real form.
     patient = _client(app, patient_username(app, patient_id))
     path = f"/cabinet/applications/new?centre={centre}"
-    page = patient.get(path).get_data(as_text=True)
     answer = patient.post(
-        path,
-        data={
-            "csrf_token": _hidden(page, "csrf_token"),
-            "form_token": _hidden(page, "form_token"),
-            "centre": centre,
-            "disease": "",
-            "diagnosis_text": "Нарушение ритма сердца",
-            "complaints": "Перебои в работе сердца",
-        },
+        path, data=_application_form(patient.get(path).get_data(as_text=True), centre)
     )
     assert answer.status_code == 302
     public_id = answer.headers["Location"].rsplit("/", 1)[1]
