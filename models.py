@@ -12,7 +12,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    ColumnElement,
     Date,
     DateTime,
     ForeignKey,
@@ -40,10 +42,13 @@ from sqlalchemy import (
     Uuid,
     and_,
     func,
+    literal,
     or_,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -539,11 +544,99 @@ _OPEN_APPLICATION_WHERE = (
 )
 
 
+# The consultation number: what a patient reads aloud on the phone and types on a keypad.
+# Two digits of the year, then the year's counter, without leading zeros: 26-42 is shown, 2642
+# is stored and typed. Short early in the year (an older patient says «двадцать шесть — сорок
+# два»), digits only (a phone keypad has no hyphen), and unambiguous: the year is always the
+# first two digits, so no two (year, counter) pairs give the same digits.
+
+
+def format_consultation_number(number: str) -> str:
+    """The stored digits as people read them: '2642' → '26-42'."""
+    return f"{number[:2]}-{number[2:]}" if len(number) > 2 else number
+
+
+_TYPED_SPLIT = re.compile(r"^\D*?(\d{2})[\s\-–—/.]+0*(\d{1,14})\D*$")
+_TYPED_PLAIN = re.compile(r"^\D*?(\d{3,16})\D*$")
+
+
+def typed_consultation_number(text: str | None) -> str | None:
+    """What a person typed ('26-42', '№ 26-042', '2642') as the stored digits, else None."""
+    text = (text or "").strip()
+    if len(text) > 32:
+        return None
+    if match := _TYPED_SPLIT.match(text):
+        return match.group(1) + match.group(2)
+    if match := _TYPED_PLAIN.match(text):
+        return match.group(1)
+    return None
+
+
+class ConsultationNumberCounter(Model):
+    """The last consultation number given in each year.
+
+    A new number is an upsert of this row that returns the new value: the database locks the
+    row until the transaction ends, so two transactions never get the same number (the unique
+    constraint on consultation.number is the backstop), and one that rolls back gives its
+    numbers back."""
+
+    __tablename__ = "consultation_number_counter"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_number: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+def allocate_consultation_numbers(
+    connection: Connection, count: int, when: datetime | None = None
+) -> list[str]:
+    """`count` new consultation numbers of the year of `when` (now), in the caller's
+    transaction: one statement, whatever the count (a referral import numbers a whole chunk)."""
+    year = (when or utcnow()).year % 100
+    counter = ConsultationNumberCounter.__table__
+    upsert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        upsert(counter)
+        .values(year=year, last_number=count)
+        .on_conflict_do_update(
+            index_elements=[counter.c.year],
+            set_={"last_number": counter.c.last_number + count},
+        )
+        .returning(counter.c.last_number)
+    )
+    last = connection.execute(stmt).scalar_one()
+    return [f"{year:02d}{n}" for n in range(last - count + 1, last + 1)]
+
+
+_numbers_for: weakref.WeakKeyDictionary[Any, Iterator[str]] = weakref.WeakKeyDictionary()
+
+
+def _new_consultation_number(context: Any) -> str | None:
+    """The column default of consultation.number, so every INSERT gets one, ORM or Core.
+
+    An executemany (the referral import's bulk insert, several consultations in one flush)
+    takes the numbers of all its rows in one statement, then hands them out row by row.
+    Called without a statement (FAB prefilling a search form, a hand-built SQL text) there is
+    nothing to number: None, and NOT NULL refuses a row that would go in without one."""
+    if context is None:
+        return None
+    numbers = _numbers_for.get(context)
+    if numbers is None:
+        count = len(context.compiled_parameters)
+        numbers = _numbers_for[context] = iter(
+            allocate_consultation_numbers(context.connection, count)
+        )
+    return next(numbers)
+
+
 class Consultation(Model):
     __tablename__ = "consultation"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[uuid.UUID] = public_id_column()
+    # The number people read and type (see format_consultation_number); given at the INSERT.
+    number: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=_new_consultation_number
+    )
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     patient_id: Mapped[int] = mapped_column(
@@ -662,6 +755,7 @@ class Consultation(Model):
             postgresql_where=text(_OPEN_APPLICATION_WHERE),
         ),
         UniqueConstraint("patient_id", "form_token", name="uq_consultation_patient_form_token"),
+        UniqueConstraint("number", name="uq_consultation_number"),
         Index("ix_consultation_center_status", "center_id", "status", "submitted_at"),
         Index("ix_consultation_doctor_scheduled", "doctor_id", "scheduled_at"),
         # Staff row scope: "patients who applied to my centre or booked me" (app/access.py).
@@ -681,8 +775,32 @@ class Consultation(Model):
 
     __mapper_args__ = {"version_id_col": version}
 
+    @hybrid_property
+    def display_number(self) -> str:
+        """'26-42': the number as every page, message, PDF and report shows it."""
+        return format_consultation_number(self.number)
+
+    @display_number.inplace.expression
+    @classmethod
+    def _display_number_sql(cls) -> ColumnElement[str]:
+        return (
+            func.substr(cls.number, 1, 2, type_=String)
+            + "-"
+            + func.substr(cls.number, 3, type_=String)
+        )
+
+    @hybrid_property
+    def label(self) -> str:
+        """'№26-42': how pages, messages and reports name the consultation (str() too)."""
+        return f"№{self.display_number}"
+
+    @label.inplace.expression
+    @classmethod
+    def _label_sql(cls) -> ColumnElement[str]:
+        return literal("№", String) + cls.display_number
+
     def __str__(self) -> str:
-        return f"№{str(self.public_id)[:8]}"
+        return self.label
 
 
 class MedicalDocument(Model):

@@ -244,4 +244,4 @@ def recording_path(recording: Recording) -> Path:
 
 
 def download_name(recording: Recording, c: Consultation) -> str:
-    return f"recording-{str(c.public_id)[:8]}-{recording.started_at:%Y%m%d-%H%M%S}.webm"
+    return f"recording-{c.display_number}-{recording.started_at:%Y%m%d-%H%M%S}.webm"

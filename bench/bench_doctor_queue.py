@@ -63,7 +63,7 @@ QUEUE_PAGE = "CareView.queue"
 
 # Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
 CONSULTATION_COLUMNS = (
-    "id public_id kind status patient_id center_id doctor_id disease_id diagnosis_text "
+    "id public_id number kind status patient_id center_id doctor_id disease_id diagnosis_text "
     "complaints question staff_message mode scheduled_at duration_minutes due_by reject_reason "
     "cancel_reason created_at submitted_at"
 ).split()
@@ -138,6 +138,7 @@ def load_applications(app: Flask, world: World, *, queued: int) -> None:
     """
     from app.accounts import hash_password
     from app.extensions import db
+    from models import allocate_consultation_numbers
 
     rng = random.Random(20261123 + world.queued)  # reproducible figures run to run
     now = datetime.now(UTC)
@@ -151,6 +152,8 @@ def load_applications(app: Flask, world: World, *, queued: int) -> None:
             password_hash=password_hash, phone_prefix="+7901", email_prefix="queue",
             patronymic="Очередевич", now=now,
         )  # fmt: skip
+
+        numbers = allocate_consultation_numbers(conn, queued + others)  # COPY sets no default
 
         def consultation_rows() -> Iterator[tuple]:
             for i in range(queued + others):
@@ -168,6 +171,7 @@ def load_applications(app: Flask, world: World, *, queued: int) -> None:
                 yield (
                     consultation0 + i,
                     uuid.uuid4(),
+                    numbers[i],
                     "centre_request",
                     status,
                     patient0 + i % queued,

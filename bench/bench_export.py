@@ -55,7 +55,7 @@ PATIENTS = 2_000
 CENTRES = 4
 DOCTORS = 20
 CONSULTATION_COLUMNS = (
-    "id public_id kind status patient_id center_id doctor_id disease_id diagnosis_text "
+    "id public_id number kind status patient_id center_id doctor_id disease_id diagnosis_text "
     "complaints question staff_message mode scheduled_at duration_minutes due_by reject_reason "
     "cancel_reason created_at submitted_at scheduled_set_at completed_at"
 ).split()
@@ -117,11 +117,13 @@ def set_up(app) -> World:
 
 def load_consultations(app, world: World, count: int) -> None:
     from app.extensions import db
+    from models import allocate_consultation_numbers
 
     rng = random.Random(20261125 + world.rows)
     now = datetime.now(UTC)
     with app.app_context(), db.engine.begin() as conn:
         first = next_id(conn, "consultation")
+        numbers = allocate_consultation_numbers(conn, count)  # COPY sets no default
 
         def rows() -> Iterator[tuple]:
             for i in range(count):
@@ -135,7 +137,8 @@ def load_consultations(app, world: World, count: int) -> None:
                 # One in fifty complaints looks like a formula: the exports must neutralise it.
                 complaints = "=1+1" if n % 50 == 0 else "Одышка при нагрузке"
                 yield (
-                    first + i, uuid.uuid4(), kind, status, world.first_patient + n % PATIENTS,
+                    first + i, uuid.uuid4(), numbers[i], kind, status,
+                    world.first_patient + n % PATIENTS,
                     None if kind == "duty" else world.centre_ids[n % CENTRES], doctor, None,
                     "", complaints, "", "", "video", scheduled, 30,
                     None if kind == "duty" else created + timedelta(days=3), "",

@@ -60,7 +60,7 @@ DOC_NAMES = ["Выписка", "Заключение", "УЗИ сердца", "�
 
 # Every NOT NULL column is given explicitly: COPY applies no Python-side defaults.
 CONSULTATION_COLUMNS = (
-    "id public_id kind status patient_id center_id diagnosis_text complaints question "
+    "id public_id number kind status patient_id center_id diagnosis_text complaints question "
     "staff_message mode duration_minutes reject_reason cancel_reason created_at submitted_at"
 ).split()
 DOCUMENT_COLUMNS = (
@@ -137,6 +137,7 @@ def load_patients(app: Flask, world: World, *, patients: int, documents: int) ->
     """
     from app.accounts import hash_password
     from app.extensions import db
+    from models import allocate_consultation_numbers
 
     rng = random.Random(20261122 + world.patients)  # reproducible figures run to run
     now = datetime.now(UTC)
@@ -152,12 +153,15 @@ def load_patients(app: Flask, world: World, *, patients: int, documents: int) ->
             patronymic="Бенчевич", now=now,
         )  # fmt: skip
 
+        numbers = allocate_consultation_numbers(conn, patients)  # COPY sets no default
+
         def consultation_rows() -> Iterator[tuple]:
             for i in range(patients):
                 submitted = now - timedelta(hours=rng.randint(1, 24 * 365))
                 yield (
                     consultation0 + i,
                     uuid.uuid4(),
+                    numbers[i],
                     "centre_request",
                     rng.choice(("requested", "scheduled", "completed")),
                     patient0 + i,

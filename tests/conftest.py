@@ -11,7 +11,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -55,6 +55,18 @@ def database_url(tmp_path_factory) -> Iterator[str]:
         _drop_postgres(url)
     else:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path) -> Iterator[str]:
+    """A second, empty database on the same server as the suite's (for migration tests)."""
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith(("postgres://", "postgresql")):
+        url = _postgres_test_url(base.rsplit("/", 1)[0] + "/scratch")
+        yield url
+        _drop_postgres(url)
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
 
 
 @pytest.fixture(scope="session")
@@ -268,6 +280,64 @@ def patient_username(app: Flask, patient_id: int) -> str:
 
     with app.app_context():
         return db.session.get(Patient, patient_id).phone
+
+
+def add_shift(app, doctor_id: int, starts_at: datetime, *, slots: int = 4, minutes: int = 30):
+    """A duty shift cut into `slots` slots; returns their public ids (str), earliest first."""
+    from app.extensions import db
+    from app.scheduling import generate_slots
+    from models import DutyShift
+
+    with app.app_context():
+        shift = DutyShift(
+            doctor_id=doctor_id,
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=slots * minutes),
+            slot_minutes=minutes,
+            topics="Профилактика, вопросы ЗОЖ",
+        )
+        db.session.add(shift)
+        made = generate_slots(shift)
+        db.session.add_all(made)
+        db.session.commit()
+        return [str(s.public_id) for s in made]
+
+
+REFERRAL_CENTRE = "Кардиоцентр Тест"
+
+
+@pytest.fixture
+def catalogue(app: Flask) -> int:
+    """The disease catalogue, and REFERRAL_CENTRE taking all its cardiology diseases; its id."""
+    from app.catalogue import load_catalogue
+    from app.extensions import db
+    from models import Disease, MedicalCenter
+
+    with app.app_context():
+        load_catalogue()
+        centre = MedicalCenter(name=REFERRAL_CENTRE, profile="cardiology", region="Москва")
+        db.session.add(centre)
+        for d in db.session.execute(
+            select(Disease).where(Disease.profile == "cardiology")
+        ).scalars():
+            d.centers.append(centre)
+        db.session.commit()
+        return centre.id
+
+
+def consultation_number(app: Flask, public_id) -> str:
+    """The consultation's number as people see it ('26-42'), read from the database."""
+    import uuid
+
+    from app.extensions import db
+    from models import Consultation
+
+    with app.app_context():
+        return db.session.execute(
+            select(Consultation.display_number).where(
+                Consultation.public_id == uuid.UUID(str(public_id))
+            )
+        ).scalar_one()
 
 
 def registration_code(app: Flask, phone: str) -> str:

@@ -11,7 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import csrf_token, free_disease, login, patient_username
+from tests.conftest import (
+    consultation_number,
+    csrf_token,
+    free_disease,
+    login,
+    patient_username,
+)
 
 PASSWORD_PAGE = "/account/password/"
 
@@ -616,8 +622,8 @@ def test_pdf_carries_everything_in_russian(app, world):
     assert "no-store" in response.headers["Cache-Control"]
     disposition = response.headers["Content-Disposition"]
     assert disposition.startswith("attachment;")
-    number = cid.replace("-", "")[:8].upper()
-    assert f"{number}-v2.pdf" in disposition and "filename*=UTF-8''" in disposition
+    number = consultation_number(app, cid)  # '26-1': the same on the page and in the SMS
+    assert f"-{number}-v2.pdf" in disposition and "filename*=UTF-8''" in disposition
     assert response.data.startswith(b"%PDF-")
     text = _norm(pdf_text(response.data))
     issued = v2.issued_at.astimezone(ZoneInfo("Asia/Vladivostok"))

@@ -9,6 +9,8 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import REFERRAL_CENTRE
+
 HEADER = [
     "ФИО",
     "дата рождения",
@@ -23,7 +25,7 @@ HEADER = [
     "лечащий врач",
     "примечание",
 ]
-CENTRE = "Кардиоцентр Тест"
+CENTRE = REFERRAL_CENTRE
 
 
 def row(
@@ -70,24 +72,6 @@ def xlsx(rows, header=HEADER) -> bytes:
 def csv_bytes(rows, *, sep=";", encoding="utf-8-sig", header=HEADER) -> bytes:
     lines = [sep.join(header)] + [sep.join(r) for r in rows]
     return "\r\n".join(lines).encode(encoding)
-
-
-@pytest.fixture
-def catalogue(app):
-    from app.catalogue import load_catalogue
-    from app.extensions import db
-    from models import Disease, MedicalCenter
-
-    with app.app_context():
-        load_catalogue()
-        centre = MedicalCenter(name=CENTRE, profile="cardiology", region="Москва")
-        db.session.add(centre)
-        for d in db.session.execute(
-            select(Disease).where(Disease.profile == "cardiology")
-        ).scalars():
-            d.centers.append(centre)
-        db.session.commit()
-        return centre.id
 
 
 @pytest.fixture

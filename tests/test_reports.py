@@ -113,7 +113,7 @@ def world(app, make_center, make_doctor, make_staff, make_patient) -> World:
                       missed_at=_at(base, 1.1)),
         }  # fmt: skip
         db.session.commit()
-        numbers = {k: f"№{str(c.public_id)[:8]}" for k, c in made.items()}
+        numbers = {k: c.label for k, c in made.items()}
         doctor_username = db.session.get(Doctor, d1).user.username
         duty_username = db.session.get(Doctor, duty).user.username
         patient_login = patient.phone
@@ -153,7 +153,6 @@ def report_urls(app) -> list[str]:
 
 def test_service_level_figures(app, world):
     from app.reports.filters import parse_filters
-    from app.reports.labels import consultation_number
     from app.reports.service_level import sla_report
 
     with app.test_request_context():
@@ -173,7 +172,7 @@ def test_service_level_figures(app, world):
     # answered: a (2 d), b (4 d), e (1 d) → 56 h on average
     assert centre.average_hours == pytest.approx(56.0)
     # the overdue list: late ones and unanswered past due, most overdue first
-    listed = {consultation_number(r[0]) for r in report.page.rows}
+    listed = {r[0] for r in report.page.rows}
     assert listed == {world.numbers[k] for k in ("b", "c", "g", "i")}
 
 
@@ -228,7 +227,6 @@ def test_doctor_load(app, world):
 
 def test_cancellations_by_who(app, world):
     from app.reports.filters import parse_filters
-    from app.reports.labels import consultation_number
     from app.reports.queries import cancellations_report
 
     with app.test_request_context():
@@ -236,7 +234,7 @@ def test_cancellations_by_who(app, world):
         report = cancellations_report(f)
     assert report.by_who == {"patient": 1, "staff": 1, "missed": 1}
     assert report.total == 3
-    rows = {consultation_number(r[0]): r for r in report.page.rows}
+    rows = {r[0]: r for r in report.page.rows}
     assert rows[world.numbers["g"]][8]  # the staff member who cancelled is named
     assert rows[world.numbers["f"]][8] == ""  # a patient never is
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TEST_PASSWORD, login
+from tests.conftest import REFERRAL_CENTRE, TEST_PASSWORD, login
 from tests.fakes import FakeSmsProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_ROWS = 300
 CHUNK_ROWS = 5
-CENTRE = "ФГБУ «НМИЦ кардиологии» (тест)"
+CENTRE = REFERRAL_CENTRE
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 90.0) -> object:
@@ -132,24 +132,15 @@ def referral_csv(n: int) -> bytes:
 
 
 @pytest.fixture
-def confirmed_import(app, make_staff) -> tuple[int, str]:
+def confirmed_import(app, make_staff, catalogue) -> tuple[int, str]:
     """A validated table of IMPORT_ROWS rows, confirmed by the manager: `importing`, queued."""
-    from app.catalogue import load_catalogue
     from app.extensions import db
     from app.referrals.importer import start_import
     from app.referrals.validation import validate_upload
-    from models import Disease, MedicalCenter, OblakoUser
+    from models import OblakoUser
 
     manager = make_staff("Manager")
     with app.app_context():
-        load_catalogue()
-        centre = MedicalCenter(name=CENTRE, profile="cardiology", region="Москва")
-        db.session.add(centre)
-        for d in db.session.execute(
-            select(Disease).where(Disease.profile == "cardiology")
-        ).scalars():
-            d.centers.append(centre)
-        db.session.commit()
         user = db.session.execute(
             select(OblakoUser).where(OblakoUser.username == manager)
         ).scalar_one()

@@ -28,6 +28,7 @@ here needs:
   same number of queries for 5 rows and for 500 (FAB 5.3's ModelView list passes no
   select_columns to the interface, so related columns would load one row at a time).
 - LocalDateTimeField: date-time inputs in the viewer's time zone, stored as UTC.
+- FilterTypedNumber: a consultation found by its number typed as people type it.
 - checkbox_field / optional_text_field: FAB puts InputRequired on every NOT NULL column, so an
   unticked checkbox or an empty "" text column could never be saved through its generated form.
 - yes_no / joined: show booleans and to-many relations as words, not True or a Python repr.
@@ -60,6 +61,7 @@ from flask_appbuilder.models.sqla.filters import (
     FilterNotEqual,
     FilterSmaller,
     SQLAFilterConverter,
+    get_field_setup_query,
 )
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import get_locale
@@ -67,7 +69,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from markupsafe import Markup
-from sqlalchemy import ColumnElement, Uuid
+from sqlalchemy import ColumnElement, Uuid, false
 from sqlalchemy.orm import joinedload
 from wtforms import BooleanField, DateTimeField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
@@ -78,7 +80,7 @@ from app.accounts import patient_for_user
 from app.errors import DomainError
 from app.i18n import viewer_timezone
 from app.security import client_ip
-from models import DocumentType, Patient
+from models import Consultation, DocumentType, Patient, typed_consultation_number
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 REQUIRED = _l("This field is required.")
@@ -258,11 +260,25 @@ _LOCAL_TIME_FILTERS = [
 ]
 
 
+class FilterTypedNumber(BaseFilter):
+    """The consultation number as a person types it, read over the phone: '26-42',
+    '№ 26-042' and '2642' all find consultation 26-42; anything else finds nothing."""
+
+    name = _l("Equal to")
+    arg_name = None  # not a REST API filter (see _local_time)
+
+    def apply(self, query, value):
+        query, field = get_field_setup_query(query, self.model, self.column_name)
+        digits = typed_consultation_number(value if isinstance(value, str) else None)
+        return query.filter(field == digits if digits else false())
+
+
 class _StaffFilterConverter(SQLAFilterConverter):
     # Uuid columns (public_id) get no filters at all: FAB cannot parse them from a search or
     # URL filter (DESIGN §5), and without this entry it logs a warning on every request.
     # Date-time searches are read in the viewer's zone (FAB would pass a naive value).
     conversion_table = (
+        ("is_consultation_number", [FilterTypedNumber]),
         ("is_uuid", []),
         ("is_datetime", _LOCAL_TIME_FILTERS),
         *SQLAFilterConverter.conversion_table,
@@ -293,6 +309,9 @@ class StaffInterface(SQLAInterface):
         )
         counted = inner.limit(COUNT_CAP + 1).count()
         return CappedCount(COUNT_CAP) if counted > COUNT_CAP else counted
+
+    def is_consultation_number(self, col_name: str) -> bool:
+        return self.obj is Consultation and col_name == "number"
 
     def is_uuid(self, col_name: str) -> bool:
         column = self.list_columns.get(col_name)

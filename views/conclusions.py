@@ -23,7 +23,7 @@ from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import InputRequired
 
 from app.accounts import doctor_for_user
-from app.conclusions import ConclusionFontMissing, consultation_number
+from app.conclusions import ConclusionFontMissing
 from app.conclusions import start as start_svc
 from app.conclusions.access import conclusions_of, find_conclusion
 from app.conclusions.form import REQUIRED_FIELDS, ConclusionData, clean_data, prefill, validate_data
@@ -176,7 +176,6 @@ class ConclusionView(BaseView):
             self.render_template(
                 "oblako/conclusion_form.html",
                 consultation=consultation,
-                number=consultation_number(consultation),
                 versions=conclusions_of(consultation),
                 form=form,
                 may_issue=may_issue(consultation, doctor),

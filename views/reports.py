@@ -64,7 +64,6 @@ from app.reports.labels import (
     OUTCOMES,
     REPORT_TITLES,
     ROW_OUTCOME_LABELS,
-    consultation_number,
 )
 from app.reports.queries import (
     cancellations_report,
@@ -129,7 +128,6 @@ class ReportAccess:
             status_labels=STAFF_STATUS_LABELS,
             channel_labels=CHANNEL_LABELS,
             outbound_status_labels=OUTBOUND_STATUS_LABELS,
-            number=consultation_number,
             **context,
         )
 

@@ -45,6 +45,7 @@ from models import (
     OutboundMessage,
     Patient,
     PatientSource,
+    format_consultation_number,
 )
 from views.common import (
     RowScope,
@@ -290,6 +291,7 @@ class ConsultationStaffView(StaffModelView):
     show_title = _l("Consultation")
 
     list_columns = [
+        "number",
         "created_at",
         "kind",
         "status",
@@ -299,6 +301,7 @@ class ConsultationStaffView(StaffModelView):
         "scheduled_at",
     ]
     show_columns = [
+        "number",
         "kind",
         "status",
         "patient",
@@ -315,9 +318,10 @@ class ConsultationStaffView(StaffModelView):
         "rejected_at",
     ]
     add_columns = edit_columns = ["status"]  # read-only, see PatientStaffView
-    search_columns = ["status", "kind", "scheduled_at", "center"]
+    search_columns = ["number", "status", "kind", "scheduled_at", "center"]
     order_columns = ["created_at", "status", "kind", "scheduled_at"]
     label_columns = {
+        "number": _l("Number"),
         "kind": _l("Kind"),
         "status": _l("Status"),
         "patient": _l("Patient"),
@@ -334,6 +338,7 @@ class ConsultationStaffView(StaffModelView):
         "rejected_at": _l("Rejected at"),
     }
     formatters_columns = {
+        "number": format_consultation_number,
         "kind": _labelled(STAFF_KIND_LABELS),
         "status": _labelled(STAFF_STATUS_LABELS),
         **{

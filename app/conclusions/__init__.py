@@ -43,11 +43,6 @@ class ConclusionFontMissing(RuntimeError):
     """The configured Cyrillic font for the conclusion PDF is not installed."""
 
 
-def consultation_number(consultation: Consultation) -> str:
-    """№3F2A91C0: the first eight hex digits of the public id, upper-cased."""
-    return str(consultation.public_id).replace("-", "")[:8].upper()
-
-
 def link(endpoint: str, fallback: str, **values) -> str:
     """A site-relative link for a notification; the fallback when the view is not there."""
     if endpoint in current_app.view_functions:

@@ -18,7 +18,6 @@ from app.audit import audit
 from app.conclusions import (
     ConclusionError,
     ConclusionFontMissing,
-    consultation_number,
     lock,
     pdf_link,
     same_doctor,
@@ -140,7 +139,7 @@ def issue_conclusion(
     notify(
         consultation.patient.user,
         "conclusion_issued" if first else "conclusion_corrected",
-        _issued_text(consultation_number(consultation), conclusion.version),
+        _issued_text(consultation.display_number, conclusion.version),
         link=pdf_link(conclusion),
         dedupe_key=f"conclusion:{conclusion.public_id}",
     )

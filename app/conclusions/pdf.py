@@ -16,7 +16,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from app.conclusions import PDF_LOCALE, ConclusionFontMissing, consultation_number
+from app.conclusions import PDF_LOCALE, ConclusionFontMissing
 from app.extensions import db
 from app.storage import path_for_key
 from models import Conclusion, Consultation
@@ -65,7 +65,7 @@ def conclusion_pdf(conclusion: Conclusion, *, superseded: Conclusion | None = No
     doctor = conclusion.author
     center = consultation.center or doctor.center
     zone = _patient_zone(consultation)
-    number = consultation_number(consultation)
+    number = consultation.display_number
     if superseded is None and conclusion.supersedes_id:
         superseded = db.session.get(Conclusion, conclusion.supersedes_id)
 
@@ -153,7 +153,7 @@ def conclusion_bytes(conclusion: Conclusion) -> bytes:
 
 
 def pdf_filename(conclusion: Conclusion) -> str:
-    number = consultation_number(conclusion.consultation)
+    number = conclusion.consultation.display_number
     with force_locale(PDF_LOCALE):
         stem = _("Conclusion")
     return f"{stem}-{number}-v{conclusion.version}.pdf"

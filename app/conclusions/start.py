@@ -13,7 +13,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from app.audit import audit
-from app.conclusions import consultation_number, lock, patient_consultation_link
+from app.conclusions import lock, patient_consultation_link
 from app.consultations import ConsultationError
 from app.i18n import local_datetime
 from app.notifications import notify
@@ -90,7 +90,7 @@ def start_consultation(consultation: Consultation, *, by: Doctor | None) -> None
         "consultation_started",
         lambda: _(
             "The consultation has started: the doctor is waiting for you (№%(number)s).",
-            number=consultation_number(consultation),
+            number=consultation.display_number,
         ),
         link=patient_consultation_link(consultation),
         # Someone waiting on the line now: the cabinet and an SMS, no e-mail read next day.

@@ -27,15 +27,12 @@ from app.extensions import db
 from app.reports.access import may_see_personal_data
 from app.reports.export_columns import Export
 from app.reports.filters import Filters
-from app.reports.labels import NUMBER_SQL
 from app.spreadsheet import csv_text, xlsx_text_cells
-from models import AuditOutcome, Consultation, UTCDateTime
+from models import AuditOutcome, UTCDateTime
 
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header included
 STREAM_CHUNK = 1000
 CSV_DELIMITER = ";"  # what a Russian-locale spreadsheet expects (the comma is the decimal mark)
-
-C = Consultation
 
 
 def fixed_offset_minutes(tz_name: str, period: tuple[datetime, datetime] | None) -> int | None:
@@ -67,16 +64,14 @@ def _local_text_sql(column, tz_name: str, dialect: str, minutes: int | None):
 
 
 def export_statement(stmt: Select, *, text_tz: str | None = None, period=None) -> Select:
-    """The statement as an export runs it: the number instead of the UUID; timestamps either
-    as local text formatted by the database (`text_tz`: CSV) or without the UTC column type
-    (LocalTime converts them). A million rows feel every step per value."""
+    """The statement as an export runs it: timestamps either as local text formatted by the
+    database (`text_tz`: CSV) or without the UTC column type (LocalTime converts them). A
+    million rows feel every step per value."""
     dialect = db.session.get_bind().dialect.name
     minutes = fixed_offset_minutes(text_tz, period) if text_tz and dialect == "sqlite" else None
     columns = []
     for column in stmt.selected_columns:
-        if getattr(column, "table", None) is C.__table__ and column.key == "public_id":
-            columns.append(NUMBER_SQL.label("number"))
-        elif isinstance(column.type, UTCDateTime):
+        if isinstance(column.type, UTCDateTime):
             as_text = _local_text_sql(column, text_tz, dialect, minutes) if text_tz else None
             columns.append(
                 as_text if as_text is not None else type_coerce(column, DateTime(timezone=True))

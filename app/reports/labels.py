@@ -1,21 +1,16 @@
 """The reports' vocabulary: the labels of kinds, statuses and outcomes, the reports' titles,
-which statuses a report covers, and how a consultation's number is printed.
-
-The number is printed in two places that must agree: `consultation_number` (the pages) and
-`NUMBER_SQL` (the exports, where the database formats it for every row).
+and which statuses a report covers. A consultation's number is models.Consultation.label,
+selected by the database for pages and exports alike.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import String, cast, func, literal
 
 from models import (
-    Consultation,
     ConsultationKind,
     ConsultationStatus,
 )
@@ -67,12 +62,3 @@ LOAD_STATUSES = (
 def labels(mapping: Mapping[str, Any]) -> dict[str, str]:
     """The label dictionary rendered once in the current locale (exports look up per row)."""
     return {key: str(value) for key, value in mapping.items()}
-
-
-def consultation_number(public_id: uuid.UUID | str | None) -> str:
-    """A consultation's number as the report pages print it."""
-    return "" if public_id is None else f"№{str(public_id)[:8]}"
-
-
-# The same number computed by the database (exports), as the pages show it (str(Consultation)).
-NUMBER_SQL = literal("№") + func.substr(cast(Consultation.public_id, String), 1, 8)

@@ -74,7 +74,7 @@ class ConsultationsReport:
 
 def _consultation_columns() -> list:
     return [
-        C.public_id,
+        C.label.label("number"),
         C.kind,
         C.status,
         CENTRE_NAME,
@@ -186,7 +186,7 @@ def cancellation_rows(f: Filters) -> Select:
     )
     stmt = (
         select(
-            C.public_id,
+            C.label.label("number"),
             C.kind,
             C.status,
             CENTRE_NAME,

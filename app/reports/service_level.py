@@ -123,7 +123,7 @@ class SlaReport:
 
 def _sla_list_columns(outcome) -> list:
     return [
-        C.public_id,
+        C.label.label("number"),
         C.kind,
         C.status,
         CENTRE_NAME,

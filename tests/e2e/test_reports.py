@@ -78,12 +78,12 @@ def report_world(app: Flask, make_center, make_doctor, make_staff, make_patient)
             ).scalar_one()
         )
         wanted = {
-            f"№{str(c.public_id)[:8]}": c.created_at
+            c.label: c.created_at
             for c, centre, kind in made
             if centre == north and kind == "centre_request"
         }
         other = [
-            f"№{str(c.public_id)[:8]}"
+            c.label
             for c, centre, kind in made
             if not (centre == north and kind == "centre_request")
         ]
