@@ -401,7 +401,7 @@ class Consent(Model):
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-_STORAGE_KEY = re.compile(r"[0-9a-f]{32}")
+STORAGE_KEY_RE = re.compile(r"[0-9a-f]{32}")  # a stored file's name: use fullmatch()
 
 
 def stored_file_path(root: str | os.PathLike, key: str) -> Path:
@@ -409,7 +409,7 @@ def stored_file_path(root: str | os.PathLike, key: str) -> Path:
     root: ab/cd/abcd…, two levels of fan-out keep directories small. The media server writes
     recordings there and the web app reads them. A key that is not 32 hex digits is refused
     (ValueError) before it reaches the file system."""
-    if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
+    if not isinstance(key, str) or not STORAGE_KEY_RE.fullmatch(key):
         raise ValueError("invalid storage key")
     return Path(root) / key[:2] / key[2:4] / key
 

@@ -41,12 +41,12 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.extensions import db
+from models import STORAGE_KEY_RE, stored_file_path
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 _FANOUT_RE = re.compile(r"^[0-9a-f]{2}$")
 UPLOAD_PREFIX, TEMP_SUFFIX = ".upload-", ".part"
 TEMP_DIR = "tmp"
@@ -74,10 +74,9 @@ def storage_root() -> Path:
 
 
 def path_for_key(key: str) -> Path:
-    """Two levels of fan-out keep directories small: ab/cd/abcd…"""
-    if not KEY_RE.match(key):
-        raise ValueError("invalid storage key")
-    return storage_root() / key[:2] / key[2:4] / key
+    """Two levels of fan-out keep directories small: ab/cd/abcd… (models.stored_file_path,
+    the layout the media server's recordings share)."""
+    return stored_file_path(storage_root(), key)
 
 
 def remove_stored(key: str) -> None:
@@ -332,7 +331,7 @@ def sweep_storage(*, grace_seconds: float | None = None, now: float | None = Non
                     else _unlink(path)
                 ):
                     report.temp_removed += 1
-            elif old and KEY_RE.match(path.name):
+            elif old and STORAGE_KEY_RE.fullmatch(path.name):
                 candidates[path.name] = path
         if candidates:
             kept = referenced_keys(list(candidates))

@@ -884,29 +884,6 @@ def test_every_row_of_a_bulk_import_gets_its_own_account_patient_and_consultatio
         assert _count(app, OblakoUser, func.lower(OblakoUser.email).like("patient%")) == 7
 
 
-def test_e_mail_look_up_uses_the_lower_email_index(app):
-    """The import's case-insensitive e-mail look-up can use ix_ab_user_email_lower (migration
-    0009) on either database: the planner names the index for the very query the import runs."""
-    from sqlalchemy import text
-
-    from app.extensions import db
-    from app.referrals.validation import emails_in_use_query
-
-    with app.app_context(), db.engine.connect() as conn:
-        stmt = emails_in_use_query(["a@example.org", "b@example.org"])
-        sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
-        if conn.dialect.name == "sqlite":
-            plan = " ".join(
-                str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")).all()
-            )
-        else:
-            # An empty table is read whole anyway: forbid that to see what can be used.
-            conn.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")).all())
-        conn.rollback()
-    assert "ix_ab_user_email_lower" in plan, plan
-
-
 def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
     from app.referrals.upload import read_upload
 

@@ -52,7 +52,6 @@ from app.consultations.queries import (
     doctor_day,
     doctor_queue,
     doctor_today,
-    latest_conclusion,
 )
 from app.consultations.scope import (
     consultation_for_patient,
@@ -103,7 +102,6 @@ __all__ = [
     "doctor_today",
     "document_type_label",
     "documents_uploaded",
-    "latest_conclusion",
     "mark_missed",
     "missing_documents",
     "new_form_token",

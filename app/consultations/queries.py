@@ -13,7 +13,7 @@ from sqlalchemy.orm import joinedload
 from app.consultations.common import QUEUE_STATUSES
 from app.dates import local_moment, zone
 from app.extensions import db
-from models import Conclusion, Consultation, Doctor
+from models import Consultation, Doctor
 
 QUEUE_PAGE_SIZE = 20
 COUNT_CAP = 1000
@@ -80,12 +80,3 @@ def doctor_day(doctor: Doctor, day: date) -> list[Consultation]:
 
 def doctor_today(doctor: Doctor) -> date:
     return datetime.now(zone(doctor.timezone)).date()
-
-
-def latest_conclusion(c: Consultation) -> Conclusion | None:
-    return db.session.execute(
-        select(Conclusion)
-        .where(Conclusion.consultation_id == c.id)
-        .order_by(Conclusion.version.desc())
-        .limit(1)
-    ).scalar_one_or_none()

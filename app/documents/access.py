@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
 
-# A consultation in one of these statuses no longer needs its documents to stay put.
-FINISHED_STATUSES = CLOSED_STATUSES
-
 
 @dataclass
 class Page:
@@ -205,7 +202,7 @@ def open_consultations_holding(doc: MedicalDocument) -> int:
         .join(Consultation, Consultation.id == consultation_document.c.consultation_id)
         .where(
             consultation_document.c.document_id == doc.id,
-            Consultation.status.not_in([s.value for s in FINISHED_STATUSES]),
+            Consultation.status.not_in([s.value for s in CLOSED_STATUSES]),
         )
     )
     return int(db.session.execute(stmt).scalar_one())

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.accounts import get_role
 from app.audit import audit, audit_values
+from app.emails import emails_in_use
 from app.errors import DomainError
 from app.extensions import db
 from app.notifications import outbox_values
@@ -39,7 +40,7 @@ from app.referrals.invitations import (
     notify_linked,
 )
 from app.referrals.recovery import beat
-from app.referrals.validation import emails_in_use, existing_patients
+from app.referrals.validation import existing_patients
 from models import (
     OPEN_STATUSES,
     AuditEvent,

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from flask_babel import gettext as _
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import insert, select
 
 from app.accounts import AccountError, normalize_phone
 from app.audit import audit
 from app.catalogue import normalize_icd10
 from app.dates import birth_date_error
+from app.emails import InvalidEmail, emails_in_use, normalize_email
 from app.extensions import db
 from app.referrals.common import HEADERS, INVALID, PENDING, chunks, present
 from app.referrals.upload import RawRow, iter_table
@@ -25,7 +25,6 @@ from models import (
     Disease,
     ImportStatus,
     MedicalCenter,
-    OblakoUser,
     Patient,
     ReferralImport,
     ReferralImportRow,
@@ -45,7 +44,6 @@ _SEX = {
     "m": Sex.MALE,
     "male": Sex.MALE,
 }
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 _SPACES = re.compile(r"\s+")
@@ -163,10 +161,11 @@ def _validate_row(raw: RawRow, catalogue: _Catalogue) -> tuple[dict, list[dict]]
         data["phone"] = normalize_phone(t.get("phone", ""))
     except AccountError as exc:
         error("phone", exc)
-    email = t.get("email", "").lower()
-    if email and not _EMAIL.match(email):
+    try:
+        data["email"] = normalize_email(t.get("email", ""))
+    except InvalidEmail:
         error("email", _("Enter a valid e-mail or leave it empty."))
-    data["email"] = email or None
+        data["email"] = None
     data["snils"] = None
     if present(v.get("snils")):
         try:
@@ -219,19 +218,6 @@ def existing_patients(rows: list[dict]) -> tuple[dict[str, Patient], dict[str, P
         for p in db.session.execute(select(Patient).where(Patient.phone.in_(chunk))).scalars():
             by_phone[p.phone] = p
     return by_snils, by_phone
-
-
-def emails_in_use_query(emails: list[str]) -> Select:
-    """Accounts holding any of these (lower-case) e-mails, whatever their case: the expression
-    is the one ix_ab_user_email_lower indexes."""
-    return select(OblakoUser.email).where(func.lower(OblakoUser.email).in_(emails))
-
-
-def emails_in_use(emails: Iterable[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(sorted(set(emails))):
-        found.update(e.lower() for e in db.session.execute(emails_in_use_query(chunk)).scalars())
-    return found
 
 
 def _match(data: dict, by_snils: dict, by_phone: dict) -> tuple[Patient | None, str | None]:
