@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import phonenumbers
@@ -241,3 +242,16 @@ def doctor_for_user(user) -> Doctor | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     return db.session.execute(select(Doctor).where(Doctor.user_id == user.id)).scalar_one_or_none()
+
+
+def public_sign_in_url(site_root: str | None = None) -> str:
+    """The sign-in address a message carries: PUBLIC_SIGN_IN_URL, else this site's sign-in page
+    (`site_root`, the address the request came to), else, outside a request (a worker), the
+    address `make run` serves on."""
+    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
+    if configured:
+        return configured
+    if not site_root:
+        host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "5000")
+        site_root = f"http://{host}:{port}"
+    return site_root.rstrip("/") + current_app.appbuilder.get_url_for_login

@@ -76,7 +76,7 @@ from wtforms.validators import Length, Optional
 from wtforms.widgets import html_params
 
 from app import db as transactions
-from app.accounts import patient_for_user
+from app.accounts import patient_for_user, public_sign_in_url
 from app.errors import DomainError
 from app.i18n import viewer_timezone
 from app.security import client_ip
@@ -122,9 +122,8 @@ def endpoint_url(endpoint: str, **values: Any) -> str | None:
 
 
 def sign_in_url() -> str:
-    """The sign-in address sent by SMS: PUBLIC_SIGN_IN_URL, else this site's sign-in page."""
-    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
-    return configured or request.url_root.rstrip("/") + current_app.appbuilder.get_url_for_login
+    """The sign-in address sent by SMS, from this request's site (app.accounts has the rule)."""
+    return public_sign_in_url(request.url_root)
 
 
 def type_label(document_type: DocumentType) -> str:

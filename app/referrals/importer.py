@@ -16,7 +16,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.accounts import get_role
+from app.accounts import get_role, public_sign_in_url
 from app.audit import audit, audit_values
 from app.emails import emails_in_use
 from app.errors import DomainError
@@ -33,7 +33,6 @@ from app.referrals.common import (
     chunks,
 )
 from app.referrals.invitations import (
-    default_sign_in_url,
     invitation_format,
     invite_dedupe_key,
     invited_by,
@@ -415,7 +414,7 @@ def run_import(
 ) -> dict[str, int]:
     """Import the pending valid rows, one commit per chunk. Safe to run again at any point:
     rows already imported are skipped. `max_chunks` stops early (tests of resuming)."""
-    sign_in_url = sign_in_url or default_sign_in_url()
+    sign_in_url = sign_in_url or public_sign_in_url()
     imp = db.session.get(ReferralImport, import_id)
     if imp is None or imp.status == ImportStatus.DONE:
         return {"imported": 0}

@@ -4,15 +4,14 @@ manager's "send the credentials again"."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
+from app.accounts import public_sign_in_url
 from app.audit import audit
 from app.extensions import db
 from app.notifications import notify, queue_message
@@ -78,16 +77,6 @@ def invited_by(patient_ids_keys: dict[str, int]) -> set[int]:
     return found
 
 
-def default_sign_in_url() -> str:
-    """Outside a request (a worker resuming an import): the configured public address, else the
-    address `make run` serves on."""
-    configured = current_app.config.get("PUBLIC_SIGN_IN_URL")
-    if configured:
-        return configured
-    host = os.environ.get("HOST", "127.0.0.1")
-    return f"http://{host}:{os.environ.get('PORT', '5000')}/login/"
-
-
 def issue_password(user: OblakoUser) -> str:
     from app.otp import issue_one_time_password  # the sign-in part's module (fast hash, 7 days)
 
@@ -109,7 +98,7 @@ def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) 
         OutboundChannel.SMS,
         patient.phone,
         invitation_text(
-            sign_in_url=sign_in_url or default_sign_in_url(),
+            sign_in_url=sign_in_url or public_sign_in_url(),
             login=patient.phone,
             password=password,
         ),
