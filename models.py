@@ -57,6 +57,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_public_id(value: object) -> uuid.UUID | None:
+    """A public id from a URL, a form or a token; None for anything that is not a UUID (the
+    caller answers 404, as for a row that is not there or not the caller's)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
 

@@ -37,6 +37,7 @@ from models import (
     Patient,
     Recording,
     RecordingConsents,
+    parse_public_id,
     recording_consents,
     stored_file_path,
     utcnow,
@@ -52,15 +53,6 @@ class RecordingError(DomainError):
 # ---------------------------------------------------------------------------------------------
 # Who: the patient of the consultation, or its doctor — nobody else
 # ---------------------------------------------------------------------------------------------
-
-
-def _parse(public_id: str | uuid.UUID) -> uuid.UUID | None:
-    if isinstance(public_id, uuid.UUID):
-        return public_id
-    try:
-        return uuid.UUID(str(public_id))
-    except ValueError:
-        return None
 
 
 def role_in(user, c: Consultation) -> str | None:
@@ -87,7 +79,7 @@ def role_in(user, c: Consultation) -> str | None:
 
 def consultation_for(user, public_id: str | uuid.UUID) -> tuple[Consultation, str] | None:
     """The consultation and the user's role in it, or None (the view answers 404)."""
-    pid = _parse(public_id)
+    pid = parse_public_id(public_id)
     if pid is None:
         return None
     c = db.session.execute(
@@ -198,7 +190,7 @@ def find_recording(
     Like app.documents.access.find_document: an allowed look is audited ok, an existing recording
     outside the user's scope is audited as denied, and the caller answers 404 either way.
     """
-    pid = _parse(public_id)
+    pid = parse_public_id(public_id)
     if pid is None:
         return None
     found = db.session.execute(

@@ -147,3 +147,17 @@ def test_stored_files_fan_out_by_key_and_bad_keys_never_reach_the_disk(tmp_path)
     for bad in (key + "\n", key.upper(), key[:-1], "../" + key[3:], "", None):
         with pytest.raises(ValueError):
             stored_file_path(tmp_path, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.no_db
+def test_a_public_id_is_parsed_once_and_junk_is_no_id():
+    """models.parse_public_id: the documents, recordings, booking and conclusions all read the
+    ids in URLs and forms through it; whatever is not a UUID is None (the caller's 404)."""
+    from models import parse_public_id
+
+    pid = uuid.uuid4()
+    assert parse_public_id(pid) is pid
+    assert parse_public_id(str(pid)) == pid
+    assert parse_public_id(pid.hex.upper()) == pid
+    for junk in ("", "abc", "1", None, 42, f"{pid}x", "../etc/passwd"):
+        assert parse_public_id(junk) is None

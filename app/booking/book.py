@@ -39,7 +39,6 @@ from app.booking.slots import (
     BookingError,
     SlotNotFound,
     bookable_slot,
-    parse_public_id,
     slot_refusal,
     slot_statement,
 )
@@ -61,6 +60,7 @@ from models import (
     OblakoUser,
     Patient,
     Slot,
+    parse_public_id,
     utcnow,
 )
 

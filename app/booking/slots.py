@@ -21,7 +21,15 @@ from app.consultations import ConsultationError
 from app.dates import zone
 from app.errors import NotFound
 from app.extensions import db
-from models import SLOT_HOLDING_STATUSES, Consultation, Doctor, DutyShift, Slot, utcnow
+from models import (
+    SLOT_HOLDING_STATUSES,
+    Consultation,
+    Doctor,
+    DutyShift,
+    Slot,
+    parse_public_id,
+    utcnow,
+)
 
 BOOKING_WINDOW_DAYS = 14
 SLOT_TAKEN = _l("This time has just been taken. Choose another one.")
@@ -51,15 +59,6 @@ def slot_is_held():
     return (
         select(Consultation.id).where(Consultation.slot_id == Slot.id, _STATUS_HOLDS_SLOT).exists()
     )
-
-
-def parse_public_id(value: str | uuid.UUID | None) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from app.access import care_consultation_condition
 from app.audit import audit
 from app.consultations import patient_consultation_condition
 from app.extensions import db
-from models import AuditOutcome, Conclusion, Consultation
+from models import AuditOutcome, Conclusion, Consultation, parse_public_id
 
 
 def conclusions_of(consultation: Consultation) -> list[Conclusion]:
@@ -52,9 +52,8 @@ def conclusion_condition(user) -> ColumnElement[bool]:
 
 def find_conclusion(user, public_id: uuid.UUID | str) -> Conclusion | None:
     """The conclusion if the user may download it, else None; every attempt is audited."""
-    try:
-        pid = public_id if isinstance(public_id, uuid.UUID) else uuid.UUID(str(public_id))
-    except ValueError:
+    pid = parse_public_id(public_id)
+    if pid is None:
         return None
     conclusion = db.session.execute(
         select(Conclusion)

@@ -32,6 +32,7 @@ from models import (
     MedicalDocument,
     Patient,
     consultation_document,
+    parse_public_id,
 )
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,6 @@ def staff_documents(
     return _page(condition, page, page_size, with_patient=True)
 
 
-def _parse_public_id(public_id: str | uuid.UUID) -> uuid.UUID | None:
-    if isinstance(public_id, uuid.UUID):
-        return public_id
-    try:
-        return uuid.UUID(str(public_id))
-    except ValueError:
-        return None
-
-
 def find_document(
     user, public_id: str | uuid.UUID, *, scope: str, action: str, audit_ok: bool = True
 ) -> MedicalDocument | None:
@@ -105,7 +97,7 @@ def find_document(
     revealed to the user, only to the audit trail).
     """
     condition = own_document_condition(user) if scope == "own" else staff_document_condition(user)
-    pid = _parse_public_id(public_id)
+    pid = parse_public_id(public_id)
     if pid is None:
         return None
     doc = db.session.execute(
