@@ -7,21 +7,23 @@ Redis is real too (REDIS_URL, default 127.0.0.1:6379 db 15): the sign-in throttl
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import re
+import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 os.environ.setdefault("OBLAKO_ENV", "test")
 
-pytest_plugins = ["tests.media_fixtures", "tests.web_process"]
+pytest_plugins = ["tests.media_fixtures", "tests.web_process", "tests.consultation_world"]
 
 TEST_PASSWORD = "Secret123abc"
 
@@ -339,3 +341,72 @@ def free_disease(
         )
     ).first()
     return None if taken else disease_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Small real files and rows that several test modules build (no test module imports another)
+# ---------------------------------------------------------------------------------------------
+
+
+def make_pdf() -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_image(fmt: str, size: tuple[int, int] = (16, 12)) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt)
+    return out.getvalue()
+
+
+# What a patient reads when another patient took the slot a moment earlier.
+TAKEN_RU = "Это время только что заняли. Выберите другое."
+
+
+def tomorrow_at(hour: int, days: int = 1) -> datetime:
+    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return base + timedelta(days=days, hours=hour)
+
+
+def add_shift(app, doctor_id: int, starts_at: datetime, *, slots: int = 4, minutes: int = 30):
+    """A duty shift cut into `slots` slots; returns their public ids (str), earliest first."""
+    from app.extensions import db
+    from app.scheduling import generate_slots
+    from models import DutyShift
+
+    with app.app_context():
+        shift = DutyShift(
+            doctor_id=doctor_id,
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=slots * minutes),
+            slot_minutes=minutes,
+            topics="Профилактика, вопросы ЗОЖ",
+        )
+        db.session.add(shift)
+        made = generate_slots(shift)
+        db.session.add_all(made)
+        db.session.commit()
+        return [str(s.public_id) for s in made]
+
+
+def active_bookings(app, slot_id: str) -> int:
+    """How many consultations hold the slot (the statuses that keep a slot taken)."""
+    from app.extensions import db
+    from models import SLOT_HOLDING_STATUSES, Consultation, Slot
+
+    with app.app_context():
+        return db.session.execute(
+            select(func.count(Consultation.id))
+            .join(Slot, Consultation.slot_id == Slot.id)
+            .where(
+                Slot.public_id == uuid.UUID(slot_id),
+                Consultation.status.in_([str(s) for s in SLOT_HOLDING_STATUSES]),
+            )
+        ).scalar_one()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from media_server.store import ChatStore, ChatWriter, SendItem, SendResult
-from tests.media.conftest import chat_rows
+from tests.media.conftest import chat_rows, make_invite
 from tests.media_fixtures import run
 
 
@@ -156,7 +156,6 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, 
     from config import sqlite_connect_args
     from media_server.guest_chat import send_guest
     from models import Consultation
-    from tests.media.test_chat import make_invite
 
     room = make_room(kind="centre_request", status="in_progress")
     invite_id = make_invite(app, room.consultation_id, room.doctor_user_id)
