@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from playwright.sync_api import Page, expect
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from tests.conftest import TEST_PASSWORD
+from tests.fakes import serve_in_thread
 
 CHROMIUM = Path(os.environ.get("OBLAKO_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -114,14 +114,13 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     )
     # Port 0: the OS picks a free port, so parallel sessions (and the dev server) never collide.
     port = server.server_port
-    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
     live = LiveServer(host="localhost", port=port)
 
     def _record(sender: Flask, exception: BaseException, **extra: object) -> None:
         live.errors.append("".join(traceback.format_exception(exception)))
 
     got_request_exception.connect(_record, app)
-    thread.start()
+    thread = serve_in_thread(server, "e2e-live-server")
     try:
         yield live
     finally:
