@@ -360,6 +360,7 @@ def excel_style_xlsx(*, date1904: bool = False) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     "member",
     [
@@ -380,6 +381,7 @@ def test_a_dtd_in_any_member_the_reader_parses_is_refused(app, member):
         list(iter_sheet_rows(archive))
 
 
+@pytest.mark.no_db
 @pytest.mark.filterwarnings("ignore:Workbook contains no default style")  # openpyxl's, on ours
 @pytest.mark.parametrize("date1904", [False, True])
 def test_the_reader_gives_what_openpyxl_gives(app, date1904):
@@ -833,6 +835,7 @@ def test_e_mail_look_up_uses_the_lower_email_index(app):
     assert "ix_ab_user_email_lower" in plan, plan
 
 
+@pytest.mark.no_db
 def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
     from app.referrals import read_upload
 

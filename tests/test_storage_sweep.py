@@ -364,6 +364,7 @@ def test_killed_after_the_rename_the_file_is_moved_aside_after_the_grace_period(
     assert "Файлова" not in logged and "Выписка" not in logged  # no patient data in the log
 
 
+@pytest.mark.no_db
 def test_the_test_hook_is_refused_outside_tests(app):
     from app import create_app
 

@@ -15,6 +15,8 @@ import secrets
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from media_server.peers import PeerError, RelayHub
 from tests.media import peer_clients as pc
 from tests.media_fixtures import MediaClient, run
@@ -235,6 +237,7 @@ def test_relay_rules(app, media_server, make_room):
     assert media_server.server.peers.peer_count() == 0
 
 
+@pytest.mark.no_db
 def test_publishers_per_room_are_capped():
     """Direct on the hub (no socket.io): the cap counts other publishers of the same room."""
 
@@ -456,6 +459,7 @@ def test_without_the_receiver_internals_video_is_re_encoded_not_lost(monkeypatch
     assert arrived and abs(levels[0] - 120) < 20, levels
 
 
+@pytest.mark.no_db
 def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
     memory stays bounded; with no recording the decoder gets only the end."""

@@ -119,6 +119,7 @@ class _InstantStore:
         return [SendResult("stored", {"id": i}) for i, _ in enumerate(items)]
 
 
+@pytest.mark.no_db
 def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
     """A send that lands between the writer task's last look at its queue and the reaping of
     that task must start a new one: before, it waited for the next message of the process
@@ -257,6 +258,7 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
     assert len(chat_rows(app, room.consultation_id)) == 701
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     ("took", "expected"),
     [
@@ -289,6 +291,7 @@ def test_the_checkpointer_catches_up_beside_the_writer_before_it_pauses_it(
     assert passes == expected
 
 
+@pytest.mark.no_db
 def test_a_paused_writer_lets_its_batch_finish_and_holds_the_next():
     """ChatWriter.paused(): the checkpointer's moment between two batches."""
 
