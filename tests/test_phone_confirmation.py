@@ -101,10 +101,14 @@ def age_pending(app, **columns_delta: timedelta) -> None:
 
 def comparable(response) -> tuple:
     """Status, body and headers, with the session cookie's value blanked (it differs per client),
-    and the CSRF tokens in the body (they are per session too)."""
+    the CSRF tokens in the body (they are per session too) and the CSP nonce (per response)."""
     body = re.sub(r'(name="csrf_token"[^>]*value=")[^"]+', r"\1…", response.get_data(as_text=True))
+    body = re.sub(r'nonce="[^"]+"', 'nonce="…"', body)
     headers = sorted(
-        (name, re.sub(r"^session=[^;]*", "session=…", value) if name == "Set-Cookie" else value)
+        (
+            name,
+            re.sub(r"^session=[^;]*", "session=…", re.sub(r"'nonce-[^']+'", "'nonce-…'", value)),
+        )
         for name, value in response.headers.items()
     )
     return response.status_code, body, headers
