@@ -73,10 +73,12 @@ fonts:
 services:
 	@bash scripts/services.sh
 
-## test: set up, then run the whole suite (SQLite unless DATABASE_URL says otherwise)
+## test: set up, then run the whole suite (SQLite unless DATABASE_URL says otherwise) on
+## TEST_WORKERS processes (pytest-xdist; each has its own test database and Redis database)
+TEST_WORKERS ?= 2
 test: setup browsers services
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

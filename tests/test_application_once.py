@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.conftest import TEST_PASSWORD, patient_username
+from tests.fakes import serve_in_thread
 
 RACERS = 8
 
@@ -35,8 +36,7 @@ class _Quiet(WSGIRequestHandler):
 def served(app) -> Iterator[str]:
     """The session app on 127.0.0.1:<free port>, one thread per request like a real server."""
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server)
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:

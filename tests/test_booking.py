@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select
 
-from tests.conftest import add_shift, csrf_token, login, patient_username
-
-TAKEN_RU = "Это время только что заняли. Выберите другое."
-
-
-def tomorrow_at(hour: int, days: int = 1) -> datetime:
-    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return base + timedelta(days=days, hours=hour)
+from tests.conftest import (
+    TAKEN_RU,
+    active_bookings,
+    add_shift,
+    csrf_token,
+    login,
+    patient_username,
+    tomorrow_at,
+)
 
 
 def slot_row(app, public_id: str):
@@ -83,21 +83,6 @@ def add_document(app, patient_id: int, name: str = "выписка.pdf") -> str:
         db.session.add(doc)
         db.session.commit()
         return str(doc.public_id)
-
-
-def active_bookings(app, slot_id: str) -> int:
-    from app.extensions import db
-    from models import SLOT_HOLDING_STATUSES, Consultation, Slot
-
-    with app.app_context():
-        return db.session.execute(
-            select(func.count(Consultation.id))
-            .join(Slot, Consultation.slot_id == Slot.id)
-            .where(
-                Slot.public_id == uuid.UUID(slot_id),
-                Consultation.status.in_([str(s) for s in SLOT_HOLDING_STATUSES]),
-            )
-        ).scalar_one()
 
 
 @pytest.fixture

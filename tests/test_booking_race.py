@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from tests.test_booking import TAKEN_RU, active_bookings, add_shift
+from tests.conftest import TAKEN_RU, active_bookings, add_shift
 
 RACERS = 16
 

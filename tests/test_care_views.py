@@ -10,51 +10,24 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import csrf_token, login
-from tests.test_consultations import (  # noqa: F401 — empty_storage is a fixture
-    World,
-    build_world,
-    empty_storage,
+from tests.conftest import csrf_token, make_pdf
+from tests.consultation_world import (
+    care_url,
     make_consultation,
+    notification_texts,
+    post,
     set_timezones,
+    signed_in,
+    state,
+    text,
 )
-from tests.test_documents import make_pdf
 
-
-@pytest.fixture
-def world(app, make_patient, make_center, make_doctor, make_staff) -> World:
-    return build_world(app, make_patient, make_center, make_doctor, make_staff)
-
-
-def signed_in(app, world, actor: str):
-    from app.extensions import db
-    from models import OblakoUser
-
-    with app.app_context():
-        username = db.session.get(OblakoUser, world.users[actor]).username
-    client = app.test_client()
-    response = login(client, username)
-    assert response.status_code == 302 and "/login" not in response.headers["Location"]
-    return client
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
+pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
 def flashed(client) -> str:
     """The page after a redirect, with the flashed message on it."""
     return text(client.get("/cabinet/"))
-
-
-def state(app, public_id):
-    from app.extensions import db
-    from models import Consultation
-
-    with app.app_context():
-        return db.session.execute(
-            select(Consultation).where(Consultation.public_id == public_id)
-        ).scalar_one()
 
 
 def consultations_count(app) -> int:
@@ -63,24 +36,6 @@ def consultations_count(app) -> int:
 
     with app.app_context():
         return db.session.execute(select(func.count(Consultation.id))).scalar()
-
-
-def notification_texts(app, world, actor: str) -> list[str]:
-    from app.extensions import db
-    from models import Notification
-
-    with app.app_context():
-        return list(
-            db.session.execute(
-                select(Notification.text)
-                .where(Notification.user_id == world.users[actor])
-                .order_by(Notification.id)
-            ).scalars()
-        )
-
-
-def post(client, form_page: str, url: str, data: dict, **kw):
-    return client.post(url, data={**data, "csrf_token": csrf_token(client, form_page)}, **kw)
 
 
 NEW = "/cabinet/applications/new"
@@ -261,10 +216,6 @@ def test_queue_is_for_centre_doctors(app, world, actor):
 # ---------------------------------------------------------------------------------------------
 # Doctor's actions
 # ---------------------------------------------------------------------------------------------
-
-
-def care_url(public_id, action: str = "") -> str:
-    return f"/care/consultations/{public_id}" + (f"/{action}" if action else "")
 
 
 def test_show_has_patient_complaints_and_document_preview(app, world):

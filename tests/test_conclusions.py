@@ -401,6 +401,7 @@ def test_icd10_typed_on_a_russian_keyboard_is_understood(app, world):
     assert conclusions(app, cid)[0].icd10_code == "C34.1"
 
 
+@pytest.mark.no_db
 def test_icd10_rules():
     from app.catalogue import normalize_icd10, valid_icd10
 
@@ -443,6 +444,7 @@ def test_missing_font_refuses_clearly_and_issues_nothing(app, world, monkeypatch
     assert consultation_row(app, cid).status == "in_progress"
 
 
+@pytest.mark.no_db
 def test_font_path_error_names_the_setting(app):
     from app.conclusions import ConclusionFontMissing
     from app.conclusions.pdf import font_path

@@ -30,6 +30,7 @@ def ru(app):
         yield
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize("born,message", CASES)
 def test_registration_refuses_an_unreal_birth_date(app, ru, born, message):
     from app.registration import RegistrationError, _check_birth_date
@@ -39,6 +40,7 @@ def test_registration_refuses_an_unreal_birth_date(app, ru, born, message):
     assert str(refused.value) == message
 
 
+@pytest.mark.no_db
 def test_registration_keeps_a_real_birth_date(app, ru):
     from app.registration import _check_birth_date
 
@@ -68,6 +70,7 @@ def test_an_account_created_by_staff_refuses_it_too(app, ru, born, message):
     db.session.rollback()
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     "cell,message",
     [
@@ -85,6 +88,7 @@ def test_a_referral_row_refuses_it_too(app, ru, cell, message):
     assert parse_birth_date("01.01.1900") == date(1900, 1, 1)
 
 
+@pytest.mark.no_db
 def test_the_horizon_is_one_setting(app, monkeypatch):
     from datetime import UTC, datetime
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
-from tests.conftest import csrf_token, login, patient_username
+from tests.conftest import csrf_token, login, make_image, make_pdf, patient_username
 
 UPLOAD = "/cabinet/documents/upload"
 LIST = "/cabinet/documents/"
@@ -21,24 +21,6 @@ LIST = "/cabinet/documents/"
 # ---------------------------------------------------------------------------------------------
 # Small real files, generated here rather than kept as fixtures
 # ---------------------------------------------------------------------------------------------
-
-
-def make_pdf() -> bytes:
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(width=200, height=200)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-def make_image(fmt: str, size: tuple[int, int] = (16, 12)) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt)
-    return out.getvalue()
 
 
 def make_dicom() -> bytes:

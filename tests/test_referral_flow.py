@@ -10,22 +10,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import csrf_token
-from tests.test_care_views import care_url, notification_texts, post, signed_in, state, text
-from tests.test_consultations import (  # noqa: F401 — empty_storage is a fixture
+from tests.conftest import csrf_token, make_pdf
+from tests.consultation_world import (
     World,
     audit_actions,
-    build_world,
-    empty_storage,
+    care_url,
     load,
+    notification_texts,
+    post,
+    signed_in,
+    state,
+    text,
     user,
 )
-from tests.test_documents import make_pdf
 
-
-@pytest.fixture
-def world(app, make_patient, make_center, make_doctor, make_staff) -> World:
-    return build_world(app, make_patient, make_center, make_doctor, make_staff)
+pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import csrf_token, login, patient_username
-from tests.test_referrals import CENTRE, csv_bytes, row, xlsx  # noqa: F401
+from tests.referral_tables import CENTRE, row, xlsx
 
 pytest_plugins: list[str] = []
 

@@ -9,69 +9,7 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import REFERRAL_CENTRE
-
-HEADER = [
-    "ФИО",
-    "дата рождения",
-    "пол",
-    "телефон",
-    "e-mail",
-    "СНИЛС",
-    "код МКБ-10",
-    "заболевание из перечня",
-    "центр",
-    "направившая медицинская организация",
-    "лечащий врач",
-    "примечание",
-]
-CENTRE = REFERRAL_CENTRE
-
-
-def row(
-    name="Иванова Мария Петровна",
-    born="15.03.1975",
-    sex="ж",
-    phone="+79123450001",
-    email="",
-    snils="",
-    code="I10",
-    disease="",
-    centre=CENTRE,
-    note="",
-):
-    return [
-        name,
-        born,
-        sex,
-        phone,
-        email,
-        snils,
-        code,
-        disease,
-        centre,
-        "ЦРБ",
-        "Петров П. П.",
-        note,
-    ]
-
-
-def xlsx(rows, header=HEADER) -> bytes:
-    from openpyxl import Workbook
-
-    wb = Workbook()
-    ws = wb.active
-    ws.append(header)
-    for r in rows:
-        ws.append(r)
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
-
-
-def csv_bytes(rows, *, sep=";", encoding="utf-8-sig", header=HEADER) -> bytes:
-    lines = [sep.join(header)] + [sep.join(r) for r in rows]
-    return "\r\n".join(lines).encode(encoding)
+from tests.referral_tables import HEADER, csv_bytes, row, xlsx
 
 
 @pytest.fixture
@@ -404,6 +342,7 @@ def excel_style_xlsx(*, date1904: bool = False) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     "member",
     [
@@ -424,6 +363,7 @@ def test_a_dtd_in_any_member_the_reader_parses_is_refused(app, member):
         list(iter_sheet_rows(archive))
 
 
+@pytest.mark.no_db
 @pytest.mark.filterwarnings("ignore:Workbook contains no default style")  # openpyxl's, on ours
 @pytest.mark.parametrize("date1904", [False, True])
 def test_the_reader_gives_what_openpyxl_gives(app, date1904):
@@ -884,6 +824,7 @@ def test_every_row_of_a_bulk_import_gets_its_own_account_patient_and_consultatio
         assert _count(app, OblakoUser, func.lower(OblakoUser.email).like("patient%")) == 7
 
 
+@pytest.mark.no_db
 def test_an_upload_is_read_up_to_one_byte_past_the_limit(tmp_path):
     from app.referrals.upload import read_upload
 

@@ -416,6 +416,7 @@ def test_managers_and_admins_open_every_report(app, world, role):
         assert response.status_code == expected, f"{url} {response.status_code}"
 
 
+@pytest.mark.no_db
 def test_reports_are_read_only(app):
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("reports"):

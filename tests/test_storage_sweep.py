@@ -32,20 +32,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TEST_PASSWORD, patient_username
+from tests.conftest import TEST_PASSWORD, make_pdf, patient_username
 from tests.media_fixtures import ROOT, free_port
 
 HOUR = 3600
-
-
-def make_pdf() -> bytes:
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(width=200, height=200)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +356,7 @@ def test_killed_after_the_rename_the_file_is_moved_aside_after_the_grace_period(
     assert "Файлова" not in logged and "Выписка" not in logged  # no patient data in the log
 
 
+@pytest.mark.no_db
 def test_the_test_hook_is_refused_outside_tests(app):
     from app import create_app
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import csrf_token, login, patient_username
+from tests.conftest import csrf_token, login, make_pdf, patient_username
 
 UPLOAD = "/cabinet/documents/upload"
 PER_DAY_RU = "За один день можно загрузить не более {n} документов"
@@ -30,16 +30,6 @@ TOTAL_RU = "Этот файл не помещается: все ваши док�
 # ---------------------------------------------------------------------------------------------
 # Files and helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def make_pdf() -> bytes:
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(width=200, height=200)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def make_dicom(preamble: bytes) -> bytes:

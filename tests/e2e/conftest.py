@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask, got_request_exception
+from playwright.sync_api import Page, expect
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tests.conftest import TEST_PASSWORD
+from tests.fakes import serve_in_thread
 
 CHROMIUM = Path(os.environ.get("OBLAKO_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -111,14 +114,13 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     )
     # Port 0: the OS picks a free port, so parallel sessions (and the dev server) never collide.
     port = server.server_port
-    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
     live = LiveServer(host="localhost", port=port)
 
     def _record(sender: Flask, exception: BaseException, **extra: object) -> None:
         live.errors.append("".join(traceback.format_exception(exception)))
 
     got_request_exception.connect(_record, app)
-    thread.start()
+    thread = serve_in_thread(server, "e2e-live-server")
     try:
         yield live
     finally:
@@ -258,4 +260,40 @@ def phone_page(request: pytest.FixtureRequest, browser, live_server: LiveServer)
                 print(f"\n[e2e] server error:\n{tb}")
         except Exception as exc:  # a dead page must not hide the test's own failure
             print(f"\n[e2e] could not save failure artifacts: {exc}")
+    context.close()
+
+
+DESKTOP = {
+    "viewport": {"width": 1280, "height": 800},
+    "locale": "ru-RU",
+    "timezone_id": "Europe/Moscow",
+}
+
+
+def sign_in(page: Page, live_server: LiveServer, username: str) -> None:
+    page.goto(live_server("/login/"))
+    page.locator("#username").fill(username)
+    page.locator("#password").fill(TEST_PASSWORD)
+    page.locator("form input[type=submit], form button[type=submit]").first.click()
+    expect(page).not_to_have_url(re.compile(r"/login/?$"))
+
+
+@pytest.fixture
+def desk_page(request: pytest.FixtureRequest, browser, live_server: LiveServer) -> Iterator[Page]:
+    """The doctor's desktop browser: a second context, own cookies; a screenshot on failure."""
+    context = browser.new_context(base_url=live_server.url, **DESKTOP)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        stem = ARTIFACTS / (_artifact_name(request.node.nodeid) + "_doctor")
+        try:
+            page.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.html").write_text(page.content(), encoding="utf-8")
+            Path(f"{stem}.room-log.txt").write_text(room_log(page), encoding="utf-8")
+            print(f"\n[e2e] doctor's page: {stem}.png / .html / .room-log.txt (url: {page.url})")
+        except Exception as exc:  # a dead page must not hide the test's own failure
+            print(f"\n[e2e] could not save the doctor's page: {exc}")
     context.close()

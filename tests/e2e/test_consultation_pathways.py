@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -30,19 +29,14 @@ from babel.dates import format_datetime
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from tests.conftest import TEST_PASSWORD, patient_username
-from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, _artifact_name, room_log
+from tests.conftest import patient_username
+from tests.e2e.conftest import sign_in
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
 pytestmark = pytest.mark.e2e
 
-DESKTOP = {
-    "viewport": {"width": 1280, "height": 800},
-    "locale": "ru-RU",
-    "timezone_id": "Europe/Moscow",
-}
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CONSULTATION_URL = re.compile(rf"/cabinet/consultations/{UUID_RE}$")
 
@@ -67,38 +61,9 @@ def ru_datetime(moment: datetime, tz_name: str, fmt: str = "d MMMM y, HH:mm") ->
     return format_datetime(moment, fmt, tzinfo=ZoneInfo(tz_name), locale="ru")
 
 
-def sign_in(page: Page, live_server: LiveServer, username: str) -> None:
-    page.goto(live_server("/login/"))
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(TEST_PASSWORD)
-    page.locator("form input[type=submit], form button[type=submit]").first.click()
-    expect(page).not_to_have_url(re.compile(r"/login/?$"))
-
-
 def flash(page: Page):
     """The page's flashed messages (FAB renders them as Bootstrap alerts)."""
     return page.locator(".alert")
-
-
-@pytest.fixture
-def desk_page(request: pytest.FixtureRequest, browser, live_server: LiveServer) -> Iterator[Page]:
-    """The doctor's desktop browser: a second context, own cookies; a screenshot on failure."""
-    context = browser.new_context(base_url=live_server.url, **DESKTOP)
-    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        ARTIFACTS.mkdir(exist_ok=True)
-        stem = ARTIFACTS / (_artifact_name(request.node.nodeid) + "_doctor")
-        try:
-            page.screenshot(path=f"{stem}.png", full_page=True)
-            Path(f"{stem}.html").write_text(page.content(), encoding="utf-8")
-            Path(f"{stem}.room-log.txt").write_text(room_log(page), encoding="utf-8")
-            print(f"\n[e2e] doctor's page: {stem}.png / .html / .room-log.txt (url: {page.url})")
-        except Exception as exc:  # a dead page must not hide the test's own failure
-            print(f"\n[e2e] could not save the doctor's page: {exc}")
-    context.close()
 
 
 # --- Pathway 1: an application to a cardiology centre ----------------------------------------

@@ -24,7 +24,7 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from tests.conftest import patient_username
-from tests.e2e.test_consultation_pathways import desk_page, sign_in  # noqa: F401 (fixture)
+from tests.e2e.conftest import sign_in
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -148,7 +148,7 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
     app: Flask,
     room_world: RoomWorld,
     phone_page: Page,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     live_server: LiveServer,
 ) -> None:
     from sqlalchemy import select
@@ -338,7 +338,7 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
     app: Flask,
     room_world: RoomWorld,
     phone_page: Page,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     browser,
     live_server: LiveServer,
 ) -> None:
@@ -346,8 +346,7 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
 
     from app.extensions import db
     from models import ChatMessage
-    from tests.e2e.conftest import DEFAULT_TIMEOUT_MS
-    from tests.e2e.test_consultation_pathways import DESKTOP
+    from tests.e2e.conftest import DEFAULT_TIMEOUT_MS, DESKTOP
 
     w = room_world
     patient, doctor = phone_page, desk_page
@@ -422,7 +421,7 @@ def test_the_doctor_records_with_both_consents_and_the_pages_publish(
     app: Flask,
     room_world: RoomWorld,
     phone_page: Page,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     live_server: LiveServer,
 ) -> None:
     import av
@@ -529,7 +528,7 @@ def test_the_call_comes_back_by_itself_when_the_media_path_breaks(
     app: Flask,
     room_world: RoomWorld,
     phone_page: Page,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     live_server: LiveServer,
 ) -> None:
     """The socket stays up, the media path goes: first the patient's end of the peer
@@ -565,7 +564,7 @@ def test_the_call_comes_back_by_itself_when_the_media_path_breaks(
 def test_a_busy_chat_never_gets_the_reader_cut_off(
     app: Flask,
     room_world: RoomWorld,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     live_server: LiveServer,
     media_server,
 ) -> None:
@@ -645,7 +644,7 @@ def test_the_call_goes_through_the_relay_when_browser_to_browser_fails(
     app: Flask,
     room_world: RoomWorld,
     phone_page: Page,
-    desk_page: Page,  # noqa: F811
+    desk_page: Page,
     live_server: LiveServer,
 ) -> None:
     w = room_world

@@ -28,18 +28,13 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from tests.conftest import TEST_PASSWORD
-from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, _artifact_name
+from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, DESKTOP, _artifact_name
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
 pytestmark = pytest.mark.e2e
 
-DESKTOP = {
-    "viewport": {"width": 1280, "height": 800},
-    "locale": "ru-RU",
-    "timezone_id": "Europe/Moscow",
-}
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 # The template's first row as issue 4 spells it (not read from app.referrals: this is the check).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -66,3 +69,23 @@ def chat_rows(app: Flask, consultation_id: int) -> list[tuple[int, str, str]]:
             .order_by(ChatMessage.id)
         ).all()
         return [tuple(r) for r in rows]
+
+
+def make_invite(app, consultation_id: int, created_by: int, *, name: str = "Анна Переводчикова"):
+    """A used guest invitation (an interpreter) to the consultation's room."""
+    from app.extensions import db
+    from models import MediaInvite, utcnow
+
+    with app.app_context():
+        invite = MediaInvite(
+            consultation_id=consultation_id,
+            token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
+            guest_name=name,
+            guest_role="interpreter",
+            created_by_id=created_by,
+            expires_at=utcnow() + timedelta(hours=1),
+            used_at=utcnow(),
+        )
+        db.session.add(invite)
+        db.session.commit()
+        return invite.id

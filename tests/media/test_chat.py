@@ -4,13 +4,10 @@ the consultation's status in the database."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
-from datetime import timedelta
 
 import pytest
 
-from tests.media.conftest import chat_rows, set_status
+from tests.media.conftest import chat_rows, make_invite, set_status
 from tests.media_fixtures import MediaClient, refused_code, run
 
 
@@ -195,25 +192,6 @@ def test_token_without_chat_claim_cannot_write(app, media_server, make_room):
         return ack
 
     assert run(scenario()) == {"ok": False, "error": "chat_closed"}
-
-
-def make_invite(app, consultation_id: int, created_by: int, *, name: str = "Анна Переводчикова"):
-    from app.extensions import db
-    from models import MediaInvite, utcnow
-
-    with app.app_context():
-        invite = MediaInvite(
-            consultation_id=consultation_id,
-            token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
-            guest_name=name,
-            guest_role="interpreter",
-            created_by_id=created_by,
-            expires_at=utcnow() + timedelta(hours=1),
-            used_at=utcnow(),
-        )
-        db.session.add(invite)
-        db.session.commit()
-        return invite.id
 
 
 def guest_client(server, room, invite_id: int, *, name: str = "Анна Переводчикова"):

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from media_server.jsoncodec import OrjsonCodec
+
+pytestmark = pytest.mark.no_db
 
 
 def test_cyrillic_goes_as_utf8_and_reads_back_the_same():

@@ -276,6 +276,7 @@ def test_a_new_publisher_starts_a_new_file(app, make_room, tmp_path, monkeypatch
     assert (decoded == []) is hooked
 
 
+@pytest.mark.no_db
 def test_nothing_published_leaves_no_file(tmp_path):
     """A recorder stopped before any frame removes its temp file and writes no row."""
 
@@ -290,6 +291,7 @@ def test_nothing_published_leaves_no_file(tmp_path):
     assert uuid.UUID(hex=recorder.key)
 
 
+@pytest.mark.no_db
 def test_audio_mix_sums_and_clips():
     from array import array
 

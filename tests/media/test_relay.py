@@ -237,6 +237,7 @@ def test_relay_rules(app, media_server, make_room):
     assert media_server.server.peers.peer_count() == 0
 
 
+@pytest.mark.no_db
 def test_publishers_per_room_are_capped():
     """Direct on the hub (no socket.io): the cap counts other publishers of the same room."""
 
@@ -479,6 +480,7 @@ def test_the_installed_aiortc_has_every_hooked_internal():
     assert run(scenario()) == ([], [DECODER_QUEUE])
 
 
+@pytest.mark.no_db
 def test_a_subscriber_that_does_not_read_keeps_at_most_a_second_of_video():
     """A subscriber still connecting (or stalled) is not sent a stale backlog later, and its
     memory stays bounded; with no recording the decoder gets only the end."""

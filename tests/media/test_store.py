@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from media_server.store import ChatStore, ChatWriter, SendItem, SendResult
-from tests.media.conftest import chat_rows
+from tests.media.conftest import chat_rows, make_invite
 from tests.media_fixtures import run
 
 
@@ -119,6 +119,7 @@ class _InstantStore:
         return [SendResult("stored", {"id": i}) for i, _ in enumerate(items)]
 
 
+@pytest.mark.no_db
 def test_a_message_queued_as_the_writer_finishes_is_not_stranded():
     """A send that lands between the writer task's last look at its queue and the reaping of
     that task must start a new one: before, it waited for the next message of the process
@@ -156,7 +157,6 @@ def test_a_send_during_a_status_change_waits_for_it_and_sees_it(app, make_room, 
     from config import sqlite_connect_args
     from media_server.guest_chat import send_guest
     from models import Consultation
-    from tests.media.test_chat import make_invite
 
     room = make_room(kind="centre_request", status="in_progress")
     invite_id = make_invite(app, room.consultation_id, room.doctor_user_id)
@@ -261,6 +261,7 @@ def test_commits_leave_sqlite_checkpoints_to_the_checkpointer(app, make_room, mo
     assert len(chat_rows(app, room.consultation_id)) == 701
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     ("took", "expected"),
     [
@@ -293,6 +294,7 @@ def test_the_checkpointer_catches_up_beside_the_writer_before_it_pauses_it(
     assert passes == expected
 
 
+@pytest.mark.no_db
 def test_a_paused_writer_lets_its_batch_finish_and_holds_the_next():
     """ChatWriter.paused(): the checkpointer's moment between two batches."""
 
