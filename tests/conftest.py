@@ -493,6 +493,34 @@ def make_pdf() -> bytes:
     return out.getvalue()
 
 
+def make_dicom(
+    preamble: bytes = b"", *, modality: str = "OT", description: str = "Test study"
+) -> bytes:
+    """A valid 2×2 DICOM file; `preamble` is written into its 128-byte preamble (padded)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.preamble = preamble.ljust(128, b"\0")
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.StudyDescription = description
+    ds.Rows, ds.Columns = 2, 2
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = b"\x00\x40\x80\xff"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def make_image(fmt: str, size: tuple[int, int] = (16, 12)) -> bytes:
     from PIL import Image
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
-from tests.conftest import csrf_token, login, make_image, make_pdf, patient_username
+from tests.conftest import csrf_token, login, make_dicom, make_image, make_pdf, patient_username
 
 UPLOAD = "/cabinet/documents/upload"
 LIST = "/cabinet/documents/"
@@ -21,31 +21,6 @@ LIST = "/cabinet/documents/"
 # ---------------------------------------------------------------------------------------------
 # Small real files, generated here rather than kept as fixtures
 # ---------------------------------------------------------------------------------------------
-
-
-def make_dicom() -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.StudyDescription = "Test study"
-    ds.Rows, ds.Columns = 2, 2
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = b"\x00\x40\x80\xff"
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def noise_png() -> bytes:

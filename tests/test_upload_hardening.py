@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import csrf_token, login, make_pdf, patient_username
+from tests.conftest import make_dicom as build_dicom
 
 UPLOAD = "/cabinet/documents/upload"
 PER_DAY_RU = "За один день можно загрузить не более {n} документов"
@@ -34,28 +35,7 @@ TOTAL_RU = "Этот файл не помещается: все ваши док�
 
 def make_dicom(preamble: bytes) -> bytes:
     """A valid DICOM file whose preamble carries `preamble` (padded to 128 bytes)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.preamble = preamble.ljust(128, b"\0")
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.StudyDescription = "Brain"
-    ds.Rows, ds.Columns = 2, 2
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = b"\x00\x40\x80\xff"
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    data = out.getvalue()
+    data = build_dicom(preamble, modality="MR", description="Brain")
     assert data[:128] == preamble.ljust(128, b"\0") and data[128:132] == b"DICM"
     return data
 
