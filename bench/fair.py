@@ -1,0 +1,105 @@
+"""The fair comparison every bench uses (issue 16, DESIGN §7): the service's path against the
+simplest fast way to do the same work, measured in the same run, alternated, round by round.
+
+A bench gives two callables, `ours` and `baseline`, each doing one round of the same work and
+returning its figure (higher is better for throughput: `higher_is_better=True`; lower for a
+latency or CPU cost). `compare()` runs them alternately (ours first in even rounds, the baseline
+first in odd ones, so neither always gets the warm cache), at least five rounds, and reports the
+median of the per-round ratios ours/baseline (inverted for lower-is-better figures, so a ratio
+above 1 always means ours did better) and their spread (min–max). The verdict against the target
+is refused when the machine's load exceeded its cores at any point of the comparison: a busy
+neighbour makes one side slower than the other by chance.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MIN_ROUNDS = 5
+
+
+def load_ok() -> tuple[bool, float]:
+    """(is the machine quiet enough for a verdict, the 1-minute load average)."""
+    load1, _, _ = os.getloadavg()
+    return load1 <= (os.cpu_count() or 1), load1
+
+
+@dataclass
+class Comparison:
+    name: str
+    unit: str
+    higher_is_better: bool
+    target: float  # the verdict holds when the median ratio ≥ target
+    ours: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    max_load: float = 0.0
+    quiet: bool = True
+
+    @property
+    def ratios(self) -> list[float]:
+        pairs = zip(self.ours, self.baseline, strict=True)
+        if self.higher_is_better:
+            return [o / b if b else 0.0 for o, b in pairs]
+        return [b / o if o else 0.0 for o, b in pairs]
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def verdict(self) -> str:
+        if not self.quiet:
+            return f"no verdict (load {self.max_load:.2f} > {os.cpu_count()} cores: rerun quiet)"
+        return "ok" if self.median_ratio >= self.target else "MISSED"
+
+    def report(self) -> str:
+        ratios = self.ratios
+        return (
+            f"{self.name}: ours {statistics.median(self.ours):.2f} {self.unit}, "
+            f"baseline {statistics.median(self.baseline):.2f} {self.unit} (medians); "
+            f"ratio median {self.median_ratio:.2f} (spread {min(ratios):.2f}–{max(ratios):.2f}, "
+            f"{len(ratios)} rounds), target ≥ {self.target:.2f}: {self.verdict}"
+        )
+
+
+def compare(
+    name: str,
+    ours: Callable[[], float],
+    baseline: Callable[[], float],
+    *,
+    unit: str,
+    target: float,
+    higher_is_better: bool,
+    rounds: int = MIN_ROUNDS,
+) -> Comparison:
+    """Alternate `ours` and `baseline` for `rounds` (≥ 5) rounds; see the module docstring."""
+    result = Comparison(name, unit, higher_is_better, target)
+    for round_no in range(max(rounds, MIN_ROUNDS)):
+        order = (ours, baseline) if round_no % 2 == 0 else (baseline, ours)
+        figures = {}
+        for side in order:
+            quiet, load = load_ok()
+            result.quiet = result.quiet and quiet
+            result.max_load = max(result.max_load, load)
+            figures[side] = side()
+        result.ours.append(figures[ours])
+        result.baseline.append(figures[baseline])
+    quiet, load = load_ok()
+    result.quiet = result.quiet and quiet
+    result.max_load = max(result.max_load, load)
+    return result
+
+
+def print_summary(comparisons: list[Comparison]) -> int:
+    """Print every comparison; the exit status is 1 when a verdict was MISSED (0 otherwise)."""
+    print("\nFair comparisons (ratio > 1: ours did better than the baseline)")
+    for comparison in comparisons:
+        print("  " + comparison.report())
+    return 1 if any(c.verdict == "MISSED" for c in comparisons) else 0
+
+
+if __name__ == "__main__":
+    print("bench/fair.py: the shared comparison, nothing to measure")
