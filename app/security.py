@@ -108,6 +108,16 @@ class OblakoSecurityManager(SecurityManager):
             for view, perm in self.builtin_roles.get(self.auth_role_public, [])
         )
 
+    def has_access(self, permission_name: str, view_name: str) -> bool:
+        # A page asks the same questions many times (every menu item, every link): answer each
+        # once per request and user. The key holds the user id, so a sign-in mid-request asks anew.
+        user_id = getattr(getattr(g, "user", None), "id", None)
+        key = (user_id, permission_name, view_name)
+        answers = g.setdefault("_oblako_access", {})
+        if key not in answers:
+            answers[key] = super().has_access(permission_name, view_name)
+        return answers[key]
+
     def get_user_roles(self, user):
         if not user.is_authenticated:
             return [self.get_public_role()]
