@@ -18,7 +18,7 @@ import hashlib
 import re
 import secrets
 from datetime import datetime
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -86,7 +86,8 @@ def issue_sign_in_link(user: OblakoUser, *, now: datetime | None = None) -> str:
 
 def link_url(sign_in_url: str, token: str) -> str:
     """The link's address on the site whose sign-in page is `sign_in_url` (a message's)."""
-    login_path = current_app.appbuilder.get_url_for_login
+    # A path (outside a request url_for answers an absolute address).
+    login_path = urlsplit(current_app.appbuilder.get_url_for_login).path
     if sign_in_url.endswith(login_path):
         root = sign_in_url.removesuffix(login_path)
     else:
@@ -136,7 +137,7 @@ def check_link(
     if signed_in is not None and user is not None:
         if signed_in.id == user.id:
             return user  # her own link again: she is in already, nothing to check or spend
-        throttle.failed(username, ip)
+        # Not a guess (the link is real): refused without counting against her account.
         raise SignInLinkError(OTHER_ACCOUNT, 403)
     refusal = _refusal(link, user, now)
     if refusal is not None:
