@@ -87,8 +87,9 @@ class OblakoAuthDBView(fab.AuthDBView):
             if not user:
                 flash(str(self.invalid_login_message), "warning")
                 next_url = request.args.get("next", "")
-                next_url = next_url if next_url and is_safe_redirect_url(next_url) else ""
-                return redirect(self.appbuilder.get_url_for_login_with(next_url))
+                if next_url and is_safe_redirect_url(next_url):
+                    return redirect(self.appbuilder.get_url_for_login_with(next_url))
+                return redirect(self.appbuilder.get_url_for_login)
             login_user(user, remember=False)
             return redirect(after_sign_in_url(user))
         return self.render_template(
