@@ -160,6 +160,8 @@ def test_link_signs_in_once_and_the_password_form_does_not_ask_the_old_one(
     assert response.headers["Location"].endswith("/account/password/")
     assert signed_in_as(app, client) == sms["login"]
     assert link_row(app, token).used_at is not None
+    with app.app_context():  # a sign-in like any: the referral tracking sees «signed in»
+        assert db.session.get(Patient, referred).user.last_login is not None
 
     form = text(client.get("/account/password/"))
     assert 'name="current_password"' not in form and "Текущий пароль" not in form

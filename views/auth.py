@@ -145,6 +145,8 @@ class SignInLinkView(BaseView):
         except links.SignInLinkError as exc:
             return self._refused(exc)
         if signed_in is None:
+            # As a sign-in with the password: last_login (the referral tracking's «signed in»)
+            self.appbuilder.sm.update_user_auth_stat(user, True)
             login_user(user, remember=False)
         return redirect(after_sign_in_url(user))
 
