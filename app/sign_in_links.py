@@ -4,9 +4,9 @@ A link is minted with a one-time password (app/otp.py), for the same account, an
 as that password: it signs the account in once, until the password's expiry, and only while that
 password is still the account's — a newer one (the manager's «send again») or the patient's own
 password retires it. Only the SHA-256 of the link's secret is stored (128 random bits, so a fast
-hash is enough). Opening and using a link pass the sign-in throttle (app/throttle.py): a refused
-link counts as a failed sign-in of its account and of the client address, an unknown one of the
-address.
+hash is enough). Opening and using a link pass the sign-in throttle (app/throttle.py): a link
+of a throttled account or from a throttled address is refused, and an unknown link counts as a
+failed sign-in of the client address.
 
 Opening the link (GET) only checks it: an SMS app or a security scanner that fetches the address
 must not spend it. The page's button (POST) signs in.
@@ -141,7 +141,10 @@ def check_link(
         raise SignInLinkError(OTHER_ACCOUNT, 403)
     refusal = _refusal(link, user, now)
     if refusal is not None:
-        throttle.failed(username, ip)
+        if refusal.status == 404:
+            # A guess: counted as a failed sign-in. A real link that is spent, expired or
+            # replaced is no guess (an SMS app fetching it again must not lock her out).
+            throttle.failed(username, ip)
         raise refusal
     return user
 
@@ -161,8 +164,7 @@ def redeem_link(
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
-    if spent != 1:
-        get_throttle().failed(user.username, ip)
+    if spent != 1:  # spent by a use at the same moment
         raise SignInLinkError(USED)
     audit("user.sign_in_link", actor=user, obj_type="user", obj_id=user.id)
     return user

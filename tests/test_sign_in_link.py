@@ -321,6 +321,13 @@ def test_the_link_passes_the_sign_in_throttle(app, referred, manager_id):
         get_throttle().reset()
     assert use(prober, path).status_code == 302
 
+    # A real link opened again and again once spent (an SMS app re-fetching it) is no guess:
+    # it never locks her account.
+    prober.get("/logout/")
+    for _ in range(per_account + 1):
+        assert app.test_client().get(path).status_code == 410
+    assert "/login" not in login(app.test_client(), sms["login"], sms["password"]).location
+
 
 def test_the_imported_patients_link_leads_to_her_referral(app, client, catalogue, manager_id):
     """The bulk import's own SMS and link: after the password, the referral that waits for
