@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from tests.conftest import make_pdf
-from tests.e2e.conftest import TapCounter
+from tests.e2e.conftest import PHONE, TapCounter
 from tests.referral_tables import invitation, row, xlsx
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def documents_of(app: Flask, public_id: str) -> list[str]:
 
 
 def test_referral_sms_to_her_documents_in_six_taps_or_fewer(
-    app: Flask, live_server: LiveServer, catalogue, make_staff, phone_page: Page
+    app: Flask, live_server: LiveServer, catalogue, make_staff, phone_page: Page, browser
 ) -> None:
     phone, body = import_one_referral(app, make_staff("Manager"), live_server("/login/"))
     sms = invitation(body)
@@ -106,6 +106,20 @@ def test_referral_sms_to_her_documents_in_six_taps_or_fewer(
     report = taps.report("referral SMS link → her documents on the referral")
     assert [t.kind for t in taps.taps].count("open") == 1, report
     assert taps.count <= MAX_TAPS, report
+
+    # The same link again, on another phone: used once, it says so in Russian and offers the
+    # sign-in with phone and password.
+    other = browser.new_context(base_url=live_server.url, **PHONE)
+    try:
+        again = other.new_page()
+        response = again.goto(sms["link"])
+        assert response is not None and response.status == 410
+        expect(again.locator("#sign-in-link-refused")).to_contain_text("По этой ссылке уже входили")
+        again.get_by_role("link", name="Войти по телефону и паролю").tap()
+        expect(again).to_have_url(re.compile(r"/login/?$"))
+        expect(again.get_by_label("Телефон (логин)")).to_be_visible()
+    finally:
+        other.close()
     assert not live_server.errors, "\n".join(live_server.errors)
 
 
