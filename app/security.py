@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.security import check_password_hash
 
+from app.accounts import sign_in_name
 from app.otp import EXPIRED_MESSAGE, one_time_password_expired
 from app.throttle import get_throttle
 from models import OblakoUser
@@ -70,6 +71,7 @@ class OblakoSecurityManager(SecurityManager):
 
     # --- sign-in ---------------------------------------------------------------------------
     def auth_user_db(self, username, password):
+        username = sign_in_name(username)  # a phone as people write it: the E.164 login
         throttle = get_throttle()
         ip = client_ip()
         if not throttle.allowed(username or "", ip):
