@@ -19,7 +19,7 @@ Phases: "paced" (every client sends one message a second, the contract's limit: 
 bare with bench/fair.compare (alternated, ≥ 5 rounds, median of per-round ratios, no verdict
 when the machine's load exceeds its cores). Targets (issue 16): paced p99 ≤ 1.5× bare's
 (fair's ratio bare/chat ≥ 0.67), throughput ≥ 0.7× bare's. Every acked message must be one
-row (checked). --untuned runs the chat server without tune_process/tune_collector.
+row (checked).
 
 Run: .venv/bin/python bench/bench_chat.py  (≈ 4 min; try: --clients 40 --seconds 2)
 """
@@ -48,7 +48,6 @@ THROUGHPUT_TARGET, P99_TARGET = 0.70, 1.50  # chat against bare (issue 16)
 # Paced clients start at one of this many offsets in the second: ceil(clients / PACED_SLOTS)
 # messages arrive together every 1 / PACED_SLOTS s (five every 10 ms for 500 clients).
 PACED_SLOTS = 100
-SERVERS = ("chat", "bare", "echo")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,14 +138,12 @@ def serve_bare(port: int, url: str | None) -> None:
     web.run_app(build(), host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def serve_chat(port: int, database_url: str, secret: str, tuned: bool) -> None:
+def serve_chat(port: int, database_url: str, secret: str) -> None:
     from aiohttp import web
 
     from config import build_config
-    from media_server.server import MediaServer, tune_collector, tune_process
+    from media_server.server import MediaServer
 
-    if tuned:
-        tune_process()  # what `python -m media_server` does
     cfg = build_config()
     cfg.update(
         {
@@ -161,8 +158,6 @@ def serve_chat(port: int, database_url: str, secret: str, tuned: bool) -> None:
         }
     )
     server = MediaServer(cfg)
-    if tuned:
-        tune_collector()  # as `python -m media_server` does
     web.run_app(server.app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -285,8 +280,9 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 
 def freeze_collector() -> None:
-    """What media_server.server.tune_collector() does, for the bench's own processes: what
-    exists now is frozen out of the collector's sight, young objects collected less often."""
+    """The bench's own client process only (its 1,500 clients' pauses are not the servers'
+    latency): what exists now is frozen out of the collector's sight, young objects
+    collected less often. The servers run with Python's defaults."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
@@ -467,13 +463,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10, help="per phase and round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--untuned", action="store_true", help="chat server: no gc/switch tuning")
     args = parser.parse_args()
     if args.serve:
         name, *rest = args.serve
         if name == "chat":
-            tuned = rest[1] == "tuned"
-            serve_chat(args.port, rest[0], os.environ["BENCH_SECRET"], tuned)
+            serve_chat(args.port, rest[0], os.environ["BENCH_SECRET"])
         else:
             serve_bare(args.port, rest[0] if rest else None)
         return 0
@@ -485,10 +479,12 @@ def main() -> int:
     with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
         backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
         app = create_bench_app(url, storage)
-        tuning = "untuned" if args.untuned else "tuned"
+        plan = [("chat", ["chat", url]), ("bare", ["bare", url]), ("echo", ["echo"])]
+        against, p99_target, throughput_target = "bare", 1 / P99_TARGET, THROUGHPUT_TARGET
+        names = [name for name, _ in plan]
         print(
-            f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, chat server "
-            f"{tuning}, {args.rounds} rounds of {args.seconds:g} s per phase; {machine_load()}"
+            f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, chat against "
+            f"{against}, {args.rounds} rounds of {args.seconds:g} s per phase; {machine_load()}"
         )
         rooms = load_rooms(app, rooms_n)
         auths = mint_auths(app, rooms)  # valid 300 s: every server connects well within that
@@ -497,64 +493,61 @@ def main() -> int:
         servers: dict[str, tuple[str, int]] = {}
         bench = None
         try:
-            for name, serve_args in (
-                ("chat", ["chat", url, tuning]),
-                ("bare", ["bare", url]),
-                ("echo", ["echo"]),
-            ):
+            for name, serve_args in plan:
                 port = free_port()
                 procs[name] = start_server(serve_args, port)
                 servers[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
             bench = Bench(servers, auths)
             # The harness's own collector pauses are not the servers' latency.
             freeze_collector()
-            for name in SERVERS:
+            for name in names:
                 bench.phase(name, "warm-up", 2)
             s = args.seconds
             comparisons = [
                 compare(
-                    "chat paced p99 (ratio bare/chat)",
+                    f"chat paced p99 (ratio {against}/chat)",
                     bench.side("chat", "paced", "p99_ms", s),
-                    bench.side("bare", "paced", "p99_ms", s),
+                    bench.side(against, "paced", "p99_ms", s),
                     unit="ms",
-                    target=1 / P99_TARGET,
+                    target=p99_target,
                     higher_is_better=False,
                     rounds=args.rounds,
                 ),
                 compare(
-                    "chat saturated throughput (ratio chat/bare)",
+                    f"chat saturated throughput (ratio chat/{against})",
                     bench.side("chat", "saturated", "per_second", s),
-                    bench.side("bare", "saturated", "per_second", s),
+                    bench.side(against, "saturated", "per_second", s),
                     unit="msg/s",
-                    target=THROUGHPUT_TARGET,
+                    target=throughput_target,
                     higher_is_better=True,
                     rounds=args.rounds,
                 ),
             ]
             for phase in ("paced", "saturated"):  # information only
-                bench.phase("echo", phase, s)
-            sent = {name: bench.sent(name) for name in ("chat", "bare")}
+                if "echo" in names:
+                    bench.phase("echo", phase, s)
+            sent = {name: bench.sent(name) for name in ("chat", against)}
         finally:
             if bench:
                 bench.close()
             for proc in procs.values():
                 stop_server(proc)
-        stored = {name: stored_rows(app, name) for name in ("chat", "bare")}
+        stored = {name: stored_rows(app, name) for name in ("chat", against)}
 
     print(
-        f"\n  {'phase':<10} {'server':<6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"\n  {'phase':<10} {'server':<7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU ms/msg':>11}"
     )
     for phase in ("paced", "saturated"):
-        for name in SERVERS:
+        for name in names:
             runs = bench.figures[(name, phase)]
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(
-                f"  {phase:<10} {name:<6} {med['per_second']:>8.0f} {med['p50_ms']:>8.1f} "
+                f"  {phase:<10} {name:<7} {med['per_second']:>8.0f} {med['p50_ms']:>8.1f} "
                 f"{med['p99_ms']:>8.1f} {med['cpu_ms_per_msg']:>11.2f}"
             )
     print("  (medians over the rounds; echo: one round, stores nothing, information only)")
-    for name in ("chat", "bare"):  # every send waited for its own broadcast: one row each
+    for name in ("chat", against):  # every send waited for its own broadcast: one row each
         check = "ok" if stored[name] == sent[name] else "MISMATCH"
         print(f"  {name}: messages acked {sent[name]}, rows stored {stored[name]} ({check})")
     print(f"  at the end: {machine_load()}")

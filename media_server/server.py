@@ -8,11 +8,9 @@ Everything sent to clients is a code, never prose: the web app translates.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +120,7 @@ class MediaServer:
             self.rooms: Rooms = RedisRooms(redis_url)
         else:
             self.rooms = MemoryRooms()
+        # MEDIA_DB_WORKERS: the PostgreSQL connections the store keeps (its pool's size).
         self.store = ChatStore(
             cfg["SQLALCHEMY_DATABASE_URI"], pool_size=int(cfg.get("MEDIA_DB_WORKERS", 8))
         )
@@ -559,30 +558,6 @@ class MediaServer:
 
 
 MEDIA_KEY = web.AppKey("media", MediaServer)  # aiohttp app → its MediaServer
-
-
-def tune_process() -> None:
-    """Process-wide settings for a media server process (not for a test's thread).
-
-    The database runs in threads while the event loop keeps the GIL busy; every time a
-    database thread returns from I/O it waits for the GIL, up to the switch interval (5 ms by
-    default), and a transaction does that several times. 1 ms keeps a chat message's commit
-    from queueing behind the loop (bench_chat: p50 and p99 at the paced load)."""
-    sys.setswitchinterval(0.001)
-
-
-def tune_collector() -> None:
-    """Once the server is built: keep the garbage collector's pauses off the messages' path.
-
-    Everything allocated so far (modules, SQLAlchemy's and aiortc's tables, the app) is frozen
-    out of the collector's sight, and the young generation is collected after 50,000
-    allocations instead of 700. Before, a busy minute of chat (bench_chat, SQLite) ran ≈ 45
-    full collections of up to 90–150 ms each, every message waiting behind them: 2.5 s of
-    stalls, the p99. After: none in the same run, the same peak memory (≈ 200 MiB). Cycles
-    are still collected, a little later."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def redis_channel(url: str) -> str:
