@@ -356,7 +356,7 @@ class MediaServer:
     def _join(
         conn: Connection, claims: Claims, last_seen: int
     ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
-        """store.join, plus the invited guests' messages in the history (they have no account,
+        """store.join_state, plus the invited guests' messages in the history (they have no account,
         so the store's history, joined on the author's account, does not see them).
         A user's token is refused once its session has ended (logout, password, deactivation)."""
         uid = claims.user_id

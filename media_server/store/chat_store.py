@@ -88,11 +88,6 @@ class ChatStore:
     async def consultation(self, consultation_id: int) -> ConsultationInfo | None:
         return await self.run(consultation, consultation_id)
 
-    async def join(
-        self, consultation_id: int, user_id: int | None, after_id: int
-    ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
-        return await self.run(join_state, consultation_id, user_id, after_id)
-
     # --- writes ----------------------------------------------------------------------------
 
     async def send(self, item: SendItem) -> SendResult:
