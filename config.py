@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from flask_appbuilder.const import AUTH_DB
 
@@ -51,7 +52,8 @@ def _database_url() -> str:
     return url
 
 
-WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes: the media server's checkpoint resets at ≈ 16 MB
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes: the log's size kept after a checkpoint
+SQLITE_LOCK_WAIT_SECONDS = 30
 
 
 class SQLiteConnection(sqlite3.Connection):
@@ -70,17 +72,25 @@ class SQLiteConnection(sqlite3.Connection):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        mode = self.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() == "wal":
-            self.execute("PRAGMA synchronous=NORMAL")
-            self.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        sqlite_pragmas(self.cursor())
+
+
+def sqlite_pragmas(cursor: Any) -> None:
+    """The settings above, on a new connection's DB-API cursor: sqlite3's own (the web app's
+    SQLiteConnection) or SQLAlchemy's aiosqlite adapter (the media server's connect event)."""
+    cursor.execute("PRAGMA journal_mode=WAL")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    # SQLite serialises writers: wait for the lock (bookings under load) instead of failing
+    # with "database is locked" after the driver's default 5 s.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_WAIT_SECONDS * 1000}")
+    cursor.close()
 
 
 def sqlite_connect_args() -> dict:
-    """connect_args for every SQLite engine of the service (web app, media server)."""
-    # SQLite serialises writers: wait for the lock (bookings under load) instead of failing
-    # with "database is locked" after the driver's default 5 s.
-    return {"timeout": 30, "factory": SQLiteConnection}
+    """connect_args for every sync SQLite engine of the service (web app, worker)."""
+    return {"timeout": SQLITE_LOCK_WAIT_SECONDS, "factory": SQLiteConnection}
 
 
 def _engine_options(url: str) -> dict:

@@ -1,25 +1,27 @@
-"""Bench: chat through the media server against a bare python-socketio echo server.
+"""Bench: chat through the real media server against a bare python-socketio server doing the
+same durable insert per message, and (information only) an echo that stores nothing.
 
-500 connected clients in 250 rooms (two per room, as in a consultation). Each client sends a
-message and waits until the room's broadcast of it comes back to itself, then sends the next
-(closed loop): the figure is the round trip (send → own `chat.message`) and messages per second.
-The same clients, in the same run, do the same against a bare AsyncServer on aiohttp whose
-`chat.send` handler only emits the payload back to the room (the baseline).
+Clients: real socket.io clients (two per room, as in a consultation), all in this process.
+Each sends a message and waits until the room's broadcast of it comes back to itself; the
+figure is that round trip (send → own `chat.message`), and messages per second.
 
-The chat server is the real one (media_server.server.MediaServer: token check at connect,
-validation, limits, the database insert with its status check, per-room ordering) on a fresh
-migrated database (SQLite file by default; DATABASE_URL=postgresql://... uses a fresh
-PostgreSQL database). Each server runs in its own process; the clients share one process.
-The per-connection chat limit (5 burst, 1/s) would cap a closed loop at 500 msg/s, so the
-bench raises it (MEDIA_CHAT_BURST / MEDIA_CHAT_PER_SECOND overrides): what is measured is the
-cost of the work per message, not the limit.
+Servers, each in its own process on a fresh migrated database (SQLite file by default;
+DATABASE_URL=postgresql://... makes a fresh PostgreSQL database):
+- chat: media_server.server.MediaServer as `python -m media_server` runs it (join token at
+  connect, validation, limits, per-room order, ChatWriter's group commit with the status
+  rule in the insert); its per-connection chat limit is lifted, so the cost is measured.
+- bare: a bare AsyncServer whose `chat.send` inserts the row with the driver alone (asyncpg
+  pool / one aiosqlite connection, a transaction per message), then broadcasts it and acks.
+- echo: a bare AsyncServer that only broadcasts the payload back (stores nothing).
 
-Phases per server: "paced" (every client sends one message a second — the contract's limit, a
-realistic full load: 500 msg/s offered) and "saturated" (closed loop as fast as it goes).
+Phases: "paced" (every client sends one message a second, the contract's limit: the p99) and
+"saturated" (closed loop as fast as it goes: the throughput). Each is compared chat against
+bare with bench/fair.compare (alternated, ≥ 5 rounds, median of per-round ratios, no verdict
+when the machine's load exceeds its cores). Targets (issue 16): paced p99 ≤ 1.5× bare's
+(fair's ratio bare/chat ≥ 0.67), throughput ≥ 0.7× bare's. Every acked message must be one
+row (checked).
 
-Targets (issue 5): chat throughput ≥ 0.7× the echo server's, chat p99 ≤ 1.5× the echo's p99.
-
-Run: `.venv/bin/python bench/bench_chat.py` (≈2 minutes). Options: --clients, --seconds.
+Run: .venv/bin/python bench/bench_chat.py  (≈ 4 min; try: --clients 40 --seconds 2)
 """
 
 from __future__ import annotations
@@ -42,18 +44,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ORIGIN = "http://bench.local"
-THROUGHPUT_TARGET, P99_TARGET = 0.70, 1.50  # chat / echo (issue 5)
+THROUGHPUT_TARGET, P99_TARGET = 0.70, 1.50  # chat against bare (issue 16)
 # Paced clients start at one of this many offsets in the second: ceil(clients / PACED_SLOTS)
 # messages arrive together every 1 / PACED_SLOTS s (five every 10 ms for 500 clients).
 PACED_SLOTS = 100
 
 
 # ---------------------------------------------------------------------------------------------
-# Servers (each runs in a child process: `bench_chat.py --serve chat|echo --port N`)
+# Servers (each runs in a child process: `bench_chat.py --serve NAME [DATABASE_URL] --port N`)
 # ---------------------------------------------------------------------------------------------
 
 
-def serve_echo(port: int) -> None:
+def bare_app(store: Any = None) -> tuple[Any, Any]:
+    """A bare AsyncServer on aiohttp: `chat.send` stores the message with `store` (None: the
+    echo, nothing stored), broadcasts it to the room and acks."""
     import socketio
     from aiohttp import web
 
@@ -62,31 +66,84 @@ def serve_echo(port: int) -> None:
     )
     app = web.Application()
     sio.attach(app)
-    rooms: dict[str, str] = {}
+    who: dict[str, tuple[str, int, int]] = {}
 
     @sio.on("connect")
     async def connect(sid: str, environ: dict, auth: Any = None) -> None:
-        room = (auth or {}).get("room", "r")
-        rooms[sid] = room
-        await sio.enter_room(sid, room)
+        auth = auth or {}
+        who[sid] = (auth.get("room", "r"), auth.get("cid", 0), auth.get("uid", 0))
+        await sio.enter_room(sid, who[sid][0])
 
     @sio.on("chat.send")
     async def send(sid: str, data: Any) -> dict:
-        await sio.emit("chat.message", data, to=rooms[sid])
-        return {"ok": True}
+        room, cid, uid = who[sid]
+        message = dict(data)
+        if store is not None:
+            message["id"] = await store(cid, uid, data["client_msg_id"], data["body"])
+        await sio.emit("chat.message", message, to=room)
+        return {"ok": True, "message": message}
 
-    freeze_collector()  # the chat server's own setting (tune_collector): a like-for-like baseline
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    return sio, app
 
 
-def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
+async def bare_insert(url: str) -> Any:
+    """The simplest fast durable insert: the driver alone, one transaction per message."""
+    from datetime import UTC, datetime
+
+    from models import uuid7
+
+    sql = (
+        "INSERT INTO chat_message (public_id, consultation_id, author_id, body, client_msg_id,"
+        " created_at) VALUES ({}) RETURNING id"
+    )
+    if url.startswith("postgresql"):
+        import asyncpg
+
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        pool = await asyncpg.create_pool(dsn, min_size=8, max_size=8)
+        pg_sql = sql.format("$1, $2, $3, $4, $5, $6")
+
+        async def insert_pg(cid: int, uid: int, cmid: str, body: str) -> int:
+            return await pool.fetchval(pg_sql, uuid7(), cid, uid, body, cmid, datetime.now(UTC))
+
+        return insert_pg
+
+    import aiosqlite
+
+    db = await aiosqlite.connect(url.removeprefix("sqlite:///"))
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+        await db.execute(f"PRAGMA {pragma}")
+    lite_sql = sql.format("?, ?, ?, ?, ?, ?")
+
+    lock = asyncio.Lock()  # one writer at a time on SQLite: a transaction per message
+
+    async def insert_sqlite(cid: int, uid: int, cmid: str, body: str) -> int:
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        async with lock:
+            async with db.execute(lite_sql, (uuid7().hex, cid, uid, body, cmid, now)) as cur:
+                (new_id,) = await cur.fetchone()
+            await db.commit()  # the ack waits for it, as the chat server's does
+        return new_id
+
+    return insert_sqlite
+
+
+def serve_bare(port: int, url: str | None) -> None:
+    from aiohttp import web
+
+    async def build() -> Any:
+        store = await bare_insert(url) if url else None
+        return bare_app(store)[1]
+
+    web.run_app(build(), host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def serve_chat(port: int, database_url: str, secret: str) -> None:
     from aiohttp import web
 
     from config import build_config
-    from media_server.server import MediaServer, tune_collector, tune_process
+    from media_server.server import MediaServer
 
-    if not os.environ.get("BENCH_DEFAULT_SWITCH"):
-        tune_process()  # what `python -m media_server` does
     cfg = build_config()
     cfg.update(
         {
@@ -98,164 +155,10 @@ def serve_chat(port: int, database_url: str, secret: str, workers: int) -> None:
             "MEDIA_CHAT_BURST": 1_000_000,
             "MEDIA_CHAT_PER_SECOND": 1_000_000,
             "MEDIA_FLOOD_EVENTS": 1_000_000,
-            "MEDIA_DB_WORKERS": workers,
         }
     )
     server = MediaServer(cfg)
-    if not os.environ.get("BENCH_DEFAULT_SWITCH"):
-        tune_collector()  # as `python -m media_server` does
-    if os.environ.get("BENCH_TRACE"):
-        _trace_stages(server)
-    profile_to = os.environ.get("BENCH_PROFILE")  # --profile: where the cost goes (event loop)
-    if profile_to:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
     web.run_app(server.app, host="127.0.0.1", port=port, print=None, access_log=None)
-    if profile_to:
-        profiler.disable()
-        profiler.dump_stats(profile_to)
-
-
-def _trace_stages(server: Any) -> None:
-    """--trace: where a message's time goes inside the chat server (printed at exit). The
-    first seconds (the warm-up's burst) are left out of the figures."""
-    import atexit
-    import collections
-
-    store, writer = server.store, server.writer
-    stages: dict[str, list[float]] = collections.defaultdict(list)
-    # (when, stage, ms): the same figures per chat phase (the server idles during the echo's)
-    timeline: list[tuple[float, str, float]] = []
-    sizes: list[int] = []
-    queued_at: dict[int, float] = {}
-    first = [0.0]
-    chat_send, writer_send = server.chat_send, writer.send
-    send_batch, thread_batch = store.send_batch_async, store.send_batch
-
-    def keep(stage: str, ms: float) -> None:
-        now = time.perf_counter()
-        first[0] = first[0] or now
-        if now - first[0] > 3:
-            stages[stage].append(ms)
-            timeline.append((now, stage, ms))
-
-    handler_at: dict[Any, float] = {}  # the handler's start, by its task
-    writer_done_at: dict[Any, float] = {}
-
-    async def timed_writer_send(item: Any) -> Any:
-        task = asyncio.current_task()
-        queued_at[id(item)] = t = time.perf_counter()
-        keep("handler, before the writer", (t - handler_at.get(task, t)) * 1000)
-        try:
-            return await writer_send(item)
-        finally:
-            writer_done_at[task] = time.perf_counter()
-
-    def timed_thread_batch(items: list) -> list:
-        t = time.perf_counter()
-        try:
-            return thread_batch(items)
-        finally:
-            keep("transaction in its thread", (time.perf_counter() - t) * 1000)
-
-    async def timed_batch(items: list) -> list:
-        t = time.perf_counter()
-        for item in items:
-            keep("queued for the writer", (t - queued_at.pop(id(item), t)) * 1000)
-        try:
-            return await send_batch(items)
-        finally:
-            keep("transaction as the loop sees it", (time.perf_counter() - t) * 1000)
-            sizes.append(len(items))
-
-    async def timed_send(conn: Any, data: dict) -> dict:
-        task = asyncio.current_task()
-        handler_at[task] = t = time.perf_counter()
-        try:
-            return await chat_send(conn, data)
-        finally:
-            end = time.perf_counter()
-            keep("chat.send handler", (end - t) * 1000)
-            handler_at.pop(task, None)
-            if task in writer_done_at:  # the writer's answer, the broadcast and the lock
-                keep("handler, after the writer", (end - writer_done_at.pop(task)) * 1000)
-
-    if store.dialect == "sqlite":  # the checkpointer: how long the log grew, and its pauses
-        checkpoint = store.checkpoint
-
-        def timed_checkpoint() -> tuple[int, int, int]:
-            t = time.perf_counter()
-            result = checkpoint()
-            keep("checkpoint: log frames seen", float(result[1]))
-            keep("checkpoint" + (" (writer paused)" if writer._pauses else ""),
-                 (time.perf_counter() - t) * 1000)  # fmt: skip
-            return result
-
-        store.checkpoint = timed_checkpoint
-
-    if store.dialect == "postgresql":  # the statement's round trip alone, as the loop sees it
-        pg_execute = store._pg_send.execute
-
-        async def timed_pg_execute(params: dict) -> Any:
-            t = time.perf_counter()
-            try:
-                return await pg_execute(params)
-            finally:
-                keep("PostgreSQL statement", (time.perf_counter() - t) * 1000)
-
-        store._pg_send.execute = timed_pg_execute
-
-    WATCH.reset()  # from here: the startup's collections (imports, tune_collector) are not it
-    store.send_batch_async = timed_batch
-    store.send_batch = timed_thread_batch  # what send_batch_async runs in a thread
-    writer.send = timed_writer_send
-    server.chat_send = timed_send
-    server.sio.handlers["/"]["chat.send"] = server._guarded(timed_send)
-
-    def report() -> None:
-        def q(xs: list[float]) -> str:
-            xs = sorted(xs) or [0.0]
-            return f"p50 {xs[len(xs) // 2]:.1f} p99 {xs[int(len(xs) * 0.99)]:.1f} max {xs[-1]:.1f}"
-
-        def unit(stage: str) -> str:
-            return "frames" if stage.endswith("frames seen") else "ms"
-
-        phases: list[dict[str, list[float]]] = []
-        last = -1e9
-        for when, stage, ms in timeline:
-            if not stage.startswith("checkpoint"):  # it runs every second, idle or not
-                if when - last > 2:  # an idle gap: the next phase
-                    phases.append(collections.defaultdict(list))
-                last = when
-            if not phases:
-                continue
-            phases[-1][stage].append(ms)
-        for n, phase in enumerate(phases, 1):
-            for stage, values in phase.items():
-                print(f"  [trace] phase {n} {stage} ({len(values)}): {unit(stage)} {q(values)}")
-        for stage, values in stages.items():
-            print(f"  [trace] {stage} ({len(values)}): {unit(stage)} {q(values)}")
-        print(f"  [trace] batch size {q([float(n) for n in sizes])}")
-        print(
-            f"  [trace] full garbage collections {WATCH.count}: "
-            f"longest {WATCH.longest:.1f} ms, total {WATCH.ms:.0f} ms",
-            flush=True,
-        )
-        hwm = next(
-            (ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")), "?"
-        )
-        print(f"  [trace] chat server peak resident set {int(hwm) // 1024} MiB", flush=True)
-
-        kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
-        print(
-            f"  [trace] objects the collector tracks: {sum(kinds.values())}, most: "
-            + ", ".join(f"{k} {n}" for k, n in kinds.most_common(8)),
-            flush=True,
-        )
-
-    atexit.register(report)
 
 
 def free_port() -> int:
@@ -306,9 +209,10 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 class Client:
-    def __init__(self, n: int, auth: dict[str, Any]) -> None:
+    def __init__(self, tag: str, n: int, auth: dict[str, Any]) -> None:
         import socketio
 
+        self.tag = tag  # client ids differ per server: one table, one unique key
         self.n = n
         self.auth = auth
         self.sio = socketio.AsyncClient(reconnection=False)
@@ -347,7 +251,7 @@ class Client:
 
     async def send_one(self) -> None:
         self.seq += 1
-        cid = f"c{self.n}-{self.seq}"
+        cid = f"{self.tag}{self.n}-{self.seq}"
         self.waiter = asyncio.get_running_loop().create_future()
         self.pending[cid] = time.perf_counter()
         waiter = self.waiter
@@ -376,37 +280,12 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 
 def freeze_collector() -> None:
-    """What media_server.server.tune_collector() does, for the bench's own processes: what
-    exists now is frozen out of the collector's sight, young objects collected less often."""
+    """The bench's own client process only (its 1,500 clients' pauses are not the servers'
+    latency): what exists now is frozen out of the collector's sight, young objects
+    collected less often. The servers run with Python's defaults."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-class CollectorWatch:
-    """This process's full collections. In the client a pause delays every reply in flight,
-    whichever server is being measured, so each phase reports them beside its figures; the
-    chat server's --trace reports its own."""
-
-    def __init__(self) -> None:
-        self.reset()
-        self._started = 0.0
-        gc.callbacks.append(self._on_gc)
-
-    def reset(self) -> None:
-        self.count, self.ms, self.longest = 0, 0.0, 0.0
-
-    def _on_gc(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif info.get("generation") == 2:
-            ms = (time.perf_counter() - self._started) * 1000
-            self.count += 1
-            self.ms += ms
-            self.longest = max(self.longest, ms)
-
-
-WATCH = CollectorWatch()
 
 
 async def run_phase(
@@ -414,8 +293,7 @@ async def run_phase(
 ) -> dict[str, float]:
     for c in clients:
         c.rtts = []
-    cpu0, loop0 = cpu_seconds(pid), cpu_seconds(pid, pid)
-    gc0 = (WATCH.count, WATCH.ms)
+    cpu0 = cpu_seconds(pid)
     stop_at = time.perf_counter() + seconds
 
     async def loop(c: Client) -> None:
@@ -430,126 +308,51 @@ async def run_phase(
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in clients))
     elapsed = time.perf_counter() - t0
-    cpu, loop_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(pid, pid) - loop0
     rtts = sorted(r for c in clients for r in c.rtts)
     q = statistics.quantiles(rtts, n=100)
     return {
         "messages": len(rtts),
-        "cpu_ms_per_msg": cpu * 1000 / max(1, len(rtts)),
-        # The event loop's thread alone (the rest: database threads)
-        "loop_ms_per_msg": loop_cpu * 1000 / max(1, len(rtts)),
         "per_second": len(rtts) / elapsed,
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
-        "client_gc": WATCH.count - gc0[0],
-        "client_gc_ms": WATCH.ms - gc0[1],
+        "cpu_ms_per_msg": (cpu_seconds(pid) - cpu0) * 1000 / max(1, len(rtts)),
     }
 
 
-async def measure(
-    servers: dict[str, tuple[str, int]],
-    auths: list[dict[str, Any]],
-    seconds: float,
-    rounds: int,
-    sent: dict[str, int],
-    phases: tuple[str, ...] = ("paced", "saturated"),
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Both servers stay up with their own 500 clients; the phases alternate between them,
-    round after round, so a neighbour's burst on this shared machine hits both alike. Each
-    figure is the median over the rounds."""
-    groups: dict[str, list[Client]] = {}
-    for name, (url, _) in servers.items():
-        groups[name] = [Client(i, a) for i, a in enumerate(auths)]
-        for i in range(0, len(auths), 50):
-            await asyncio.gather(*(c.connect(url) for c in groups[name][i : i + 50]))
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        name: {phase: [] for phase in phases} for name in servers
-    }
-    # The harness's own pauses are not the servers' latency: with Flask, SQLAlchemy and 1,000
-    # clients in this process, a full collection stopped every client for ≈ 200 ms, once or
-    # twice a phase, and that one pause was the phase's p99 (--trace prints them per round).
-    # The servers' collectors are tuned the same way (tune_collector()).
-    freeze_collector()
-    try:
-        for name, (_, pid) in servers.items():
-            await run_phase(groups[name], 2, paced=False, pid=pid)  # warm-up
-        for _ in range(rounds):
-            for phase in phases:
-                for name, (_, pid) in servers.items():
-                    figures = await run_phase(
-                        groups[name], seconds, paced=phase == "paced", pid=pid
-                    )
-                    runs[name][phase].append(figures)
-                    if os.environ.get("BENCH_TRACE"):
-                        f = figures
-                        print(
-                            f"  [round] {phase:<9} {name}: p50 {f['p50_ms']:.1f} "
-                            f"p99 {f['p99_ms']:.1f} ms; CPU/msg {f['cpu_ms_per_msg']:.2f} "
-                            f"(loop {f['loop_ms_per_msg']:.2f}) ms; client full collections "
-                            f"{f['client_gc']} ({f['client_gc_ms']:.0f} ms)",
-                            flush=True,
-                        )
-    finally:
-        for clients in groups.values():
-            await asyncio.gather(*(c.sio.disconnect() for c in clients), return_exceptions=True)
-    sent["chat"] = sum(c.seq for c in groups["chat"])
-    return {
-        name: {
-            phase: {k: statistics.median(r[k] for r in results) for k in results[0]}
-            for phase, results in phases.items()
-        }
-        for name, phases in runs.items()
-    }
+class Bench:
+    """The three servers' client groups, connected once, on one event loop driven from sync
+    code (fair.compare calls one phase of one server at a time)."""
 
+    def __init__(self, servers: dict[str, tuple[str, int]], auths: list[dict[str, Any]]):
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.servers = servers
+        self.groups = {n: [Client(n, i, a) for i, a in enumerate(auths)] for n in servers}
+        self.figures: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for name, (url, _) in servers.items():
+            clients = self.groups[name]
+            for i in range(0, len(clients), 50):
+                group = clients[i : i + 50]
+                self.loop.run_until_complete(asyncio.gather(*(c.connect(url) for c in group)))
 
-async def database_floor(
-    url: str,
-    rooms: list[tuple[int, Any, int, int]],
-    seconds: float,
-    per_slot: int,
-    tag: str = "floor",
-) -> dict[str, float]:
-    """The chat's database path alone, in this process: the server's ChatWriter and insert (no
-    socket.io) fed as the paced phase feeds the server — `per_slot` messages together every
-    1 / PACED_SLOTS s (the clients' start offsets), each from another room. What a message's
-    round trip cannot go below on this machine, whatever the server does around it."""
-    from media_server.store import ChatStore, ChatWriter, SendItem
+    def phase(self, name: str, phase: str, seconds: float) -> dict[str, float]:
+        pid = self.servers[name][1]
+        run = run_phase(self.groups[name], seconds, paced=phase == "paced", pid=pid)
+        figures = self.loop.run_until_complete(run)
+        self.figures.setdefault((name, phase), []).append(figures)
+        return figures
 
-    store = ChatStore(url, workers=2)
-    try:
-        infos = [await store.run(store.consultation, r[0]) for r in rooms]
-        writer = ChatWriter(store)
-        took: list[float] = []
+    def side(self, name: str, phase: str, key: str, seconds: float) -> Any:
+        return lambda: self.phase(name, phase, seconds)[key]
 
-        async def one(tick: int, k: int) -> None:
-            info = infos[(tick * per_slot + k) % len(infos)]
-            cid = f"{tag}-{tick}-{k}"
-            item = SendItem(info, info.patient_user_id, "floor", cid, "message")
-            started = time.perf_counter()
-            if (await writer.send(item)).outcome != "stored":
-                raise RuntimeError(f"{cid} was not stored")
-            took.append((time.perf_counter() - started) * 1000)
+    def sent(self, name: str) -> int:
+        return sum(c.seq for c in self.groups[name])
 
-        for tick in range(int(seconds * PACED_SLOTS)):
-            started = time.perf_counter()
-            await asyncio.gather(*(one(tick, k) for k in range(per_slot)))
-            await asyncio.sleep(max(0.0, 1 / PACED_SLOTS - (time.perf_counter() - started)))
-        q = statistics.quantiles(took, n=100)
-        return {"messages": len(took), "p50_ms": q[49], "p99_ms": q[98]}
-    finally:
-        await store.aclose()
-
-
-def without_flush(app: Any) -> None:
-    """The bench database's new sessions commit without waiting for the WAL flush."""
-    from sqlalchemy import text
-
-    from app.extensions import db
-
-    with db.engine.connect() as conn:
-        name = conn.execute(text("SELECT current_database()")).scalar()
-        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-        conn.commit()
+    def close(self) -> None:
+        for clients in self.groups.values():
+            gone = asyncio.gather(*(c.sio.disconnect() for c in clients), return_exceptions=True)
+            self.loop.run_until_complete(gone)
+        self.loop.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,6 +418,7 @@ def load_rooms(app: Any, rooms: int) -> list[tuple[int, Any, int, int]]:
 
 
 def mint_auths(app: Any, rooms: list[tuple[int, Any, int, int]]) -> list[dict[str, Any]]:
+    """Join tokens for the chat server; room, consultation and user for the bare ones."""
     from app.media_tokens import JoinGrant, mint_join_token
 
     auths = []
@@ -631,144 +435,129 @@ def mint_auths(app: Any, rooms: list[tuple[int, Any, int, int]]) -> list[dict[st
                     chat=True,
                     session_generation=0,  # a fresh account, never signed out
                 )
-                auths.append({"token": mint_join_token(grant), "last_seen": 0, "room": str(cpub)})
+                token = mint_join_token(grant)
+                auths.append(
+                    {"token": token, "last_seen": 0, "room": str(cpub), "cid": cid, "uid": uid}
+                )
     return auths
+
+
+def stored_rows(app: Any, tag: str) -> int:
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from models import ChatMessage
+
+    with app.app_context():
+        query = select(func.count()).where(ChatMessage.client_msg_id.like(f"{tag}%"))
+        return int(db.session.scalar(query))
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", nargs="*")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10, help="per phase and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=4, help="database threads of the server")
-    parser.add_argument("--trace", action="store_true", help="chat server: time per stage")
-    parser.add_argument(
-        "--phase", choices=("both", "paced", "saturated"), default="both", help="phases to run"
-    )
-    parser.add_argument("--profile", help="write the chat server's cProfile stats to this file")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.serve:
-        if args.serve[0] == "echo":
-            serve_echo(args.port)
+        name, *rest = args.serve
+        if name == "chat":
+            serve_chat(args.port, rest[0], os.environ["BENCH_SECRET"])
         else:
-            serve_chat(args.port, args.serve[1], os.environ["BENCH_SECRET"], int(args.serve[2]))
-        return
+            serve_bare(args.port, rest[0] if rest else None)
+        return 0
 
     from bench.common import create_bench_app, fresh_database_url, machine_load
+    from bench.fair import compare, print_summary
 
-    rooms_n = args.clients // 2
-    if args.trace:
-        os.environ["BENCH_TRACE"] = "1"
-    if args.profile:
-        os.environ["BENCH_PROFILE"] = str(Path(args.profile).resolve())
+    rooms_n = max(1, args.clients // 2)
     with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
         backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
         app = create_bench_app(url, storage)
-        with app.app_context():
-            from sqlalchemy import text
-
-            from app.extensions import db
-
-            if backend == "SQLite":  # the service's own setting (config.SQLiteConnection)
-                with db.engine.connect() as conn:
-                    backend += f" ({conn.execute(text('PRAGMA journal_mode')).scalar()})"
-        print(f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, {machine_load()}")
+        plan = [("chat", ["chat", url]), ("bare", ["bare", url]), ("echo", ["echo"])]
+        against, p99_target, throughput_target = "bare", 1 / P99_TARGET, THROUGHPUT_TARGET
+        names = [name for name, _ in plan]
+        print(
+            f"bench_chat: {backend}, {rooms_n * 2} clients in {rooms_n} rooms, chat against "
+            f"{against}, {args.rounds} rounds of {args.seconds:g} s per phase; {machine_load()}"
+        )
         rooms = load_rooms(app, rooms_n)
-        auths = mint_auths(app, rooms)  # valid 300 s: both servers connect well within that
+        auths = mint_auths(app, rooms)  # valid 300 s: every server connects well within that
         os.environ["BENCH_SECRET"] = str(app.config["SECRET_KEY"])  # the chat server's key
         procs: dict[str, subprocess.Popen] = {}
         servers: dict[str, tuple[str, int]] = {}
+        bench = None
         try:
-            for name, serve_args in (
-                ("echo", ["echo"]),
-                ("chat", ["chat", url, str(args.workers)]),
-            ):
+            for name, serve_args in plan:
                 port = free_port()
                 procs[name] = start_server(serve_args, port)
                 servers[name] = (f"http://127.0.0.1:{port}", procs[name].pid)
-            sent: dict[str, int] = {}
-            phases = ("paced", "saturated") if args.phase == "both" else (args.phase,)
-            results = asyncio.run(measure(servers, auths, args.seconds, args.rounds, sent, phases))
+            bench = Bench(servers, auths)
+            # The harness's own collector pauses are not the servers' latency.
+            freeze_collector()
+            for name in names:
+                bench.phase(name, "warm-up", 2)
+            s = args.seconds
+            comparisons = [
+                compare(
+                    f"chat paced p99 (ratio {against}/chat)",
+                    bench.side("chat", "paced", "p99_ms", s),
+                    bench.side(against, "paced", "p99_ms", s),
+                    unit="ms",
+                    target=p99_target,
+                    higher_is_better=False,
+                    rounds=args.rounds,
+                ),
+                compare(
+                    f"chat saturated throughput (ratio chat/{against})",
+                    bench.side("chat", "saturated", "per_second", s),
+                    bench.side(against, "saturated", "per_second", s),
+                    unit="msg/s",
+                    target=throughput_target,
+                    higher_is_better=True,
+                    rounds=args.rounds,
+                ),
+            ]
+            for phase in ("paced", "saturated"):  # information only
+                if "echo" in names:
+                    bench.phase("echo", phase, s)
+            sent = {name: bench.sent(name) for name in ("chat", against)}
         finally:
+            if bench:
+                bench.close()
             for proc in procs.values():
                 stop_server(proc)
-        floor = unflushed = None
-        per_slot = -(-len(auths) // PACED_SLOTS)
-        if "paced" in phases:
-            floor = asyncio.run(database_floor(url, rooms, args.seconds, per_slot))
-            sent["chat"] += int(floor["messages"])
-            if backend == "PostgreSQL":
-                # The commit's WAL flush is the durability SQLite's WAL/NORMAL does not pay
-                # per commit. Measured, never used by the service: the bench's own database,
-                # the servers gone, only the floor's new connections take it.
-                with app.app_context():
-                    without_flush(app)
-                unflushed = asyncio.run(
-                    database_floor(url, rooms, args.seconds, per_slot, tag="unflushed")
-                )
-                sent["chat"] += int(unflushed["messages"])
-        with app.app_context():
-            from sqlalchemy import func, select
+        stored = {name: stored_rows(app, name) for name in ("chat", against)}
 
-            from app.extensions import db
-            from models import ChatMessage
-
-            stored = db.session.scalar(select(func.count()).select_from(ChatMessage))
-
-    print()
     print(
-        f"  {'phase':<10} {'server':<6} {'messages':>9} {'msg/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'CPU ms/msg':>11}"
+        f"\n  {'phase':<10} {'server':<7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'CPU ms/msg':>11}"
     )
-    for phase in phases:
-        for name in ("echo", "chat"):
-            r = results[name][phase]
+    for phase in ("paced", "saturated"):
+        for name in names:
+            runs = bench.figures[(name, phase)]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(
-                f"  {phase:<10} {name:<6} {r['messages']:>9} {r['per_second']:>8.0f} "
-                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['cpu_ms_per_msg']:>11.2f}"
+                f"  {phase:<10} {name:<7} {med['per_second']:>8.0f} {med['p50_ms']:>8.1f} "
+                f"{med['p99_ms']:>8.1f} {med['cpu_ms_per_msg']:>11.2f}"
             )
-    # Every send waited for its own broadcast, so each must be exactly one row.
-    check = "ok" if stored == sent["chat"] else "MISMATCH"
-    print(
-        f"  chat messages sent {sent['chat']}, rows stored {stored} ({check}); "
-        f"medians of {args.rounds} rounds per figure"
-    )
+    print("  (medians over the rounds; echo: one round, stores nothing, information only)")
+    for name in ("chat", against):  # every send waited for its own broadcast: one row each
+        check = "ok" if stored[name] == sent[name] else "MISMATCH"
+        print(f"  {name}: messages acked {sent[name]}, rows stored {stored[name]} ({check})")
     print(f"  at the end: {machine_load()}")
-    print()
     print(
-        f"Ratios chat / echo (targets: throughput ≥ {THROUGHPUT_TARGET:.2f}, "
-        f"p99 ≤ {P99_TARGET:.2f})"
+        f"  targets: paced p99 ≤ {P99_TARGET}× bare's (ratio ≥ {1 / P99_TARGET:.2f}), "
+        f"throughput ≥ {THROUGHPUT_TARGET}× bare's"
     )
-    for phase in phases:
-        e, c = results["echo"][phase], results["chat"][phase]
-        thr = c["per_second"] / e["per_second"]
-        p99 = c["p99_ms"] / e["p99_ms"]
-        cpu = c["cpu_ms_per_msg"] / e["cpu_ms_per_msg"]
-        verdict = "ok" if thr >= THROUGHPUT_TARGET and p99 <= P99_TARGET else "MISS"
-        print(
-            f"  {phase:<10} throughput {thr:.2f}  p50 {c['p50_ms'] / e['p50_ms']:.2f}  "
-            f"p99 {p99:.2f}  server CPU per message {cpu:.2f}  {verdict}"
-        )
-    if floor:
-        room = (P99_TARGET - 1) * results["echo"]["paced"]["p99_ms"]
-        print(
-            f"  paced: the database path alone (ChatWriter and insert, no socket.io, {per_slot} "
-            f"messages every {1000 / PACED_SLOTS:.0f} ms) p50 {floor['p50_ms']:.1f} / "
-            f"p99 {floor['p99_ms']:.1f} ms; "
-            f"the p99 target leaves the chat {room:.1f} ms over the echo's p99"
-        )
-    if unflushed:
-        print(
-            f"  paced: the same path without waiting for the commit's WAL flush "
-            f"(synchronous_commit=off, measured only) p50 {unflushed['p50_ms']:.1f} / "
-            f"p99 {unflushed['p99_ms']:.1f} ms"
-        )
+    status = print_summary(comparisons)
+    return status or int(any(stored[n] != sent[n] for n in stored))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

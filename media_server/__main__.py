@@ -13,7 +13,7 @@ import sys
 from aiohttp import web
 
 from config import build_config
-from media_server.server import MediaServer, tune_collector, tune_process
+from media_server.server import MediaServer
 
 
 def main() -> None:
@@ -21,10 +21,8 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    tune_process()
     cfg = build_config()
     server = MediaServer(cfg)
-    tune_collector()
     host, port = cfg["MEDIA_HOST"], int(cfg["MEDIA_PORT"])
     logging.getLogger("media_server").info(
         "media server on http://%s:%s (origins: %s; rooms: %s)",

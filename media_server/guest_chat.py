@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from media_server.store import ConsultationInfo, SendResult, begin_immediate, message_dict
+from media_server.store import ConsultationInfo, SendResult, message_dict
 from models import ChatMessage, Consultation, MediaInvite, uuid7
 
 _msg = ChatMessage.__table__
@@ -49,7 +49,7 @@ def guest_message(
 
 
 def send_guest(
-    engine: Engine,
+    conn: Connection,
     info: ConsultationInfo,
     *,
     invite_id: int,
@@ -57,15 +57,17 @@ def send_guest(
     body: str,
 ) -> SendResult:
     """Store a guest's message once per (invite, client_msg_id). `closed` when the consultation
-    is not in progress or the invite was revoked or has expired."""
+    is not in progress or the invite was revoked or has expired. Commits on `conn` (a
+    ChatStore.run connection, outside a transaction)."""
     now = datetime.now(UTC)
-    with engine.begin() as conn:
+    postgres = conn.dialect.name == "postgresql"
+    with conn.begin():
         open_q = select(Consultation.guest_chat_open).where(_cons.c.id == info.id)
         # As store.send_batch: a transition either precedes this read or waits for the insert.
-        if engine.dialect.name == "postgresql":
+        if postgres:
             open_q = open_q.with_for_update(read=True)
-        else:
-            begin_immediate(conn)
+        else:  # the write lock now (the driver would begin only at the INSERT): one snapshot
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         chat_open = bool(conn.execute(open_q).scalar())
         invite = conn.execute(
             select(_invite.c.guest_name, _invite.c.revoked_at, _invite.c.expires_at).where(
@@ -103,7 +105,7 @@ def send_guest(
             or expires_at <= now
         ):
             return SendResult("closed")
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if postgres else sqlite.insert
         stmt = (
             insert(_msg)
             .values(
@@ -138,7 +140,7 @@ def _existing(conn: Any, invite_id: int, client_msg_id: str) -> Any:
 
 
 def guest_history(
-    engine: Engine, info: ConsultationInfo, after_id: int, limit: int
+    conn: Connection, info: ConsultationInfo, after_id: int, limit: int
 ) -> list[dict[str, Any]]:
     """The guests' messages with id > after_id, oldest first, at most `limit` (the newest)."""
     stmt = (
@@ -154,8 +156,7 @@ def guest_history(
         .order_by(_msg.c.id.desc())
         .limit(limit)
     )
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+    rows = conn.execute(stmt).all()
     return [
         guest_message(
             info,

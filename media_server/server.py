@@ -8,11 +8,9 @@ Everything sent to clients is a code, never prose: the web app translates.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +19,11 @@ from urllib.parse import urlparse
 import socketio
 from aiohttp import web
 from socketio.exceptions import ConnectionRefusedError as Refused
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 
+from config import sqlite_connect_args
 from media_server.auth import Claims, TokenRejected, verify_join_token
 from media_server.guest_chat import guest_history, merge_history, send_guest
 from media_server.jsoncodec import OrjsonCodec
@@ -46,7 +47,14 @@ from media_server.rooms import (
     public,
 )
 from media_server.sessions import SESSION_ENDED, session_live, watch_sessions
-from media_server.store import HISTORY_LIMIT, ChatStore, ChatWriter, ConsultationInfo, SendItem
+from media_server.store import (
+    HISTORY_LIMIT,
+    ChatStore,
+    ChatWriter,
+    ConsultationInfo,
+    SendItem,
+    join_state,
+)
 from models import ROOM_STATUSES
 
 log = logging.getLogger("media_server")
@@ -112,10 +120,19 @@ class MediaServer:
             self.rooms: Rooms = RedisRooms(redis_url)
         else:
             self.rooms = MemoryRooms()
+        # MEDIA_DB_WORKERS: the PostgreSQL connections the store keeps (its pool's size).
         self.store = ChatStore(
-            cfg["SQLALCHEMY_DATABASE_URI"], workers=int(cfg.get("MEDIA_DB_WORKERS", 8))
+            cfg["SQLALCHEMY_DATABASE_URI"], pool_size=int(cfg.get("MEDIA_DB_WORKERS", 8))
         )
         self.writer = ChatWriter(self.store)
+        # The recorder's rare writes (a Recording row as a recording ends, a consent check as
+        # one starts) use a sync ORM session in a thread (peers/hub.py): no pool kept for them.
+        url = cfg["SQLALCHEMY_DATABASE_URI"]
+        self._recordings_engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args=sqlite_connect_args() if url.startswith("sqlite") else {},
+        )
         self.chat_burst = float(cfg.get("MEDIA_CHAT_BURST", 5))
         self.chat_rate = float(cfg.get("MEDIA_CHAT_PER_SECOND", 1.0))
         self.flood_events = int(cfg.get("MEDIA_FLOOD_EVENTS", 50))
@@ -139,7 +156,6 @@ class MediaServer:
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
         self._heartbeat_task: asyncio.Task | None = None
-        self._checkpoint_task: asyncio.Task | None = None
         self._sessions_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._register()
@@ -148,7 +164,7 @@ class MediaServer:
         self.peers: RelayHub = register_peer_events(
             self.sio,
             lookup=self._peer_identity,
-            session_factory=sessionmaker(self.store.engine),
+            session_factory=sessionmaker(self._recordings_engine),
             cfg=cfg,
             guard=self._peer_guard,
         )
@@ -160,20 +176,19 @@ class MediaServer:
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         sessions = watch_sessions(self.store, self.conns, self._kick)
         self._sessions_task = asyncio.create_task(sessions)
-        if self.store.dialect == "sqlite":
-            self._checkpoint_task = asyncio.create_task(self.store.checkpoints(self.writer))
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Close every socket cleanly (clients see a server disconnect and reconnect).
         await self.sio.shutdown()
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        for task in (self._heartbeat_task, self._checkpoint_task, self._sessions_task):
+        for task in (self._heartbeat_task, self._sessions_task):
             if task:
                 task.cancel()
         await self.peers.close()
         await self.rooms.close()
         await self.store.aclose()
+        self._recordings_engine.dispose()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -302,7 +317,7 @@ class MediaServer:
         last_seen = auth.get("last_seen")
         if isinstance(last_seen, bool) or not isinstance(last_seen, int) or last_seen < 0:
             last_seen = 0
-        # One trip to the database thread: the consultation, the author's name, the history.
+        # One connection: the session check, the consultation, the author's name, the history.
         joined = await self.store.run(self._join, claims, last_seen)
         # cid and cpub are signed together; a mismatch means a token minted wrongly or for a
         # consultation that no longer exists: never guess which room was meant.
@@ -337,20 +352,21 @@ class MediaServer:
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
     def _join(
-        self, claims: Claims, last_seen: int
+        conn: Connection, claims: Claims, last_seen: int
     ) -> tuple[ConsultationInfo, str, list[dict[str, Any]]] | None:
-        """store.join, plus the invited guests' messages in the history (they have no account,
+        """store.join_state, plus the invited guests' messages in the history (they have no account,
         so the store's history, joined on the author's account, does not see them).
         A user's token is refused once its session has ended (logout, password, deactivation)."""
         uid = claims.user_id
-        if uid is not None and not session_live(self.store.engine, uid, claims.generation):
+        if uid is not None and not session_live(conn, uid, claims.generation):
             raise Refused(SESSION_ENDED)
-        joined = self.store.join(claims.consultation_id, claims.user_id, last_seen)
+        joined = join_state(conn, claims.consultation_id, claims.user_id, last_seen)
         if joined is None:
             return None
         info, name, history = joined
-        guests = guest_history(self.store.engine, info, last_seen, HISTORY_LIMIT)
+        guests = guest_history(conn, info, last_seen, HISTORY_LIMIT)
         return info, name, merge_history(history, guests, HISTORY_LIMIT)
 
     async def _welcome(self, conn: Conn, history: list[dict[str, Any]]) -> None:
@@ -422,13 +438,11 @@ class MediaServer:
             try:
                 if claims.user_id is None:
                     result = await self.store.run(
-                        lambda: send_guest(
-                            self.store.engine,
-                            conn.info,
-                            invite_id=claims.invite_id,
-                            client_msg_id=client_msg_id,
-                            body=body,
-                        )
+                        send_guest,
+                        conn.info,
+                        invite_id=claims.invite_id,
+                        client_msg_id=client_msg_id,
+                        body=body,
                     )
                 else:
                     result = await self.writer.send(
@@ -455,10 +469,8 @@ class MediaServer:
         up_to = int_field(data, "up_to")
         if conn.claims.user_id is None:
             return _fail("forbidden")
-        mark = await self.store.run(
-            lambda: self.store.mark_read(
-                user_id=conn.claims.user_id, consultation_id=conn.info.id, up_to=up_to
-            )
+        mark = await self.store.mark_read(
+            user_id=conn.claims.user_id, consultation_id=conn.info.id, up_to=up_to
         )
         return {"ok": True, "up_to": mark}
 
@@ -468,7 +480,7 @@ class MediaServer:
         claims = conn.claims
         if not claims.media:
             return _fail("room_closed")
-        info = await self.store.run(self.store.consultation, conn.info.id)
+        info = await self.store.consultation(conn.info.id)
         if info is None or info.status not in ROOM_STATUSES:  # the web app's rule too
             return _fail("room_closed")
         if claims.role == "doctor" or await self.rooms.recently_admitted(conn.room, claims.subject):
@@ -546,30 +558,6 @@ class MediaServer:
 
 
 MEDIA_KEY = web.AppKey("media", MediaServer)  # aiohttp app → its MediaServer
-
-
-def tune_process() -> None:
-    """Process-wide settings for a media server process (not for a test's thread).
-
-    The database runs in threads while the event loop keeps the GIL busy; every time a
-    database thread returns from I/O it waits for the GIL, up to the switch interval (5 ms by
-    default), and a transaction does that several times. 1 ms keeps a chat message's commit
-    from queueing behind the loop (bench_chat: p50 and p99 at the paced load)."""
-    sys.setswitchinterval(0.001)
-
-
-def tune_collector() -> None:
-    """Once the server is built: keep the garbage collector's pauses off the messages' path.
-
-    Everything allocated so far (modules, SQLAlchemy's and aiortc's tables, the app) is frozen
-    out of the collector's sight, and the young generation is collected after 50,000
-    allocations instead of 700. Before, a busy minute of chat (bench_chat, SQLite) ran ≈ 45
-    full collections of up to 90–150 ms each, every message waiting behind them: 2.5 s of
-    stalls, the p99. After: none in the same run, the same peak memory (≈ 200 MiB). Cycles
-    are still collected, a little later."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def redis_channel(url: str) -> str:

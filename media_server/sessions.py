@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, select
 
 from models import OblakoUser
 
@@ -37,21 +37,20 @@ _CHUNK = 500  # ids per query: well under SQLite's limit on bound parameters
 _user = OblakoUser.__table__
 
 
-def live_generations(engine: Engine, user_ids: Iterable[int]) -> dict[int, int]:
+def live_generations(conn: Connection, user_ids: Iterable[int]) -> dict[int, int]:
     """{user id: session generation} of those of the users who exist and are active."""
     ids = sorted(set(user_ids))
     live: dict[int, int] = {}
-    with engine.connect() as conn:
-        for start in range(0, len(ids), _CHUNK):
-            stmt = select(_user.c.id, _user.c.session_generation).where(
-                _user.c.id.in_(ids[start : start + _CHUNK]), _user.c.active.is_(True)
-            )
-            live.update((row.id, row.session_generation) for row in conn.execute(stmt))
+    for start in range(0, len(ids), _CHUNK):
+        stmt = select(_user.c.id, _user.c.session_generation).where(
+            _user.c.id.in_(ids[start : start + _CHUNK]), _user.c.active.is_(True)
+        )
+        live.update((row.id, row.session_generation) for row in conn.execute(stmt))
     return live
 
 
-def session_live(engine: Engine, user_id: int, generation: int | None) -> bool:
-    return generation is not None and live_generations(engine, [user_id]).get(user_id) == generation
+def session_live(conn: Connection, user_id: int, generation: int | None) -> bool:
+    return generation is not None and live_generations(conn, [user_id]).get(user_id) == generation
 
 
 # conns: server.Conn by sid (.sid, .claims, .kicked); kick(conn, code) tells it why and closes it.
@@ -60,11 +59,11 @@ Kick = Callable[[Any, str], Awaitable[None]]
 
 async def sweep(store: Any, conns: Mapping[str, Any], kick: Kick) -> list[str]:
     """Close this process's sockets whose session has ended; returns their sids. `store` is
-    the process's ChatStore (its executor and engine)."""
+    the process's ChatStore."""
     held = [c for c in conns.values() if c.claims.user_id is not None and not c.kicked]
     if not held:
         return []
-    live = await store.run(live_generations, store.engine, {c.claims.user_id for c in held})
+    live = await store.run(live_generations, {c.claims.user_id for c in held})
     ended = [
         c
         for c in held

@@ -173,7 +173,7 @@ def clean_db(request, app: Flask) -> Iterator[None]:
     """
     if "no_db" in request.keywords:
         statements: list[str] = []
-        # Threads left from earlier tests (a chat store's SQLite checkpointer) are not this
+        # Threads left from earlier tests (a server or a client still closing) are not this
         # test's doing; its own thread and any thread it starts are.
         earlier = {t for t in threading.enumerate() if t is not threading.current_thread()}
 

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, text
 
 import config
 from media_server.store import ChatStore
+from tests.media_fixtures import run
 
 
 def _mode(engine) -> tuple[str, int]:
@@ -28,11 +29,20 @@ def test_web_app_and_media_server_share_the_file_in_wal_mode(app, sqlite_only):
 
     with app.app_context():
         assert _mode(db.engine) == ("wal", 1)  # 1 = NORMAL
-    store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"], workers=1)
-    try:
-        assert _mode(store.engine) == ("wal", 1)
-    finally:
-        store.close()
+
+    async def media_mode() -> tuple[str, int]:
+        store = ChatStore(app.config["SQLALCHEMY_DATABASE_URI"])
+        try:
+            return await store.run(
+                lambda conn: (
+                    str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower(),
+                    int(conn.exec_driver_sql("PRAGMA synchronous").scalar()),
+                )
+            )
+        finally:
+            await store.aclose()
+
+    assert run(media_mode()) == ("wal", 1)
 
 
 def test_a_reader_does_not_block_a_writer(tmp_path):

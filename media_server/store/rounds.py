@@ -1,21 +1,13 @@
-"""A batch's insert in rounds, shared by both databases' writers: one row per (author, client
-id), a repeated key in a later round, and the results for the ones that went in."""
+"""A batch's insert in rounds: one row per (author, client id), a repeated key in a later round,
+and the results for the ones that went in."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from datetime import datetime
 from typing import Any
 
 from media_server.store.messages import SendItem, SendResult
-
-# The columns a batch gives each new chat_message row (created_at is the batch's own).
-NEW_ROW = ("public_id", "consultation_id", "author_id", "body", "client_msg_id")
-
-
-def one_round(items: list[SendItem]) -> bool:
-    """No (author, client id) twice: the batch's insert is a single statement."""
-    return len({(it.author_id, it.client_msg_id) for it in items}) == len(items)
 
 
 def missing_keys(items: list[SendItem], results: list[Any]) -> set[tuple[int, str]]:
@@ -26,7 +18,7 @@ def missing_keys(items: list[SendItem], results: list[Any]) -> set[tuple[int, st
 def store_rounds(
     items: list[SendItem], results: list[Any], now: datetime
 ) -> Generator[list[SendItem], Iterable[tuple[int, int, str]], None]:
-    """The rounds of a batch's insert, for a sync or an async caller: yields the messages to
+    """The rounds of a batch's insert (ChatStore.send_batch drives it): yields the messages to
     insert and receives (id, author, client id) of those that went in. One row per (author,
     client id): the first of each goes in; if its chat was closed, a later one with the same
     key (another consultation) gets its own round. Fills `results` with the stored ones."""
@@ -46,17 +38,3 @@ def store_rounds(
             if (key := (items[i].author_id, items[i].client_msg_id)) not in stored
             and first_of[key] != i
         ]
-
-
-def run_rounds(
-    rounds: Generator[list[SendItem], Iterable[tuple[int, int, str]], None],
-    insert: Callable[[list[SendItem]], Iterable[tuple[int, int, str]]],
-) -> None:
-    """store_rounds for a sync caller: `insert` stores a round's messages and names the new
-    rows (the async caller, send_batch_async, awaits its insert in the same loop)."""
-    try:
-        firsts = next(rounds)
-        while True:
-            firsts = rounds.send(insert(firsts))
-    except StopIteration:
-        pass

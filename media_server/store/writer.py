@@ -4,8 +4,6 @@ stored go together in the next one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from media_server.store.messages import SendItem, SendResult
@@ -29,7 +27,6 @@ class ChatWriter:
         self.inflight = inflight or (4 if store.dialect == "postgresql" else 1)
         self._queue: list[tuple[SendItem, asyncio.Future[SendResult]]] = []
         self._tasks: set[asyncio.Task] = set()  # held: the loop keeps tasks weakly
-        self._pauses = 0
 
     async def send(self, item: SendItem) -> SendResult:
         fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
@@ -38,31 +35,18 @@ class ChatWriter:
         return await fut
 
     def _kick(self) -> None:
-        if self._queue and not self._pauses and len(self._tasks) < self.inflight:
+        if self._queue and len(self._tasks) < self.inflight:
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @contextlib.asynccontextmanager
-    async def paused(self) -> AsyncIterator[None]:
-        """No transaction of the writer runs inside: those in flight finish first, new
-        messages queue and go in the first batch after."""
-        self._pauses += 1
-        try:
-            while self._tasks:
-                await asyncio.wait(set(self._tasks))
-            yield
-        finally:
-            self._pauses -= 1
-            self._kick()
-
     async def _drain(self) -> None:
         try:
-            while self._queue and not self._pauses:
+            while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 try:
-                    results = await self.store.send_batch_async([item for item, _ in batch])
+                    results = await self.store.send_batch([item for item, _ in batch])
                 except Exception as exc:  # every waiter hears about it; the next batch retries
                     for _, fut in batch:
                         if not fut.done():
