@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             with Stopwatch("accounts, centres, catalogue"):
                 world = set_up_world(app)
             probes = []
-            with Served("service_app()", env) as service_url:
+            with Served("served:service_app()", env) as service_url:
                 for size in (args.small, args.large):
                     more = size - world.patients
                     more_docs = size * args.docs_per_patient - world.documents

@@ -60,8 +60,8 @@ def free_port() -> int:
 
 
 class Served:
-    """`with Served("service_app()", env) as base_url:` — gunicorn serving a factory of this
-    module until the block ends (the master gets SIGTERM, then SIGKILL after 10 s)."""
+    """`with Served("served:service_app()", env) as base_url:` — gunicorn serving an app
+    factory of a bench module until the block ends (SIGTERM to the master, SIGKILL after 10 s)."""
 
     def __init__(
         self, factory: str, env: dict[str, str], args: tuple[str, ...] = GUNICORN_PAGES
@@ -77,7 +77,7 @@ class Served:
     def __enter__(self) -> str:
         cmd = [
             GUNICORN, "--bind", f"127.0.0.1:{self.port}", *self.args, "--chdir", str(BENCH_DIR),
-            "--log-level", "warning", "--timeout", "300", f"served:{self.factory}",
+            "--log-level", "warning", "--timeout", "300", self.factory,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, cwd=ROOT)
         deadline = time.monotonic() + 120
@@ -170,12 +170,23 @@ PLAIN_PAGE = """{% extends layout %}{% block content %}
 {% endfor %}{% endblock %}"""
 
 
+def plain_engine(url: str) -> Any:
+    """An engine as the service's (config.py): pre-ping, SQLite's connection settings."""
+    from sqlalchemy import create_engine
+
+    from config import sqlite_connect_args
+
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        options["connect_args"] = sqlite_connect_args()
+    return create_engine(url, **options)
+
+
 def plain_app() -> Any:
     """The simplest Flask app that does the page's work: the same SQL, the same rows, the same
     layout. No FAB, no ORM: one pooled connection, the statements as the driver got them."""
     from flask import Flask, abort, render_template, session
     from jinja2 import DictLoader
-    from sqlalchemy import create_engine
 
     config = _config()
     replays: dict[str, Replay] = pickle.loads(  # noqa: S301 - the bench's own file
@@ -186,13 +197,7 @@ def plain_app() -> Any:
     templates = {f"layout/{key}": r.layout for key, r in replays.items()}
     templates["page"] = PLAIN_PAGE
     app.jinja_loader = DictLoader(templates)
-    url = config["SQLALCHEMY_DATABASE_URI"]
-    options: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        from config import sqlite_connect_args
-
-        options["connect_args"] = sqlite_connect_args()
-    engine = create_engine(url, **options)
+    engine = plain_engine(config["SQLALCHEMY_DATABASE_URI"])
 
     @app.get("/page/<key>")
     def page(key: str) -> str:
@@ -331,7 +336,7 @@ def compare_pages(
         http_client.sign_in(username)
         cookies[username] = http_client.cookie
     comparisons = []
-    with Served("plain_app()", {**env, ENV_REPLAY: str(replay)}) as plain_url:
+    with Served("served:plain_app()", {**env, ENV_REPLAY: str(replay)}) as plain_url:
         for probe in probes:
             ours = HttpClient(service_url, cookies[probe.username])
             plain = HttpClient(plain_url, cookies[probe.username])
