@@ -140,6 +140,7 @@ class Replay:
     layout: str  # Jinja source: the page's HTML with `{% block content %}` in place of content
 
 
+CONTENT_BLOCK = "{% block content %}{% endblock %}"
 CONTENT_START = '<div class="row">'  # FAB's baselayout: container > row > flash + content
 
 
@@ -150,8 +151,7 @@ def layout_of(body: str) -> str:
     start = body.index(CONTENT_START, body.index("</header>")) + len(CONTENT_START)
     end = body.rindex("</div>", 0, body.rindex("</div>", 0, body.index("<footer>")))
     head, tail = body[:start], body[end:]
-    block = "{% block content %}{% endblock %}"
-    return "{% raw %}" + head + "{% endraw %}" + block + "{% raw %}" + tail + "{% endraw %}"
+    return "{% raw %}" + head + "{% endraw %}" + CONTENT_BLOCK + "{% raw %}" + tail + "{% endraw %}"
 
 
 def write_replays(path: Path, pages: dict[str, CapturedPage]) -> None:
@@ -162,12 +162,13 @@ def write_replays(path: Path, pages: dict[str, CapturedPage]) -> None:
     path.write_bytes(pickle.dumps(replays))
 
 
-PLAIN_PAGE = """{% extends layout %}{% block content %}
+# The page's content in the plain view: every row of every statement, in tables.
+PLAIN_CONTENT = """
 <h2>{{ title }}</h2>
 {% for rows in results %}<table class="table table-bordered">
 {% for row in rows %}<tr>{% for value in row %}<td>{{ value }}</td>{% endfor %}</tr>
 {% endfor %}</table>
-{% endfor %}{% endblock %}"""
+{% endfor %}"""
 
 
 def plain_engine(url: str) -> Any:
@@ -185,8 +186,7 @@ def plain_engine(url: str) -> Any:
 def plain_app() -> Any:
     """The simplest Flask app that does the page's work: the same SQL, the same rows, the same
     layout. No FAB, no ORM: one pooled connection, the statements as the driver got them."""
-    from flask import Flask, abort, render_template, session
-    from jinja2 import DictLoader
+    from flask import Flask, abort, session
 
     config = _config()
     replays: dict[str, Replay] = pickle.loads(  # noqa: S301 - the bench's own file
@@ -194,9 +194,11 @@ def plain_app() -> Any:
     )
     app = Flask(__name__)
     app.secret_key = os.environ["SECRET_KEY"]  # the service's (common.py sets it for both)
-    templates = {f"layout/{key}": r.layout for key, r in replays.items()}
-    templates["page"] = PLAIN_PAGE
-    app.jinja_loader = DictLoader(templates)
+    # Compiled once, as Flask's template cache would have them after the first request.
+    templates = {
+        key: app.jinja_env.from_string(r.layout.replace(CONTENT_BLOCK, PLAIN_CONTENT))
+        for key, r in replays.items()
+    }
     engine = plain_engine(config["SQLALCHEMY_DATABASE_URI"])
 
     @app.get("/page/<key>")
@@ -210,7 +212,7 @@ def plain_app() -> Any:
                 result = conn.exec_driver_sql(statement, parameters)
                 results.append(result.fetchall() if result.returns_rows else [])
             conn.commit()
-        return render_template("page", layout=f"layout/{key}", title=key, results=results)
+        return templates[key].render(title=key, results=results)
 
     return app
 
