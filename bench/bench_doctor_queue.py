@@ -365,16 +365,12 @@ def main(argv: list[str] | None = None) -> int:
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()  # let the PostgreSQL database be dropped
-    problems = check_statements((_short(args.small), _short(args.large)), *captured)
+    problems = check_statements((args.small, args.large), *captured)
     missed = print_summary(comparisons)
     if problems:
         print("\nSTATEMENTS OVER BUDGET OR GROWING:\n  - " + "\n  - ".join(problems))
         return 1
     return missed if args.strict else 0
-
-
-def _short(n: int) -> str:
-    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,14 @@ from typing import Any
 
 from common import (
     BENCH_PASSWORD,
+    NAMES,
+    SURNAMES,
     QueryCounter,
     create_bench_app,
     fresh_database_url,
     login,
     machine_load,
+    short_count,
 )
 from fair import MIN_ROUNDS, Comparison, compare, print_summary
 from flask import Flask, url_for
@@ -57,8 +60,6 @@ CENTRES = ("Кардиоцентр им. Бакулева", "Центр серд
 BASELINE_CHUNK = 1_000
 SIGN_IN_URL = "http://localhost/login/"  # what the view puts in the SMS under the test client
 
-SURNAMES = ["Иванов", "Петров", "Сидоров", "Кузнецов", "Смирнов", "Попов", "Васильев", "Зайцев"]
-NAMES = ["Анна", "Мария", "Ольга", "Сергей", "Алексей", "Елена", "Игорь", "Наталья"]
 PATRONYMICS = ["Петрович", "Ивановна", "Сергеевич", "Алексеевна", ""]
 ORGS = ["ГБУЗ «Районная больница №3»", "ЦРБ г. Мирный", "Поликлиника №12"]
 
@@ -657,7 +658,7 @@ def print_memory(small: SizeFigures, large: SizeFigures) -> list[str]:
     misses: list[str] = []
     print(f"\nPeak memory, {large.rows:,} / {small.rows:,} rows (target ≤ {MEMORY_TARGET}×)")
     header = (
-        f"  {'peak memory (MiB)':<34} {_short(small.rows):>7} {_short(large.rows):>8} "
+        f"  {'peak memory (MiB)':<34} {short_count(small.rows):>7} {short_count(large.rows):>8} "
         f"{'ratio':>6}  verdict"
     )
     print(header)
@@ -757,10 +758,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.strict else 0
     print("\nNo target missed (a comparison without a verdict says so above).")
     return 0
-
-
-def _short(n: int) -> str:
-    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
 def _catalogue_codes() -> list[str]:

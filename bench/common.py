@@ -295,6 +295,11 @@ def login(client: FlaskClient, username: str, password: str = BENCH_PASSWORD) ->
             raise RuntimeError(f"sign-in as {username!r} did not start a session")
 
 
+def short_count(n: int) -> str:
+    """1000 → "1k", 2500 → "2500": the sizes in the benches' table headings."""
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
 class Stopwatch:
     """`with Stopwatch("loading") as sw: ...` prints how long a set-up step took."""
 

@@ -33,7 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_PASSWORD, ROOT, CapturedPage, QueryCounter, bench_config, capture_page
+from common import (
+    BENCH_PASSWORD,
+    ROOT,
+    CapturedPage,
+    QueryCounter,
+    bench_config,
+    capture_page,
+    login,
+    short_count,
+)
 from fair import Comparison, compare
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -319,8 +328,6 @@ def compare_pages(
     """Each page caught in-process (statements, parameters, body: checked), then measured over
     HTTP against the plain view replaying those statements (bench/fair.py's alternated rounds;
     a round's figure is the median latency of `requests` sequential GETs)."""
-    from common import login
-
     test_clients: dict[str, Any] = {}
     captured: dict[str, CapturedPage] = {}
     for probe in probes:
@@ -368,11 +375,11 @@ def compare_pages(
 
 
 def check_statements(
-    sizes: tuple[str, str], small: dict[str, CapturedPage], large: dict[str, CapturedPage]
+    sizes: tuple[int, int], small: dict[str, CapturedPage], large: dict[str, CapturedPage]
 ) -> list[str]:
     """Print statements per page at both sizes; the problems (over budget, or growing)."""
     problems = []
-    s, l_ = sizes
+    s, l_ = (short_count(n) for n in sizes)
     print(f"\nStatements per page (target ≤ {QUERY_TARGET} and the same at {s} and {l_}: checked)")
     for key, a in small.items():
         b = large[key]
