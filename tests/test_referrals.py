@@ -342,6 +342,7 @@ def excel_style_xlsx(*, date1904: bool = False) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.filterwarnings("ignore:Workbook contains no default style")  # openpyxl's
 @pytest.mark.no_db
 @pytest.mark.parametrize(
     "member",
