@@ -1,10 +1,10 @@
 """Benches over HTTP: the app served by gunicorn, a plain Flask app beside it served the same
 way, and a small HTTP client with a session cookie. Not a bench itself.
 
-- `Served(spec, env)`: gunicorn on a free loopback port running `served:<factory>()` (this
-  module's factories), started and stopped by the bench; every side of a comparison runs under
-  the same gunicorn settings (`GUNICORN_PAGES` for one client at a time, `GUNICORN_RACE` for
-  many).
+- `Served("module:factory()", env)`: gunicorn on a free loopback port running an app factory
+  of a bench module (this one's below, bench_booking_race's plain app), started and stopped by
+  the bench; both sides of a comparison run under the same gunicorn settings (`GUNICORN_PAGES`
+  for one client at a time, `GUNICORN_RACE` for many).
 - `service_app()`: the real app (create_app with common.bench_config) on the bench database.
 - `plain_app()`: the baseline of the list pages. For each page it replays the statements the
   service sent for that page (caught in-process by common.capture_page, parameters included)
