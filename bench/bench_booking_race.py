@@ -1,129 +1,74 @@
-"""Bench: 200 concurrent clients race for 50 duty slots — no slot doubled, and at what speed.
+"""Bench: 200 clients race over HTTP for 50 duty slots — no slot doubled, and at what speed.
 
-Every client is a patient on its own thread with its own database connection (a pool sized for
-the clients, capped by what the server still accepts). A client does what the booking page
-does: read the free slots, pick one at random, book it; refused (someone was faster) → read
-again; stop with one booking or when nothing is free. The booking is the real service call
-(app.booking.book_slot in a unit of work: row locks, the partial unique index, notifications,
-audit), so the figure includes everything a booking costs in the database.
+Service: the app served by gunicorn (bench/served.py, GUNICORN_RACE: 2 workers × 16 threads).
+Every client is a patient signed in through the real form, with its own session cookie and
+CSRF token (CSRF on, as in production). Released together, each does what a browser does:
+GET the booking page («Запись к дежурному врачу»), pick one of the free slots it lists at
+random, POST the real booking form; refused (someone was faster) → read the page again; stop
+with one booking or when nothing is free.
 
-Baseline: the same clients, the same loop, on a scratch table `slot_claim` with the barest
-possible claim, `UPDATE slot_claim SET taken_by = :c WHERE id = :id AND taken_by IS NULL`
-(autocommit). The ratio service/baseline of bookings per second is held to ≥ 0.3.
+Baseline: a minimal Flask app served by the same gunicorn settings, with the same clients and
+the same session cookies: a page listing the free slots (one plain SQL anti-join) and a route
+doing the booking's writes in plain SQL in one transaction — the per-year number counter bump,
+the slot read (FOR UPDATE on PostgreSQL), the consultation row (INSERT … ON CONFLICT on the
+same partial unique index, the arbiter), the doctor's notification, the outbox e-mail and the
+audit event.
 
-Checked after each run: exactly 50 bookings, no slot held twice (a GROUP BY … HAVING count > 1
-over the active consultations), no client with two.
-
-Harness: by default the clients are split over 4 processes (threads in each; the connections
-split evenly), as the README's production runs the web app (`gunicorn -w 4`); `--processes 1`
-runs them all as threads of this process, one GIL for 200 clients. The service and the baseline
-always run through the same harness with the same numbers. The clock runs from the barrier's
-release to the last client done; each side also prints its clients' own CPU seconds (threads
-summed), which other load hardly moves.
+bench/fair.py alternates the two (≥ 5 rounds; the figure is bookings per second from the
+release to the last client done; the bookings are deleted between rounds). Target: service ≥
+0.5 × baseline. Checked after every round, both sides (exit 1 otherwise): exactly one booking
+per slot, no slot held twice, no client with two.
 
 Run: `.venv/bin/python bench/bench_booking_race.py` (DATABASE_URL picks PostgreSQL: a fresh
 database bench_<pid> is created and dropped; without it a SQLite file, where writers queue on
-one lock). Options: --clients, --slots, --processes, --strict (exit 1 when a target is missed).
+one lock). Options: --clients, --slots, --rounds, --strict (exit 1 when the ratio is missed);
+`--clients 40 --slots 10` for a quick try.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import random
+import re
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from common import create_bench_app, fresh_database_url, machine_load
-from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from common import BENCH_PASSWORD, create_bench_app, fresh_database_url, machine_load
+from fair import MIN_ROUNDS, compare, print_summary
+from flask import Flask, url_for
+from served import GUNICORN_RACE, HttpClient, Served, csrf_token, served_env
+from sqlalchemy import func, select, text
 
-RATIO_TARGET = 0.3
+RATIO_TARGET = 0.5
 DEFAULT_CLIENTS = 200
 DEFAULT_SLOTS = 50
-DEFAULT_PROCESSES = 4  # the README's production: gunicorn -w 4
+BOOKING_PAGE = "/cabinet/booking/"
+SERVICE_SLOT_RE = re.compile(r"/cabinet/booking/([0-9a-f-]{36})")
+PLAIN_SLOT_RE = re.compile(r"/book/([0-9a-f-]{36})")
 
 
-@dataclass
-class RunFigures:
-    label: str
-    seconds: float
-    bookings: int
-    attempts: int
-    refused: int
-    errors: list[str] = field(default_factory=list)
-    cpu: float = 0.0  # the clients' own CPU seconds in the timed window (threads summed)
-
-    @property
-    def per_second(self) -> float:
-        return self.bookings / self.seconds if self.seconds else 0.0
-
-
-def connection_budget(url: str, clients: int) -> int:
-    """Connections this bench may open: one per client, within what the server has left."""
-    if not url.startswith("postgresql"):
-        return clients
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        limit = int(conn.execute(text("SHOW max_connections")).scalar())
-        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar())
-        used = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar())
-    engine.dispose()
-    # Leave room for the rest of the machine (other test sessions, the admin connection).
-    return max(8, min(clients, limit - reserved - used - 10))
-
-
-def connect_args(url: str) -> dict[str, Any]:
-    """The service's own SQLite connection settings (WAL, a 30 s wait for the write lock) for
-    both sides: without them a writer queueing behind 200 others fails after sqlite3's 5 s."""
-    if not url.startswith("sqlite"):
-        return {}
-    from config import sqlite_connect_args
-
-    return {"connect_args": sqlite_connect_args()}
-
-
-def race_app(url: str, storage: str, pool: int) -> Flask:
-    """The app with a pool of `pool` connections (create_bench_app's default pool is 5 + 10)."""
-    from app import create_app
-
-    return create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SQLALCHEMY_ENGINE_OPTIONS": {
-                "pool_size": pool,
-                "max_overflow": 0,
-                "pool_timeout": 120,
-                **connect_args(url),
-            },
-            "STORAGE_DIR": storage,
-            "RATELIMIT_STORAGE_URI": "memory://",
-            "REDIS_URL": "",
-            "SERVER_NAME": "localhost",
-            # Every client books once; the limit is not what is measured.
-            "MAX_UPCOMING_DUTY_BOOKINGS": 2,
-        }
-    )
-
-
-def seed(app: Flask, clients: int, slots: int) -> list[int]:
-    """One duty doctor with `slots` slots tomorrow, `clients` patients; returns patient ids."""
-    from app.accounts import create_doctor, hash_password
+def seed(app: Flask, clients: int, slots: int) -> list[str]:
+    """One duty doctor with `slots` slots tomorrow, `clients` patients; returns usernames."""
+    from app.accounts import create_doctor, get_role, hash_password
+    from app.demo import ensure_roles
     from app.extensions import db
+    from app.permissions import PATIENT
     from app.scheduling import generate_slots
     from models import DutyShift, OblakoUser, Patient
 
     with app.app_context():
+        ensure_roles()
+        patient_role = get_role(PATIENT)
         doctor = create_doctor(
             username="duty-bench",
-            password="Bench2026secret",
+            password=BENCH_PASSWORD,
             surname="Дежурная",
             name="Ольга",
             patronymic="",
@@ -135,6 +80,8 @@ def seed(app: Flask, clients: int, slots: int) -> list[int]:
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         start += timedelta(days=1, hours=6)
         minutes = 15
+        if slots * minutes > 24 * 60:
+            raise SystemExit("too many slots for one shift")
         shift = DutyShift(
             doctor=doctor,
             doctor_id=doctor.id,
@@ -143,21 +90,21 @@ def seed(app: Flask, clients: int, slots: int) -> list[int]:
             slot_minutes=minutes,
             topics="Профилактика",
         )
-        if slots * minutes > 24 * 60:
-            raise SystemExit("too many slots for one shift")
         db.session.add(shift)
         db.session.add_all(generate_slots(shift))
-        password = hash_password("Bench2026secret")
-        patients = []
+        password = hash_password(BENCH_PASSWORD)
+        usernames = []
         for n in range(clients):
+            username = f"+7900{n:07d}"
             user = OblakoUser(
                 first_name="Пациент",
                 last_name=f"Гонкин{n}",
-                username=f"+7900{n:07d}",
+                username=username,
                 email=f"race{n}@example.org",
                 password=password,
                 active=True,
                 timezone="Asia/Yekaterinburg",
+                roles=[patient_role],
             )
             patient = Patient(
                 user=user,
@@ -165,241 +112,258 @@ def seed(app: Flask, clients: int, slots: int) -> list[int]:
                 name="Пациент",
                 birth_date=date(1970, 1, 1),
                 sex="male",
-                phone=f"+7900{n:07d}",
+                phone=username,
                 region="Свердловская область",
                 timezone="Asia/Yekaterinburg",
                 notify_sms=True,
                 notify_email=False,
             )
             db.session.add_all([user, patient])
-            patients.append(patient)
+            usernames.append(username)
         db.session.commit()
-        return [p.id for p in patients]
+        return usernames
 
 
-Result = tuple[int, int, int, str | None]  # bookings, attempts, refused, error
-# A client: (its index, wait) -> Result. It calls wait() once its own preparation is done; the
-# call returns when every client of the run (in every process) is ready.
-Client = Callable[[int, Callable[[], None]], Result]
-# Run in the process that hosts the clients: (its share of the connections) -> (client, done).
-Setup = Callable[[int], tuple[Client, Callable[[], None]]]
+# ---------------------------------------------------------------------------------------------
+# The baseline: a minimal Flask app, plain SQL in one transaction
+# ---------------------------------------------------------------------------------------------
 
 
-Hosted = tuple[Result, float, float, float]  # result, released at, done at, CPU seconds
+def _active_slot_predicate(dialect: str) -> str:
+    """The partial unique index's own predicate (the arbiter of the ON CONFLICT)."""
+    from app.booking.book import ACTIVE_SLOT_INDEX
+    from models import Consultation
+
+    index = next(i for i in Consultation.__table__.indexes if i.name == ACTIVE_SLOT_INDEX)
+    return str(index.dialect_options[dialect]["where"])
 
 
-def _host(indices: list[int], client: Client, barrier: Any) -> list[Hosted]:
-    """Run these clients on threads of this process: (result, released at, done at, CPU) each.
+def plain_booking_app() -> Any:
+    """gunicorn's `bench_booking_race:plain_booking_app()`: GET /slots, POST /book/<slot>."""
+    import os
 
-    The stamps are time.perf_counter(), CLOCK_MONOTONIC on Linux, comparable across processes;
-    CPU is the thread's own time after its release (time.thread_time()), which, unlike the
-    wall clock, other load on the machine hardly changes.
-    """
-    out: list[Hosted] = [((0, 0, 0, None), 0.0, 0.0, 0.0)] * len(indices)
+    from flask import Flask, abort, redirect, session
+    from served import ENV_URL, plain_engine
+    from sqlalchemy import bindparam
+    from sqlalchemy import text as sql
 
-    def target(k: int) -> None:
-        released = [0.0, 0.0]
+    from models import AuditEvent, Consultation, Notification, OutboundMessage, Slot
 
-        def wait() -> None:
+    engine = plain_engine(os.environ[ENV_URL])
+    dialect = engine.dialect.name
+    held = _active_slot_predicate(dialect)
+    lock = " FOR UPDATE OF s" if dialect == "postgresql" else ""
+    c, s = Consultation.__table__.c, Slot.__table__.c
+
+    def typed(statement: str, **types: Any) -> Any:
+        return sql(statement).bindparams(*(bindparam(k, type_=t) for k, t in types.items()))
+
+    free = typed(
+        "SELECT s.public_id FROM slot s JOIN doctor d ON d.id = s.doctor_id "
+        "WHERE d.active AND d.is_duty AND NOT s.blocked AND s.starts_at > :now "
+        "AND s.starts_at < :until AND NOT EXISTS (SELECT 1 FROM consultation "
+        f"WHERE consultation.slot_id = s.id AND {held}) ORDER BY s.starts_at",
+        now=s.starts_at.type,
+        until=s.starts_at.type,
+    ).columns(public_id=s.public_id.type)
+    counter = sql(
+        "INSERT INTO consultation_number_counter (year, last_number) VALUES (:year, 1) "
+        "ON CONFLICT (year) DO UPDATE SET last_number = "
+        "consultation_number_counter.last_number + 1 RETURNING last_number"
+    )
+    patient = sql("SELECT id FROM patient WHERE user_id = :user_id")
+    slot = typed(
+        "SELECT s.id, s.doctor_id, s.starts_at, s.ends_at, u.id AS user_id, u.email "
+        "FROM slot s JOIN doctor d ON d.id = s.doctor_id JOIN ab_user u ON u.id = d.user_id "
+        f"WHERE s.public_id = :public_id AND NOT s.blocked AND s.starts_at > :now{lock}",
+        public_id=s.public_id.type,
+        now=s.starts_at.type,
+    ).columns(starts_at=s.starts_at.type, ends_at=s.ends_at.type)
+    consultation = typed(
+        "INSERT INTO consultation (public_id, number, kind, status, patient_id, doctor_id, "
+        "slot_id, scheduled_at, duration_minutes, question, mode, diagnosis_text, complaints, "
+        "staff_message, reject_reason, cancel_reason, version, created_at, submitted_at, "
+        "scheduled_set_at) VALUES (:public_id, :number, 'duty', 'scheduled', :patient_id, "
+        ":doctor_id, :slot_id, :starts_at, :minutes, '', 'video', '', '', '', '', '', 1, :now, "
+        f":now, :now) ON CONFLICT (slot_id) WHERE {held} DO NOTHING RETURNING id",
+        public_id=c.public_id.type,
+        starts_at=c.scheduled_at.type,
+        now=c.created_at.type,
+    )
+    notification = typed(
+        "INSERT INTO notification (public_id, user_id, kind, text, link, created_at) "
+        "VALUES (:public_id, :user_id, 'consultation_booked', :text, :link, :now)",
+        public_id=Notification.__table__.c.public_id.type,
+        now=Notification.__table__.c.created_at.type,
+    )
+    outbox = typed(
+        "INSERT INTO outbound_message (public_id, channel, recipient, subject, body, user_id, "
+        "dedupe_key, status, attempts, last_error, delivered_via, created_at) VALUES "
+        "(:public_id, 'email', :recipient, 'Облако здоровья: уведомление', :body, :user_id, "
+        ":dedupe_key, 'queued', 0, '', '', :now)",
+        public_id=OutboundMessage.__table__.c.public_id.type,
+        now=OutboundMessage.__table__.c.created_at.type,
+    )
+    audit = typed(
+        "INSERT INTO audit_event (at, actor_id, action, object_type, object_id, patient_id, ip, "
+        "outcome) VALUES (:now, :actor_id, 'consultation.book', 'consultation', :object_id, "
+        ":patient_id, :ip, 'ok')",
+        now=AuditEvent.__table__.c.at.type,
+    )
+
+    app = Flask(__name__)
+    app.secret_key = os.environ["SECRET_KEY"]  # the service's: its session cookies are valid
+
+    def user_id() -> int:
+        uid = session.get("_user_id")
+        if not uid:
+            abort(403)
+        return int(uid)
+
+    @app.get("/slots")
+    def slots() -> str:
+        user_id()
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            ids = conn.execute(free, {"now": now, "until": now + timedelta(days=14)}).scalars()
+            links = "".join(f'<a href="/book/{pid}">{pid}</a>\n' for pid in ids)
+        return f"<!DOCTYPE html><html><body>{links}</body></html>"
+
+    @app.post("/book/<uuid:slot_id>")
+    def book(slot_id: uuid.UUID) -> Any:
+        uid, now = user_id(), datetime.now(UTC)
+        with engine.connect() as conn:
+            year = now.year % 100
+            number = conn.execute(counter, {"year": year}).scalar_one()  # a write first: SQLite
+            patient_id = conn.execute(patient, {"user_id": uid}).scalar_one()
+            row = conn.execute(slot, {"public_id": slot_id, "now": now}).first()
+            if row is None:
+                conn.rollback()
+                return redirect("/slots")
+            pid = uuid.uuid4()
+            minutes = max(1, int((row.ends_at - row.starts_at).total_seconds() // 60))
+            booked = conn.execute(
+                consultation,
+                {
+                    "public_id": pid, "number": f"{year:02d}{number}", "patient_id": patient_id,
+                    "doctor_id": row.doctor_id, "slot_id": row.id, "starts_at": row.starts_at,
+                    "minutes": minutes, "now": now,
+                },
+            ).scalar_one_or_none()  # fmt: skip
+            if booked is None:  # the index's answer: taken
+                conn.rollback()
+                return redirect("/slots")
+            body = f"Новая запись к вам как к дежурному врачу: {row.starts_at:%d.%m.%Y %H:%M}."
+            conn.execute(
+                notification,
+                {
+                    "public_id": uuid.uuid4(), "user_id": row.user_id, "text": body,
+                    "link": f"/care/consultations/{pid}", "now": now,
+                },
+            )  # fmt: skip
+            conn.execute(
+                outbox,
+                {
+                    "public_id": uuid.uuid4(), "recipient": row.email, "body": body,
+                    "user_id": row.user_id, "dedupe_key": f"booking:{pid}:doctor:email",
+                    "now": now,
+                },
+            )  # fmt: skip
+            conn.execute(
+                audit,
+                {
+                    "now": now, "actor_id": uid, "object_id": str(pid),
+                    "patient_id": patient_id, "ip": "127.0.0.1",
+                },
+            )  # fmt: skip
+            conn.commit()
+        return redirect("/booked")
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# The race
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """How a client books on one side: where the slots are listed and how a booking is posted."""
+
+    label: str
+    list_path: str
+    slot_re: re.Pattern[str]
+    book_path: str  # format with the slot id
+    booked_location: str  # the redirect that says "booked"
+    clients: list[HttpClient] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RaceFigures:
+    seconds: float
+    bookings: int
+    attempts: int
+    refused: int
+    errors: list[str]
+
+    @property
+    def per_second(self) -> float:
+        return self.bookings / self.seconds if self.seconds else 0.0
+
+
+def race(side: Side) -> RaceFigures:
+    """Every client on its own thread, released together; the clock runs from the release to
+    the last client done."""
+    n = len(side.clients)
+    released: list[float] = []
+    barrier = threading.Barrier(n, action=lambda: released.append(time.perf_counter()))
+    results: list[tuple[int, int, int, str | None]] = [(0, 0, 0, None)] * n
+
+    def client(i: int) -> None:
+        rng, http = random.Random(i), side.clients[i]
+        attempts = refused = 0
+        try:
             barrier.wait()
-            released[:] = [time.perf_counter(), time.thread_time()]
+            while True:
+                page = http.get(side.list_path)
+                if page.status != 200:
+                    raise RuntimeError(f"GET {side.list_path}: HTTP {page.status}")
+                free = side.slot_re.findall(page.body)
+                if not free:
+                    results[i] = (0, attempts, refused, None)
+                    return
+                attempts += 1
+                form = {"mode": "video", "question": ""}
+                if side.tokens:
+                    form["csrf_token"] = side.tokens[i]
+                answer = http.post(side.book_path.format(rng.choice(free)), form)
+                if answer.status in (302, 303) and answer.location.endswith(side.booked_location):
+                    results[i] = (1, attempts, refused, None)
+                    return
+                if answer.status not in (200, 302, 303):
+                    raise RuntimeError(f"POST booking: HTTP {answer.status}")
+                refused += 1
+        except Exception as exc:  # reported, never hidden
+            results[i] = (0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300])
 
-        result = client(indices[k], wait)
-        cpu = time.thread_time() - released[1] if released[0] else 0.0
-        out[k] = (result, released[0], time.perf_counter(), cpu)
-
-    threads = [threading.Thread(target=target, args=(k,)) for k in range(len(indices))]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return out
-
-
-def _child(indices, setup: Setup, pool: int, barrier: Any, queue: Any) -> None:
-    try:
-        client, done = setup(pool)
-    except Exception as exc:  # reported by every client of this process, never hidden
-        error = f"setup: {type(exc).__name__}: {exc}"[:300]
-        barrier.abort()
-        queue.put([((0, 0, 0, error), 0.0, 0.0, 0.0)] * len(indices))
-        return
-    try:
-        queue.put(_host(indices, client, barrier))
-    finally:
-        done()
-
-
-def run_clients(
-    n: int, setup: Setup, *, processes: int, connections: int
-) -> tuple[float, list[Result], float]:
-    """n clients, as threads of `processes` processes (one: this process), sharing
-    `connections` connections; returns the timed seconds, each client's result and the
-    clients' CPU seconds.
-
-    The clock starts when the barrier releases the clients (the first release stamp; they are
-    all released together) and stops when the last client is done: process and thread start-up
-    and each side's own preparation stay outside the timed window. The service and the
-    baseline run through this same function with the same arguments.
-    """
-    if processes <= 1:
-        client, done = setup(connections)
-        try:
-            hosted = _host(list(range(n)), client, threading.Barrier(n))
-        finally:
-            done()
-    else:
-        ctx = multiprocessing.get_context("fork")  # the parent has no threads left here
-        barrier = ctx.Barrier(n)
-        queue = ctx.Queue()
-        shares = [list(range(n))[k::processes] for k in range(processes)]
-        pool = max(2, connections // processes)
-        children = [
-            ctx.Process(target=_child, args=(share, setup, pool, barrier, queue))
-            for share in shares
-        ]
-        for child in children:
-            child.start()
-        hosted = [item for _ in children for item in queue.get()]
-        for child in children:
-            child.join()
-    results = [h[0] for h in hosted]
-    released = [h[1] for h in hosted if h[1]]
-    cpu = sum(h[3] for h in hosted)
-    if len(released) < n:  # the barrier never released (a client failed before it)
-        return 0.0, results, cpu
-    return max(h[2] for h in hosted) - min(released), results, cpu
-
-
-def _figures(label: str, timed: tuple[float, list[Result], float]) -> RunFigures:
-    seconds, results, cpu = timed
-    return RunFigures(
-        label,
+    seconds = time.perf_counter() - released[0] if released else 0.0
+    return RaceFigures(
         seconds,
         sum(r[0] for r in results),
         sum(r[1] for r in results),
         sum(r[2] for r in results),
         [r[3] for r in results if r[3]],
-        cpu,
     )
 
 
-def service_run(
-    url: str, storage: str, patient_ids: list[int], *, processes: int, connections: int
-) -> RunFigures:
-    def setup(pool: int) -> tuple[Client, Callable[[], None]]:
-        from app.booking import BookingError, book_slot, free_slots
-        from app.db import unit_of_work
-        from app.extensions import db
-        from models import Patient
-
-        app = race_app(url, storage, pool)
-
-        def client(i: int, wait: Callable[[], None]) -> Result:
-            rng = random.Random(i)
-            attempts = refused = 0
-            with app.test_request_context():
-                try:
-                    patient = db.session.get(Patient, patient_ids[i])
-                    # With fewer connections than clients, no one may hold one across the wait.
-                    db.session.commit()
-                    wait()
-                    while True:
-                        # What the booking page reads (its listing query), as a browser would.
-                        free = [s.public_id for s in free_slots()]
-                        if not free:
-                            return 0, attempts, refused, None
-                        attempts += 1
-                        try:
-                            with unit_of_work():
-                                book_slot(patient, rng.choice(free), question="", document_ids=())
-                            return 1, attempts, refused, None
-                        except BookingError:
-                            refused += 1
-                except Exception as exc:  # reported, never hidden
-                    return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
-                finally:
-                    db.session.remove()
-
-        def done() -> None:
-            with app.app_context():
-                db.engine.dispose()
-
-        return client, done
-
-    timed = run_clients(len(patient_ids), setup, processes=processes, connections=connections)
-    return _figures("book_slot() (service)", timed)
-
-
-def baseline_run(url: str, clients: int, slots: int, *, processes: int, connections: int):
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS slot_claim"))
-        conn.execute(text("CREATE TABLE slot_claim (id INTEGER PRIMARY KEY, taken_by INTEGER)"))
-        conn.execute(
-            text("INSERT INTO slot_claim (id, taken_by) VALUES (:id, NULL)"),
-            [{"id": n} for n in range(1, slots + 1)],
-        )
-    admin.dispose()  # no connection of the parent crosses a fork
-
-    def setup(pool: int) -> tuple[Client, Callable[[], None]]:
-        engine = create_engine(
-            url, pool_size=pool, max_overflow=0, pool_timeout=120, **connect_args(url)
-        )
-        auto = engine.execution_options(isolation_level="AUTOCOMMIT")
-
-        def client(i: int, wait: Callable[[], None]) -> Result:
-            rng = random.Random(i)
-            attempts = refused = 0
-            try:
-                wait()
-                while True:
-                    # A connection per statement, as the service's sessions get one per
-                    # transaction.
-                    with auto.connect() as conn:
-                        free = (
-                            conn.execute(text("SELECT id FROM slot_claim WHERE taken_by IS NULL"))
-                            .scalars()
-                            .all()
-                        )
-                    if not free:
-                        return 0, attempts, refused, None
-                    attempts += 1
-                    with auto.connect() as conn:
-                        claimed = conn.execute(
-                            text(
-                                "UPDATE slot_claim SET taken_by = :c "
-                                "WHERE id = :id AND taken_by IS NULL"
-                            ),
-                            {"c": i, "id": rng.choice(free)},
-                        ).rowcount
-                    if claimed == 1:
-                        return 1, attempts, refused, None
-                    refused += 1
-            except Exception as exc:
-                return 0, attempts, refused, f"{type(exc).__name__}: {exc}"[:300]
-
-        return client, engine.dispose
-
-    timed = run_clients(clients, setup, processes=processes, connections=connections)
-    figures = _figures("bare conditional UPDATE (baseline)", timed)
-    admin = create_engine(url)
-    with admin.connect() as conn:
-        doubled = conn.execute(
-            text(
-                "SELECT taken_by FROM slot_claim WHERE taken_by IS NOT NULL "
-                "GROUP BY taken_by HAVING count(*) > 1"
-            )
-        ).all()
-        conn.execute(text("DROP TABLE slot_claim"))
-        conn.commit()
-    admin.dispose()
-    if doubled:
-        figures.errors.append(f"baseline: {len(doubled)} clients claimed two slots")
-    return figures
-
-
-def verify(app: Flask, slots: int) -> list[str]:
+def verify(app: Flask, slots: int, clients: int) -> list[str]:
     """Problems found in the bookings: doubled slots, clients with two, a wrong total."""
     from app.extensions import db
     from models import SLOT_HOLDING_STATUSES, Consultation
@@ -420,86 +384,111 @@ def verify(app: Flask, slots: int) -> list[str]:
             .having(func.count(Consultation.id) > 1)
         ).all()
         total = db.session.execute(select(func.count(Consultation.id)).where(active)).scalar()
+        db.session.remove()
     if doubled:
         problems.append(f"{len(doubled)} slots booked twice: {doubled[:5]}")
     if twice:
         problems.append(f"{len(twice)} clients hold two bookings")
-    if total != slots:
-        problems.append(f"{total} bookings, expected exactly {slots}")
+    if total != min(slots, clients):
+        problems.append(f"{total} bookings, expected exactly {min(slots, clients)}")
     return problems
 
 
-def print_run(f: RunFigures) -> None:
-    print(
-        f"  {f.label:<36} {f.bookings:>4} bookings in {f.seconds:6.2f} s  "
-        f"{f.per_second:8.1f} bookings/s  {f.attempts:>5} attempts, {f.refused:>5} refused"
-    )
-    per_attempt = f.cpu / f.attempts * 1000 if f.attempts else 0.0
-    print(f"  {'':<36} clients' CPU {f.cpu:5.2f} s, {per_attempt:4.1f} ms an attempt")
-    for error in f.errors[:5]:
-        print(f"      error: {error}")
-    if len(f.errors) > 5:
-        print(f"      … {len(f.errors) - 5} more errors")
+def clear_bookings(app: Flask) -> None:
+    """Back to the start between rounds: no consultation, and nothing the bookings wrote."""
+    from app.extensions import db
+
+    with app.app_context(), db.engine.begin() as conn:
+        for table in ("audit_event", "outbound_message", "notification", "consultation"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        db.session.remove()
+
+
+def sign_in_all(service_url: str, usernames: list[str], slot_path: str) -> list[HttpClient]:
+    """Each patient signed in through the real form; then the booking form's CSRF token."""
+
+    def one(username: str) -> tuple[HttpClient, str]:
+        http = HttpClient(service_url)
+        http.sign_in(username)
+        token = csrf_token(http.get(slot_path).body)
+        if not token:
+            raise RuntimeError(f"{username}: no CSRF token in the booking form")
+        return http, token
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, usernames))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
     parser.add_argument("--slots", type=int, default=DEFAULT_SLOTS)
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=DEFAULT_PROCESSES,
-        help="client processes (the clients are split across them as threads), both sides",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="alternated rounds")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the ratio is missed")
     args = parser.parse_args(argv)
 
     with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
         backend = url.split(":", 1)[0]
-        print(f"Booking race: {args.clients} clients, {args.slots} slots, {backend}")
-        create_bench_app(url, storage)  # a fresh database migrated to head
-        pool = connection_budget(url, args.clients)
-        note = "" if pool >= args.clients else " (capped by the server's max_connections)"
-        print(f"  connections: {pool} for {args.clients} clients{note}")
-        print(
-            f"  clients: {args.processes} process(es) × ~{args.clients // args.processes} "
-            "threads, the same for the service and the baseline"
-        )
-        app = race_app(url, storage, pool)
-        patient_ids = seed(app, args.clients, args.slots)
+        print(f"Booking race over HTTP: {args.clients} clients, {args.slots} slots, {backend}")
+        app = create_bench_app(url, storage)  # a fresh database migrated to head
+        usernames = seed(app, args.clients, args.slots)
         from app.extensions import db
+        from models import Slot
 
         with app.app_context():
-            db.engine.dispose()  # the clients bring their own connections (and processes)
-        harness = {"processes": args.processes, "connections": pool}
-        service = service_run(url, storage, patient_ids, **harness)
-        problems = verify(app, args.slots)
-        with app.app_context():
-            db.engine.dispose()  # the baseline gets the same number of connections
-        baseline = baseline_run(url, args.clients, args.slots, **harness)
+            first_slot = db.session.execute(select(Slot.public_id).limit(1)).scalar_one()
+            with app.test_request_context():
+                booked = url_for("MyConsultationView.list")
+            db.session.remove()
+            db.engine.dispose()
+        env = served_env(url, storage, WTF_CSRF_ENABLED=True, MAX_UPCOMING_DUTY_BOOKINGS=2)
+        problems: list[str] = []
+        with (
+            Served("served:service_app()", env, GUNICORN_RACE) as service_url,
+            Served("bench_booking_race:plain_booking_app()", env, GUNICORN_RACE) as plain_url,
+        ):
+            signed = sign_in_all(service_url, usernames, f"{BOOKING_PAGE}{first_slot}")
+            service = Side("service", BOOKING_PAGE, SERVICE_SLOT_RE, BOOKING_PAGE + "{}", booked)
+            service.clients = [http for http, _token in signed]
+            service.tokens = [token for _http, token in signed]
+            plain = Side("plain", "/slots", PLAIN_SLOT_RE, "/book/{}", "/booked")
+            plain.clients = [HttpClient(plain_url, http.cookie) for http, _token in signed]
+            print(f"  {len(usernames)} patients signed in; {machine_load()}")
 
-        print()
-        print_run(service)
-        print_run(baseline)
-        if baseline.bookings != args.slots:
-            problems.append(f"baseline: {baseline.bookings} claims, expected {args.slots}")
-        problems += service.errors + baseline.errors
-        ratio = service.per_second / baseline.per_second if baseline.per_second else 0.0
-        met = ratio >= RATIO_TARGET
-        print()
-        print(
-            f"  ratio service/baseline {ratio:.2f} (target ≥ {RATIO_TARGET}): "
-            f"{'met' if met else 'TARGET MISSED'}"
-        )
-        print(
-            "  no slot doubled, exactly one booking per slot: " + ("yes" if not problems else "NO")
-        )
-        for p in problems:
-            print(f"    problem: {p}")
-        print(f"  {machine_load()}")
-        ok = met and not problems
-        return 0 if ok or not args.strict else 1
+            def one_round(side: Side) -> Any:
+                def run() -> float:
+                    clear_bookings(app)
+                    figures = race(side)
+                    found = verify(app, args.slots, args.clients) + figures.errors[:5]
+                    problems.extend(f"{side.label}: {p}" for p in found)
+                    print(
+                        f"  {side.label:<8} {figures.bookings:>4} bookings in "
+                        f"{figures.seconds:6.2f} s = {figures.per_second:7.1f}/s, "
+                        f"{figures.attempts} attempts, {figures.refused} refused"
+                        + (f"; PROBLEMS: {found}" if found else ""),
+                        flush=True,
+                    )
+                    return figures.per_second
+
+                return run
+
+            comparison = compare(
+                f"booking race, {args.clients} clients: bookings/s, form vs plain SQL",
+                one_round(service),
+                one_round(plain),
+                unit="bookings/s",
+                target=RATIO_TARGET,
+                higher_is_better=True,
+                rounds=args.rounds,
+            )
+        with app.app_context():
+            db.engine.dispose()
+    missed = print_summary([comparison])
+    if problems:
+        print("\nBOOKINGS WRONG:\n  - " + "\n  - ".join(problems))
+        return 1
+    print("\nChecked every round, both sides: one booking per slot, none doubled.")
+    return missed if args.strict else 0
 
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
-"""Bench: SQL queries per page and latency growth from 1,000 to 100,000 patients.
+"""Bench: the list pages that grow with the data, over HTTP, against a plain Flask view.
 
-Pages measured (the ones that grow with the data):
-  - the staff patient list, signed in as a Manager (every patient) and as a Doctor (the patients
-    with a consultation at the doctor's centre: one centre in ten);
-  - a patient's «Мои документы» (50 documents of their own, among all the documents in the table).
+Pages: the staff patient list signed in as a Manager (every patient) and as a Doctor (the
+patients with a consultation at the doctor's centre: one centre in ten), and a patient's «Мои
+документы» (50 documents of their own among all the documents in the table).
 
-Sizes: first 1,000 patients with 5,000 documents, then the same database grown to 100,000
-patients with 500,000 documents (five per patient; the probe patient keeps exactly 50).
-For each page and size: the statements one request sends (target ≤ 8) and the median latency of
-20 requests through Flask's test client; then the ratio of the medians 100k / 1k (target ≤ 1.5).
+Sizes: 1,000 patients with 5,000 documents, then the same database grown to 100,000 patients
+with 500,000 documents. At each size, every page is first caught in-process (the statements
+one request sends, with their parameters; the body checked: the probe patient sees exactly
+their own documents), then measured over HTTP: the app served by gunicorn, signed in with a
+real session cookie, against a plain Flask view served by the same gunicorn settings that
+replays the same statements and renders the same rows in the same layout (bench/served.py).
+bench/fair.py alternates them (≥ 5 rounds; a round's figure is the median latency of
+`--requests` sequential GETs): the ratio plain/service is held to ≥ 0.5. Statements per page:
+≤ 8 and the same at both sizes, checked (exit 1 otherwise).
 
-Run: `make bench`, or `.venv/bin/python bench/bench_page_queries.py` (DATABASE_URL picks
-PostgreSQL: a fresh database bench_<pid> is created and dropped). `--strict` exits 1 when a
-target is missed; `--small/--large/--docs-per-patient` change the sizes for a quick try.
+Run: `.venv/bin/python bench/bench_page_queries.py` (DATABASE_URL picks PostgreSQL: a fresh
+database bench_<pid> is created and dropped). `--small 200 --large 2000` for a quick try;
+`--strict` exits 1 when a ratio is missed too.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from common import (
     BENCH_PASSWORD,
-    PageFigures,
     QueryCounter,
     Stopwatch,
     analyze,
@@ -37,20 +41,16 @@ from common import (
     create_bench_app,
     fresh_database_url,
     load_patient_accounts,
-    login,
     machine_load,
-    measure_page,
     next_id,
     reset_sequences,
 )
+from fair import MIN_ROUNDS, print_summary
 from flask import Flask, url_for
-from flask.testing import FlaskClient
+from served import PageProbe, Served, check_statements, compare_pages, served_env
 
-QUERY_TARGET = 8
-RATIO_TARGET = 1.5
 PROBE_DOCUMENTS = 50
 CENTRES = 10  # the Doctor's centre is the first: a tenth of the patients are in its scope
-REPEATS = 20
 
 # Endpoints of the pages under test (FAB endpoint = "<ViewClass>.<method>").
 STAFF_PATIENT_LIST = "PatientStaffView.list"
@@ -224,15 +224,6 @@ def load_patients(app: Flask, world: World, *, patients: int, documents: int) ->
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Probe:
-    label: str
-    role: str
-    client: FlaskClient
-    path: str
-    check: Callable[[str], None]
-
-
 def _contains(*needles: str) -> Callable[[str], None]:
     def check(body: str) -> None:
         missing = [n for n in needles if n not in body]
@@ -254,92 +245,24 @@ def _only_probe_documents(body: str) -> None:
         raise RuntimeError("«Мои документы» shows another patient's document: scope broken")
 
 
-def build_probes(app: Flask, world: World) -> list[Probe]:
+def build_probes(app: Flask, world: World) -> list[PageProbe]:
     with app.test_request_context():
         staff_list = url_for(STAFF_PATIENT_LIST)
         documents = url_for(MY_DOCUMENTS)
-    probes = []
-    for role, username in (
-        ("Manager", "bench-manager"),
-        ("Doctor", "bench-doctor"),
-        ("Patient", world.probe_username),
-    ):
-        client = app.test_client()
-        login(client, username)
-        if role == "Patient":
-            probes.append(Probe("Мои документы", role, client, documents, _only_probe_documents))
-        else:
-            probes.append(
-                Probe("staff patient list", role, client, staff_list, _contains("Бенчевич"))
-            )
-    return probes
-
-
-def run_probes(app: Flask, probes: list[Probe], counter: QueryCounter) -> list[PageFigures]:
-    results = []
-    for probe in probes:
-        results.append(
-            measure_page(
-                probe.client,
-                counter,
-                probe.path,
-                label=f"{probe.label} ({probe.role})",
-                repeats=REPEATS,
-                check=probe.check,
-            )
-        )
-    return results
-
-
-def print_size(title: str, figures: list[PageFigures]) -> None:
-    print(f"\n{title}")
-    print(f"  {'page':<34} {'queries':>7} {'median ms':>10} {'p90 ms':>8} {'SQL ms':>7} {'KiB':>5}")
-    for f in figures:
-        print(
-            f"  {f.label:<34} {f.queries:>7} {f.median_ms:>10.1f} {f.p90_ms:>8.1f} "
-            f"{f.sql_median_ms:>7.1f} {f.body_bytes / 1024:>5.0f}"
-        )
-
-
-def print_summary(
-    small: list[PageFigures],
-    large: list[PageFigures],
-    sizes: tuple[str, str],
-) -> list[str]:
-    misses: list[str] = []
-    s, l_ = sizes
-    print("\nSummary (targets: queries per page ≤ 8, median latency ratio large/small ≤ 1.5)")
-    header = (
-        f"  {'page':<30} {'q ' + s:>6} {'q ' + l_:>7} {'ms ' + s:>7} {'ms ' + l_:>8} "
-        f"{'ratio':>6} {'SQL ratio':>9}  verdict"
-    )
-    print(header)
-    print("  " + "-" * (len(header) - 2))
-    for a, b in zip(small, large, strict=True):
-        ratio = b.median_ms / a.median_ms if a.median_ms else float("inf")
-        sql_ratio = b.sql_median_ms / a.sql_median_ms if a.sql_median_ms else float("inf")
-        problems = []
-        if max(a.queries, b.queries) > QUERY_TARGET:
-            problems.append(f"queries {max(a.queries, b.queries)} > {QUERY_TARGET}")
-        if ratio > RATIO_TARGET:
-            problems.append(f"ratio {ratio:.2f} > {RATIO_TARGET}")
-        verdict = "ok" if not problems else "TARGET MISSED: " + "; ".join(problems)
-        if problems:
-            misses.append(f"{a.label}: {'; '.join(problems)}")
-        print(
-            f"  {a.label:<30} {a.queries:>6} {b.queries:>7} {a.median_ms:>7.1f} "
-            f"{b.median_ms:>8.1f} {ratio:>6.2f} {sql_ratio:>9.2f}  {verdict}"
-        )
-    return misses
-
-
-def explain_over_budget(figures: list[PageFigures], *, every_page: bool = False) -> None:
-    """A page over the query budget: list its statements so the N+1 is easy to spot."""
-    for f in figures:
-        if every_page or f.queries > QUERY_TARGET:
-            print(f"\n  statements of «{f.label}» ({f.queries}):")
-            for i, sql in enumerate(f.statements, 1):
-                print(f"    {i:>2}. {' '.join(sql.split())[:160]}")
+    return [
+        PageProbe(
+            "staff-manager", "staff patient list (Manager)", staff_list, "bench-manager",
+            _contains("Бенчевич"),
+        ),
+        PageProbe(
+            "staff-doctor", "staff patient list (Doctor)", staff_list, "bench-doctor",
+            _contains("Бенчевич"),
+        ),
+        PageProbe(
+            "documents", "Мои документы (Patient)", documents, world.probe_username,
+            _only_probe_documents,
+        ),
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,58 +270,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=1_000, help="patients, first size")
     parser.add_argument("--large", type=int, default=100_000, help="patients, second size")
     parser.add_argument("--docs-per-patient", type=int, default=5)
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument("--sql", action="store_true", help="list every page's statements")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="alternated rounds")
+    parser.add_argument("--requests", type=int, default=20, help="GETs per page and round")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a ratio is missed")
     args = parser.parse_args(argv)
     if args.large <= args.small:
         parser.error("--large must be bigger than --small")
 
     with fresh_database_url() as url, tempfile.TemporaryDirectory() as storage:
         backend = url.split(":", 1)[0]
-        print(f"bench_page_queries: {backend}, {REPEATS} requests per page, median latency")
+        print(f"bench_page_queries: {backend}, over HTTP (gunicorn), service vs plain view")
         with Stopwatch("migrating a fresh database"):
             app = create_bench_app(url, storage)
         from app.extensions import db
 
         with app.app_context():
             counter = QueryCounter(db.engine)
+        env = served_env(url, storage)
+        captured, comparisons = [], []
         try:
             with Stopwatch("accounts, centres, catalogue"):
                 world = set_up_world(app)
-            small_docs = args.small * args.docs_per_patient
-            with Stopwatch(f"loading {args.small:,} patients, {small_docs:,} documents"):
-                load_patients(app, world, patients=args.small, documents=small_docs)
-            probes = build_probes(app, world)
-            with Stopwatch("measuring"):
-                small = run_probes(app, probes, counter)
-            print_size(f"{world.patients:,} patients, {world.documents:,} documents", small)
-            print(f"  {machine_load()}")
-
-            more = args.large - args.small
-            more_docs = args.large * args.docs_per_patient - world.documents
-            with Stopwatch(f"loading {more:,} more patients, {more_docs:,} more documents"):
-                load_patients(app, world, patients=more, documents=more_docs)
-            with Stopwatch("measuring"):
-                large = run_probes(app, probes, counter)
-            print_size(f"{world.patients:,} patients, {world.documents:,} documents", large)
-            print(f"  {machine_load()}")
-
-            misses = print_summary(small, large, (_short(args.small), _short(args.large)))
-            explain_over_budget(large, every_page=args.sql)
+            probes = []
+            with Served("served:service_app()", env) as service_url:
+                for size in (args.small, args.large):
+                    more = size - world.patients
+                    more_docs = size * args.docs_per_patient - world.documents
+                    with Stopwatch(f"loading {more:,} patients, {more_docs:,} documents"):
+                        load_patients(app, world, patients=more, documents=more_docs)
+                    probes = probes or build_probes(app, world)
+                    print(f"\n{world.patients:,} patients, {world.documents:,} documents")
+                    pages, compared = compare_pages(
+                        app, counter, probes, service_url=service_url, env=env,
+                        workdir=Path(storage), rounds=args.rounds, requests=args.requests,
+                    )  # fmt: skip
+                    captured.append(pages)
+                    comparisons += compared
+                    print(f"  {machine_load()}")
         finally:
             counter.close()
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()  # let the PostgreSQL database be dropped
-    if misses:
-        print("\nTargets missed:\n  - " + "\n  - ".join(misses))
-        return 1 if args.strict else 0
-    print("\nAll targets met.")
-    return 0
-
-
-def _short(n: int) -> str:
-    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    problems = check_statements((args.small, args.large), *captured)
+    missed = print_summary(comparisons)
+    if problems:
+        print("\nSTATEMENTS OVER BUDGET OR GROWING:\n  - " + "\n  - ".join(problems))
+        return 1
+    return missed if args.strict else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ it, a SQLite file in a temporary folder.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -69,6 +68,26 @@ def fresh_database_url() -> Iterator[str]:
             yield f"sqlite:///{Path(tmp) / 'bench.db'}"
 
 
+def bench_config(database_url: str, storage_dir: str, **overrides: Any) -> dict[str, Any]:
+    """The bench app's configuration: in-process (create_bench_app) and served by gunicorn
+    (bench/served.py) alike."""
+    return {
+        # TESTING: an exception in a view propagates instead of turning into a quiet 500.
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "STORAGE_DIR": storage_dir,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "REDIS_URL": "",
+        # Only the sign-in form of each bench user is posted; CSRF is not what we measure
+        # (the booking race turns it back on: it posts the real booking form).
+        "WTF_CSRF_ENABLED": False,
+        # One hash for every bench user (computed once), cheap to verify at sign-in.
+        "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        "SERVER_NAME": "localhost",
+        **overrides,
+    }
+
+
 def create_bench_app(database_url: str, storage_dir: str) -> Flask:
     """The real app (same views, same security) on the bench database, migrated to head."""
     import logging
@@ -84,21 +103,7 @@ def create_bench_app(database_url: str, storage_dir: str) -> Flask:
             logging.getLogger(name).setLevel(logging.ERROR)
 
     quiet()
-    app = create_app(
-        {
-            # TESTING: an exception in a view propagates instead of turning into a quiet 500.
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": database_url,
-            "STORAGE_DIR": storage_dir,
-            "RATELIMIT_STORAGE_URI": "memory://",
-            "REDIS_URL": "",
-            # Only the sign-in form of each bench user is posted; CSRF is not what we measure.
-            "WTF_CSRF_ENABLED": False,
-            # One hash for every bench user (computed once), cheap to verify at sign-in.
-            "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-            "SERVER_NAME": "localhost",
-        }
-    )
+    app = create_app(bench_config(database_url, storage_dir))
     with app.app_context():
         logging.disable(logging.INFO)  # env.py's fileConfig would print Alembic's INFO lines
         try:
@@ -190,6 +195,7 @@ class QueryCounter:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.statements: list[str] = []
+        self.parameters: list[Any] = []  # the DB-API parameters of each statement
         self.sql_seconds = 0.0
         self.active = False
         self._started: float | None = None
@@ -199,6 +205,7 @@ class QueryCounter:
     def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if self.active:
             self.statements.append(statement)
+            self.parameters.append(parameters)
             self._started = time.perf_counter()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
@@ -209,6 +216,7 @@ class QueryCounter:
     @contextmanager
     def counting(self) -> Iterator[list[str]]:
         self.statements = []
+        self.parameters = []
         self.sql_seconds = 0.0
         self.active = True
         try:
@@ -222,62 +230,49 @@ class QueryCounter:
 
 
 @dataclass
-class PageFigures:
+class CapturedPage:
+    """One page as the in-process app serves it: the statements (with their DB-API parameters)
+    a request sends, and the body. bench/served.py replays the statements in the plain view."""
+
     label: str
     path: str
-    status: int
-    queries: int  # the most any one request sent (they should all send the same)
-    median_ms: float
-    p90_ms: float
-    sql_median_ms: float
     statements: list[str]
-    body_bytes: int
+    parameters: list[Any]
+    body: str
+
+    @property
+    def queries(self) -> int:
+        return len(self.statements)
 
 
-def measure_page(
+def capture_page(
     client: FlaskClient,
     counter: QueryCounter,
     path: str,
     *,
     label: str,
-    repeats: int = 20,
+    repeats: int = 3,
     warmup: int = 3,
     check: Callable[[str], None] | None = None,
-) -> PageFigures:
-    """Median latency of `repeats` GETs (after `warmup` ones) and the queries they send."""
-    for _ in range(warmup):  # templates compiled, caches and the connection pool warm
-        response = client.get(path)
-    body = response.get_data(as_text=True)
-    if response.status_code != 200:
-        raise RuntimeError(f"{label}: GET {path} answered {response.status_code}")
-    if check is not None:
-        check(body)
-    timings: list[float] = []
-    sql_timings: list[float] = []
-    most: list[str] = []
+) -> CapturedPage:
+    """The statements one GET of `path` sends (after `warmup` ones: templates compiled, caches
+    warm); every one of `repeats` requests must send as many, else the page's count is not a
+    property of the page and RuntimeError says so."""
+    for _ in range(warmup):
+        client.get(path)
+    counts = []
     for _ in range(repeats):
         with counter.counting() as statements:
-            start = time.perf_counter()
-            r = client.get(path)
-            r.get_data()
-            timings.append((time.perf_counter() - start) * 1000)
-        sql_timings.append(counter.sql_seconds * 1000)
-        if len(statements) > len(most):
-            most = list(statements)
-        if r.status_code != 200:
-            raise RuntimeError(f"{label}: GET {path} answered {r.status_code}")
-    timings.sort()
-    return PageFigures(
-        label=label,
-        path=path,
-        status=response.status_code,
-        queries=len(most),
-        median_ms=statistics.median(timings),
-        p90_ms=timings[max(0, int(len(timings) * 0.9) - 1)],
-        sql_median_ms=statistics.median(sql_timings),
-        statements=most,
-        body_bytes=len(body.encode()),
-    )
+            response = client.get(path)
+            body = response.get_data(as_text=True)
+        if response.status_code != 200:
+            raise RuntimeError(f"{label}: GET {path} answered {response.status_code}")
+        counts.append(len(statements))
+    if len(set(counts)) != 1:
+        raise RuntimeError(f"{label}: requests sent {counts} statements: not one count")
+    if check is not None:
+        check(body)
+    return CapturedPage(label, path, list(counter.statements), list(counter.parameters), body)
 
 
 def machine_load() -> str:
@@ -298,6 +293,11 @@ def login(client: FlaskClient, username: str, password: str = BENCH_PASSWORD) ->
     with client.session_transaction() as sess:
         if not sess.get("_user_id"):
             raise RuntimeError(f"sign-in as {username!r} did not start a session")
+
+
+def short_count(n: int) -> str:
+    """1000 → "1k", 2500 → "2500": the sizes in the benches' table headings."""
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
 class Stopwatch:

@@ -32,7 +32,7 @@ class Comparison:
     name: str
     unit: str
     higher_is_better: bool
-    target: float  # the verdict holds when the median ratio ≥ target
+    target: float | None  # the verdict holds when the median ratio ≥ target (None: no target)
     ours: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
     max_load: float = 0.0
@@ -51,6 +51,8 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        if self.target is None:
+            return "no target (information)"
         if not self.quiet:
             return f"no verdict (load {self.max_load:.2f} > {os.cpu_count()} cores: rerun quiet)"
         return "ok" if self.median_ratio >= self.target else "MISSED"
@@ -61,7 +63,9 @@ class Comparison:
             f"{self.name}: ours {statistics.median(self.ours):.2f} {self.unit}, "
             f"baseline {statistics.median(self.baseline):.2f} {self.unit} (medians); "
             f"ratio median {self.median_ratio:.2f} (spread {min(ratios):.2f}–{max(ratios):.2f}, "
-            f"{len(ratios)} rounds), target ≥ {self.target:.2f}: {self.verdict}"
+            f"{len(ratios)} rounds), "
+            + (f"target ≥ {self.target:.2f}: " if self.target is not None else "")
+            + self.verdict
         )
 
 
@@ -71,7 +75,7 @@ def compare(
     baseline: Callable[[], float],
     *,
     unit: str,
-    target: float,
+    target: float | None,
     higher_is_better: bool,
     rounds: int = MIN_ROUNDS,
 ) -> Comparison:
