@@ -24,6 +24,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from sqlalchemy.orm import sessionmaker
 
 from media_server.auth import Claims, TokenRejected, verify_join_token
+from media_server.chat_state import consultation_state
 from media_server.guest_chat import guest_history, merge_history, send_guest
 from media_server.jsoncodec import OrjsonCodec
 from media_server.limits import (
@@ -207,6 +208,7 @@ class MediaServer:
             "room.admit": self.room_admit,
             "room.leave": self.room_leave,
             "room.end": self.room_end,
+            "consultation.refresh": self.consultation_refresh,
             "signal": self.signal,
         }
         for name, handler in events.items():
@@ -401,9 +403,9 @@ class MediaServer:
             raise BadRequest("body")
         if len(body) > MAX_BODY:
             return _fail("too_long")
+        # The database decides whether the chat is open (in the insert's transaction), not the
+        # token's `chat`, a snapshot taken before the doctor may have started (chat_state.py).
         claims = conn.claims
-        if not claims.chat:
-            return _fail("chat_closed")
         if claims.user_id is None:
             if claims.invite_id is None:
                 return _fail("forbidden")
@@ -513,6 +515,17 @@ class MediaServer:
         await self.sio.emit("room.ended", {}, to=conn.room)
         await self._broadcast_state(conn.room)
         return {"ok": True}
+
+    async def consultation_refresh(self, conn: Conn, data: dict[str, Any]) -> Ack:
+        """The doctor's page changed the consultation (started it): everyone in the room reads
+        the new state, taken from the database, never from the page."""
+        if conn.claims.role != "doctor":
+            return _fail("forbidden")
+        state = await self.store.run(consultation_state, self.store.engine, conn.info.id)
+        if state is None:
+            return _fail("not_found")
+        await self.sio.emit("consultation.state", state, to=conn.room)
+        return {"ok": True, **state}
 
     # --- signalling ------------------------------------------------------------------------
 

@@ -81,6 +81,11 @@ def page_texts() -> dict[str, str]:
         "camera_off": _("Camera off"),
         "camera_on": _("Camera on"),
         "sending": _("sending…"),
+        "unsent": _("Not sent."),
+        "resend": _("Send again"),
+        "unsent_closed": _(
+            "Not sent yet: it will be sent as soon as the doctor starts the consultation."
+        ),
         "you": _("You"),
         "started": _("The consultation has started."),
         "start_failed": _("The consultation could not be started. Reload the page."),

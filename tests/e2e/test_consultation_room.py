@@ -209,6 +209,16 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
     wait_for_frames(doctor, 10)
     expect(waiting).to_have_count(0)  # re-admitted without the doctor doing anything
 
+    # Before the start the chat of a centre consultation is closed: a message the patient
+    # writes now is kept, marked as not sent, and goes by itself once the doctor starts.
+    expect(patient.locator("#chat-closed")).to_be_visible()
+    patient.locator("#chat-input").fill("Я на месте.")
+    patient.locator("#chat-send").click()
+    early = patient.locator("#chat-messages .chat-message.failed")
+    expect(early).to_have_count(1)
+    expect(early.locator(".chat-state")).to_contain_text("сообщение уйдёт, как только врач")
+    expect(early.locator("button.chat-resend")).to_have_text("Отправить ещё раз")
+
     # The doctor starts the consultation from the room (ConclusionView.start).
     doctor.locator("#btn-start").click()
     expect(doctor.locator("#btn-end")).to_be_visible()
@@ -218,8 +228,14 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
         ).scalar_one()
     assert status == "in_progress"
 
-    # Chat both ways. The patient's socket was opened before the start (chat closed in its
-    # grant): the page fetches a fresh grant and resends by itself.
+    # The room is told (consultation.state): the patient's page drops its «closed» notice and
+    # sends the kept message; the sockets stay as they are (the database decides each send).
+    expect(patient.locator("#chat-closed")).to_be_hidden()
+    expect(doctor.locator("#chat-messages .chat-body").last).to_have_text("Я на месте.")
+    expect(patient.locator("#chat-messages .chat-message.failed")).to_have_count(0)
+    expect(patient.locator("#chat-messages .chat-state")).to_have_count(0)
+
+    # Chat both ways.
     doctor.locator("#chat-input").fill("Здравствуйте! <b>Как</b> вы себя чувствуете?")
     doctor.locator("#chat-send").click()
     expect(patient.locator("#chat-messages .chat-body").last).to_have_text(
@@ -229,7 +245,7 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
     patient.locator("#chat-input").fill("Спасибо, лучше, но бывают перебои.")
     patient.locator("#chat-send").click()
     expect(doctor.locator("#chat-messages .chat-body").last).to_have_text(
-        "Спасибо, лучше, но бывают перебои.", timeout=20_000
+        "Спасибо, лучше, но бывают перебои."
     )
     expect(patient.locator("#chat-messages .chat-message.pending")).to_have_count(0)
     with app.app_context():
@@ -241,11 +257,12 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
             ).scalars()
         )
     assert bodies == [
+        "Я на месте.",
         "Здравствуйте! <b>Как</b> вы себя чувствуете?",
         "Спасибо, лучше, но бывают перебои.",
     ]
 
-    # Video still flows after the chat's reconnect.
+    # Video still flows.
     wait_for_frames(patient, frames(patient) + 5)
 
     # The doctor ends it: everyone is told, the doctor goes on to the conclusion.
@@ -380,7 +397,7 @@ def test_a_guest_joins_by_a_one_time_link_and_three_talk_through_the_relay(
         wait_for_frames(patient, 10, timeout_ms=40_000)
 
         # The doctor starts the consultation: now everyone chats, the guest too (its socket
-        # was opened before the start: the page fetches a fresh grant and resends by itself).
+        # was opened before the start: the database, not its token, decides each send).
         doctor.locator("#btn-start").click()
         expect(doctor.locator("#btn-end")).to_be_visible(timeout=15_000)
         guest.locator("#chat-input").fill("Перевожу: пациентка спрашивает о таблетках.")

@@ -57,7 +57,7 @@
     relayVideoKbps: 0, // the cap on video sent to the relay, from the server (kbit/s)
     ended: false,
     micLevel: 0,
-    grantRefreshedAt: 0,
+    chatOpen: !!cfg.chat, // may write now, as the server last said (the page, a token, an event)
     sessionEnded: false, // the server closed the socket: the session it was joined with is over
     recording: false,
     // The media server's aiortc relay (docs/media-contract.md "Relay and recording"): used with
@@ -168,6 +168,9 @@
         if (data.status) {
           room.status = data.status;
         }
+        if (typeof data.chat === "boolean") {
+          onChatState(data.chat);
+        }
         return data;
       });
     });
@@ -257,6 +260,13 @@
       askRelayState();
     });
     socket.on("room.ended", onEnded);
+    socket.on("consultation.state", function (data) {
+      if (!data) {
+        return;
+      }
+      room.status = data.status || room.status;
+      onChatState(room.role === "guest" ? !!data.guest_chat : !!data.chat);
+    });
     socket.on("record.state", function (data) {
       setRecording(!!(data && data.recording));
     });
@@ -406,7 +416,7 @@
       return false;
     }
     room.pending.delete(clientId);
-    p.el.classList.remove("pending");
+    markMessage(p, "sent");
     p.el.setAttribute("data-id", String(m.id));
     var author = p.el.querySelector(".chat-author");
     if (author && m.author_name) {
@@ -464,13 +474,53 @@
   }
   document.addEventListener("visibilitychange", flushRead);
 
+  // A message the server has not stored yet: `pending` (on its way, sent again after a
+  // reconnect or a timeout) or `failed` (refused: the chat is closed, or for good). A failed
+  // one keeps its text and gets a «Send again» button; one refused because the chat was still
+  // closed goes by itself once the chat opens (consultation.state, or a token that says so).
+  function markMessage(p, state, reason) {
+    p.el.classList.toggle("pending", state === "pending");
+    p.el.classList.toggle("failed", state === "failed");
+    var note = p.el.querySelector(".chat-state");
+    if (!note) {
+      note = document.createElement("div");
+      note.className = "chat-state";
+      p.el.appendChild(note);
+    }
+    while (note.firstChild) {
+      note.removeChild(note.firstChild);
+    }
+    if (state === "sent") {
+      note.parentNode.removeChild(note);
+      return;
+    }
+    var text = document.createElement("span");
+    text.textContent = state === "pending" ? T.sending : reason || T.unsent;
+    note.appendChild(text);
+    if (state === "failed") {
+      var again = document.createElement("button");
+      again.type = "button";
+      again.className = "btn btn-link chat-resend";
+      again.textContent = T.resend;
+      again.addEventListener("click", function () {
+        p.held = false;
+        markMessage(p, "pending");
+        sendPending(p.clientId);
+      });
+      note.appendChild(again);
+    }
+  }
+
   function sendPending(clientId) {
     var p = room.pending.get(clientId);
-    if (!p || !room.socket || !room.socket.connected) {
+    if (!p || p.held || !room.socket || !room.socket.connected) {
       return;
     }
     p.sentAt = Date.now();
     emit("chat.send", { client_msg_id: clientId, body: p.body }).then(function (ack) {
+      if (room.pending.get(clientId) !== p) {
+        return; // confirmed meanwhile (the broadcast came first)
+      }
       if (ack.ok) {
         if (ack.message) {
           room.seen.add(ack.message.id);
@@ -479,6 +529,7 @@
           }
           confirmPending(clientId, ack.message);
         }
+        chatOpened(); // stored: the chat is open, whatever the page was told before
         chatFail("");
         return;
       }
@@ -500,14 +551,17 @@
         }, 3000);
         return;
       }
-      if (ack.error === "chat_closed" && refreshGrant()) {
-        return; // reconnecting with a fresh grant; pending messages are resent then
+      if (ack.error === "chat_closed") {
+        // Kept: it goes as soon as the chat opens (or when the patient presses «Send again»).
+        p.held = p.closed = true;
+        room.chatOpen = false;
+        markMessage(p, "failed", T.unsent_closed);
+        showChatClosed();
+        return;
       }
       // Refused for good: show why, keep the text so the patient can copy it.
-      room.pending.delete(clientId);
-      p.el.classList.remove("pending");
-      p.el.classList.add("failed");
-      chatFail(E[ack.error] || E.unknown);
+      p.held = true;
+      markMessage(p, "failed", E[ack.error] || E.unknown);
     });
   }
 
@@ -525,36 +579,39 @@
     });
   }, 5000);
 
-  // The grant is fixed at connect time; when the doctor has just started the consultation the
-  // chat opens: fetch a fresh token (reconnect) once, if the web app now allows writing.
-  function refreshGrant() {
-    if (Date.now() - room.grantRefreshedAt < 10000) {
-      return false;
+  // The chat opened (the doctor started the consultation, a fresh token says so, or a send was
+  // stored): the notice goes, and the messages held back because it was closed are sent.
+  function chatOpened() {
+    var was = room.chatOpen;
+    room.chatOpen = true;
+    hideChatClosed();
+    if (was) {
+      return;
     }
-    room.grantRefreshedAt = Date.now();
-    fetchToken()
-      .then(function (data) {
-        if (data.chat && room.socket) {
-          hideChatClosed();
-          room.socket.disconnect();
-          room.socket.connect();
-        } else {
-          room.pending.forEach(function (p) {
-            p.el.classList.remove("pending");
-            p.el.classList.add("failed");
-          });
-          room.pending.clear();
-          chatFail(E.chat_closed);
-        }
-      })
-      .catch(function (err) {
-        chatFail(err.message || E.unknown);
-      });
-    return true;
+    room.pending.forEach(function (p, clientId) {
+      if (p.held && p.closed) {
+        p.held = false;
+        markMessage(p, "pending");
+        sendPending(clientId);
+      }
+    });
+  }
+
+  function onChatState(open) {
+    if (open) {
+      chatOpened();
+    } else {
+      room.chatOpen = false;
+      showChatClosed();
+    }
   }
 
   function hideChatClosed() {
     show($("chat-closed"), false);
+  }
+
+  function showChatClosed() {
+    show($("chat-closed"), true);
   }
 
   if (form && input) {
@@ -574,11 +631,11 @@
         { body: body, author_name: cfg.name, created_at: new Date().toISOString() },
         true
       );
-      el.classList.add("pending");
       el.setAttribute("data-client-id", clientId);
-      el.setAttribute("title", T.sending);
+      var p = { body: body, el: el, sentAt: 0, clientId: clientId, held: false };
+      markMessage(p, "pending");
       append(el);
-      room.pending.set(clientId, { body: body, el: el, sentAt: 0 });
+      room.pending.set(clientId, p);
       input.value = "";
       sendPending(clientId);
     });
@@ -1442,7 +1499,7 @@
         if (data.status === "in_progress") {
           show(button, false);
           show($("btn-end"), true);
-          hideChatClosed();
+          emit("consultation.refresh", {}); // every page in the room: the chat is open
           status(T.started, "success");
         } else {
           button.disabled = false;

@@ -1,0 +1,30 @@
+"""Whether the chat of a consultation is open now, read from the database.
+
+A join token carries `chat` as the web app saw it when minting; the consultation moves on
+(the doctor starts it, completes it) while sockets stay connected. The chat is therefore
+decided on the database at every send (the store's insert and guest_chat's transaction use
+models.Consultation.chat_open / guest_chat_open), never on the token's snapshot, and the pages
+learn about a change through `consultation.state`, built here from the same two rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from models import Consultation
+
+
+def consultation_state(engine: Engine, consultation_id: int) -> dict[str, Any] | None:
+    """`{status, chat, guest_chat}` of the consultation (None if it no longer exists)."""
+    stmt = select(
+        Consultation.status,
+        Consultation.chat_open.label("chat"),
+        Consultation.guest_chat_open.label("guest_chat"),
+    ).where(Consultation.id == consultation_id)
+    with engine.connect() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return {"status": str(row.status), "chat": bool(row.chat), "guest_chat": bool(row.guest_chat)}
