@@ -131,6 +131,7 @@
     }
     if (!text) {
       show(el, false);
+      el.textContent = "";
       return;
     }
     trace("status", kind, text);
@@ -226,11 +227,8 @@
       room.relayVideoKbps = data.relay_video_kbps || 0;
       room.sessionEnded = false;
       status("");
-      // Peer connections were negotiated through the previous socket id: the doctor starts
-      // afresh (a new `pc` per negotiation); the others wait for the doctor's new offer.
-      if (room.role === "doctor") {
-        closeAllPeers();
-      }
+      // The peer connections are kept: media flows browser to browser whatever happens to
+      // this socket; one that broke renegotiates through its own ICE watch (onIceState).
       // The server closed this socket's relay connections with the old socket.
       closeRelay();
       if (ROOM && room.wantRoom && !room.ended) {
@@ -292,7 +290,8 @@
         return;
       }
       if (!room.ended) {
-        status(T.reconnecting, "warning");
+        // Without the media server the chat waits; a call that still flows goes on.
+        status(callFlows() ? T.chat_unavailable : T.reconnecting, "warning");
       }
       if (reason === "io server disconnect") {
         // Refused by the server (a flood kick-out): it will not come back by itself, and the
@@ -312,7 +311,7 @@
         status(E[code], "danger");
         return;
       }
-      status(E[code] || T.reconnecting, "warning");
+      status(E[code] || (callFlows() ? T.chat_unavailable : T.reconnecting), "warning");
       if (!socket.active) {
         // The server refused this token (expired in transit): try again with a fresh one.
         setTimeout(function () {
@@ -783,11 +782,84 @@
     return null;
   }
 
+  // Who is on the other side of the call, by account (a guest: by socket), and whether their
+  // socket dropped: the page says so on both sides, and again when they are back.
+  room.counterparts = {};
+
+  function identity(p) {
+    return p.user_id !== null && p.user_id !== undefined ? "u" + p.user_id : "s" + p.sid;
+  }
+
+  function presenceText(p, back) {
+    var key = (back ? "back_" : "lost_") + (p.role === "doctor" || p.role === "patient" ? p.role : "guest");
+    return (T[key] || "").replace("%(name)s", p.name || "");
+  }
+
+  function trackPresence() {
+    if (!ROOM || !room.wantRoom || room.ended) {
+      room.counterparts = {};
+      return;
+    }
+    var now = {};
+    room.participants.forEach(function (p) {
+      if (p.sid !== room.sid && p.user_id !== room.userId) {
+        now[identity(p)] = p;
+      }
+    });
+    Object.keys(room.counterparts).forEach(function (id) {
+      var was = room.counterparts[id];
+      var p = now[id];
+      if (!p) {
+        if (!was.lost && was.state === "admitted") {
+          was.lost = true; // the socket is gone without a goodbye: a drop
+          status(presenceText(was, false), "warning");
+        } else if (!was.lost) {
+          delete room.counterparts[id];
+        }
+        return;
+      }
+      if (was.lost && p.state === "admitted") {
+        status(presenceText(p, true), "success");
+        clearLater(presenceText(p, true));
+      }
+      if (p.state !== "admitted" && !was.lost) {
+        delete room.counterparts[id]; // hung up, or still waiting
+        return;
+      }
+      if (p.state === "admitted") {
+        room.counterparts[id] = { sid: p.sid, role: p.role, name: p.name, state: p.state };
+      }
+    });
+    Object.keys(now).forEach(function (id) {
+      if (!room.counterparts[id] && now[id].state === "admitted") {
+        var p = now[id];
+        room.counterparts[id] = { sid: p.sid, role: p.role, name: p.name, state: p.state };
+      }
+    });
+  }
+
+  function clearLater(text) {
+    setTimeout(function () {
+      var el = $("room-status");
+      if (el && el.textContent === text) {
+        status("");
+      }
+    }, 4000);
+  }
+
+  function callFlows() {
+    return Object.keys(room.peers).some(function (k) {
+      var s = room.peers[k].pc.iceConnectionState;
+      return s === "connected" || s === "completed";
+    });
+  }
+
   function onRoomState() {
     var mine = me();
     if (mine) {
       room.state = mine.state;
     }
+    trackPresence();
     show($("chat-guest-hint"), room.state !== "admitted");
     if (!ROOM) {
       return;
@@ -800,12 +872,17 @@
     if (room.role === "doctor") {
       return;
     }
+    followDoctor();
     if (room.wantRoom) {
       if (room.state === "waiting") {
         stage(T.waiting);
         status(T.waiting, "info");
       } else if (room.state === "admitted") {
-        status("");
+        var line = $("room-status");
+        if (line && (line.textContent === T.waiting || line.textContent === T.reconnecting ||
+            line.textContent === T.chat_unavailable)) {
+          status("");
+        }
         if (!room.peers.doctor) {
           stage(T.connecting);
         }
@@ -841,15 +918,23 @@
       var button = document.createElement("button");
       button.type = "button";
       button.className = "btn btn-success btn-sm pull-right admit";
-      button.textContent = T.admit;
+      // Letting the patient in starts a consultation not started yet: one action.
+      var starts = p.role === "patient" && room.status === "scheduled" && !!cfg.start_url;
+      button.textContent = starts ? T.admit_and_start : T.admit;
       button.addEventListener("click", function () {
         button.disabled = true;
-        emit("room.admit", { sid: p.sid }).then(function (ack) {
-          if (!ack.ok) {
-            button.disabled = false;
-            status(E[ack.error] || E.unknown, "warning");
-          }
-        });
+        (starts ? startConsultation() : Promise.resolve(true))
+          .then(function (started) {
+            return started ? emit("room.admit", { sid: p.sid }) : { ok: false, error: "start" };
+          })
+          .then(function (ack) {
+            if (!ack.ok) {
+              button.disabled = false;
+              if (ack.error !== "start") {
+                status(E[ack.error] || E.unknown, "warning");
+              }
+            }
+          });
       });
       li.appendChild(name);
       li.appendChild(button);
@@ -886,6 +971,14 @@
   }
 
   function callControls(inCall) {
+    var box = $("room");
+    if (box) {
+      box.classList.toggle("room-in-call", inCall);
+      var layout = box.querySelector(".room-layout");
+      if (inCall && layout && window.innerWidth < 992 && layout.scrollIntoView) {
+        layout.scrollIntoView({ block: "start" }); // a phone: the call fills the screen
+      }
+    }
     show($("btn-join"), !inCall && !room.ended);
     show($("btn-hangup"), inCall);
     show($("btn-record"), inCall && room.role === "doctor");
@@ -1017,6 +1110,11 @@
     var pcId = randomId();
     trace("call", remoteSid, pcId);
     var peer = newPeer(remoteSid, pcId);
+    room.participants.forEach(function (p) {
+      if (p.sid === remoteSid) {
+        peer.userId = p.user_id;
+      }
+    });
     room.peers[remoteSid] = peer;
     peer.connectTimer = setTimeout(function () {
       peer.connectTimer = null;
@@ -1048,19 +1146,75 @@
       return; // three or more: everyone through the relay instead (syncRelay)
     }
     var admitted = {};
+    var listed = {};
+    room.participants.forEach(function (p) {
+      listed[p.sid] = true;
+    });
     room.participants.forEach(function (p) {
       if (p.state === "admitted" && p.sid !== room.sid) {
         admitted[p.sid] = true;
-        if (!room.peers[p.sid]) {
+        if (!room.peers[p.sid] && !takeOver(p, listed)) {
           call(p.sid);
         }
       }
     });
     Object.keys(room.peers).forEach(function (sid) {
-      if (!admitted[sid]) {
-        closePeer(sid);
+      if (admitted[sid]) {
+        return;
       }
+      var peer = room.peers[sid];
+      var s = peer.pc.iceConnectionState;
+      if (!listed[sid] && (s === "connected" || s === "completed")) {
+        // Its socket dropped, its media still flows: the call goes on (ICE watches it).
+        peer.orphan = true;
+        return;
+      }
+      closePeer(sid);
     });
+  }
+
+  // The same person back on a new socket: the connection that kept flowing is theirs again.
+  function takeOver(p, listed) {
+    if (p.user_id === null || p.user_id === undefined) {
+      return false;
+    }
+    var keys = Object.keys(room.peers);
+    for (var i = 0; i < keys.length; i++) {
+      var peer = room.peers[keys[i]];
+      if (!listed[keys[i]] && peer.userId === p.user_id) {
+        delete room.peers[keys[i]];
+        peer.remote = p.sid;
+        peer.orphan = false;
+        room.peers[p.sid] = peer;
+        if (peer.video) {
+          peer.video.setAttribute("data-sid", p.sid);
+        }
+        trace("take over", peer.id, keys[i], "->", p.sid);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The patient's side: the doctor came back on a new socket, the connection is the same.
+  function followDoctor() {
+    var peer = room.peers.doctor;
+    if (!peer) {
+      return;
+    }
+    var stillThere = room.participants.some(function (p) {
+      return p.sid === peer.remote;
+    });
+    if (stillThere) {
+      return;
+    }
+    var doctor = room.participants.filter(function (p) {
+      return p.role === "doctor" && p.state === "admitted";
+    })[0];
+    if (doctor) {
+      trace("doctor now", doctor.sid);
+      peer.remote = doctor.sid;
+    }
   }
 
   function onIceState(peer) {
@@ -1102,6 +1256,10 @@
   // more browser-to-browser try, then the relay for the rest of the call.
   function p2pFailed(peer) {
     if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    if (peer.orphan) {
+      closePeer(peer.remote); // its socket is gone too: a new call when they are back
       return;
     }
     var n = (room.p2pFailures[peer.remote] || 0) + 1;
@@ -1404,6 +1562,14 @@
   }
 
   function setRecording(on) {
+    if (on !== room.recording) {
+      // A refusal on the line («consent needed…») no longer holds once the state changed.
+      var line = $("room-status");
+      if (line && room.refusal && line.textContent === room.refusal) {
+        status("");
+      }
+      room.refusal = null;
+    }
     room.recording = on;
     show($("recording-badge"), on);
     var button = $("btn-record");
@@ -1486,30 +1652,48 @@
     setToggle("btn-camera", !!off, T.camera_off, T.camera_on);
   });
 
-  on("btn-start", function () {
+  // ConclusionView.start answers with a redirect to the consultation's page (its flash is
+  // shown there): the outcome is read back from the token endpoint's status. Resolves true
+  // once the consultation is in progress (already, or now).
+  function startConsultation() {
+    if (room.status === "in_progress" || !cfg.start_url) {
+      return Promise.resolve(room.status === "in_progress");
+    }
     var button = $("btn-start");
-    button.disabled = true;
+    if (button) {
+      button.disabled = true;
+    }
     var body = new FormData();
     body.append("csrf_token", cfg.csrf_token);
-    // ConclusionView.start answers with a redirect to the consultation's page (its flash is
-    // shown there): the outcome is read back from the token endpoint's status.
-    fetch(cfg.start_url, { method: "POST", body: body, credentials: "same-origin" })
+    return fetch(cfg.start_url, { method: "POST", body: body, credentials: "same-origin" })
       .then(fetchToken)
       .then(function (data) {
-        if (data.status === "in_progress") {
+        return data.status === "in_progress";
+      })
+      .catch(function () {
+        return false;
+      })
+      .then(function (started) {
+        if (started) {
           show(button, false);
           show($("btn-end"), true);
           emit("consultation.refresh", {}); // every page in the room: the chat is open
-          status(T.started, "success");
         } else {
-          button.disabled = false;
+          if (button) {
+            button.disabled = false;
+          }
           status(T.start_failed, "danger");
         }
-      })
-      .catch(function () {
-        button.disabled = false;
-        status(T.start_failed, "danger");
+        return started;
       });
+  }
+
+  on("btn-start", function () {
+    startConsultation().then(function (started) {
+      if (started) {
+        status(T.started, "success");
+      }
+    });
   });
 
   on("btn-record", function () {
@@ -1523,7 +1707,8 @@
       trace(stopping ? "record.stop" : "record.start", ack.ok, ack.error);
       button.disabled = false;
       if (!ack.ok) {
-        status(E[ack.error] || E.unknown, "warning");
+        room.refusal = E[ack.error] || E.unknown;
+        status(room.refusal, "warning");
       }
     });
   });
@@ -1563,11 +1748,73 @@
           $("invite-link").value = data.link;
           show($("invite-result"), true);
           inviteForm.reset();
+          listInvite(data);
         })
         .catch(function (err) {
           status(err.message || T.invite_failed, "danger");
         });
     });
+    var inviteList = $("invite-list");
+    // The new invitation in the list at once, with its «Revoke» (the same form as rendered).
+    var listInvite = function (data) {
+      if (!inviteList || !data.revoke_url) {
+        return;
+      }
+      var li = document.createElement("li");
+      var text = document.createElement("span");
+      text.textContent = data.name + " — " + data.role + ", " + (data.state || "");
+      var revoke = document.createElement("form");
+      revoke.method = "post";
+      revoke.action = data.revoke_url;
+      revoke.className = "inline invite-revoke";
+      var token = document.createElement("input");
+      token.type = "hidden";
+      token.name = "csrf_token";
+      token.value = cfg.csrf_token;
+      var button = document.createElement("button");
+      button.type = "submit";
+      button.className = "btn btn-link";
+      button.textContent = T.revoke;
+      revoke.appendChild(token);
+      revoke.appendChild(button);
+      li.appendChild(text);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(revoke);
+      inviteList.appendChild(li);
+    };
+    if (inviteList) {
+      inviteList.addEventListener("submit", function (event) {
+        var target = event.target;
+        if (!target.classList || !target.classList.contains("invite-revoke")) {
+          return;
+        }
+        event.preventDefault(); // in place: reloading the page would drop the call
+        fetch(target.action, {
+          method: "POST",
+          body: new FormData(target),
+          credentials: "same-origin",
+          headers: { Accept: "application/json" },
+        })
+          .then(function (response) {
+            return response.json().then(function (data) {
+              if (!response.ok) {
+                throw new RoomError(data.message || E.unknown);
+              }
+              return data;
+            });
+          })
+          .then(function (data) {
+            var li = target.parentNode;
+            if (li && li.parentNode) {
+              li.parentNode.removeChild(li);
+            }
+            status(data.message, "success");
+          })
+          .catch(function (err) {
+            status(err.message || E.unknown, "danger");
+          });
+      });
+    }
     on("invite-copy", function () {
       var field = $("invite-link");
       field.select();
@@ -1582,6 +1829,41 @@
       }
     });
   }
+
+  // The self-view moves where the person drags it (mouse, finger or pen), inside the video.
+  function draggable(el, area) {
+    if (!el || !area || !window.PointerEvent) {
+      return;
+    }
+    var start = null;
+    el.addEventListener("pointerdown", function (event) {
+      var box = el.getBoundingClientRect();
+      start = { x: event.clientX - box.left, y: event.clientY - box.top };
+      el.classList.add("dragging");
+      el.setPointerCapture(event.pointerId);
+      event.preventDefault();
+    });
+    el.addEventListener("pointermove", function (event) {
+      if (!start) {
+        return;
+      }
+      var frame = area.getBoundingClientRect();
+      var box = el.getBoundingClientRect();
+      var left = Math.min(Math.max(event.clientX - frame.left - start.x, 0), frame.width - box.width);
+      var top = Math.min(Math.max(event.clientY - frame.top - start.y, 0), frame.height - box.height);
+      el.style.left = Math.round(left) + "px";
+      el.style.top = Math.round(top) + "px";
+      el.style.right = "auto";
+      el.style.bottom = "auto";
+    });
+    var stop = function () {
+      start = null;
+      el.classList.remove("dragging");
+    };
+    el.addEventListener("pointerup", stop);
+    el.addEventListener("pointercancel", stop);
+  }
+  draggable($("room-self"), $("room-videos"));
 
   // ---------------------------------------------------------------------------------------
   // Start
