@@ -949,6 +949,21 @@ class ChatRead(Model):
     )
 
 
+class MediaAdmission(Model):
+    """Who was admitted to a room's call a moment ago (media_server/admissions.py): a drop or a
+    media server restart brings them straight back instead of into the waiting room. With
+    Redis (several media processes) the marks live there; a single process without Redis (the
+    embedded default) keeps them here, since its memory dies with it. `room` is the media
+    server's room name, `subject` the join token's; rows older than ten minutes mean nothing
+    and are swept."""
+
+    __tablename__ = "media_admission"
+
+    room: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admitted_at: Mapped[datetime] = created_at_column()
+
+
 class MediaInvite(Model):
     """A one-time link the doctor gives a third participant (colleague, interpreter, relative).
 

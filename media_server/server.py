@@ -23,6 +23,7 @@ from aiohttp import web
 from socketio.exceptions import ConnectionRefusedError as Refused
 from sqlalchemy.orm import sessionmaker
 
+from media_server.admissions import DbAdmissions
 from media_server.auth import Claims, TokenRejected, verify_join_token
 from media_server.chat_state import consultation_state
 from media_server.guest_chat import guest_history, merge_history, send_guest
@@ -40,6 +41,7 @@ from media_server.rooms import (
     ADMITTED,
     PRESENT,
     PROC_HEARTBEAT_SECONDS,
+    READMIT_SECONDS,
     WAITING,
     MemoryRooms,
     RedisRooms,
@@ -106,16 +108,17 @@ class MediaServer:
             raise ValueError("MEDIA_ALLOWED_ORIGINS must list origins, never '*'")
         # Tests only: the browser test's live server listens on a port chosen at run time.
         self.allow_local_origins = allow_local_origins
+        self.store = ChatStore(
+            cfg["SQLALCHEMY_DATABASE_URI"], workers=int(cfg.get("MEDIA_DB_WORKERS", 8))
+        )
         redis_url = cfg.get("MEDIA_REDIS_URL") or ""
         manager = None
         if redis_url:
             manager = socketio.AsyncRedisManager(redis_url, channel=redis_channel(redis_url))
             self.rooms: Rooms = RedisRooms(redis_url)
         else:
-            self.rooms = MemoryRooms()
-        self.store = ChatStore(
-            cfg["SQLALCHEMY_DATABASE_URI"], workers=int(cfg.get("MEDIA_DB_WORKERS", 8))
-        )
+            # Re-admission marks in the database: they outlive a restart of this process.
+            self.rooms = MemoryRooms(DbAdmissions(self.store, READMIT_SECONDS))
         self.writer = ChatWriter(self.store)
         self.chat_burst = float(cfg.get("MEDIA_CHAT_BURST", 5))
         self.chat_rate = float(cfg.get("MEDIA_CHAT_PER_SECOND", 1.0))

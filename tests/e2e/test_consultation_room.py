@@ -787,3 +787,49 @@ def test_the_call_goes_through_the_relay_when_browser_to_browser_fails(
         assert page.evaluate("() => Object.keys(window.oblakoRoom.peers).length") == 0
         assert page.evaluate("() => Object.keys(window.oblakoRoom.relay.subs).length") == 1
         expect(page.locator("#remote-videos video")).to_have_count(1)
+
+
+def test_the_call_outlives_a_media_server_restart(
+    app: Flask,
+    room_world: RoomWorld,
+    phone_page: Page,
+    desk_page: Page,
+    live_server: LiveServer,
+    media_process_factory,
+) -> None:
+    """Issue 18, item 5 (the room's side): a real media server process dies mid-call. The call,
+    browser to browser, goes on and both pages say the chat is unavailable meanwhile; when the
+    process is back the pages reconnect by themselves, the patient is let straight back in (not
+    into the waiting room) and the chat works again, over the very same media connection."""
+    media = media_process_factory(origins=live_server.url)
+    app.config["MEDIA_PUBLIC_URL"] = media.url  # room_world restores the thread's URL after
+    w = room_world
+    patient, doctor = phone_page, desk_page
+    join_and_admit(patient, doctor, w, live_server)
+    wait_for_frames(patient, 0)
+    wait_for_frames(doctor, 0)
+    before = doctor.evaluate(PEER_IDS)
+    patient_pc = patient.evaluate(PEER_IDS)
+
+    media.kill()
+    for page in (patient, doctor):
+        expect(page.locator("#room-status")).to_contain_text(
+            "чат временно недоступен, звонок продолжается"
+        )
+    wait_for_frames(patient, frames(patient) + 10)
+    wait_for_frames(doctor, frames(doctor) + 10)
+
+    media.start()  # the same port, as run.py or systemd restarts it
+    for page in (patient, doctor):
+        page.wait_for_function(
+            "() => window.oblakoRoom.socket.connected && window.oblakoRoom.state === 'admitted'",
+            timeout=30_000,
+        )
+    expect(doctor.locator("#waiting-list .waiting-participant")).to_have_count(0)
+    expect(patient.locator("#room-status")).not_to_contain_text("подождите")
+    patient.locator("#chat-input").fill("Я снова на связи.")
+    patient.locator("#chat-send").click()
+    expect(doctor.locator("#chat-messages .chat-body").last).to_have_text("Я снова на связи.")
+    assert doctor.evaluate(PEER_IDS) == before
+    assert patient.evaluate(PEER_IDS) == patient_pc
+    wait_for_frames(doctor, frames(doctor) + 10)
