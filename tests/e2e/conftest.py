@@ -297,3 +297,41 @@ def desk_page(request: pytest.FixtureRequest, browser, live_server: LiveServer) 
         except Exception as exc:  # a dead page must not hide the test's own failure
             print(f"\n[e2e] could not save the doctor's page: {exc}")
     context.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# TapCounter (h-room's copy; engineer h-sms adds the same name and API: the integrator keeps one)
+# ---------------------------------------------------------------------------------------------
+
+_TAP_SCRIPT = """(() => {
+  let clicked = false;
+  const typing = 'textarea, select, input:not([type=submit]):not([type=button])'
+    + ':not([type=checkbox]):not([type=radio]):not([type=image])';
+  document.addEventListener('click', (event) => {
+    if (!event.isTrusted) return;
+    const el = event.target instanceof Element ? event.target : null;
+    if (el && el.closest(typing)) return;  // focusing a field to type or to pick files
+    clicked = true;
+    setTimeout(() => { clicked = false; }, 0);
+    window.__oblakoTap('click');
+  }, true);
+  document.addEventListener('submit', () => {
+    if (!clicked) window.__oblakoTap('submit');  // sent with Enter: a tap of its own
+  }, true);
+})();"""
+
+
+class TapCounter:
+    """Counts what a person taps on `page` from now on, across page loads: clicks and form
+    submissions (a submit button's click counts once), not typing nor picking files."""
+
+    def __init__(self, page: Page) -> None:
+        self.count = 0
+        self.taps: list[str] = []
+        page.expose_binding("__oblakoTap", self._tap)
+        page.add_init_script(_TAP_SCRIPT)
+        page.evaluate(_TAP_SCRIPT)  # the page already open counts too
+
+    def _tap(self, source: dict, kind: str) -> None:
+        self.count += 1
+        self.taps.append(f"{kind} {source['page'].url}")
