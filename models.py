@@ -321,6 +321,29 @@ class Disease(Model):
 # ---------------------------------------------------------------------------------------------
 
 
+def person_name(surname: str | None, name: str | None, patronymic: str | None = "") -> str:
+    """How a person is named on every page, in the chat, PDF and SMS: «Фамилия Имя Отчество».
+    The one formatter (Patient.full_name, Doctor.full_name, chat authors)."""
+    return " ".join(p for p in (surname, name, patronymic) if p)
+
+
+def people_names(conn: Any, user_ids: Iterable[int]) -> dict[int, str]:
+    """{user id: person_name} of the patients and doctors among these accounts, in two small
+    queries (`conn`: a Session or a Connection). Chat lines name their authors with it, so a
+    message reads «Звонкова Вера Ивановна» as the room's title does, not the account's name."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    names: dict[int, str] = {}
+    for table in (Patient.__table__, Doctor.__table__):
+        stmt = select(table.c.user_id, table.c.surname, table.c.name, table.c.patronymic).where(
+            table.c.user_id.in_(ids)
+        )
+        for row in conn.execute(stmt):
+            names[row.user_id] = person_name(row.surname, row.name, row.patronymic)
+    return names
+
+
 class Patient(Model):
     __tablename__ = "patient"
 
@@ -353,7 +376,7 @@ class Patient(Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+        return person_name(self.surname, self.name, self.patronymic)
 
     def age_on(self, day: date) -> int:
         born = self.birth_date
@@ -387,7 +410,7 @@ class Doctor(Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+        return person_name(self.surname, self.name, self.patronymic)
 
     def __str__(self) -> str:
         return f"{self.full_name} ({self.specialty})"

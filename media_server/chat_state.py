@@ -1,4 +1,5 @@
-"""Whether the chat of a consultation is open now, read from the database.
+"""What the room's pages are told about the chat: whether it is open now (read from the
+database), and who wrote each line (named as on every page).
 
 A join token carries `chat` as the web app saw it when minting; the consultation moves on
 (the doctor starts it, completes it) while sockets stay connected. The chat is therefore
@@ -13,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from models import Consultation
+from models import Consultation, people_names
 
 
 def consultation_state(engine: Engine, consultation_id: int) -> dict[str, Any] | None:
@@ -28,3 +29,19 @@ def consultation_state(engine: Engine, consultation_id: int) -> dict[str, Any] |
     if row is None:
         return None
     return {"status": str(row.status), "chat": bool(row.chat), "guest_chat": bool(row.guest_chat)}
+
+
+def name_authors(engine: Engine, history: list[dict[str, Any]], user_id: int | None) -> str:
+    """Name the authors of a history replay as the pages do (models.person_name: «Фамилия Имя
+    Отчество»), not by their accounts' names; returns the joining user's own such name (""
+    for one who is neither a patient nor a doctor), which their live messages carry."""
+    authors = {m["author_id"] for m in history if m.get("author_id")}
+    if user_id is not None:
+        authors.add(user_id)
+    if not authors:
+        return ""
+    with engine.connect() as conn:
+        names = people_names(conn, authors)
+    for m in history:
+        m["author_name"] = names.get(m["author_id"], m["author_name"])
+    return names.get(user_id, "") if user_id is not None else ""

@@ -25,7 +25,7 @@ from sqlalchemy.orm import sessionmaker
 
 from media_server.admissions import DbAdmissions
 from media_server.auth import Claims, TokenRejected, verify_join_token
-from media_server.chat_state import consultation_state
+from media_server.chat_state import consultation_state, name_authors
 from media_server.guest_chat import guest_history, merge_history, send_guest
 from media_server.jsoncodec import OrjsonCodec
 from media_server.limits import (
@@ -355,6 +355,8 @@ class MediaServer:
         if joined is None:
             return None
         info, name, history = joined
+        # The person named as on every page (models.person_name), not by the account's name.
+        name = name_authors(self.store.engine, history, uid) or name
         guests = guest_history(self.store.engine, info, last_seen, HISTORY_LIMIT)
         return info, name, merge_history(history, guests, HISTORY_LIMIT)
 

@@ -256,6 +256,15 @@ def test_patient_waits_doctor_admits_video_both_ways_and_chat(
         "Спасибо, лучше, но бывают перебои."
     )
     expect(patient.locator("#chat-messages .chat-message.pending")).to_have_count(0)
+    # Names written the same way everywhere: the chat names each person as the title does.
+    doctor_name = patient.locator("#room-doctor").inner_text()
+    for page, name in ((doctor, w.patient_name), (patient, w.patient_name)):
+        own = page.locator(".chat-message", has_text="Спасибо, лучше").locator(".chat-author")
+        expect(own).to_have_text(name)
+    expect(doctor.locator("#room-patient")).to_have_text(w.patient_name)
+    expect(
+        patient.locator(".chat-message", has_text="Здравствуйте!").locator(".chat-author")
+    ).to_have_text(doctor_name)
     with app.app_context():
         bodies = list(
             db.session.execute(

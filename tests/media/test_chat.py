@@ -477,3 +477,37 @@ def test_read_mark_never_moves_backwards(app, media_server, make_room):
             select(ChatRead.last_read_id).where(ChatRead.user_id == room.doctor_user_id)
         ).all()
     assert marks == [ids[2]]
+
+
+def test_authors_are_named_as_on_every_page_live_and_in_the_history(app, media_server, make_room):
+    """One formatter (models.person_name): «Фамилия Имя Отчество» in a live message and in a
+    reconnect's history alike, as the room's title names the person, not the account."""
+    from app.extensions import db
+    from models import Consultation, Patient
+
+    room = make_room()
+    with app.app_context():
+        c = db.session.get(Consultation, room.consultation_id)
+        full = db.session.get(Patient, c.patient_id).full_name
+    patient, doctor = pair(media_server, room)
+    late = MediaClient(
+        media_server.url,
+        lambda: media_server.token(room.consultation_id, room.doctor_user_id, "doctor"),
+    )
+
+    async def scenario():
+        await patient.connect()
+        await doctor.connect()
+        ack = await patient.call("chat.send", {"client_msg_id": "n", "body": "Добрый день"})
+        await doctor.wait_for(lambda: doctor.got("chat.message"))
+        await late.connect()
+        for c in (patient, doctor, late):
+            await c.close()
+        return ack
+
+    ack = run(scenario())
+    assert " " in full and len(full.split()) >= 2
+    assert ack["message"]["author_name"] == full
+    assert doctor.got("chat.message")[0]["author_name"] == full
+    history = late.got("chat.history")[0]["messages"]
+    assert [m["author_name"] for m in history] == [full]
