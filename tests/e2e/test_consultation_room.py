@@ -671,6 +671,15 @@ def test_the_call_comes_back_by_itself_when_the_media_path_breaks(
     wait_for_new_call(patient, doctor, old_pc)
     wait_for_frames(patient, 10)
     wait_for_frames(doctor, 10)
+    # Meanwhile the doctor's page said so (its socket never noticed anything), then said the
+    # patient was back (the page's own log of what it showed, in order).
+    said = [
+        line.split(" ", 3)[3]
+        for line in doctor.evaluate("() => window.oblakoRoom.log")
+        if line.split(" ")[1:2] == ["status"] and len(line.split(" ", 3)) == 4
+    ]
+    lost = "У пациента прервалась связь. Ждём, когда он вернётся…"
+    assert lost in said and "Пациент снова на связи." in said[said.index(lost) :], said
 
     # The doctor's end goes: only the patient's page notices, and asks for a new connection.
     old_pc = doctor.evaluate(PEER_IDS)[0]

@@ -1113,6 +1113,8 @@
     room.participants.forEach(function (p) {
       if (p.sid === remoteSid) {
         peer.userId = p.user_id;
+        peer.role = p.role;
+        peer.name = p.name;
       }
     });
     room.peers[remoteSid] = peer;
@@ -1217,6 +1219,25 @@
     }
   }
 
+  // The media path itself says when the other side's network went (long before the media
+  // server notices its socket is gone): said once, and again when media flows back.
+  function mediaPresence(peer, up) {
+    var who = { role: peer.role || (room.role === "doctor" ? "patient" : "doctor"), name: peer.name };
+    if (!up) {
+      if (!room.mediaLost && room.socket && room.socket.connected && !room.ended) {
+        room.mediaLost = who;
+        status(presenceText(who, false), "warning");
+      } else if (!room.mediaLost) {
+        status(T.reconnecting, "warning");
+      }
+    } else if (room.mediaLost) {
+      var back = presenceText(room.mediaLost, true);
+      room.mediaLost = null;
+      status(back, "success");
+      clearLater(back);
+    }
+  }
+
   function onIceState(peer) {
     var state = peer.pc.iceConnectionState;
     if (state === "connected" || state === "completed") {
@@ -1224,11 +1245,14 @@
       clearTimeout(peer.connectTimer);
       peer.timer = peer.connectTimer = null;
       room.p2pFailures[peer.remote] = 0;
+      mediaPresence(peer, true);
       return;
+    }
+    if (state === "disconnected" || state === "failed") {
+      mediaPresence(peer, false);
     }
     if (room.role !== "doctor") {
       if (state === "disconnected" || state === "failed") {
-        status(T.reconnecting, "warning");
         // The doctor's side renegotiates when its own ICE fails; when only this side lost
         // the connection (the other end closed or lost its state) it must be asked to.
         if (!peer.timer) {
