@@ -18,6 +18,7 @@
   var ROOM = cfg.mode === "room";
   var ICE_GRACE_MS = 5000;
   var ACK_TIMEOUT_MS = 10000;
+  var CLOSED_RETRY_MS = 20000; // a message kept while the chat is closed is tried again this often
   var RECORD_STOP_TIMEOUT_MS = 40000;
   // One read mark per this delay at most, for the newest message: every event counts toward
   // the server's flood limit (50 in 5 s), and a busy chat must never get the reader cut off.
@@ -572,7 +573,12 @@
   setInterval(function () {
     var now = Date.now();
     room.pending.forEach(function (p, clientId) {
-      if (now - (p.sentAt || 0) > ACK_TIMEOUT_MS) {
+      if (p.held && p.closed && now - (p.sentAt || 0) > CLOSED_RETRY_MS) {
+        // The chat may have opened where this page could not hear it (the doctor started
+        // from the consultation's page): the server decides, one quiet try now and then.
+        p.held = false;
+        sendPending(clientId);
+      } else if (!p.held && now - (p.sentAt || 0) > ACK_TIMEOUT_MS) {
         sendPending(clientId);
       }
     });
