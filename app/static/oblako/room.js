@@ -1189,6 +1189,11 @@
     var keys = Object.keys(room.peers);
     for (var i = 0; i < keys.length; i++) {
       var peer = room.peers[keys[i]];
+      var flowing = ["connected", "completed"].indexOf(peer.pc.iceConnectionState) !== -1;
+      if (!listed[keys[i]] && peer.userId === p.user_id && !flowing) {
+        closePeer(keys[i]); // a reloaded page, say: its end of the connection is gone
+        return false;
+      }
       if (!listed[keys[i]] && peer.userId === p.user_id) {
         delete room.peers[keys[i]];
         peer.remote = p.sid;
@@ -1251,6 +1256,8 @@
       clearTimeout(peer.connectTimer);
       peer.timer = peer.connectTimer = null;
       room.p2pFailures[peer.remote] = 0;
+      peer.wasConnected = true;
+      peer.restarted = false; // a later break may restart again
       mediaPresence(peer, true);
       return;
     }
@@ -1269,14 +1276,14 @@
       }
       return;
     }
-    if (state === "failed") {
-      p2pFailed(peer);
-    } else if (state === "disconnected" && !peer.timer) {
+    if (state === "failed" && !peer.restarted) {
+      iceRestart(peer);
+    } else if (state === "disconnected" && !peer.timer && !peer.restarted) {
       peer.timer = setTimeout(function () {
         peer.timer = null;
         var now = peer.pc.iceConnectionState;
         if (now === "disconnected" || now === "failed") {
-          p2pFailed(peer);
+          iceRestart(peer);
         }
       }, ICE_GRACE_MS);
     }
@@ -1332,6 +1339,62 @@
     }
   }
 
+  // The patient's side: the doctor restarts ICE on the same connection (same `pc`). Answered
+  // in place: the tracks, the video element and whatever still flows stay as they are.
+  function answerRestart(peer, data) {
+    trace("restart offer", data.pc);
+    peer.pc
+      .setRemoteDescription({ type: "offer", sdp: data.sdp })
+      .then(function () {
+        return peer.pc.createAnswer();
+      })
+      .then(function (answer) {
+        return peer.pc.setLocalDescription(answer);
+      })
+      .then(function () {
+        signal({ to: data.from, kind: "answer", pc: data.pc, sdp: peer.pc.localDescription.sdp });
+      })
+      .catch(function (err) {
+        console.warn("restart answer failed", err);
+      });
+  }
+
+  // The doctor's side: a connection that was up and broke gets an ICE restart on the same
+  // RTCPeerConnection first (a network back after a few seconds resumes the very same call);
+  // one that never connected, was closed, or does not come back in time goes the usual way
+  // (a new connection, then the relay).
+  function iceRestart(peer) {
+    if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    if (!peer.wasConnected || peer.restarted || peer.orphan || peer.pc.signalingState === "closed") {
+      p2pFailed(peer);
+      return;
+    }
+    peer.restarted = true;
+    trace("ice restart", peer.id);
+    clearTimeout(peer.connectTimer);
+    peer.connectTimer = setTimeout(function () {
+      peer.connectTimer = null;
+      var now = peer.pc.iceConnectionState;
+      if (now !== "connected" && now !== "completed") {
+        p2pFailed(peer);
+      }
+    }, P2P_CONNECT_MS);
+    peer.pc
+      .createOffer({ iceRestart: true })
+      .then(function (offer) {
+        return peer.pc.setLocalDescription(offer);
+      })
+      .then(function () {
+        signal({ to: peer.remote, kind: "offer", pc: peer.id, sdp: peer.pc.localDescription.sdp });
+      })
+      .catch(function (err) {
+        console.warn("ice restart failed", err);
+        p2pFailed(peer);
+      });
+  }
+
   function flushCandidates(peer) {
     var queued = peer.candidates;
     peer.candidates = [];
@@ -1351,6 +1414,15 @@
     var peer = room.peers[key];
     if (data.kind === "offer") {
       if (room.role === "doctor" || typeof data.sdp !== "string" || !room.wantRoom) {
+        return;
+      }
+      if (peer && peer.id === data.pc) {
+        if (peer.pc.signalingState !== "closed") {
+          answerRestart(peer, data);
+        } else {
+          // This end of it is gone: the doctor's side makes a new connection.
+          signal({ to: data.from, kind: "restart", pc: data.pc });
+        }
         return;
       }
       // A new negotiation (new `pc`): replace the previous connection.
@@ -1402,9 +1474,9 @@
         syncRelay();
       }
     } else if (data.kind === "restart") {
-      // The other side lost this connection: a new one, unless already replaced.
+      // The other side lost this connection: restart its ICE (or a new one), unless replaced.
       if (room.role === "doctor" && peer && peer.id === data.pc) {
-        p2pFailed(peer);
+        iceRestart(peer);
       }
     } else if (data.kind === "bye") {
       if (peer && peer.id === data.pc) {
