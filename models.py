@@ -341,6 +341,29 @@ class Disease(Model):
 # ---------------------------------------------------------------------------------------------
 
 
+def person_name(surname: str | None, name: str | None, patronymic: str | None = "") -> str:
+    """How a person is named on every page, in the chat, PDF and SMS: «Фамилия Имя Отчество».
+    The one formatter (Patient.full_name, Doctor.full_name, chat authors)."""
+    return " ".join(p for p in (surname, name, patronymic) if p)
+
+
+def people_names(conn: Any, user_ids: Iterable[int]) -> dict[int, str]:
+    """{user id: person_name} of the patients and doctors among these accounts, in two small
+    queries (`conn`: a Session or a Connection). Chat lines name their authors with it, so a
+    message reads «Звонкова Вера Ивановна» as the room's title does, not the account's name."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    names: dict[int, str] = {}
+    for table in (Patient.__table__, Doctor.__table__):
+        stmt = select(table.c.user_id, table.c.surname, table.c.name, table.c.patronymic).where(
+            table.c.user_id.in_(ids)
+        )
+        for row in conn.execute(stmt):
+            names[row.user_id] = person_name(row.surname, row.name, row.patronymic)
+    return names
+
+
 class Patient(Model):
     __tablename__ = "patient"
 
@@ -373,7 +396,7 @@ class Patient(Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+        return person_name(self.surname, self.name, self.patronymic)
 
     def age_on(self, day: date) -> int:
         born = self.birth_date
@@ -407,7 +430,7 @@ class Doctor(Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
+        return person_name(self.surname, self.name, self.patronymic)
 
     def __str__(self) -> str:
         return f"{self.full_name} ({self.specialty})"
@@ -967,6 +990,21 @@ class ChatRead(Model):
     __table_args__ = (
         UniqueConstraint("user_id", "consultation_id", name="uq_chat_read_user_consultation"),
     )
+
+
+class MediaAdmission(Model):
+    """Who was admitted to a room's call a moment ago (media_server/admissions.py): a drop or a
+    media server restart brings them straight back instead of into the waiting room. With
+    Redis (several media processes) the marks live there; a single process without Redis (the
+    embedded default) keeps them here, since its memory dies with it. `room` is the media
+    server's room name, `subject` the join token's; rows older than ten minutes mean nothing
+    and are swept."""
+
+    __tablename__ = "media_admission"
+
+    room: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admitted_at: Mapped[datetime] = created_at_column()
 
 
 class MediaInvite(Model):

@@ -54,6 +54,7 @@ from models import (
     Doctor,
     MediaInvite,
     OblakoUser,
+    people_names,
     utcnow,
 )
 
@@ -311,13 +312,19 @@ def chat_history(
         .limit(limit)
     )
     patient_user_id = c.patient.user_id
+    rows = db.session.execute(stmt).all()
+    # People are named as everywhere else (models.person_name), the account's name only for
+    # an author who is neither a patient nor a doctor.
+    names = people_names(db.session, {msg.author_id for msg, *_ in rows if msg.author_id})
     lines = [
         ChatLine(
             id=msg.id,
             client_msg_id=msg.client_msg_id,
             author_id=msg.author_id,
             author_name=(
-                guest_name if msg.author_id is None else " ".join(x for x in (first, last) if x)
+                guest_name
+                if msg.author_id is None
+                else names.get(msg.author_id) or " ".join(x for x in (first, last) if x)
             )
             or "",
             author_role=_author_role(msg, patient_user_id),
@@ -326,7 +333,7 @@ def chat_history(
             own=(viewer_id is not None and msg.author_id == viewer_id)
             or (viewer_invite_id is not None and msg.invite_id == viewer_invite_id),
         )
-        for msg, first, last, guest_name in db.session.execute(stmt)
+        for msg, first, last, guest_name in rows
     ]
     lines.reverse()
     return lines

@@ -19,6 +19,7 @@ Services take the acting user explicitly and never commit (the view's unit of wo
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 from flask import current_app
@@ -26,6 +27,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, update
 
 from app.audit import audit
+from app.dates import zone
 from app.errors import DomainError
 from app.extensions import db
 from models import (
@@ -236,4 +238,10 @@ def recording_path(recording: Recording) -> Path:
 
 
 def download_name(recording: Recording, c: Consultation) -> str:
-    return f"recording-{c.display_number}-{recording.started_at:%Y%m%d-%H%M%S}.webm"
+    """Named in the consultation's local time (its patient's zone), as its pages show it:
+    a file started at 09:05 in Omsk is «…-0905…», not the UTC hour."""
+    started = recording.started_at
+    if started.tzinfo is None:  # SQLite hands back naive UTC
+        started = started.replace(tzinfo=UTC)
+    local = started.astimezone(zone(c.patient.timezone if c.patient else None))
+    return f"recording-{c.display_number}-{local:%Y%m%d-%H%M%S}.webm"

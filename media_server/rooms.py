@@ -49,13 +49,27 @@ class Rooms(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryRooms:
-    """One process: plain dicts (the event loop is the only writer, so no locks)."""
+class Marks(Protocol):
+    """Where a single process keeps re-admission marks so that they outlive it
+    (media_server/admissions.DbAdmissions)."""
 
-    def __init__(self) -> None:
+    async def mark(self, room: str, sub: str) -> None: ...
+    async def forget(self, room: str, sub: str | None = None) -> None: ...
+    async def recent(self, room: str, sub: str) -> bool: ...
+    async def sweep(self) -> None: ...
+
+
+class MemoryRooms:
+    """One process: plain dicts (the event loop is the only writer, so no locks). Who is in a
+    room dies with the process (the sockets do too); the re-admission marks go to `marks`
+    (the database) when given, so that a restart does not send an admitted patient back to
+    the waiting room."""
+
+    def __init__(self, marks: Marks | None = None) -> None:
         self.proc = uuid.uuid4().hex
         self._rooms: dict[str, dict[str, Participant]] = {}
         self._admitted: dict[str, dict[str, float]] = {}
+        self._marks = marks
 
     async def add(self, room: str, p: Participant) -> None:
         self._rooms.setdefault(room, {})[p["sid"]] = dict(p, proc=self.proc)
@@ -84,12 +98,20 @@ class MemoryRooms:
         return p
 
     async def mark_admitted(self, room: str, sub: str) -> None:
+        if self._marks is not None:
+            await self._marks.mark(room, sub)
+            return
         self._admitted.setdefault(room, {})[sub] = time.time()
 
     async def forget_admitted(self, room: str, sub: str) -> None:
+        if self._marks is not None:
+            await self._marks.forget(room, sub)
+            return
         self._admitted.get(room, {}).pop(sub, None)
 
     async def recently_admitted(self, room: str, sub: str) -> bool:
+        if self._marks is not None:
+            return await self._marks.recent(room, sub)
         at = self._admitted.get(room, {}).get(sub)
         return at is not None and time.time() - at < READMIT_SECONDS
 
@@ -97,8 +119,12 @@ class MemoryRooms:
         for p in self._rooms.get(room, {}).values():
             p["state"] = PRESENT
         self._admitted.pop(room, None)
+        if self._marks is not None:
+            await self._marks.forget(room)
 
     async def heartbeat(self) -> None:
+        if self._marks is not None:
+            await self._marks.sweep()
         # Drop re-admission marks nobody can use any more (long-running process hygiene).
         cutoff = time.time() - READMIT_SECONDS
         for room in list(self._admitted):

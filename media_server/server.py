@@ -24,7 +24,9 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
 from config import sqlite_connect_args
+from media_server.admissions import DbAdmissions
 from media_server.auth import Claims, TokenRejected, verify_join_token
+from media_server.chat_state import consultation_state, name_authors
 from media_server.guest_chat import guest_history, merge_history, send_guest
 from media_server.jsoncodec import OrjsonCodec
 from media_server.limits import (
@@ -40,6 +42,7 @@ from media_server.rooms import (
     ADMITTED,
     PRESENT,
     PROC_HEARTBEAT_SECONDS,
+    READMIT_SECONDS,
     WAITING,
     MemoryRooms,
     RedisRooms,
@@ -113,17 +116,18 @@ class MediaServer:
             raise ValueError("MEDIA_ALLOWED_ORIGINS must list origins, never '*'")
         # Tests only: the browser test's live server listens on a port chosen at run time.
         self.allow_local_origins = allow_local_origins
+        # MEDIA_DB_WORKERS: the PostgreSQL connections the store keeps (its pool's size).
+        self.store = ChatStore(
+            cfg["SQLALCHEMY_DATABASE_URI"], pool_size=int(cfg.get("MEDIA_DB_WORKERS", 8))
+        )
         redis_url = cfg.get("MEDIA_REDIS_URL") or ""
         manager = None
         if redis_url:
             manager = socketio.AsyncRedisManager(redis_url, channel=redis_channel(redis_url))
             self.rooms: Rooms = RedisRooms(redis_url)
         else:
-            self.rooms = MemoryRooms()
-        # MEDIA_DB_WORKERS: the PostgreSQL connections the store keeps (its pool's size).
-        self.store = ChatStore(
-            cfg["SQLALCHEMY_DATABASE_URI"], pool_size=int(cfg.get("MEDIA_DB_WORKERS", 8))
-        )
+            # Re-admission marks in the database: they outlive a restart of this process.
+            self.rooms = MemoryRooms(DbAdmissions(self.store, READMIT_SECONDS))
         self.writer = ChatWriter(self.store)
         # The recorder's rare writes (a Recording row as a recording ends, a consent check as
         # one starts) use a sync ORM session in a thread (peers/hub.py): no pool kept for them.
@@ -222,6 +226,7 @@ class MediaServer:
             "room.admit": self.room_admit,
             "room.leave": self.room_leave,
             "room.end": self.room_end,
+            "consultation.refresh": self.consultation_refresh,
             "signal": self.signal,
         }
         for name, handler in events.items():
@@ -366,6 +371,8 @@ class MediaServer:
         if joined is None:
             return None
         info, name, history = joined
+        # The person named as on every page (models.person_name), not by the account's name.
+        name = name_authors(conn, history, uid) or name
         guests = guest_history(conn, info, last_seen, HISTORY_LIMIT)
         return info, name, merge_history(history, guests, HISTORY_LIMIT)
 
@@ -417,9 +424,9 @@ class MediaServer:
             raise BadRequest("body")
         if len(body) > MAX_BODY:
             return _fail("too_long")
+        # The database decides whether the chat is open (in the insert's transaction), not the
+        # token's `chat`, a snapshot taken before the doctor may have started (chat_state.py).
         claims = conn.claims
-        if not claims.chat:
-            return _fail("chat_closed")
         if claims.user_id is None:
             if claims.invite_id is None:
                 return _fail("forbidden")
@@ -525,6 +532,17 @@ class MediaServer:
         await self.sio.emit("room.ended", {}, to=conn.room)
         await self._broadcast_state(conn.room)
         return {"ok": True}
+
+    async def consultation_refresh(self, conn: Conn, data: dict[str, Any]) -> Ack:
+        """The doctor's page changed the consultation (started it): everyone in the room reads
+        the new state, taken from the database, never from the page."""
+        if conn.claims.role != "doctor":
+            return _fail("forbidden")
+        state = await self.store.run(consultation_state, conn.info.id)
+        if state is None:
+            return _fail("not_found")
+        await self.sio.emit("consultation.state", state, to=conn.room)
+        return {"ok": True, **state}
 
     # --- signalling ------------------------------------------------------------------------
 

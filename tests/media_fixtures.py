@@ -301,7 +301,9 @@ def media_process_factory(app: Flask, tmp_path: Path) -> Iterator[Callable[..., 
     """`python -m media_server` subprocesses on the test database; stopped after the test."""
     started: list[MediaProcess] = []
 
-    def factory(*, port: int | None = None, redis_url: str = "") -> MediaProcess:
+    def factory(
+        *, port: int | None = None, redis_url: str = "", origins: str = ORIGIN
+    ) -> MediaProcess:
         port = port or free_port()
         env = {
             **os.environ,
@@ -310,7 +312,7 @@ def media_process_factory(app: Flask, tmp_path: Path) -> Iterator[Callable[..., 
             "DATABASE_URL": str(app.config["SQLALCHEMY_DATABASE_URI"]),
             "MEDIA_HOST": "127.0.0.1",
             "MEDIA_PORT": str(port),
-            "MEDIA_ALLOWED_ORIGINS": ORIGIN,
+            "MEDIA_ALLOWED_ORIGINS": origins,  # a browser test: its live server's origin
             "MEDIA_REDIS_URL": redis_url,
             "OBLAKO_INSTANCE_DIR": str(tmp_path / "instance"),
             "PYTHONUNBUFFERED": "1",

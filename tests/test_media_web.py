@@ -634,3 +634,39 @@ def test_a_guest_writes_during_the_consultation_and_every_page_shows_the_guests_
             with pytest.raises(IntegrityError):
                 db.session.commit()
             db.session.rollback()
+
+
+def test_the_room_page_revokes_in_place_and_strangers_cannot(app, world):
+    """The room lists a new invite with its revoke address and revokes it by JSON (a reload
+    would drop the doctor's call); another centre's doctor and the patient get 404."""
+    from app.extensions import db
+    from models import MediaInvite
+
+    doctor = signed_in(app, "media_d1")
+    created = create_invite(app, doctor, world["c"]).get_json()
+    with app.app_context():
+        invite_id = db.session.query(MediaInvite).one().public_id
+    url = f"/media/room/{world['c']}/invites/{invite_id}/revoke"
+    assert created["revoke_url"] == url
+    assert created["state"] == "ссылка ещё не открыта"
+    # Another centre's doctor: not theirs (404); a patient: no such permission at all (403).
+    for username, code in (("media_d3", 404), (world["q_login"], 403)):
+        stranger = signed_in(app, username)
+        token = csrf_token(stranger, PASSWORD_PAGE)
+        refused = stranger.post(
+            url, data={"csrf_token": token}, headers={"Accept": "application/json"}
+        )
+        assert refused.status_code == code, username
+    expired = doctor.post(url, data={}, headers={"Accept": "application/json"})  # no CSRF
+    assert expired.status_code == 400
+    with app.app_context():
+        assert db.session.query(MediaInvite).one().revoked_at is None
+    token = csrf_token(doctor, f"/media/room/{world['c']}")
+    done = doctor.post(url, data={"csrf_token": token}, headers={"Accept": "application/json"})
+    assert done.status_code == 200
+    assert done.get_json() == {
+        "ok": True,
+        "message": "Приглашение для Анна Переводчикова отозвано.",
+    }
+    with app.app_context():
+        assert db.session.query(MediaInvite).one().revoked_at is not None

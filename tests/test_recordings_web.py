@@ -296,3 +296,23 @@ def test_missing_file_is_404_not_500(app, world):
         ).scalar_one()
         svc.recording_path(rec).unlink()
     assert patient(app, world).get(f"/consultations/recordings/download/{rid}").status_code == 404
+
+
+def test_download_is_named_in_the_consultations_local_time(app, world):
+    """Started at 03:05 UTC, the patient in Omsk (UTC+6): the file says 09:05, as her pages."""
+    from datetime import UTC, datetime
+
+    from app.extensions import db
+    from models import Patient, Recording
+
+    rid = add_recording(app, world)
+    with app.app_context():
+        db.session.get(Patient, world["p"]).timezone = "Asia/Omsk"
+        rec = db.session.execute(
+            select(Recording).where(Recording.public_id == uuid.UUID(rid))
+        ).scalar_one()
+        rec.started_at = datetime(2026, 3, 2, 3, 5, 7, tzinfo=UTC)
+        db.session.commit()
+    response = patient(app, world).get(f"/consultations/recordings/download/{rid}")
+    assert response.status_code == 200
+    assert "-20260302-090507.webm" in response.headers["Content-Disposition"]

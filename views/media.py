@@ -52,6 +52,17 @@ def page_texts() -> dict[str, str]:
         "connecting": _("Connecting…"),
         "in_call": _("You are in the consultation."),
         "reconnecting": _("The connection was lost. Reconnecting…"),
+        "chat_unavailable": _(
+            "No connection to the consultation server: the chat is unavailable for now, the "
+            "call goes on. Reconnecting…"
+        ),
+        # The other side's connection (the room's presence, from the media server).
+        "lost_doctor": _("The doctor's connection has dropped. Please wait: it will resume."),
+        "lost_patient": _("The patient's connection has dropped. Waiting for them to return…"),
+        "lost_guest": _("%(name)s: the connection has dropped. Waiting for them to return…"),
+        "back_doctor": _("The doctor is back online."),
+        "back_patient": _("The patient is back online."),
+        "back_guest": _("%(name)s is back online."),
         "permission_denied": _(
             "The browser is not allowed to use the camera and microphone. Allow access in the "
             "browser (the camera icon in the address bar or the site settings) and reload the "
@@ -73,6 +84,7 @@ def page_texts() -> dict[str, str]:
         "checking": _("Allow the browser to use the camera and microphone."),
         "nobody_waiting": _("Nobody is waiting yet."),
         "admit": _("Admit"),
+        "admit_and_start": _("Admit and start the consultation"),
         "is_waiting": _("is waiting"),
         "ended": _("The consultation has ended. Thank you!"),
         "left": _("You have left the call."),
@@ -81,6 +93,11 @@ def page_texts() -> dict[str, str]:
         "camera_off": _("Camera off"),
         "camera_on": _("Camera on"),
         "sending": _("sending…"),
+        "unsent": _("Not sent."),
+        "resend": _("Send again"),
+        "unsent_closed": _(
+            "Not sent yet: it will be sent as soon as the doctor starts the consultation."
+        ),
         "you": _("You"),
         "started": _("The consultation has started."),
         "start_failed": _("The consultation could not be started. Reload the page."),
@@ -91,6 +108,7 @@ def page_texts() -> dict[str, str]:
         "record_start": _("Start recording"),
         "record_stop": _("Stop recording"),
         "copied": _("The link has been copied."),
+        "revoke": _("Revoke"),
     }
 
 
@@ -331,6 +349,11 @@ class MediaView(BaseView):
                 role=str(svc.GUEST_ROLES[invite.guest_role]),
                 invite=str(invite.public_id),
                 expires_at=local_datetime(invite.expires_at, "d MMMM, HH:mm"),
+                # The page lists it at once, with its «Revoke» (no reload: it would drop the call).
+                revoke_url=url_for(
+                    ".revoke_invite", public_id=public_id, invite_id=invite.public_id
+                ),
+                state=_("link not opened yet"),
             )
             response.headers["Cache-Control"] = "no-store"
             return response
@@ -348,20 +371,26 @@ class MediaView(BaseView):
     @has_access
     def revoke_invite(self, public_id: uuid.UUID, invite_id: uuid.UUID):
         p = self._participation(public_id)
+        wants_json = request.accept_mimetypes.best == "application/json"
         form = FlaskForm()
         if not form.validate_on_submit():
-            flash(_("The form has expired. Please try again."), "danger")
+            message, ok = _("The form has expired. Please try again."), False
         else:
             try:
                 with unit_of_work():
                     invite = svc.revoke_invite(p, invite_id)
             except DomainError as exc:
-                flash(str(exc), "danger")
+                message, ok = str(exc), False
             else:
-                flash(
-                    _("The invitation of %(name)s has been revoked.", name=invite.guest_name),
-                    "success",
-                )
+                message = _("The invitation of %(name)s has been revoked.", name=invite.guest_name)
+                ok = True
+        if wants_json:  # the room page revokes in place: a reload would drop the call
+            if not ok:
+                return json_error(400, "refused", message)
+            response = jsonify(ok=True, message=message)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        flash(message, "success" if ok else "danger")
         return redirect(url_for(".room", public_id=public_id))
 
 

@@ -181,17 +181,55 @@ def test_duty_booking_chats_before_the_start_and_stops_when_completed(app, media
     assert [r[2] for r in chat_rows(app, room.consultation_id)] == ["заранее"]
 
 
-def test_token_without_chat_claim_cannot_write(app, media_server, make_room):
-    room = make_room()
-    patient, _ = pair(media_server, room, patient_chat=False)
+def test_a_socket_joined_before_the_start_writes_once_the_doctor_starts(
+    app, media_server, make_room
+):
+    """The token's `chat` is a snapshot taken at connect (closed: a centre consultation not
+    started yet); the database decides at each send. Once the doctor starts, the same socket
+    writes without reconnecting, and `consultation.refresh` tells the whole room so."""
+    room = make_room(kind="centre_request", status="scheduled")
+    patient, doctor = pair(media_server, room, patient_chat=False)
 
     async def scenario():
         await patient.connect()
-        ack = await patient.call("chat.send", {"client_msg_id": "1", "body": "hi"})
+        await doctor.connect()
+        before = await patient.call("chat.send", {"client_msg_id": "1", "body": "рано"})
+        refused = await patient.call("consultation.refresh", {})
+        set_status(app, room.consultation_id, "in_progress")
+        refreshed = await doctor.call("consultation.refresh", {})
+        await patient.wait_for(lambda: patient.got("consultation.state"))
+        after = await patient.call("chat.send", {"client_msg_id": "1", "body": "рано"})
+        await doctor.wait_for(lambda: doctor.got("chat.message"))
         await patient.close()
+        await doctor.close()
+        return before, refused, refreshed, after
+
+    before, refused, refreshed, after = run(scenario())
+    assert before == {"ok": False, "error": "chat_closed"}
+    assert refused == {"ok": False, "error": "forbidden"}  # only the doctor's page asks
+    assert refreshed == {"ok": True, "status": "in_progress", "chat": True, "guest_chat": True}
+    assert patient.got("consultation.state") == [
+        {"status": "in_progress", "chat": True, "guest_chat": True}
+    ]
+    assert after["ok"] is True
+    assert [r[2] for r in chat_rows(app, room.consultation_id)] == ["рано"]
+
+
+def test_consultation_state_says_a_duty_booking_is_open_to_the_patient_only(
+    app, media_server, make_room
+):
+    room = make_room(kind="duty", status="scheduled")
+    patient, doctor = pair(media_server, room)
+
+    async def scenario():
+        await patient.connect()
+        await doctor.connect()
+        ack = await doctor.call("consultation.refresh", {})
+        await patient.close()
+        await doctor.close()
         return ack
 
-    assert run(scenario()) == {"ok": False, "error": "chat_closed"}
+    assert run(scenario()) == {"ok": True, "status": "scheduled", "chat": True, "guest_chat": False}
 
 
 def guest_client(server, room, invite_id: int, *, name: str = "Анна Переводчикова"):
@@ -439,3 +477,37 @@ def test_read_mark_never_moves_backwards(app, media_server, make_room):
             select(ChatRead.last_read_id).where(ChatRead.user_id == room.doctor_user_id)
         ).all()
     assert marks == [ids[2]]
+
+
+def test_authors_are_named_as_on_every_page_live_and_in_the_history(app, media_server, make_room):
+    """One formatter (models.person_name): «Фамилия Имя Отчество» in a live message and in a
+    reconnect's history alike, as the room's title names the person, not the account."""
+    from app.extensions import db
+    from models import Consultation, Patient
+
+    room = make_room()
+    with app.app_context():
+        c = db.session.get(Consultation, room.consultation_id)
+        full = db.session.get(Patient, c.patient_id).full_name
+    patient, doctor = pair(media_server, room)
+    late = MediaClient(
+        media_server.url,
+        lambda: media_server.token(room.consultation_id, room.doctor_user_id, "doctor"),
+    )
+
+    async def scenario():
+        await patient.connect()
+        await doctor.connect()
+        ack = await patient.call("chat.send", {"client_msg_id": "n", "body": "Добрый день"})
+        await doctor.wait_for(lambda: doctor.got("chat.message"))
+        await late.connect()
+        for c in (patient, doctor, late):
+            await c.close()
+        return ack
+
+    ack = run(scenario())
+    assert " " in full and len(full.split()) >= 2
+    assert ack["message"]["author_name"] == full
+    assert doctor.got("chat.message")[0]["author_name"] == full
+    history = late.got("chat.history")[0]["messages"]
+    assert [m["author_name"] for m in history] == [full]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
+
 from tests.media.conftest import chat_rows
 from tests.media_fixtures import MediaClient, run
 
@@ -115,3 +117,45 @@ def test_sigterm_stops_the_process_cleanly(media_process_factory):
     server = media_process_factory()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(15) == 0
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["alone", "redis"])
+def test_an_admitted_patient_is_admitted_again_after_a_media_server_restart(
+    app, request, media_process_factory, make_room, with_redis
+):
+    """Issue 18, item 5: the media server dies mid-call and comes back; the pages reconnect and
+    the patient is let straight back into the call, not into the waiting room. Alone (the
+    embedded default) the marks are in the database, with Redis in Redis: never in memory."""
+    redis_url = request.getfixturevalue("redis_url") if with_redis else ""
+    server = media_process_factory(redis_url=redis_url)
+    room = make_room()
+    patient = MediaClient(
+        server.url, lambda: server.token(room.consultation_id, room.patient_user_id, "patient")
+    )
+    doctor = MediaClient(
+        server.url, lambda: server.token(room.consultation_id, room.doctor_user_id, "doctor")
+    )
+
+    async def scenario():
+        await patient.connect()
+        await doctor.connect()
+        await doctor.call("room.enter", {})
+        first = await patient.call("room.enter", {})
+        await doctor.call("room.admit", {"sid": patient.sid})
+        await patient.wait_for(lambda: patient.got("room.admitted"))
+        await asyncio.to_thread(server.kill)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.start)  # the same port
+        await patient.wait_for(lambda: len(patient.got("joined")) == 2, timeout=30)
+        await doctor.wait_for(lambda: len(doctor.got("joined")) == 2, timeout=30)
+        again = await patient.call("room.enter", {})
+        sent = await patient.call("chat.send", {"client_msg_id": "back", "body": "снова тут"})
+        await doctor.wait_for(lambda: doctor.got("chat.message"))
+        await patient.close()
+        await doctor.close()
+        return first, again, sent
+
+    first, again, sent = run(scenario(), timeout=120)
+    assert first == {"ok": True, "state": "waiting"}
+    assert again == {"ok": True, "state": "admitted"}
+    assert sent["ok"] is True

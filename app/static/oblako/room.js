@@ -18,6 +18,7 @@
   var ROOM = cfg.mode === "room";
   var ICE_GRACE_MS = 5000;
   var ACK_TIMEOUT_MS = 10000;
+  var CLOSED_RETRY_MS = 20000; // a message kept while the chat is closed is tried again this often
   var RECORD_STOP_TIMEOUT_MS = 40000;
   // One read mark per this delay at most, for the newest message: every event counts toward
   // the server's flood limit (50 in 5 s), and a busy chat must never get the reader cut off.
@@ -57,7 +58,7 @@
     relayVideoKbps: 0, // the cap on video sent to the relay, from the server (kbit/s)
     ended: false,
     micLevel: 0,
-    grantRefreshedAt: 0,
+    chatOpen: !!cfg.chat, // may write now, as the server last said (the page, a token, an event)
     sessionEnded: false, // the server closed the socket: the session it was joined with is over
     recording: false,
     // The media server's aiortc relay (docs/media-contract.md "Relay and recording"): used with
@@ -131,6 +132,7 @@
     }
     if (!text) {
       show(el, false);
+      el.textContent = "";
       return;
     }
     trace("status", kind, text);
@@ -167,6 +169,9 @@
         }
         if (data.status) {
           room.status = data.status;
+        }
+        if (typeof data.chat === "boolean") {
+          onChatState(data.chat);
         }
         return data;
       });
@@ -223,11 +228,8 @@
       room.relayVideoKbps = data.relay_video_kbps || 0;
       room.sessionEnded = false;
       status("");
-      // Peer connections were negotiated through the previous socket id: the doctor starts
-      // afresh (a new `pc` per negotiation); the others wait for the doctor's new offer.
-      if (room.role === "doctor") {
-        closeAllPeers();
-      }
+      // The peer connections are kept: media flows browser to browser whatever happens to
+      // this socket; one that broke renegotiates through its own ICE watch (onIceState).
       // The server closed this socket's relay connections with the old socket.
       closeRelay();
       if (ROOM && room.wantRoom && !room.ended) {
@@ -257,6 +259,13 @@
       askRelayState();
     });
     socket.on("room.ended", onEnded);
+    socket.on("consultation.state", function (data) {
+      if (!data) {
+        return;
+      }
+      room.status = data.status || room.status;
+      onChatState(room.role === "guest" ? !!data.guest_chat : !!data.chat);
+    });
     socket.on("record.state", function (data) {
       setRecording(!!(data && data.recording));
     });
@@ -282,7 +291,8 @@
         return;
       }
       if (!room.ended) {
-        status(T.reconnecting, "warning");
+        // Without the media server the chat waits; a call that still flows goes on.
+        status(callFlows() ? T.chat_unavailable : T.reconnecting, "warning");
       }
       if (reason === "io server disconnect") {
         // Refused by the server (a flood kick-out): it will not come back by itself, and the
@@ -302,7 +312,7 @@
         status(E[code], "danger");
         return;
       }
-      status(E[code] || T.reconnecting, "warning");
+      status(E[code] || (callFlows() ? T.chat_unavailable : T.reconnecting), "warning");
       if (!socket.active) {
         // The server refused this token (expired in transit): try again with a fresh one.
         setTimeout(function () {
@@ -406,7 +416,7 @@
       return false;
     }
     room.pending.delete(clientId);
-    p.el.classList.remove("pending");
+    markMessage(p, "sent");
     p.el.setAttribute("data-id", String(m.id));
     var author = p.el.querySelector(".chat-author");
     if (author && m.author_name) {
@@ -464,13 +474,53 @@
   }
   document.addEventListener("visibilitychange", flushRead);
 
+  // A message the server has not stored yet: `pending` (on its way, sent again after a
+  // reconnect or a timeout) or `failed` (refused: the chat is closed, or for good). A failed
+  // one keeps its text and gets a «Send again» button; one refused because the chat was still
+  // closed goes by itself once the chat opens (consultation.state, or a token that says so).
+  function markMessage(p, state, reason) {
+    p.el.classList.toggle("pending", state === "pending");
+    p.el.classList.toggle("failed", state === "failed");
+    var note = p.el.querySelector(".chat-state");
+    if (!note) {
+      note = document.createElement("div");
+      note.className = "chat-state";
+      p.el.appendChild(note);
+    }
+    while (note.firstChild) {
+      note.removeChild(note.firstChild);
+    }
+    if (state === "sent") {
+      note.parentNode.removeChild(note);
+      return;
+    }
+    var text = document.createElement("span");
+    text.textContent = state === "pending" ? T.sending : reason || T.unsent;
+    note.appendChild(text);
+    if (state === "failed") {
+      var again = document.createElement("button");
+      again.type = "button";
+      again.className = "btn btn-link chat-resend";
+      again.textContent = T.resend;
+      again.addEventListener("click", function () {
+        p.held = false;
+        markMessage(p, "pending");
+        sendPending(p.clientId);
+      });
+      note.appendChild(again);
+    }
+  }
+
   function sendPending(clientId) {
     var p = room.pending.get(clientId);
-    if (!p || !room.socket || !room.socket.connected) {
+    if (!p || p.held || !room.socket || !room.socket.connected) {
       return;
     }
     p.sentAt = Date.now();
     emit("chat.send", { client_msg_id: clientId, body: p.body }).then(function (ack) {
+      if (room.pending.get(clientId) !== p) {
+        return; // confirmed meanwhile (the broadcast came first)
+      }
       if (ack.ok) {
         if (ack.message) {
           room.seen.add(ack.message.id);
@@ -479,6 +529,7 @@
           }
           confirmPending(clientId, ack.message);
         }
+        chatOpened(); // stored: the chat is open, whatever the page was told before
         chatFail("");
         return;
       }
@@ -500,14 +551,17 @@
         }, 3000);
         return;
       }
-      if (ack.error === "chat_closed" && refreshGrant()) {
-        return; // reconnecting with a fresh grant; pending messages are resent then
+      if (ack.error === "chat_closed") {
+        // Kept: it goes as soon as the chat opens (or when the patient presses «Send again»).
+        p.held = p.closed = true;
+        room.chatOpen = false;
+        markMessage(p, "failed", T.unsent_closed);
+        showChatClosed();
+        return;
       }
       // Refused for good: show why, keep the text so the patient can copy it.
-      room.pending.delete(clientId);
-      p.el.classList.remove("pending");
-      p.el.classList.add("failed");
-      chatFail(E[ack.error] || E.unknown);
+      p.held = true;
+      markMessage(p, "failed", E[ack.error] || E.unknown);
     });
   }
 
@@ -519,42 +573,50 @@
   setInterval(function () {
     var now = Date.now();
     room.pending.forEach(function (p, clientId) {
-      if (now - (p.sentAt || 0) > ACK_TIMEOUT_MS) {
+      if (p.held && p.closed && now - (p.sentAt || 0) > CLOSED_RETRY_MS) {
+        // The chat may have opened where this page could not hear it (the doctor started
+        // from the consultation's page): the server decides, one quiet try now and then.
+        p.held = false;
+        sendPending(clientId);
+      } else if (!p.held && now - (p.sentAt || 0) > ACK_TIMEOUT_MS) {
         sendPending(clientId);
       }
     });
   }, 5000);
 
-  // The grant is fixed at connect time; when the doctor has just started the consultation the
-  // chat opens: fetch a fresh token (reconnect) once, if the web app now allows writing.
-  function refreshGrant() {
-    if (Date.now() - room.grantRefreshedAt < 10000) {
-      return false;
+  // The chat opened (the doctor started the consultation, a fresh token says so, or a send was
+  // stored): the notice goes, and the messages held back because it was closed are sent.
+  function chatOpened() {
+    var was = room.chatOpen;
+    room.chatOpen = true;
+    hideChatClosed();
+    if (was) {
+      return;
     }
-    room.grantRefreshedAt = Date.now();
-    fetchToken()
-      .then(function (data) {
-        if (data.chat && room.socket) {
-          hideChatClosed();
-          room.socket.disconnect();
-          room.socket.connect();
-        } else {
-          room.pending.forEach(function (p) {
-            p.el.classList.remove("pending");
-            p.el.classList.add("failed");
-          });
-          room.pending.clear();
-          chatFail(E.chat_closed);
-        }
-      })
-      .catch(function (err) {
-        chatFail(err.message || E.unknown);
-      });
-    return true;
+    room.pending.forEach(function (p, clientId) {
+      if (p.held && p.closed) {
+        p.held = false;
+        markMessage(p, "pending");
+        sendPending(clientId);
+      }
+    });
+  }
+
+  function onChatState(open) {
+    if (open) {
+      chatOpened();
+    } else {
+      room.chatOpen = false;
+      showChatClosed();
+    }
   }
 
   function hideChatClosed() {
     show($("chat-closed"), false);
+  }
+
+  function showChatClosed() {
+    show($("chat-closed"), true);
   }
 
   if (form && input) {
@@ -574,11 +636,11 @@
         { body: body, author_name: cfg.name, created_at: new Date().toISOString() },
         true
       );
-      el.classList.add("pending");
       el.setAttribute("data-client-id", clientId);
-      el.setAttribute("title", T.sending);
+      var p = { body: body, el: el, sentAt: 0, clientId: clientId, held: false };
+      markMessage(p, "pending");
       append(el);
-      room.pending.set(clientId, { body: body, el: el, sentAt: 0 });
+      room.pending.set(clientId, p);
       input.value = "";
       sendPending(clientId);
     });
@@ -726,11 +788,84 @@
     return null;
   }
 
+  // Who is on the other side of the call, by account (a guest: by socket), and whether their
+  // socket dropped: the page says so on both sides, and again when they are back.
+  room.counterparts = {};
+
+  function identity(p) {
+    return p.user_id !== null && p.user_id !== undefined ? "u" + p.user_id : "s" + p.sid;
+  }
+
+  function presenceText(p, back) {
+    var key = (back ? "back_" : "lost_") + (p.role === "doctor" || p.role === "patient" ? p.role : "guest");
+    return (T[key] || "").replace("%(name)s", p.name || "");
+  }
+
+  function trackPresence() {
+    if (!ROOM || !room.wantRoom || room.ended) {
+      room.counterparts = {};
+      return;
+    }
+    var now = {};
+    room.participants.forEach(function (p) {
+      if (p.sid !== room.sid && p.user_id !== room.userId) {
+        now[identity(p)] = p;
+      }
+    });
+    Object.keys(room.counterparts).forEach(function (id) {
+      var was = room.counterparts[id];
+      var p = now[id];
+      if (!p) {
+        if (!was.lost && was.state === "admitted") {
+          was.lost = true; // the socket is gone without a goodbye: a drop
+          status(presenceText(was, false), "warning");
+        } else if (!was.lost) {
+          delete room.counterparts[id];
+        }
+        return;
+      }
+      if (was.lost && p.state === "admitted") {
+        status(presenceText(p, true), "success");
+        clearLater(presenceText(p, true));
+      }
+      if (p.state !== "admitted" && !was.lost) {
+        delete room.counterparts[id]; // hung up, or still waiting
+        return;
+      }
+      if (p.state === "admitted") {
+        room.counterparts[id] = { sid: p.sid, role: p.role, name: p.name, state: p.state };
+      }
+    });
+    Object.keys(now).forEach(function (id) {
+      if (!room.counterparts[id] && now[id].state === "admitted") {
+        var p = now[id];
+        room.counterparts[id] = { sid: p.sid, role: p.role, name: p.name, state: p.state };
+      }
+    });
+  }
+
+  function clearLater(text) {
+    setTimeout(function () {
+      var el = $("room-status");
+      if (el && el.textContent === text) {
+        status("");
+      }
+    }, 4000);
+  }
+
+  function callFlows() {
+    return Object.keys(room.peers).some(function (k) {
+      var s = room.peers[k].pc.iceConnectionState;
+      return s === "connected" || s === "completed";
+    });
+  }
+
   function onRoomState() {
     var mine = me();
     if (mine) {
       room.state = mine.state;
     }
+    trackPresence();
     show($("chat-guest-hint"), room.state !== "admitted");
     if (!ROOM) {
       return;
@@ -743,12 +878,17 @@
     if (room.role === "doctor") {
       return;
     }
+    followDoctor();
     if (room.wantRoom) {
       if (room.state === "waiting") {
         stage(T.waiting);
         status(T.waiting, "info");
       } else if (room.state === "admitted") {
-        status("");
+        var line = $("room-status");
+        if (line && (line.textContent === T.waiting || line.textContent === T.reconnecting ||
+            line.textContent === T.chat_unavailable)) {
+          status("");
+        }
         if (!room.peers.doctor) {
           stage(T.connecting);
         }
@@ -784,15 +924,23 @@
       var button = document.createElement("button");
       button.type = "button";
       button.className = "btn btn-success btn-sm pull-right admit";
-      button.textContent = T.admit;
+      // Letting the patient in starts a consultation not started yet: one action.
+      var starts = p.role === "patient" && room.status === "scheduled" && !!cfg.start_url;
+      button.textContent = starts ? T.admit_and_start : T.admit;
       button.addEventListener("click", function () {
         button.disabled = true;
-        emit("room.admit", { sid: p.sid }).then(function (ack) {
-          if (!ack.ok) {
-            button.disabled = false;
-            status(E[ack.error] || E.unknown, "warning");
-          }
-        });
+        (starts ? startConsultation() : Promise.resolve(true))
+          .then(function (started) {
+            return started ? emit("room.admit", { sid: p.sid }) : { ok: false, error: "start" };
+          })
+          .then(function (ack) {
+            if (!ack.ok) {
+              button.disabled = false;
+              if (ack.error !== "start") {
+                status(E[ack.error] || E.unknown, "warning");
+              }
+            }
+          });
       });
       li.appendChild(name);
       li.appendChild(button);
@@ -829,6 +977,14 @@
   }
 
   function callControls(inCall) {
+    var box = $("room");
+    if (box) {
+      box.classList.toggle("room-in-call", inCall);
+      var layout = box.querySelector(".room-layout");
+      if (inCall && layout && window.innerWidth < 992 && layout.scrollIntoView) {
+        layout.scrollIntoView({ block: "start" }); // a phone: the call fills the screen
+      }
+    }
     show($("btn-join"), !inCall && !room.ended);
     show($("btn-hangup"), inCall);
     show($("btn-record"), inCall && room.role === "doctor");
@@ -960,6 +1116,13 @@
     var pcId = randomId();
     trace("call", remoteSid, pcId);
     var peer = newPeer(remoteSid, pcId);
+    room.participants.forEach(function (p) {
+      if (p.sid === remoteSid) {
+        peer.userId = p.user_id;
+        peer.role = p.role;
+        peer.name = p.name;
+      }
+    });
     room.peers[remoteSid] = peer;
     peer.connectTimer = setTimeout(function () {
       peer.connectTimer = null;
@@ -991,19 +1154,99 @@
       return; // three or more: everyone through the relay instead (syncRelay)
     }
     var admitted = {};
+    var listed = {};
+    room.participants.forEach(function (p) {
+      listed[p.sid] = true;
+    });
     room.participants.forEach(function (p) {
       if (p.state === "admitted" && p.sid !== room.sid) {
         admitted[p.sid] = true;
-        if (!room.peers[p.sid]) {
+        if (!room.peers[p.sid] && !takeOver(p, listed)) {
           call(p.sid);
         }
       }
     });
     Object.keys(room.peers).forEach(function (sid) {
-      if (!admitted[sid]) {
-        closePeer(sid);
+      if (admitted[sid]) {
+        return;
       }
+      var peer = room.peers[sid];
+      var s = peer.pc.iceConnectionState;
+      if (!listed[sid] && (s === "connected" || s === "completed")) {
+        // Its socket dropped, its media still flows: the call goes on (ICE watches it).
+        peer.orphan = true;
+        return;
+      }
+      closePeer(sid);
     });
+  }
+
+  // The same person back on a new socket: the connection that kept flowing is theirs again.
+  function takeOver(p, listed) {
+    if (p.user_id === null || p.user_id === undefined) {
+      return false;
+    }
+    var keys = Object.keys(room.peers);
+    for (var i = 0; i < keys.length; i++) {
+      var peer = room.peers[keys[i]];
+      var flowing = ["connected", "completed"].indexOf(peer.pc.iceConnectionState) !== -1;
+      if (!listed[keys[i]] && peer.userId === p.user_id && !flowing) {
+        closePeer(keys[i]); // a reloaded page, say: its end of the connection is gone
+        return false;
+      }
+      if (!listed[keys[i]] && peer.userId === p.user_id) {
+        delete room.peers[keys[i]];
+        peer.remote = p.sid;
+        peer.orphan = false;
+        room.peers[p.sid] = peer;
+        if (peer.video) {
+          peer.video.setAttribute("data-sid", p.sid);
+        }
+        trace("take over", peer.id, keys[i], "->", p.sid);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The patient's side: the doctor came back on a new socket, the connection is the same.
+  function followDoctor() {
+    var peer = room.peers.doctor;
+    if (!peer) {
+      return;
+    }
+    var stillThere = room.participants.some(function (p) {
+      return p.sid === peer.remote;
+    });
+    if (stillThere) {
+      return;
+    }
+    var doctor = room.participants.filter(function (p) {
+      return p.role === "doctor" && p.state === "admitted";
+    })[0];
+    if (doctor) {
+      trace("doctor now", doctor.sid);
+      peer.remote = doctor.sid;
+    }
+  }
+
+  // The media path itself says when the other side's network went (long before the media
+  // server notices its socket is gone): said once, and again when media flows back.
+  function mediaPresence(peer, up) {
+    var who = { role: peer.role || (room.role === "doctor" ? "patient" : "doctor"), name: peer.name };
+    if (!up) {
+      if (!room.mediaLost && room.socket && room.socket.connected && !room.ended) {
+        room.mediaLost = who;
+        status(presenceText(who, false), "warning");
+      } else if (!room.mediaLost) {
+        status(T.reconnecting, "warning");
+      }
+    } else if (room.mediaLost) {
+      var back = presenceText(room.mediaLost, true);
+      room.mediaLost = null;
+      status(back, "success");
+      clearLater(back);
+    }
   }
 
   function onIceState(peer) {
@@ -1013,11 +1256,16 @@
       clearTimeout(peer.connectTimer);
       peer.timer = peer.connectTimer = null;
       room.p2pFailures[peer.remote] = 0;
+      peer.wasConnected = true;
+      peer.restarted = false; // a later break may restart again
+      mediaPresence(peer, true);
       return;
+    }
+    if (state === "disconnected" || state === "failed") {
+      mediaPresence(peer, false);
     }
     if (room.role !== "doctor") {
       if (state === "disconnected" || state === "failed") {
-        status(T.reconnecting, "warning");
         // The doctor's side renegotiates when its own ICE fails; when only this side lost
         // the connection (the other end closed or lost its state) it must be asked to.
         if (!peer.timer) {
@@ -1028,14 +1276,14 @@
       }
       return;
     }
-    if (state === "failed") {
-      p2pFailed(peer);
-    } else if (state === "disconnected" && !peer.timer) {
+    if (state === "failed" && !peer.restarted) {
+      iceRestart(peer);
+    } else if (state === "disconnected" && !peer.timer && !peer.restarted) {
       peer.timer = setTimeout(function () {
         peer.timer = null;
         var now = peer.pc.iceConnectionState;
         if (now === "disconnected" || now === "failed") {
-          p2pFailed(peer);
+          iceRestart(peer);
         }
       }, ICE_GRACE_MS);
     }
@@ -1045,6 +1293,10 @@
   // more browser-to-browser try, then the relay for the rest of the call.
   function p2pFailed(peer) {
     if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    if (peer.orphan) {
+      closePeer(peer.remote); // its socket is gone too: a new call when they are back
       return;
     }
     var n = (room.p2pFailures[peer.remote] || 0) + 1;
@@ -1087,6 +1339,62 @@
     }
   }
 
+  // The patient's side: the doctor restarts ICE on the same connection (same `pc`). Answered
+  // in place: the tracks, the video element and whatever still flows stay as they are.
+  function answerRestart(peer, data) {
+    trace("restart offer", data.pc);
+    peer.pc
+      .setRemoteDescription({ type: "offer", sdp: data.sdp })
+      .then(function () {
+        return peer.pc.createAnswer();
+      })
+      .then(function (answer) {
+        return peer.pc.setLocalDescription(answer);
+      })
+      .then(function () {
+        signal({ to: data.from, kind: "answer", pc: data.pc, sdp: peer.pc.localDescription.sdp });
+      })
+      .catch(function (err) {
+        console.warn("restart answer failed", err);
+      });
+  }
+
+  // The doctor's side: a connection that was up and broke gets an ICE restart on the same
+  // RTCPeerConnection first (a network back after a few seconds resumes the very same call);
+  // one that never connected, was closed, or does not come back in time goes the usual way
+  // (a new connection, then the relay).
+  function iceRestart(peer) {
+    if (room.peers[peer.remote] !== peer) {
+      return;
+    }
+    if (!peer.wasConnected || peer.restarted || peer.orphan || peer.pc.signalingState === "closed") {
+      p2pFailed(peer);
+      return;
+    }
+    peer.restarted = true;
+    trace("ice restart", peer.id);
+    clearTimeout(peer.connectTimer);
+    peer.connectTimer = setTimeout(function () {
+      peer.connectTimer = null;
+      var now = peer.pc.iceConnectionState;
+      if (now !== "connected" && now !== "completed") {
+        p2pFailed(peer);
+      }
+    }, P2P_CONNECT_MS);
+    peer.pc
+      .createOffer({ iceRestart: true })
+      .then(function (offer) {
+        return peer.pc.setLocalDescription(offer);
+      })
+      .then(function () {
+        signal({ to: peer.remote, kind: "offer", pc: peer.id, sdp: peer.pc.localDescription.sdp });
+      })
+      .catch(function (err) {
+        console.warn("ice restart failed", err);
+        p2pFailed(peer);
+      });
+  }
+
   function flushCandidates(peer) {
     var queued = peer.candidates;
     peer.candidates = [];
@@ -1106,6 +1414,15 @@
     var peer = room.peers[key];
     if (data.kind === "offer") {
       if (room.role === "doctor" || typeof data.sdp !== "string" || !room.wantRoom) {
+        return;
+      }
+      if (peer && peer.id === data.pc) {
+        if (peer.pc.signalingState !== "closed") {
+          answerRestart(peer, data);
+        } else {
+          // This end of it is gone: the doctor's side makes a new connection.
+          signal({ to: data.from, kind: "restart", pc: data.pc });
+        }
         return;
       }
       // A new negotiation (new `pc`): replace the previous connection.
@@ -1157,9 +1474,9 @@
         syncRelay();
       }
     } else if (data.kind === "restart") {
-      // The other side lost this connection: a new one, unless already replaced.
+      // The other side lost this connection: restart its ICE (or a new one), unless replaced.
       if (room.role === "doctor" && peer && peer.id === data.pc) {
-        p2pFailed(peer);
+        iceRestart(peer);
       }
     } else if (data.kind === "bye") {
       if (peer && peer.id === data.pc) {
@@ -1347,6 +1664,14 @@
   }
 
   function setRecording(on) {
+    if (on !== room.recording) {
+      // A refusal on the line («consent needed…») no longer holds once the state changed.
+      var line = $("room-status");
+      if (line && room.refusal && line.textContent === room.refusal) {
+        status("");
+      }
+      room.refusal = null;
+    }
     room.recording = on;
     show($("recording-badge"), on);
     var button = $("btn-record");
@@ -1429,30 +1754,48 @@
     setToggle("btn-camera", !!off, T.camera_off, T.camera_on);
   });
 
-  on("btn-start", function () {
+  // ConclusionView.start answers with a redirect to the consultation's page (its flash is
+  // shown there): the outcome is read back from the token endpoint's status. Resolves true
+  // once the consultation is in progress (already, or now).
+  function startConsultation() {
+    if (room.status === "in_progress" || !cfg.start_url) {
+      return Promise.resolve(room.status === "in_progress");
+    }
     var button = $("btn-start");
-    button.disabled = true;
+    if (button) {
+      button.disabled = true;
+    }
     var body = new FormData();
     body.append("csrf_token", cfg.csrf_token);
-    // ConclusionView.start answers with a redirect to the consultation's page (its flash is
-    // shown there): the outcome is read back from the token endpoint's status.
-    fetch(cfg.start_url, { method: "POST", body: body, credentials: "same-origin" })
+    return fetch(cfg.start_url, { method: "POST", body: body, credentials: "same-origin" })
       .then(fetchToken)
       .then(function (data) {
-        if (data.status === "in_progress") {
-          show(button, false);
-          show($("btn-end"), true);
-          hideChatClosed();
-          status(T.started, "success");
-        } else {
-          button.disabled = false;
-          status(T.start_failed, "danger");
-        }
+        return data.status === "in_progress";
       })
       .catch(function () {
-        button.disabled = false;
-        status(T.start_failed, "danger");
+        return false;
+      })
+      .then(function (started) {
+        if (started) {
+          show(button, false);
+          show($("btn-end"), true);
+          emit("consultation.refresh", {}); // every page in the room: the chat is open
+        } else {
+          if (button) {
+            button.disabled = false;
+          }
+          status(T.start_failed, "danger");
+        }
+        return started;
       });
+  }
+
+  on("btn-start", function () {
+    startConsultation().then(function (started) {
+      if (started) {
+        status(T.started, "success");
+      }
+    });
   });
 
   on("btn-record", function () {
@@ -1466,7 +1809,8 @@
       trace(stopping ? "record.stop" : "record.start", ack.ok, ack.error);
       button.disabled = false;
       if (!ack.ok) {
-        status(E[ack.error] || E.unknown, "warning");
+        room.refusal = E[ack.error] || E.unknown;
+        status(room.refusal, "warning");
       }
     });
   });
@@ -1506,11 +1850,73 @@
           $("invite-link").value = data.link;
           show($("invite-result"), true);
           inviteForm.reset();
+          listInvite(data);
         })
         .catch(function (err) {
           status(err.message || T.invite_failed, "danger");
         });
     });
+    var inviteList = $("invite-list");
+    // The new invitation in the list at once, with its «Revoke» (the same form as rendered).
+    var listInvite = function (data) {
+      if (!inviteList || !data.revoke_url) {
+        return;
+      }
+      var li = document.createElement("li");
+      var text = document.createElement("span");
+      text.textContent = data.name + " — " + data.role + ", " + (data.state || "");
+      var revoke = document.createElement("form");
+      revoke.method = "post";
+      revoke.action = data.revoke_url;
+      revoke.className = "inline invite-revoke";
+      var token = document.createElement("input");
+      token.type = "hidden";
+      token.name = "csrf_token";
+      token.value = cfg.csrf_token;
+      var button = document.createElement("button");
+      button.type = "submit";
+      button.className = "btn btn-link";
+      button.textContent = T.revoke;
+      revoke.appendChild(token);
+      revoke.appendChild(button);
+      li.appendChild(text);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(revoke);
+      inviteList.appendChild(li);
+    };
+    if (inviteList) {
+      inviteList.addEventListener("submit", function (event) {
+        var target = event.target;
+        if (!target.classList || !target.classList.contains("invite-revoke")) {
+          return;
+        }
+        event.preventDefault(); // in place: reloading the page would drop the call
+        fetch(target.action, {
+          method: "POST",
+          body: new FormData(target),
+          credentials: "same-origin",
+          headers: { Accept: "application/json" },
+        })
+          .then(function (response) {
+            return response.json().then(function (data) {
+              if (!response.ok) {
+                throw new RoomError(data.message || E.unknown);
+              }
+              return data;
+            });
+          })
+          .then(function (data) {
+            var li = target.parentNode;
+            if (li && li.parentNode) {
+              li.parentNode.removeChild(li);
+            }
+            status(data.message, "success");
+          })
+          .catch(function (err) {
+            status(err.message || E.unknown, "danger");
+          });
+      });
+    }
     on("invite-copy", function () {
       var field = $("invite-link");
       field.select();
@@ -1525,6 +1931,41 @@
       }
     });
   }
+
+  // The self-view moves where the person drags it (mouse, finger or pen), inside the video.
+  function draggable(el, area) {
+    if (!el || !area || !window.PointerEvent) {
+      return;
+    }
+    var start = null;
+    el.addEventListener("pointerdown", function (event) {
+      var box = el.getBoundingClientRect();
+      start = { x: event.clientX - box.left, y: event.clientY - box.top };
+      el.classList.add("dragging");
+      el.setPointerCapture(event.pointerId);
+      event.preventDefault();
+    });
+    el.addEventListener("pointermove", function (event) {
+      if (!start) {
+        return;
+      }
+      var frame = area.getBoundingClientRect();
+      var box = el.getBoundingClientRect();
+      var left = Math.min(Math.max(event.clientX - frame.left - start.x, 0), frame.width - box.width);
+      var top = Math.min(Math.max(event.clientY - frame.top - start.y, 0), frame.height - box.height);
+      el.style.left = Math.round(left) + "px";
+      el.style.top = Math.round(top) + "px";
+      el.style.right = "auto";
+      el.style.bottom = "auto";
+    });
+    var stop = function () {
+      start = null;
+      el.classList.remove("dragging");
+    };
+    el.addEventListener("pointerup", stop);
+    el.addEventListener("pointercancel", stop);
+  }
+  draggable($("room-self"), $("room-videos"));
 
   // ---------------------------------------------------------------------------------------
   // Start

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0015_sms"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
