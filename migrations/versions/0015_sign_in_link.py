@@ -1,6 +1,6 @@
 """sign_in_link: the one-time sign-in link of the referral invitation SMS
 
-Revision ID: 0015_sms
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06 03:30:00
 

@@ -1,7 +1,7 @@
 """media_admission: re-admission to a call survives a media server restart
 
-Revision ID: 0015_room
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-06 03:40:00
 
 Issue 18, item 5. Without Redis (the embedded default) the media server kept "admitted in the
