@@ -38,6 +38,7 @@ from app.documents.upload import store_document, today_for
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
+from app.media import media_open
 from app.roles import role_names
 from models import ConsultationStatus, DocumentType, MedicalDocument, utcnow
 from views.common import (
@@ -49,6 +50,10 @@ from views.common import (
     unit_of_work,
 )
 
+# The statuses in which the list offers «Добавить документы» as the next action.
+NEEDS_DOCUMENTS = frozenset(
+    {ConsultationStatus.AWAITING_DOCUMENTS, ConsultationStatus.NEEDS_DOCUMENTS}
+)
 PROFILE_LABELS = {"cardiology": _l("Cardiology"), "gynaecology": _l("Gynaecology")}
 
 
@@ -328,6 +333,11 @@ class MyConsultationView(BaseView):
             consultations=patient_consultations(patient),
             status_labels=PATIENT_STATUS_LABELS,
             kind_labels=PATIENT_KIND_LABELS,
+            # Each card's next action: the room when it is open, documents, cancelling.
+            room_url="MediaView.room" if "MediaView.room" in current_app.view_functions else None,
+            room_open=media_open,
+            needs_documents=NEEDS_DOCUMENTS,
+            cancellable=svc.CANCELLABLE,
             patient=patient,
             new_application_url=endpoint_url("ApplicationView.new"),
             title=_("Consultations"),
