@@ -46,6 +46,7 @@ class CabinetView(BaseView):
             (url_for("MyConsultationView.list"), _("Consultations"), "fa-video-camera"),
             (url_for("NotificationView.list"), _("Notifications"), "fa-bell"),
             (url_for("ProfileView.show"), _("Profile"), "fa-user"),
+            (endpoint_url("MyDocumentView.readers"), _("Who opened my documents"), "fa-eye"),
         ]
         return self.render_template(
             "oblako/cabinet.html",
