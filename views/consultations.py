@@ -29,6 +29,7 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from app import consultations as svc
 from app.accounts import patient_for_user
+from app.booking import mode_label, topic_label
 from app.cabinet import patient_consultations
 from app.conclusions.access import latest_conclusion
 from app.consultations.applications import ApplicationExists, clean_form_token, new_form_token
@@ -558,3 +559,6 @@ def setup(appbuilder: AppBuilder) -> None:
     # not only the viewer's: a global, so that the cabinet's list can use it too.
     current_app.jinja_env.globals.setdefault("in_zone", format_in_zone)
     current_app.jinja_env.globals.setdefault("zone_label", zone_label)
+    # A consultation's mode (video / sound only) and a duty booking's topic, on every page.
+    current_app.jinja_env.globals.setdefault("mode_label", mode_label)
+    current_app.jinja_env.globals.setdefault("topic_label", topic_label)

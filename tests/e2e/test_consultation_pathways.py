@@ -416,13 +416,19 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # --- «Запись к дежурному врачу» from the phone's collapsed menu --------------------------
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel).to_contain_text("Профилактика сердечно-сосудистых заболеваний")
-    expect(panel.locator("a.oblako-slot")).to_have_text(w.slot_times)
+    panel = page.locator("details.oblako-day[open]")
+    slots = panel.locator("a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times))
+    for i, at in enumerate(w.slot_times):
+        expect(slots.nth(i)).to_contain_text(at)
+    expect(slots.first).to_contain_text(w.doctor_name.split()[0])
+    expect(page.locator("#booking-doctors")).to_contain_text(
+        f"{w.doctor_name}, Кардиолог — Профилактика сердечно-сосудистых заболеваний"
+    )
 
     # --- book the first slot with a question ------------------------------------------------
-    panel.get_by_role("link", name=first, exact=True).tap()
-    expect(page).to_have_url(re.compile(rf"/cabinet/booking/{UUID_RE}$"))
+    slots.filter(has_text=first).tap()
+    expect(page).to_have_url(re.compile(rf"/cabinet/booking/{UUID_RE}\?topic=cardiovascular$"))
     expect(page.locator("form")).to_be_visible()
     page.locator("#question").fill("Можно ли заниматься бегом при повышенном давлении?")
     page.get_by_role("button", name="Записаться").tap()
@@ -445,9 +451,9 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # --- the first slot is free again; book the second one -----------------------------------
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel.locator("a.oblako-slot")).to_have_text(w.slot_times)  # nothing is held
-    panel.get_by_role("link", name=second, exact=True).tap()
+    slots = page.locator("details.oblako-day[open] a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times))  # nothing is held
+    slots.filter(has_text=second).tap()
     page.locator("#question").fill("Повторно: вопрос о физической нагрузке.")
     page.get_by_role("button", name="Записаться").tap()
     expect(page).to_have_url(re.compile(r"/cabinet/consultations/?$"))
@@ -460,21 +466,25 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # The list now offers every slot but the second one: the first is bookable again.
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel.locator("a.oblako-slot")).to_have_text([t for t in w.slot_times if t != second])
+    slots = page.locator("details.oblako-day[open] a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times) - 1)
+    expect(slots.filter(has_text=second)).to_have_count(0)
 
     assert_pathway2_recorded(app, w.patient_id)
     assert not live_server.errors, "\n".join(live_server.errors)
 
 
 def open_booking_from_menu(page: Page) -> None:
-    """The navbar is collapsed on a phone: the toggle, «Личный кабинет», the item."""
+    """The navbar is collapsed on a phone: the toggle, «Личный кабинет», the item, a topic."""
     navbar = page.locator(".navbar")
     navbar.locator(".navbar-toggle").tap()
     navbar.get_by_role("link", name="Личный кабинет").tap()
     navbar.get_by_role("link", name="Запись к дежурному врачу").tap()
     expect(page).to_have_url(re.compile(r"/cabinet/booking/?$"))
     expect(page.get_by_role("heading", name="Запись к дежурному врачу")).to_be_visible()
+    # A topic first (issue 17, item 3); the shift names none, so it takes every topic.
+    page.get_by_role("link", name="Сердце и сосуды").tap()
+    expect(page).to_have_url(re.compile(r"/cabinet/booking/\?topic=cardiovascular$"))
 
 
 def assert_pathway2_recorded(app: Flask, patient_id: int) -> None:
