@@ -138,17 +138,20 @@ def test_application_to_a_centre_from_refusal_to_the_conclusion_pdf(
     patient.get_by_role("link", name=re.compile(w.centre_name)).tap()
     expect(patient.locator("#applicant-name")).to_contain_text(SURNAME)
     patient.locator("#disease").select_option(label=w.i48_label)
-    checklist = patient.locator(".disease-checklist:visible")
-    expect(checklist).to_contain_text("Заключение врача")
-    expect(checklist).to_contain_text("ЭКГ")
+    checklist = patient.locator("#checklist .checklist-item:visible")
+    expect(checklist).to_have_count(2)
+    expect(checklist.filter(has_text="Заключение врача")).to_contain_text("не хватает")
     patient.locator("label", has_text="ЭКГ от 1 ноября.pdf").locator("input").check()
+    expect(checklist.filter(has_text="ЭКГ")).to_contain_text("есть")
+    expect(patient.locator("#missing-summary")).to_have_text("Ещё не хватает: Заключение врача.")
     patient.locator("#complaints").fill("Перебои в работе сердца, одышка при ходьбе")
     patient.get_by_role("button", name="Отправить заявку").tap()
 
-    refusal = flash(patient).filter(has_text="Не хватает документов")
-    expect(refusal).to_be_visible()
-    expect(refusal).to_contain_text("Заключение врача")
-    expect(refusal).not_to_contain_text("ЭКГ")  # the ECG was attached: only what is missing
+    # The form says what is missing before sending (the server would refuse it too).
+    problem = patient.locator("#form-problem")
+    expect(problem).to_be_visible()
+    expect(problem).to_contain_text("Заключение врача")
+    expect(problem).not_to_contain_text("ЭКГ")  # the ECG was attached: only what is missing
     assert count_consultations(app, w.patient_id) == 0, "a refused application was recorded"
 
     # --- the same form, now with a diagnosis of her own (no checklist applies) --------------
