@@ -634,7 +634,7 @@
           local.play().catch(noop);
         }
         startMeter(stream);
-        precallMessage(T.devices_ok, "success");
+        precallMessage((audioOnly && roomEl.getAttribute("data-audio-ok")) || T.devices_ok, "success");
         show($("btn-mute"), stream.getAudioTracks().length > 0);
         show($("btn-camera"), stream.getVideoTracks().length > 0);
         return stream;
