@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from tests.conftest import patient_username
+from tests.conftest import add_shift, login, patient_username, tomorrow_at
 from tests.consultation_world import make_consultation
 from tests.e2e.conftest import assert_no_horizontal_overflow, sign_in
 
@@ -78,3 +78,36 @@ def test_consultations_and_documents_fit_a_small_phone(
         in_viewport(page, row.locator(f"td[data-label^='{label}']"))
     for action in (".document-view", ".document-download", ".document-delete"):
         in_viewport(page, row.locator(action))
+
+    # «Кто открывал мои документы»: the doctor's look at her ECG, as a card.
+    doctor = app.test_client()
+    with app.app_context():
+        doctor_user = db.session.get(Doctor, doctor_id).user.username
+    login(doctor, doctor_user)
+    assert doctor.get(f"/staff/documents/{world.ecg}/").status_code == 200
+    page.get_by_role("link", name="Кто открывал мои документы").click()
+    assert_no_horizontal_overflow(page)
+    reading = page.locator("tr.reading-row").first
+    expect(reading).to_contain_text(doctor_name)
+    in_viewport(page, reading.locator(".reading-organisation"))
+    expect(reading.locator(".reading-organisation")).to_have_text(LONG_CENTRE)
+
+
+def test_booking_by_topic_fits_a_small_phone(
+    app: Flask, make_patient, make_doctor, phone_page: Page, live_server: LiveServer
+) -> None:
+    add_shift(app, make_doctor(is_duty=True), tomorrow_at(6), slots=6, topic_codes="lifestyle")
+    page = phone_page
+    page.set_viewport_size(SMALL_PHONE)
+    sign_in(page, live_server, patient_username(app, make_patient()))
+    page.goto(live_server("/cabinet/booking/"))
+    assert_no_horizontal_overflow(page)
+    page.get_by_role("link", name="Здоровый образ жизни").click()
+    assert_no_horizontal_overflow(page)
+    slots = page.locator("details.oblako-day[open] a.oblako-slot")
+    expect(slots).to_have_count(6)
+    in_viewport(page, slots.last)
+    slots.first.click()
+    assert_no_horizontal_overflow(page)
+    expect(page.get_by_label("Только звук (при слабом интернете)")).not_to_be_checked()
+    expect(page.get_by_label("Видеосвязь")).to_be_checked()
