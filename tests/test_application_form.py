@@ -200,3 +200,39 @@ def test_another_patients_documents_cannot_be_ticked(app, world: World) -> None:
     assert response.status_code == 400
     assert "Приложить можно только свои документы." in text(response)
     assert counts(app) == before
+
+
+def test_several_files_at_once_on_the_consultations_page(app, world: World, types) -> None:
+    """«Добавить документы» from a card leads to the consultation's form, which takes several
+    files at once too (all stored with the consultation, or none)."""
+    from tests.consultation_world import make_consultation
+
+    public_id = make_consultation(app, world, status="needs_documents")
+    client = signed_in(app, world, "patient")
+    url = f"/cabinet/consultations/{public_id}"
+    page = text(client.get(url))
+    assert re.search(r'<input[^>]*id="file"[^>]*multiple', page)
+    response = post(
+        client,
+        url,
+        f"{url}/documents",
+        {
+            "file": [
+                (io.BytesIO(make_pdf()), "Выписка, стр. 1.pdf"),
+                (io.BytesIO(make_image("PNG")), "Выписка, стр. 2.png"),
+            ],
+            "file_type": str(types["conclusion"]),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302
+    from app.extensions import db
+    from models import Consultation
+
+    with app.app_context():
+        c = db.session.execute(
+            select(Consultation).where(Consultation.public_id == public_id)
+        ).scalar_one()
+        names = {d.original_name for d in c.documents}
+        assert {"Выписка, стр. 1.pdf", "Выписка, стр. 2.png"} <= names
+        assert c.status == "requested"

@@ -29,6 +29,7 @@ from app.booking import mode_label, topic_label
 from app.cabinet import patient_consultations
 from app.conclusions.access import latest_conclusion
 from app.dates import format_in_zone, zone_label
+from app.documents.checks import ACCEPT
 from app.documents.upload import today_for
 from app.errors import DomainError, NotFound
 from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
@@ -102,6 +103,7 @@ def patient_show(view: BaseView, public_id: uuid.UUID):
         cancel_form=CancelForm(),
         attach_form=attach_form,
         conclusion_url=conclusion_url(c),
+        accept=ACCEPT,
         statuses=ConsultationStatus,
         title=_("Consultation %(number)s", number=str(c)),
         **template_helpers(),
