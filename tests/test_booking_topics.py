@@ -132,6 +132,8 @@ def test_booking_with_sound_only_records_the_mode_and_topic(app, patient, shifts
     assert "Сердце и сосуды" in care
     day_page = text(staff.get(f"/care/day?date={local_day.isoformat()}"))
     assert 'class="consultation-mode" data-mode="audio"' in day_page
+    shown = text(staff.get(f"/staff/consultations/show/{c.id}"))
+    assert "Только звук (при слабом интернете)" in shown and "Сердце и сосуды" in shown
     room = staff.get(f"/media/room/{c.public_id}")
     assert room.status_code == 200 and 'data-mode="audio"' in text(room)
 
