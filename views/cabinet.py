@@ -46,13 +46,14 @@ class CabinetView(BaseView):
             (url_for("MyConsultationView.list"), _("Consultations"), "fa-video-camera"),
             (url_for("NotificationView.list"), _("Notifications"), "fa-bell"),
             (url_for("ProfileView.show"), _("Profile"), "fa-user"),
-            (endpoint_url("MyDocumentView.readers"), _("Who opened my documents"), "fa-eye"),
         ]
         return self.render_template(
             "oblako/cabinet.html",
             patient=patient,
             tiles=[t for t in tiles if t[0]],
             unread=unread_count(g.user.id),
+            # Beside the tiles, not one of them: a tile's name would contain «Мои документы».
+            readers_url=endpoint_url("MyDocumentView.readers"),
             title=_("My account"),
             appbuilder=self.appbuilder,
         )
