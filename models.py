@@ -183,6 +183,17 @@ SLOT_HOLDING_STATUSES = (
 
 class ConsultationMode(StrEnum):
     VIDEO = "video"
+    # Sound only, for a weak connection: the room asks for the microphone alone.
+    AUDIO = "audio"
+
+
+class DutyTopic(StrEnum):
+    """What a duty doctor is consulted on (the procedure: cardiovascular and gynaecological
+    questions, healthy lifestyle). A patient picks one before a time."""
+
+    CARDIOVASCULAR = "cardiovascular"
+    GYNAECOLOGICAL = "gynaecological"
+    LIFESTYLE = "lifestyle"
 
 
 class OutboundChannel(StrEnum):
@@ -531,7 +542,12 @@ class DutyShift(Model):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     slot_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    # What the shift's doctor tells patients about it (free text), and the DutyTopic values it
+    # takes bookings for, space-separated; empty means every topic.
     topics: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    topic_codes: Mapped[str] = mapped_column(
+        String(128), nullable=False, default="", server_default=""
+    )
     created_at: Mapped[datetime] = created_at_column()
 
     doctor: Mapped[Doctor] = relationship()
@@ -708,6 +724,8 @@ class Consultation(Model):
     question: Mapped[str] = mapped_column(Text, nullable=False, default="")
     staff_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
     mode: Mapped[str] = mapped_column(String(16), nullable=False, default=ConsultationMode.VIDEO)
+    # A duty booking's DutyTopic, as the patient picked it (None for the other kinds).
+    topic: Mapped[str | None] = mapped_column(String(32), nullable=True)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     duration_minutes: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
     due_by: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -95,7 +95,7 @@ ROLE_MATRIX: dict[str, list[tuple[str, str]]] = {
         _view("CabinetView", "^can_(index)$"),
         _view(
             "MyDocumentView",
-            "^can_(list|upload|download|preview|delete)$",
+            "^can_(list|upload|download|preview|delete|readers)$",
         ),
         _view("ProfileView", "^can_(show|edit)$"),
         _view("ConclusionView", "^can_pdf$"),

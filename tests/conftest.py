@@ -349,8 +349,17 @@ def patient_username(app: Flask, patient_id: int) -> str:
         return db.session.get(Patient, patient_id).phone
 
 
-def add_shift(app, doctor_id: int, starts_at: datetime, *, slots: int = 4, minutes: int = 30):
-    """A duty shift cut into `slots` slots; returns their public ids (str), earliest first."""
+def add_shift(
+    app,
+    doctor_id: int,
+    starts_at: datetime,
+    *,
+    slots: int = 4,
+    minutes: int = 30,
+    topic_codes: str = "",
+):
+    """A duty shift cut into `slots` slots; returns their public ids (str), earliest first.
+    `topic_codes`: the DutyTopic values it takes (space-separated; "" takes every topic)."""
     from app.extensions import db
     from app.scheduling import generate_slots
     from models import DutyShift
@@ -362,6 +371,7 @@ def add_shift(app, doctor_id: int, starts_at: datetime, *, slots: int = 4, minut
             ends_at=starts_at + timedelta(minutes=slots * minutes),
             slot_minutes=minutes,
             topics="Профилактика, вопросы ЗОЖ",
+            topic_codes=topic_codes,
         )
         db.session.add(shift)
         made = generate_slots(shift)

@@ -184,6 +184,9 @@ def test_page_groups_by_doctor_and_day_in_the_patients_time_zone(app, patient_cl
     html = client.get("/cabinet/booking/").get_data(as_text=True)
     assert "Запись к дежурному врачу" in html
     assert "Консультация может быть оказана всем желающим" in html
+    # A topic first (the shift names none: it takes every topic), then the days and times.
+    assert 'href="/cabinet/booking/?topic=lifestyle"' in html
+    html = client.get("/cabinet/booking/?topic=lifestyle").get_data(as_text=True)
     assert "Владивосток" in html or "Vladivostok" in html
     # 10:00 UTC is 20:00 in Vladivostok (UTC+10): times are the patient's, not the server's.
     assert re.search(r">\s*20:00\s*<", html)
@@ -191,7 +194,7 @@ def test_page_groups_by_doctor_and_day_in_the_patients_time_zone(app, patient_cl
     assert not re.search(r">\s*10:00\s*<", html)
     for slot_id in slots:
         assert f"/cabinet/booking/{slot_id}" in html
-    assert "Врачев" in html and "Профилактика, вопросы ЗОЖ" in html
+    assert "Врачев" in html and "Профилактика, вопросы ЗОЖ" in html  # name; shift's note
 
 
 def test_menu_entry_under_the_patients_cabinet(patient_client):
@@ -232,9 +235,9 @@ def test_booking_creates_a_scheduled_duty_consultation(app, patient_client, duty
             select(AuditEvent).where(AuditEvent.action == "consultation.book")
         ).scalar_one()
     # The slot is no longer offered.
-    assert f"/cabinet/booking/{slots[1]}" not in client.get("/cabinet/booking/").get_data(
-        as_text=True
-    )
+    listed = client.get("/cabinet/booking/?topic=cardiovascular").get_data(as_text=True)
+    assert f"/cabinet/booking/{slots[0]}" in listed
+    assert f"/cabinet/booking/{slots[1]}" not in listed
 
 
 def test_second_booking_of_the_same_slot_is_refused(app, make_patient, patient_client, duty):

@@ -59,7 +59,9 @@ def test_centre_list_and_form_show_profile_and_checklist(app, world):
     page = text(client.get(f"{NEW}?centre={world.centre1_public}"))
     assert "Иванова Анна Ивановна" in page  # from the profile, not editable
     assert re.search(r'id="applicant-age">\s*\d+\s*<', page)
-    assert "Необходимые документы для «Фибрилляция и трепетание предсердий»" in page
+    assert "Документы, нужные при этом заболевании" in page
+    # Each line names the diseases requiring it (a type several of them require: once).
+    assert re.search(rf'data-diseases="[^"]*\b{world.disease_i48}\b[^"]*" data-label="ЭКГ"', page)
     assert "Заключение врача" in page and "ЭКГ" in page
     assert "Лейомиома" not in page  # another centre's catalogue
 
@@ -131,7 +133,9 @@ def test_upload_on_the_spot_is_validated(app, world, types_ids):
     assert consultations_count(app) == 0
 
 
-def test_refused_application_keeps_no_uploaded_file(app, world, types_ids):
+def test_refused_application_keeps_the_uploaded_file(app, world, types_ids):
+    """Nothing she sent is lost (issue 17, item 2): the application is refused, the file stays
+    in «Мои документы» and comes back ticked on the form, with what she typed."""
     from app.extensions import db
     from models import MedicalDocument
 
@@ -146,9 +150,16 @@ def test_refused_application_keeps_no_uploaded_file(app, world, types_ids):
         file_type=str(types_ids["other"]),
     )
     response = post(client, page_url, page_url, data, content_type="multipart/form-data")
-    assert "Не хватает документов: Заключение врача." in text(response)
+    page = text(response)
+    assert "Не хватает документов: Заключение врача." in page
+    assert "Перебои в работе сердца" in page
     with app.app_context():
-        assert db.session.execute(select(func.count(MedicalDocument.id))).scalar() == before
+        assert db.session.execute(select(func.count(MedicalDocument.id))).scalar() == before + 1
+        kept = db.session.execute(
+            select(MedicalDocument).where(MedicalDocument.original_name == "Прочее.pdf")
+        ).scalar_one()
+    assert re.search(rf'value="{kept.public_id}"[^>]*checked', page)
+    assert consultations_count(app) == 0
 
 
 def test_free_text_diagnosis(app, world):

@@ -56,7 +56,7 @@ MENU: tuple[MenuEntry, ...] = (
     MenuEntry("DutyBooking", _l("Book a duty doctor"), "Cabinet",
               view="views.booking:BookingView", icon="fa-calendar-plus-o"),
     MenuEntry("NewApplication", _l("New application"), "Cabinet",
-              view="views.consultations:ApplicationView", icon="fa-paper-plane"),
+              view="views.applications:ApplicationView", icon="fa-paper-plane"),
     MenuEntry("MyConsultations", _l("Consultations"), "Cabinet",
               href="MyConsultationView.list", icon="fa-video-camera"),
     MenuEntry("Notifications", _l("Notifications"), "Cabinet",

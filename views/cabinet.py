@@ -52,6 +52,8 @@ class CabinetView(BaseView):
             patient=patient,
             tiles=[t for t in tiles if t[0]],
             unread=unread_count(g.user.id),
+            # Beside the tiles, not one of them: a tile's name would contain «Мои документы».
+            readers_url=endpoint_url("MyDocumentView.readers"),
             title=_("My account"),
             appbuilder=self.appbuilder,
         )

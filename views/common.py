@@ -39,10 +39,11 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -69,18 +70,30 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from markupsafe import Markup
-from sqlalchemy import ColumnElement, Uuid, false
+from sqlalchemy import ColumnElement, Uuid, false, select
 from sqlalchemy.orm import joinedload
 from wtforms import BooleanField, DateTimeField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 from wtforms.widgets import html_params
 
+from app import consultations as svc
 from app import db as transactions
 from app.accounts import patient_for_user, public_sign_in_url
+from app.dates import format_in_zone, zone_label
+from app.documents import access as docs
+from app.documents.upload import store_document
 from app.errors import DomainError
+from app.extensions import db
 from app.i18n import viewer_timezone
+from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
 from app.security import client_ip
-from models import Consultation, DocumentType, Patient, typed_consultation_number
+from models import (
+    Consultation,
+    DocumentType,
+    MedicalDocument,
+    Patient,
+    typed_consultation_number,
+)
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 REQUIRED = _l("This field is required.")
@@ -436,3 +449,72 @@ def yes_no(value: object) -> str:
 
 def joined(values: Any) -> str:
     return ", ".join(str(v) for v in values or ())
+
+
+# ---------------------------------------------------------------------------------------------
+# The patient's care forms (views/applications.py, views/consultations.py): documents to pick
+# and to upload with a form, and what their templates show
+# ---------------------------------------------------------------------------------------------
+
+PROFILE_LABELS = {"cardiology": _l("Cardiology"), "gynaecology": _l("Gynaecology")}
+
+
+def parse_uuids(values: list[str]) -> list[uuid.UUID]:
+    """Document ids from checkboxes; a malformed one is refused like a foreign one."""
+    try:
+        return [uuid.UUID(v) for v in values if v]
+    except ValueError as exc:
+        raise svc.ConsultationError(_l("Only your own documents can be attached.")) from exc
+
+
+def document_types() -> list[DocumentType]:
+    stmt = select(DocumentType).order_by(DocumentType.sort_order, DocumentType.name)
+    return list(db.session.execute(stmt).scalars())
+
+
+def uploads_from_request(
+    types_by_id: dict[int, DocumentType],
+) -> list[tuple[BinaryIO, str, DocumentType | None]]:
+    """Every file sent with the form and its document type: the general «file» field (type
+    from «file_type») and each checklist line's «files-<type id>» / «photo-<type id>»."""
+    general = types_by_id.get(request.form.get("file_type", type=int) or 0)
+    found = []
+    for key, upload in request.files.items(multi=True):
+        if upload is None or not upload.filename:
+            continue
+        if key == "file":
+            document_type = general
+        else:
+            prefix, _sep, type_id = key.partition("-")
+            if prefix not in ("files", "photo") or not type_id.isdigit():
+                continue
+            document_type = types_by_id.get(int(type_id))
+        found.append((upload.stream, upload.filename, document_type))
+    return found
+
+
+def upload_from_request(patient, types_by_id: dict[int, DocumentType]) -> list[MedicalDocument]:
+    """The files uploaded with a form, all stored or none (through the documents service, the
+    same checks as «Мои документы»). Call inside the unit of work."""
+    return [
+        store_document(patient, by=g.user, stream=stream, filename=name, document_type=kind)
+        for stream, name, kind in uploads_from_request(types_by_id)
+    ]
+
+
+def own_document_choices(user) -> list[MedicalDocument]:
+    # The patient's documents for the checkboxes; a generous page is enough for a form.
+    return docs.own_documents(user, page=1, page_size=200).items
+
+
+def template_helpers() -> dict:
+    return {
+        "status_labels": PATIENT_STATUS_LABELS,
+        "kind_labels": PATIENT_KIND_LABELS,
+        "type_label": type_label,
+        "human_size": human_size,
+        "is_image": docs.is_image,
+        "in_zone": format_in_zone,
+        "zone_label": zone_label,
+        "profile_labels": PROFILE_LABELS,
+    }

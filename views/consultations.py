@@ -15,212 +15,44 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from sqlalchemy import select
 from wtforms import (
     DateField,
-    HiddenField,
     IntegerField,
     SelectField,
-    StringField,
     TextAreaField,
     TimeField,
 )
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from app import consultations as svc
-from app.accounts import patient_for_user
+from app.booking import mode_label, topic_label
 from app.cabinet import patient_consultations
 from app.conclusions.access import latest_conclusion
-from app.consultations.applications import ApplicationExists, clean_form_token, new_form_token
 from app.dates import format_in_zone, zone_label
-from app.documents import access as docs
-from app.documents.upload import store_document, today_for
+from app.documents.checks import ACCEPT
+from app.documents.upload import today_for
 from app.errors import DomainError, NotFound
-from app.extensions import db
 from app.labels import PATIENT_KIND_LABELS, PATIENT_STATUS_LABELS
+from app.media import media_open
 from app.roles import role_names
-from models import ConsultationStatus, DocumentType, MedicalDocument, utcnow
+from models import ConsultationStatus, utcnow
 from views.common import (
     REQUIRED,
     current_patient,
+    document_types,
     endpoint_url,
-    human_size,
+    own_document_choices,
+    parse_uuids,
+    template_helpers,
     type_label,
     unit_of_work,
+    upload_from_request,
 )
 
-PROFILE_LABELS = {"cardiology": _l("Cardiology"), "gynaecology": _l("Gynaecology")}
-
-
-def parse_uuids(values: list[str]) -> list[uuid.UUID]:
-    """Document ids from checkboxes; a malformed one is refused like a foreign one."""
-    try:
-        return [uuid.UUID(v) for v in values if v]
-    except ValueError as exc:
-        raise svc.ConsultationError(_l("Only your own documents can be attached.")) from exc
-
-
-def document_types() -> list[DocumentType]:
-    stmt = select(DocumentType).order_by(DocumentType.sort_order, DocumentType.name)
-    return list(db.session.execute(stmt).scalars())
-
-
-def upload_from_request(patient, types_by_id: dict[int, DocumentType]) -> list[MedicalDocument]:
-    """The file uploaded with the form, stored through the documents service (same checks as
-    «Мои документы»); nothing when no file was chosen. Call inside the unit of work."""
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        return []
-    type_id = request.form.get("file_type", type=int)
-    return [
-        store_document(
-            patient,
-            by=g.user,
-            stream=upload.stream,
-            filename=upload.filename,
-            document_type=types_by_id.get(type_id) if type_id else None,
-        )
-    ]
-
-
-def own_document_choices(user) -> list[MedicalDocument]:
-    # The patient's documents for the checkboxes; a generous page is enough for a form.
-    return docs.own_documents(user, page=1, page_size=200).items
-
-
-def template_helpers() -> dict:
-    return {
-        "status_labels": PATIENT_STATUS_LABELS,
-        "kind_labels": PATIENT_KIND_LABELS,
-        "type_label": type_label,
-        "human_size": human_size,
-        "is_image": docs.is_image,
-        "in_zone": format_in_zone,
-        "zone_label": zone_label,
-        "profile_labels": PROFILE_LABELS,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Patient: «Новая заявка»
-# ---------------------------------------------------------------------------------------------
-
-
-class ApplicationForm(FlaskForm):
-    centre = StringField(validators=[InputRequired(message=REQUIRED)])
-    disease = SelectField(_l("Disease"), validate_choice=False)
-    diagnosis_text = StringField(
-        _l("Diagnosis"),
-        description=_l("If your disease is not in the list, type the diagnosis yourself."),
-        validators=[Length(max=svc.DIAGNOSIS_MAX)],
-    )
-    complaints = TextAreaField(
-        _l("Complaints, briefly"),
-        validators=[InputRequired(message=REQUIRED), Length(max=svc.COMPLAINTS_MAX)],
-    )
-    file = FileField(_l("File"))
-    file_type = SelectField(_l("Document type"), coerce=int, validate_choice=False)
-    # One id per form shown: the same form sent twice creates one application.
-    form_token = HiddenField()
-
-
-class ApplicationView(BaseView):
-    route_base = "/cabinet/applications"
-    default_view = "new"
-
-    @expose("/new", methods=["GET", "POST"])
-    @has_access
-    def new(self):
-        patient = patient_for_user(g.user) or abort(404)
-        centre_id = request.values.get("centre") or ""
-        try:
-            centre = svc.active_centre(uuid.UUID(centre_id)) if centre_id else None
-        except ValueError:
-            centre = None
-        if centre is None:
-            if centre_id:
-                flash(_("Choose a medical centre from the list."), "warning")
-            return self.render_template(
-                "oblako/application_centres.html",
-                centres=svc.active_centres(),
-                title=_("New application"),
-                **template_helpers(),
-            )
-
-        diseases = svc.centre_diseases(centre)
-        types = document_types()
-        own = own_document_choices(g.user)
-        form = ApplicationForm()
-        form.centre.data = str(centre.public_id)
-        form.disease.choices = [("", _("Not in the list"))] + [
-            (str(d.id), f"{d.icd10_code} {d.name}") for d in diseases
-        ]
-        form.file_type.choices = [(t.id, type_label(t)) for t in types]
-        form.form_token.data = clean_form_token(form.form_token.data) or new_form_token()
-        chosen = set(request.form.getlist("documents"))
-        status = 200
-        open_one = None
-        if request.method == "POST":
-            status = 400
-            if form.validate_on_submit():
-                try:
-                    disease_id = int(form.disease.data) if form.disease.data else None
-                except ValueError:
-                    disease_id = -1  # refused by the service as "not in the catalogue"
-                try:
-                    with unit_of_work():
-                        data = svc.ApplicationData(
-                            centre_public_id=centre.public_id,
-                            disease_id=disease_id,
-                            diagnosis_text=form.diagnosis_text.data or "",
-                            complaints=form.complaints.data or "",
-                            document_ids=tuple(parse_uuids(request.form.getlist("documents"))),
-                            form_token=clean_form_token(request.form.get("form_token")),
-                        )
-                        new_docs = upload_from_request(patient, {t.id: t for t in types})
-                        consultation = svc.submit_application(g.user, data, new_documents=new_docs)
-                except ApplicationExists as exc:
-                    if exc.resent:
-                        flash(str(exc), "info")
-                        return redirect(
-                            url_for("MyConsultationView.show", public_id=exc.existing.public_id)
-                        )
-                    open_one, status = exc.existing, 409
-                except DomainError as exc:
-                    flash(str(exc), "danger")
-                else:
-                    flash(
-                        _(
-                            "The application has been sent. The doctors of the centre will "
-                            "review it and set the date and time of the consultation."
-                        ),
-                        "success",
-                    )
-                    return redirect(
-                        url_for("MyConsultationView.show", public_id=consultation.public_id)
-                    )
-            else:
-                flash(_("Check the form: some fields are not filled in correctly."), "danger")
-        have_types = {d.document_type_id for d in own}
-        return (
-            self.render_template(
-                "oblako/application_new.html",
-                form=form,
-                centre=centre,
-                patient=patient,
-                age=patient.age_on(today_for(patient)),
-                diseases=diseases,
-                own_documents=own,
-                chosen=chosen,
-                have_types=have_types,
-                open_application=open_one,
-                title=_("New application"),
-                **template_helpers(),
-            ),
-            status,
-        )
-
-
+# The statuses in which the list offers «Добавить документы» as the next action.
+NEEDS_DOCUMENTS = frozenset(
+    {ConsultationStatus.AWAITING_DOCUMENTS, ConsultationStatus.NEEDS_DOCUMENTS}
+)
 # ---------------------------------------------------------------------------------------------
 # Patient: «Консультации» — the list, one consultation, cancelling it, adding documents.
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +103,7 @@ def patient_show(view: BaseView, public_id: uuid.UUID):
         cancel_form=CancelForm(),
         attach_form=attach_form,
         conclusion_url=conclusion_url(c),
+        accept=ACCEPT,
         statuses=ConsultationStatus,
         title=_("Consultation %(number)s", number=str(c)),
         **template_helpers(),
@@ -328,6 +161,11 @@ class MyConsultationView(BaseView):
             consultations=patient_consultations(patient),
             status_labels=PATIENT_STATUS_LABELS,
             kind_labels=PATIENT_KIND_LABELS,
+            # Each card's next action: the room when it is open, documents, cancelling.
+            room_url="MediaView.room" if "MediaView.room" in current_app.view_functions else None,
+            room_open=media_open,
+            needs_documents=NEEDS_DOCUMENTS,
+            cancellable=svc.CANCELLABLE,
             patient=patient,
             new_application_url=endpoint_url("ApplicationView.new"),
             title=_("Consultations"),
@@ -548,3 +386,6 @@ def setup(appbuilder: AppBuilder) -> None:
     # not only the viewer's: a global, so that the cabinet's list can use it too.
     current_app.jinja_env.globals.setdefault("in_zone", format_in_zone)
     current_app.jinja_env.globals.setdefault("zone_label", zone_label)
+    # A consultation's mode (video / sound only) and a duty booking's topic, on every page.
+    current_app.jinja_env.globals.setdefault("mode_label", mode_label)
+    current_app.jinja_env.globals.setdefault("topic_label", topic_label)

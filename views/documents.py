@@ -34,12 +34,14 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from app.access import staff_patient_condition
 from app.accounts import patient_for_user
+from app.dates import format_in_zone, zone_label
 from app.documents import DocumentError
 from app.documents import access as docs
+from app.documents import readers as document_readers
 from app.documents.upload import NOTE_MAX, store_document, today_for
 from app.extensions import db
 from models import DocumentType, MedicalDocument, Patient
-from views.common import download, human_size, type_label, unit_of_work
+from views.common import current_patient, download, human_size, type_label, unit_of_work
 
 # The inline preview is a document of its own: no script, no plugin, no navigation; only the
 # picture or the PDF itself. frame-ancestors keeps it embeddable by our pages alone.
@@ -122,6 +124,21 @@ class MyDocumentView(BaseView):
         page = docs.own_documents(g.user, page=request.args.get("page", 1, type=int))
         return self.render_template(
             "oblako/documents.html", page=page, title=_("My documents"), **_template_helpers()
+        )
+
+    @expose("/readers")
+    @has_access
+    def readers(self):
+        """«Кто открывал мои документы»: the audit trail's readings of her documents."""
+        patient = current_patient()
+        page = document_readers.readings_page(patient, request.args.get("page", 1, type=int))
+        return self.render_template(
+            "oblako/document_readers.html",
+            page=page,
+            patient=patient,
+            in_zone=format_in_zone,
+            zone_label=zone_label,
+            title=_("Who opened my documents"),
         )
 
     @expose("/upload", methods=["GET", "POST"])

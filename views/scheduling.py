@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_babel import lazy_gettext as _l
+from wtforms import SelectMultipleField, widgets
 from wtforms.validators import DataRequired, NumberRange
 
 from app.access import staff_schedule_condition
+from app.booking import TOPIC_LABELS, clean_topic, topic_codes
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import local_datetime
@@ -39,6 +41,38 @@ def _own_slots(user):
 _DATETIME_FORMATTERS = {"starts_at": local_datetime, "ends_at": local_datetime}
 
 
+class TopicCodesField(SelectMultipleField):
+    """The topics a shift takes bookings for, as checkboxes; stored as DutyShift.topic_codes
+    (app.booking.topic_codes: none checked means every topic)."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+    def __init__(self, label, **kw) -> None:
+        super().__init__(
+            label,
+            choices=[(t.value, label) for t, label in TOPIC_LABELS.items()],
+            description=_l("Patients pick a topic first. None checked: every topic."),
+            validate_choice=False,  # an unknown value is dropped (process_formdata)
+            **kw,
+        )
+
+    def process_data(self, value) -> None:
+        self.data = [c for c in (value or "").split() if clean_topic(c) is not None]
+
+    def process_formdata(self, valuelist) -> None:
+        self.data = [c for c in valuelist if clean_topic(c) is not None]
+
+    def populate_obj(self, obj, name: str) -> None:
+        setattr(obj, name, topic_codes(self.data or ()))
+
+
+def topic_names(value: str | None) -> str:
+    codes = {clean_topic(c) for c in (value or "").split()}
+    names = [str(label) for t, label in TOPIC_LABELS.items() if t in codes]
+    return ", ".join(names) or str(_l("All topics"))
+
+
 class DutyShiftView(StaffModelView):
     route_base = "/duty-shifts"
     datamodel = StaffInterface(DutyShift, eager=["doctor"])
@@ -49,9 +83,16 @@ class DutyShiftView(StaffModelView):
     add_title = _l("New duty shift")
     edit_title = _l("Edit duty shift")
 
-    list_columns = ["doctor", "starts_at", "ends_at", "slot_minutes", "topics"]
-    show_columns = ["doctor", "starts_at", "ends_at", "slot_minutes", "topics"]
-    add_columns = edit_columns = ["doctor", "starts_at", "ends_at", "slot_minutes", "topics"]
+    list_columns = ["doctor", "starts_at", "ends_at", "slot_minutes", "topic_codes", "topics"]
+    show_columns = ["doctor", "starts_at", "ends_at", "slot_minutes", "topic_codes", "topics"]
+    add_columns = edit_columns = [
+        "doctor",
+        "starts_at",
+        "ends_at",
+        "slot_minutes",
+        "topic_codes",
+        "topics",
+    ]
     search_columns = ["starts_at", "topics"]
     order_columns = ["starts_at", "ends_at", "slot_minutes"]
     label_columns = {
@@ -60,8 +101,9 @@ class DutyShiftView(StaffModelView):
         "ends_at": _l("Ends"),
         "slot_minutes": _l("Slot length, minutes"),
         "topics": _l("Topics"),
+        "topic_codes": _l("Topics for booking"),
     }
-    formatters_columns = _DATETIME_FORMATTERS
+    formatters_columns = {**_DATETIME_FORMATTERS, "topic_codes": topic_names}
     # Only active duty doctors can be put on duty.
     add_form_query_rel_fields = edit_form_query_rel_fields = {
         "doctor": [["is_duty", FilterEqual, True], ["active", FilterEqual, True]]
@@ -70,6 +112,7 @@ class DutyShiftView(StaffModelView):
         "starts_at": LocalDateTimeField(_l("Starts"), validators=[DataRequired()]),
         "ends_at": LocalDateTimeField(_l("Ends"), validators=[DataRequired()]),
         "topics": optional_text_field(_l("Topics"), 2000, textarea=True),
+        "topic_codes": TopicCodesField(_l("Topics for booking")),
     }
     validators_columns = {"slot_minutes": [DataRequired(), NumberRange(min=5, max=240)]}
 

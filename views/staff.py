@@ -20,6 +20,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp, Validatio
 
 from app.access import consultation_list_condition, staff_patient_condition
 from app.audit import audit
+from app.booking import mode_label, topic_label
 from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES, local_date, local_datetime
@@ -303,6 +304,8 @@ class ConsultationStaffView(StaffModelView):
     show_columns = [
         "number",
         "kind",
+        "mode",
+        "topic",
         "status",
         "patient",
         "center",
@@ -336,9 +339,13 @@ class ConsultationStaffView(StaffModelView):
         "completed_at": _l("Completed at"),
         "cancelled_at": _l("Cancelled at"),
         "rejected_at": _l("Rejected at"),
+        "mode": _l("How to connect"),
+        "topic": _l("Topic"),
     }
     formatters_columns = {
         "number": format_consultation_number,
+        "mode": mode_label,
+        "topic": topic_label,
         "kind": _labelled(STAFF_KIND_LABELS),
         "status": _labelled(STAFF_STATUS_LABELS),
         **{

@@ -36,9 +36,12 @@ from sqlalchemy.orm import contains_eager
 
 from app.booking.slots import (
     SLOT_TAKEN,
+    TOPIC_LABELS,
     BookingError,
     SlotNotFound,
     bookable_slot,
+    clean_topic,
+    serves_topic,
     slot_refusal,
     slot_statement,
 )
@@ -68,9 +71,26 @@ DEFAULT_MAX_UPCOMING_DUTY_BOOKINGS = 2
 QUESTION_MAX = 2000
 MAX_DOCUMENTS = 20
 ACTIVE_SLOT_INDEX = "uq_consultation_active_slot"
-MODE_LABELS = {ConsultationMode.VIDEO: _l("Video call")}
+# «Видеосвязь» first, the default; sound only for a weak connection.
+MODE_LABELS = {
+    ConsultationMode.VIDEO: _l("Video call"),
+    ConsultationMode.AUDIO: _l("Sound only (for a weak Internet connection)"),
+}
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def mode_label(value: str | None) -> str:
+    """How a consultation is held, as people read it (staff pages, the patient's page)."""
+    try:
+        return str(MODE_LABELS[ConsultationMode(value or ConsultationMode.VIDEO)])
+    except (KeyError, ValueError):
+        return value or ""
+
+
+def topic_label(value: str | None) -> str:
+    topic = clean_topic(value)
+    return str(TOPIC_LABELS[topic]) if topic is not None else ""
 
 
 def max_upcoming_bookings() -> int:
@@ -159,6 +179,7 @@ def book_slot(
     question: str = "",
     document_ids: Sequence[str | uuid.UUID] = (),
     mode: str = ConsultationMode.VIDEO,
+    topic: str | None = None,
     now: datetime | None = None,
 ) -> Consultation:
     """Book a free slot for the patient: a `duty` consultation in status `scheduled`.
@@ -179,6 +200,9 @@ def book_slot(
         )
     if mode not in MODE_LABELS:
         raise BookingError(_l("Choose how to connect."))
+    picked = clean_topic(topic) if topic else None
+    if topic and picked is None:
+        raise BookingError(_l("Choose a topic from the list."))
     slot_pid = parse_public_id(slot_public_id)
     if slot_pid is None:
         raise SlotNotFound(_l("This time slot does not exist."))
@@ -193,6 +217,11 @@ def book_slot(
     refusal = slot_refusal(slot, now)  # "taken" is the unique index's answer, below
     if refusal is not None:
         raise refusal
+    if picked is not None and not serves_topic(slot.shift.topic_codes, picked):
+        raise BookingError(
+            _l("The doctor does not take this topic at this time. Choose another time."),
+            slot_gone=True,
+        )
     limit = max_upcoming_bookings()
     if upcoming_duty_bookings(patient.id, now) >= limit:
         raise BookingError(
@@ -214,6 +243,7 @@ def book_slot(
             "duration_minutes": max(1, int((slot.ends_at - slot.starts_at).total_seconds() // 60)),
             "question": question,
             "mode": mode,
+            "topic": picked.value if picked is not None else None,
             "submitted_at": now,
             "scheduled_set_at": now,
         }

@@ -26,6 +26,7 @@ from models import (
     Consultation,
     Doctor,
     DutyShift,
+    DutyTopic,
     Slot,
     parse_public_id,
     utcnow,
@@ -33,6 +34,38 @@ from models import (
 
 BOOKING_WINDOW_DAYS = 14
 SLOT_TAKEN = _l("This time has just been taken. Choose another one.")
+
+
+# The topics as the patient picks them (the procedure's wording), in the page's order.
+TOPIC_LABELS: dict[DutyTopic, object] = {
+    DutyTopic.CARDIOVASCULAR: _l("Heart and blood vessels"),
+    DutyTopic.GYNAECOLOGICAL: _l("Women's health (gynaecology)"),
+    DutyTopic.LIFESTYLE: _l("Healthy lifestyle"),
+}
+
+
+def clean_topic(value: str | None) -> DutyTopic | None:
+    """A topic from a link or a form; None for anything that is not one."""
+    try:
+        return DutyTopic(value or "")
+    except ValueError:
+        return None
+
+
+def shift_topics(codes: str | None) -> frozenset[DutyTopic]:
+    """The topics a shift takes bookings for (its space-separated codes; none: all)."""
+    topics = frozenset(t for c in (codes or "").split() if (t := clean_topic(c)) is not None)
+    return topics or frozenset(DutyTopic)
+
+
+def serves_topic(codes: str | None, topic: DutyTopic) -> bool:
+    return topic in shift_topics(codes)
+
+
+def topic_codes(topics) -> str:
+    """The stored form of a set of topics, in the page's order ("" would mean all)."""
+    chosen = {clean_topic(str(t)) for t in topics or ()}
+    return " ".join(t.value for t in TOPIC_LABELS if t in chosen)
 
 
 class BookingError(ConsultationError):
@@ -171,6 +204,7 @@ class FreeSlot(NamedTuple):
     patronymic: str
     specialty: str
     topics: str | None
+    topic_codes: str | None
 
 
 _FREE_SLOTS = (
@@ -184,6 +218,7 @@ _FREE_SLOTS = (
         Doctor.patronymic,
         Doctor.specialty,
         DutyShift.topics,
+        DutyShift.topic_codes,
     )
     .select_from(Slot)
     .join(Doctor, Doctor.id == Slot.doctor_id)
@@ -218,14 +253,7 @@ def free_slots_by_doctor(timezone: str | None, *, now: datetime | None = None) -
     grouped: list[DoctorSlots] = []
     for slot in free_slots(now=now):
         if not grouped or grouped[-1].doctor.id != slot.doctor_id:
-            card = DoctorCard(
-                slot.doctor_id,
-                slot.surname,
-                slot.name,
-                slot.patronymic or "",
-                slot.specialty or "",
-            )
-            grouped.append(DoctorSlots(doctor=card))
+            grouped.append(DoctorSlots(doctor=_card(slot)))
         entry = grouped[-1]
         topics = (slot.topics or "").strip()
         if topics and topics not in entry.topics:
@@ -235,3 +263,66 @@ def free_slots_by_doctor(timezone: str | None, *, now: datetime | None = None) -
             entry.days.append(DaySlots(day=choice.starts_at.date()))
         entry.days[-1].slots.append(choice)
     return grouped
+
+
+# ---------------------------------------------------------------------------------------------
+# The booking page by topic: a topic, then a day, then a time
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeChoice:
+    """One free time of one duty doctor, in the patient's zone."""
+
+    public_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    doctor: DoctorCard
+    about: str  # what the shift's doctor says about it (free text), may be ""
+
+
+@dataclass
+class DayChoices:
+    day: date  # the patient's local date
+    times: list[TimeChoice] = field(default_factory=list)
+
+
+def _card(slot: FreeSlot) -> DoctorCard:
+    return DoctorCard(
+        slot.doctor_id, slot.surname, slot.name, slot.patronymic or "", slot.specialty or ""
+    )
+
+
+def free_times_by_day(
+    timezone: str | None, topic: DutyTopic, *, now: datetime | None = None
+) -> list[DayChoices]:
+    """The free times for `topic`, grouped by the patient's local day, earliest first; at one
+    time, every doctor free then. One query (free_slots)."""
+    times = [
+        TimeChoice(
+            choice.public_id,
+            choice.starts_at,
+            choice.ends_at,
+            _card(slot),
+            (slot.topics or "").strip(),
+        )
+        for slot in free_slots(now=now)
+        if serves_topic(slot.topic_codes, topic)
+        for choice in (slot_choice(slot, timezone),)
+    ]
+    times.sort(key=lambda t: (t.starts_at, t.doctor.surname, t.doctor.id))
+    days: list[DayChoices] = []
+    for t in times:
+        if not days or days[-1].day != t.starts_at.date():
+            days.append(DayChoices(day=t.starts_at.date()))
+        days[-1].times.append(t)
+    return days
+
+
+def free_counts_by_topic(*, now: datetime | None = None) -> dict[DutyTopic, int]:
+    """How many free times each topic has (the topic step says when one has none)."""
+    counts = dict.fromkeys(TOPIC_LABELS, 0)
+    for slot in free_slots(now=now):
+        for topic in shift_topics(slot.topic_codes):
+            counts[topic] += 1
+    return counts

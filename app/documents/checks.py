@@ -54,10 +54,15 @@ KIND_BY_CONTENT_TYPE = {k.content_type: k for k in KINDS}
 # (DESIGN §5: it strips Cyrillic names and leaves 0-byte files), nor configure_uploads(), which
 # would mount a public route serving the upload folder. A fixed configuration with empty
 # allow/deny lists keeps it from looking for one on the app.
-documents_upload_set = UploadSet("documents", extensions=("pdf", "jpg", "jpeg", "png", "dcm"))
+EXTENSIONS = ("pdf", "jpg", "jpeg", "png", "dcm")
+documents_upload_set = UploadSet("documents", extensions=EXTENSIONS)
 documents_upload_set._config = UploadConfiguration(destination=os.devnull)
 
 TYPE_REFUSED = _l("Only PDF, JPEG, PNG and DICOM files can be uploaded.")
+
+# What a file picker offers (`accept`): the names and types above; a phone's camera: a photo.
+ACCEPT = ",".join([f".{e}" for e in EXTENSIONS] + [k.content_type for k in KINDS])
+CAMERA_ACCEPT = ",".join(k.content_type for k in (JPEG, PNG))
 
 
 def extension_acceptable(filename: str) -> bool:

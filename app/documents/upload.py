@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import unicodedata
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
@@ -114,3 +116,35 @@ def store_document(
     # Flushed is not committed: if the transaction rolls back, the file goes too.
     on_rollback(lambda key=stored.key: remove_stored(key))
     return doc
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file of a batch that was not stored, and why (the checks' translated message)."""
+
+    filename: str
+    message: str
+
+
+def store_documents(
+    patient: Patient,
+    *,
+    by,
+    uploads: Iterable[tuple[BinaryIO, str, DocumentType | None]],
+) -> tuple[list[MedicalDocument], list[Refused]]:
+    """Store several files (stream, name, type) at once, each with store_document()'s checks
+    and quota. Each in its own savepoint: a refused file leaves the others stored, so a
+    patient who sent five photos and one wrong file keeps the five. Never commits."""
+    stored: list[MedicalDocument] = []
+    refused: list[Refused] = []
+    for stream, filename, document_type in uploads:
+        try:
+            with db.session.begin_nested():
+                doc = store_document(
+                    patient, by=by, stream=stream, filename=filename, document_type=document_type
+                )
+        except DocumentError as exc:
+            refused.append(Refused(clean_original_name(filename), str(exc)))
+        else:
+            stored.append(doc)
+    return stored, refused

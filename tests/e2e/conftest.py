@@ -371,3 +371,38 @@ class TapCounter:
         text = "\n".join(lines)
         print("\n" + text)
         return text
+
+
+# Elements whose right edge passes the viewport: named in the failure so the culprit is found
+# without a screenshot (at most a few, outermost first).
+_OVERFLOWING = """
+() => {
+  const width = window.innerWidth;
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width > 0 && box.right > width + 1) {
+      if (!out.some((o) => o.el.contains(el))) {
+        const cls = typeof el.className === "string" ? el.className.trim() : "";
+        out.push({el, text: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+          (cls ? "." + cls.split(/\\s+/).join(".") : "") + " right=" + Math.round(box.right)});
+      }
+    }
+    if (out.length >= 5) { break; }
+  }
+  return {scroll: document.documentElement.scrollWidth, inner: width,
+          culprits: out.map((o) => o.text)};
+}
+"""
+
+
+def assert_no_horizontal_overflow(page: Page) -> None:
+    """The page fits its viewport's width: nothing to scroll sideways (a phone's 360 px).
+
+    `document.documentElement.scrollWidth <= innerWidth`; on failure the message names the
+    outermost elements that stick out past the right edge."""
+    found = page.evaluate(_OVERFLOWING)
+    assert found["scroll"] <= found["inner"], (
+        f"{page.url}: the page is {found['scroll']} px wide on a {found['inner']} px screen; "
+        f"sticking out: {', '.join(found['culprits']) or '(none found by bounding box)'}"
+    )

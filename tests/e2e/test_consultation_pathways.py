@@ -138,17 +138,20 @@ def test_application_to_a_centre_from_refusal_to_the_conclusion_pdf(
     patient.get_by_role("link", name=re.compile(w.centre_name)).tap()
     expect(patient.locator("#applicant-name")).to_contain_text(SURNAME)
     patient.locator("#disease").select_option(label=w.i48_label)
-    checklist = patient.locator(".disease-checklist:visible")
-    expect(checklist).to_contain_text("Заключение врача")
-    expect(checklist).to_contain_text("ЭКГ")
+    checklist = patient.locator("#checklist .checklist-item:visible")
+    expect(checklist).to_have_count(2)
+    expect(checklist.filter(has_text="Заключение врача")).to_contain_text("не хватает")
     patient.locator("label", has_text="ЭКГ от 1 ноября.pdf").locator("input").check()
+    expect(checklist.filter(has_text="ЭКГ")).to_contain_text("есть")
+    expect(patient.locator("#missing-summary")).to_have_text("Ещё не хватает: Заключение врача.")
     patient.locator("#complaints").fill("Перебои в работе сердца, одышка при ходьбе")
     patient.get_by_role("button", name="Отправить заявку").tap()
 
-    refusal = flash(patient).filter(has_text="Не хватает документов")
-    expect(refusal).to_be_visible()
-    expect(refusal).to_contain_text("Заключение врача")
-    expect(refusal).not_to_contain_text("ЭКГ")  # the ECG was attached: only what is missing
+    # The form says what is missing before sending (the server would refuse it too).
+    problem = patient.locator("#form-problem")
+    expect(problem).to_be_visible()
+    expect(problem).to_contain_text("Заключение врача")
+    expect(problem).not_to_contain_text("ЭКГ")  # the ECG was attached: only what is missing
     assert count_consultations(app, w.patient_id) == 0, "a refused application was recorded"
 
     # --- the same form, now with a diagnosis of her own (no checklist applies) --------------
@@ -416,13 +419,19 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # --- «Запись к дежурному врачу» from the phone's collapsed menu --------------------------
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel).to_contain_text("Профилактика сердечно-сосудистых заболеваний")
-    expect(panel.locator("a.oblako-slot")).to_have_text(w.slot_times)
+    panel = page.locator("details.oblako-day[open]")
+    slots = panel.locator("a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times))
+    for i, at in enumerate(w.slot_times):
+        expect(slots.nth(i)).to_contain_text(at)
+    expect(slots.first).to_contain_text(w.doctor_name.split()[0])
+    expect(page.locator("#booking-doctors")).to_contain_text(
+        f"{w.doctor_name}, Кардиолог — Профилактика сердечно-сосудистых заболеваний"
+    )
 
     # --- book the first slot with a question ------------------------------------------------
-    panel.get_by_role("link", name=first, exact=True).tap()
-    expect(page).to_have_url(re.compile(rf"/cabinet/booking/{UUID_RE}$"))
+    slots.filter(has_text=first).tap()
+    expect(page).to_have_url(re.compile(rf"/cabinet/booking/{UUID_RE}\?topic=cardiovascular$"))
     expect(page.locator("form")).to_be_visible()
     page.locator("#question").fill("Можно ли заниматься бегом при повышенном давлении?")
     page.get_by_role("button", name="Записаться").tap()
@@ -445,9 +454,9 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # --- the first slot is free again; book the second one -----------------------------------
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel.locator("a.oblako-slot")).to_have_text(w.slot_times)  # nothing is held
-    panel.get_by_role("link", name=second, exact=True).tap()
+    slots = page.locator("details.oblako-day[open] a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times))  # nothing is held
+    slots.filter(has_text=second).tap()
     page.locator("#question").fill("Повторно: вопрос о физической нагрузке.")
     page.get_by_role("button", name="Записаться").tap()
     expect(page).to_have_url(re.compile(r"/cabinet/consultations/?$"))
@@ -460,21 +469,25 @@ def test_duty_booking_cancel_frees_the_slot_and_another_is_booked(
 
     # The list now offers every slot but the second one: the first is bookable again.
     open_booking_from_menu(page)
-    panel = page.locator(".panel", has_text=w.doctor_name)
-    expect(panel.locator("a.oblako-slot")).to_have_text([t for t in w.slot_times if t != second])
+    slots = page.locator("details.oblako-day[open] a.oblako-slot")
+    expect(slots).to_have_count(len(w.slot_times) - 1)
+    expect(slots.filter(has_text=second)).to_have_count(0)
 
     assert_pathway2_recorded(app, w.patient_id)
     assert not live_server.errors, "\n".join(live_server.errors)
 
 
 def open_booking_from_menu(page: Page) -> None:
-    """The navbar is collapsed on a phone: the toggle, «Личный кабинет», the item."""
+    """The navbar is collapsed on a phone: the toggle, «Личный кабинет», the item, a topic."""
     navbar = page.locator(".navbar")
     navbar.locator(".navbar-toggle").tap()
     navbar.get_by_role("link", name="Личный кабинет").tap()
     navbar.get_by_role("link", name="Запись к дежурному врачу").tap()
     expect(page).to_have_url(re.compile(r"/cabinet/booking/?$"))
     expect(page.get_by_role("heading", name="Запись к дежурному врачу")).to_be_visible()
+    # A topic first (issue 17, item 3); the shift names none, so it takes every topic.
+    page.get_by_role("link", name="Сердце и сосуды").tap()
+    expect(page).to_have_url(re.compile(r"/cabinet/booking/\?topic=cardiovascular$"))
 
 
 def assert_pathway2_recorded(app: Flask, patient_id: int) -> None:

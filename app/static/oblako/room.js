@@ -672,12 +672,16 @@
       return Promise.resolve(null);
     }
     precallMessage(T.checking, "info");
-    var video = { width: { ideal: 640 }, height: { ideal: 480 } };
+    // An audio-only consultation (room.html data-mode="audio", for a weak connection) asks
+    // for the microphone alone.
+    var roomEl = $("room");
+    var audioOnly = !!roomEl && roomEl.getAttribute("data-mode") === "audio";
+    var video = audioOnly ? false : { width: { ideal: 640 }, height: { ideal: 480 } };
     return navigator.mediaDevices
       .getUserMedia({ audio: true, video: video })
       .catch(function (err) {
         // No camera (or no microphone): the call still works with what there is.
-        if (err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) {
+        if (!audioOnly && err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) {
           return navigator.mediaDevices.getUserMedia({ audio: true }).catch(function () {
             return navigator.mediaDevices.getUserMedia({ video: video });
           });
@@ -692,7 +696,7 @@
           local.play().catch(noop);
         }
         startMeter(stream);
-        precallMessage(T.devices_ok, "success");
+        precallMessage((audioOnly && roomEl.getAttribute("data-audio-ok")) || T.devices_ok, "success");
         show($("btn-mute"), stream.getAudioTracks().length > 0);
         show($("btn-camera"), stream.getVideoTracks().length > 0);
         return stream;
