@@ -52,7 +52,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # CSRF before AppBuilder so that FAB's forms and ours are all protected.
     extensions.csrf.init_app(app)
 
-    from app import boundary, error_pages, hardening, i18n, storage
+    from app import boundary, error_pages, hardening, i18n, ops, storage
+
+    ops.init_app(app)  # first: the request id and the timer start before any other hook
 
     storage.init_app(app)  # what a killed upload left behind goes before anything is served
     boundary.init_app(app)

@@ -101,6 +101,10 @@ PUBLIC_ENDPOINTS = frozenset(
         "MediaGuestView.join",
         "MediaGuestView.room",
         "MediaGuestView.token",
+        # For monitors (views/ops.py): /healthz says ok per part, /metrics answers loopback
+        # only (tests/test_ops.py refuses another address); neither shows a patient.
+        "ops.healthz",
+        "ops.metrics",
     }
 )
 

@@ -115,6 +115,7 @@ SETUP: tuple[str, ...] = (
     "views.media",
     "views.reports",
     "views.account",
+    "views.ops",
 )
 
 
