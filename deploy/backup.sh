@@ -23,7 +23,7 @@ ENV_FILE=${OBLAKO_ENV_FILE:-/etc/oblako/oblako.env}
 setting() {  # $1: name; the environment wins over the file (read, never sourced)
     eval "value=\${$1:-}"
     if [ -z "$value" ] && [ -r "$ENV_FILE" ]; then
-        value=$(sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1)
+        value=$(sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed "s/^['\"]//; s/['\"]\$//")
     fi
     printf '%s' "$value"
 }

@@ -11,6 +11,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    import logs
     from app.ops import requests
 
+    if not app.testing:
+        logs.configure()  # JSON lines on stderr, unless the host (pytest) has its own handlers
     requests.init_app(app)
