@@ -363,3 +363,19 @@ def test_behind_one_trusted_proxy_the_clients_address_is_throttled(
         headers={"X-Forwarded-For": "203.0.113.7"},
     )
     assert answer.status == 303
+
+
+def test_a_patient_signing_in_leaves_no_name_or_phone_in_the_log(
+    app, client, make_patient, log_lines
+):
+    from tests.conftest import login, patient_username
+
+    patient_id = make_patient(surname="Входова", name="Серафима", phone="+79127770022")
+    username = patient_username(app, patient_id)
+    assert login(client, username).status_code == 302
+    client.get("/cabinet/")
+    assert login(app.test_client(), username, "Wrong-password-9").status_code == 302  # failed
+    text_of_all = "\n".join(log_lines())
+    assert "oblako.request" in text_of_all
+    for secret in ("Входова", "Серафима", "+79127770022", "9127770022", username):
+        assert secret not in text_of_all, secret
