@@ -104,7 +104,7 @@ PUBLIC_ENDPOINTS = frozenset(
         # For monitors (views/ops.py): /healthz says ok per part, /metrics answers loopback
         # only (tests/test_ops.py refuses another address); neither shows a patient.
         "ops.healthz",
-        "ops.metrics",
+        "ops.prometheus_metrics",
     }
 )
 
