@@ -43,6 +43,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["FAB_CREATE_DB"] = False
     Path(app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
 
+    from app import ops
+
+    ops.init_app(app)  # first: the request id and the timer start before any other hook (CSRF)
+
     db = extensions.db
     db.init_app(app)
 
@@ -52,9 +56,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # CSRF before AppBuilder so that FAB's forms and ours are all protected.
     extensions.csrf.init_app(app)
 
-    from app import boundary, error_pages, hardening, i18n, ops, storage
-
-    ops.init_app(app)  # first: the request id and the timer start before any other hook
+    from app import boundary, error_pages, hardening, i18n, storage
 
     storage.init_app(app)  # what a killed upload left behind goes before anything is served
     boundary.init_app(app)

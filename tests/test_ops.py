@@ -379,3 +379,15 @@ def test_a_patient_signing_in_leaves_no_name_or_phone_in_the_log(
     assert "oblako.request" in text_of_all
     for secret in ("Входова", "Серафима", "+79127770022", "9127770022", username):
         assert secret not in text_of_all, secret
+
+
+def test_a_request_refused_by_csrf_is_logged_with_its_id(client, log_lines):
+    answer = client.post(
+        "/register/", data={"surname": "Безтокенова"}, headers={"X-Request-ID": "no-csrf-1"}
+    )
+    # Refused before the view (the app sends the visitor back to the form with a message).
+    assert not answer.headers.get("Location", "").endswith("/register/code")
+    assert answer.headers["X-Request-ID"] == "no-csrf-1"
+    mine = [json.loads(x) for x in log_lines() if '"request_id": "no-csrf-1"' in x]
+    assert [(m["logger"], m["status"]) for m in mine] == [("oblako.request", answer.status_code)]
+    assert "Безтокенова" not in "\n".join(log_lines())
