@@ -153,6 +153,17 @@ def test_metrics_count_requests_by_endpoint_and_the_backlog(app, client, world):
     assert metric(body, "oblako_metrics_errors", part="outbox") == 0
 
 
+def test_a_made_up_method_does_not_grow_the_metrics(client):
+    for n in range(3):
+        client.open("/healthz", method=f"BREW{n}")
+    body = client.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in body
+    count = "oblako_http_request_duration_seconds_count"
+    assert (  # 405: no endpoint matched
+        metric(body, count, endpoint="none", method="OTHER") >= 3
+    )
+
+
 def test_metrics_refused_to_an_address_not_allowed(client, app):
     answer = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert answer.status_code == 403

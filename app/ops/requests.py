@@ -27,6 +27,8 @@ from app.ops import metrics
 from logs import REQUEST_ID_HEADER, clean_request_id, request_id_var
 
 log = logging.getLogger("oblako.request")
+# A metric's labels must stay a small set: any other method a client makes up counts as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def current_request_id() -> str:
@@ -67,13 +69,14 @@ def init_app(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = request_id
         endpoint = request.endpoint or "none"
         rule = request.url_rule.rule if request.url_rule is not None else None
-        metrics.observe_request(endpoint, request.method, seconds)
+        method = request.method if request.method in METHODS else "OTHER"
+        metrics.observe_request(endpoint, method, seconds)
         log.info(
             "request",
             extra={
                 "request_id": request_id,
                 "fields": {
-                    "method": request.method,
+                    "method": method,
                     "endpoint": endpoint,
                     "path": rule,
                     "status": response.status_code,
