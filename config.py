@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -151,6 +152,11 @@ def build_config() -> dict:
         "LOGIN_FAILURES_PER_ACCOUNT": os.environ.get("LOGIN_FAILURES_PER_ACCOUNT", "5/15minutes"),
         "LOGIN_FAILURES_PER_IP": os.environ.get("LOGIN_FAILURES_PER_IP", "30/15minutes"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        # Proxies in front of the web app (nginx: 1): the client's address is then taken from
+        # X-Forwarded-For, as many entries from the end (app/ops/requests.py). 0 = none.
+        "TRUSTED_PROXIES": int(os.environ.get("TRUSTED_PROXIES", "0")),
+        # Who may read /metrics (addresses or networks, comma-separated): Prometheus.
+        "METRICS_ALLOWED": os.environ.get("METRICS_ALLOWED", "127.0.0.1/32,::1/128"),
         "REDIS_URL": redis_url,
         # Password policy
         "PASSWORD_MIN_LENGTH": 8,
@@ -268,6 +274,19 @@ def _json_list(raw: str) -> list:
     if not isinstance(value, list):
         raise ValueError("MEDIA_ICE_SERVERS must be a JSON list")
     return value
+
+
+def address_allowed(address: str | None, allowed: str) -> bool:
+    """Whether `address` is in one of the comma-separated networks of `allowed` (METRICS_ALLOWED:
+    the web app's and every media process's /metrics answer only those)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+        networks = [
+            ipaddress.ip_network(n.strip(), strict=False) for n in allowed.split(",") if n.strip()
+        ]
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def media_token_key(cfg: dict) -> bytes:

@@ -929,6 +929,8 @@ class Conclusion(Model):
     next_steps: Mapped[str] = mapped_column(Text, nullable=False, default="")
     issued_at: Mapped[datetime] = created_at_column()
     pdf_storage_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The PDF's SHA-256 (NULL for conclusions issued before it was kept: `verify-storage`).
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     consultation: Mapped[Consultation] = relationship()
     author: Mapped[Doctor] = relationship()

@@ -43,6 +43,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config["FAB_CREATE_DB"] = False
     Path(app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
 
+    from app import ops
+
+    ops.init_app(app)  # first: the request id and the timer start before any other hook (CSRF)
+
     db = extensions.db
     db.init_app(app)
 

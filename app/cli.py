@@ -88,5 +88,25 @@ def worker_command(workers: int) -> None:
     run_worker(current_app._get_current_object(), workers=workers)
 
 
+@oblako_cli.command("verify-storage")
+@click.option("--quiet", is_flag=True, help="Print the problems only.")
+def verify_storage_command(quiet: bool) -> None:
+    """Check every stored document, conclusion and recording against its SHA-256, and list
+    the files no row points to (app/ops/storage_check.py). Exit status 1 on any problem."""
+    from app.ops.storage_check import verify_storage
+
+    report = verify_storage()
+    for problem in report.problems:
+        click.echo(str(problem))
+    if not quiet:
+        click.echo(
+            f"verify-storage: {report.checked} row(s) checked, {report.unhashed} without a"
+            f" recorded hash, {report.files} file(s) in the stores,"
+            f" {len(report.problems)} problem(s)"
+        )
+    if not report.clean:
+        raise SystemExit(1)
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(oblako_cli)

@@ -17,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from flask import current_app
 
+import logs
 from config import media_token_key
 
 AUDIENCE = "oblako-media"
 ISSUER = "oblako-web"
 ROLES = ("patient", "doctor", "guest")
 GENERATION_CLAIM = "gen"  # the same name as the API's JWTs (app/security.py)
+REQUEST_ID_CLAIM = "rid"  # the request that minted it: the media server logs it (logs.py)
 
 
 @dataclass(frozen=True)
@@ -65,4 +67,6 @@ def mint_join_token(grant: JoinGrant, *, now: datetime | None = None) -> str:
         claims["inv"] = grant.invite_id
     if grant.user_id is not None:
         claims[GENERATION_CLAIM] = int(grant.session_generation)
+    if request_id := logs.request_id_var.get():
+        claims[REQUEST_ID_CLAIM] = request_id
     return jwt.encode(claims, media_token_key(current_app.config), algorithm="HS256")

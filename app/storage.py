@@ -262,7 +262,7 @@ def _roots() -> list[Path]:
     return [r for i, r in enumerate(roots) if r not in roots[:i] and r.is_dir()]
 
 
-def _stored_files(root: Path) -> Iterator[Path]:
+def stored_files(root: Path) -> Iterator[Path]:
     """Every file in the ab/cd/ fan-out of `root` (temp files included)."""
     for first in os.scandir(root):
         if not (first.is_dir(follow_symlinks=False) and _FANOUT_RE.match(first.name)):
@@ -317,7 +317,7 @@ def sweep_storage(*, grace_seconds: float | None = None, now: float | None = Non
     report = SweepReport(temp_removed=sweep_temp_files())
     for root in _roots():
         candidates: dict[str, Path] = {}
-        for path in _stored_files(root):
+        for path in stored_files(root):
             try:
                 old = path.stat().st_mtime < cutoff
             except FileNotFoundError:

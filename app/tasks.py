@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 
 from flask import Flask, has_app_context
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from huey import signals as huey_signals
 
 import config as config_module
+import logs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,50 @@ def make_huey(env: Mapping[str, str] = os.environ) -> Huey:
 
 
 huey = make_huey()
+
+# The request id travels in the job's payload: a job enqueued while a request (or a job) is
+# handled carries its id as a keyword the worker takes off again before the task runs, and
+# the worker's lines about the job (and the task's own) carry it. Periodic jobs have none.
+REQUEST_ID_KWARG = "_request_id"
+_job_log = logging.getLogger("oblako.job")
+
+
+@huey.signal(huey_signals.SIGNAL_ENQUEUED)
+def _payload_request_id(signal: str, task: Any, *args: Any) -> None:
+    if request_id := logs.request_id_var.get():
+        task.kwargs[REQUEST_ID_KWARG] = request_id
+
+
+@huey.pre_execute()
+def _job_started(task: Any) -> None:
+    request_id = task.kwargs.pop(REQUEST_ID_KWARG, "") if task.kwargs else ""
+    request_id = logs.clean_request_id(request_id)  # a periodic job gets one of its own
+    task.oblako_request_token = logs.request_id_var.set(request_id)
+    fields = {"task": task.name, "task_id": task.id, "event": "start"}
+    _job_log.info("job", extra={"request_id": request_id, "fields": fields})
+
+
+@huey.post_execute()
+def _job_finished(task: Any, value: Any, exc: BaseException | None) -> None:
+    _job_log.info(
+        "job",
+        extra={
+            "request_id": logs.request_id_var.get(),
+            "fields": {
+                "task": task.name,
+                "task_id": task.id,
+                "event": "error" if exc else "done",
+                "error": type(exc).__name__ if exc else None,
+            },
+        },
+    )
+    token = getattr(task, "oblako_request_token", None)
+    if token is not None:
+        try:
+            logs.request_id_var.reset(token)
+        except ValueError:  # set in another context: leave a clean one
+            logs.request_id_var.set("")
+
 
 _app: Flask | None = None
 _app_lock = threading.Lock()
@@ -204,8 +250,7 @@ def run_worker(app: Flask, *, workers: int = 2) -> None:
     if huey.immediate:
         raise RuntimeError("the queue runs in immediate mode (tests): there is nothing to consume")
     bind_app(app)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure()
     log.info("worker: %s storage, %d thread(s)", type(huey).__name__, workers)
     try:
         run_storage_sweep()  # at start-up too: a crash may have left files behind

@@ -12,14 +12,13 @@ import sys
 
 from aiohttp import web
 
+import logs
 from config import build_config
 from media_server.server import MediaServer
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()  # JSON lines on stderr (LOG_FORMAT=text for plain ones)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     cfg = build_config()
     server = MediaServer(cfg)

@@ -37,6 +37,7 @@ class Claims:
     invite_id: int | None
     expires_at: int
     generation: int | None = None  # the user's session generation; None for a guest
+    request_id: str = ""  # the web request that minted the token (logs.py), for the log
 
     @property
     def room(self) -> str:
@@ -79,6 +80,7 @@ def verify_join_token(token: object, cfg: dict) -> Claims:
             expires_at=int(data["exp"]),
             # A user's token without one could not be revoked with the session: refused.
             generation=None if user_id is None else int(data[GENERATION_CLAIM]),
+            request_id=str(data.get("rid") or "")[:64],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenRejected("token_invalid") from exc

@@ -24,6 +24,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
 from config import sqlite_connect_args
+from media_server import ops as media_ops
 from media_server.admissions import DbAdmissions
 from media_server.auth import Claims, TokenRejected, verify_join_token
 from media_server.chat_state import consultation_state, name_authors
@@ -156,6 +157,8 @@ class MediaServer:
         self.app[MEDIA_KEY] = self
         self.sio.attach(self.app)
         self.app.router.add_get("/healthz", self._healthz)
+        rooms = lambda: (c.room for c in self.conns.values())  # noqa: E731
+        self.app.router.add_get("/metrics", media_ops.handler(cfg, rooms))
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._on_cleanup)
@@ -351,6 +354,7 @@ class MediaServer:
             "sub": claims.subject,
         }
         await self.rooms.add(room, me)
+        media_ops.log_connect(claims, environ)
         # python-socketio sends the CONNECT packet after this handler returns: what the
         # contract says comes "after connect" is sent from a task that runs after it.
         task = asyncio.get_running_loop().create_task(self._welcome(conn, history))

@@ -104,6 +104,10 @@ PUBLIC_ENDPOINTS = frozenset(
         # The invitation SMS's one-time sign-in link: its secret is the key (app/sign_in_links).
         "SignInLinkView.open",
         "SignInLinkView.use",
+        # For monitors (views/ops.py): /healthz says ok per part, /metrics answers loopback
+        # only (tests/test_ops.py refuses another address); neither shows a patient.
+        "ops.healthz",
+        "ops.prometheus_metrics",
     }
 )
 

@@ -137,9 +137,11 @@ class HttpClient:
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirects()
         )
 
-    def request(self, path: str, data: dict[str, str] | None = None) -> Answer:
+    def request(
+        self, path: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> Answer:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        req = urllib.request.Request(self.base_url + path, data=body)  # noqa: S310
+        req = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})  # noqa: S310
         try:
             with self.opener.open(req, timeout=60) as resp:
                 return Answer(resp.status, dict(resp.headers), resp.read().decode())

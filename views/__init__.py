@@ -116,6 +116,7 @@ SETUP: tuple[str, ...] = (
     "views.media",
     "views.reports",
     "views.account",
+    "views.ops",
 )
 
 

@@ -115,6 +115,7 @@ def issue_conclusion(
     stored = write_file(io.BytesIO(pdf), max_bytes=int(current_app.config["MAX_DOCUMENT_BYTES"]))
     on_rollback(lambda key=stored.key: remove_stored(key))
     conclusion.pdf_storage_key = stored.key
+    conclusion.pdf_sha256 = stored.sha256
     db.session.add(conclusion)
     first = previous is None
     if first:
