@@ -119,7 +119,12 @@ def test_every_patient_page_is_light_and_accessible_on_a_small_phone(
 ) -> None:
     consultation = _scheduled_soon(app, world)
     add_shift(app, world.doctors["duty"], tomorrow_at(10))
-    _notify(app, world.users["patient"], "Консультация назначена", f"/cabinet/consultations/{consultation}")
+    _notify(
+        app,
+        world.users["patient"],
+        "Консультация назначена",
+        f"/cabinet/consultations/{consultation}",
+    )
     context = _context(browser, live_server, service_workers="block")
     page = context.new_page()
     try:
