@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from whitenoise import WhiteNoise
 from whitenoise.compress import Compressor
 
@@ -125,8 +125,13 @@ def _sources(app: Flask) -> list[StaticSource]:
     return found
 
 
+CACHE_FOREVER = "public, max-age=31536000, immutable"  # a year: a changed file gets a new name
+
+
 def _add_headers(headers: Any, path: str, url: str) -> None:
     headers["X-Content-Type-Options"] = "nosniff"
+    if HASHED_NAME.search(url):
+        headers["Cache-Control"] = CACHE_FOREVER
 
 
 def _whitenoise(application: Any) -> WhiteNoise:
@@ -142,7 +147,7 @@ def _whitenoise(application: Any) -> WhiteNoise:
 def init_app(app: Flask) -> None:
     """Build the hashed static files and put WhiteNoise in front of the app (after every
     blueprint is registered: create_app calls this last)."""
-    build_root = Path(app.config.get("STATIC_BUILD_DIR") or Path(app.instance_path) / "static")
+    build_root = Path(app.config["STATIC_BUILD_DIR"])
     sources = _sources(app)
     public = _whitenoise(app.wsgi_app)
     gated = _whitenoise(None)
@@ -165,13 +170,14 @@ def init_app(app: Flask) -> None:
             if filename in table:
                 values["filename"] = table[filename]
 
-    for endpoint in GATED_ENDPOINTS & names.keys():
-        original = app.view_functions[endpoint]
+    for source in sources:
+        if source.endpoint in GATED_ENDPOINTS:
+            original = app.view_functions[source.endpoint]
 
-        def serve_gated(filename: str, _original: Any = original) -> Any:
-            if request.path in gated.files:
-                # A WSGI app as the view's return value: the blueprint's gate ran already.
-                return gated
-            return _original(filename=filename)
+            def serve_gated(filename: str, _prefix: str = source.prefix, _view: Any = original):
+                if _prefix + filename in gated.files:
+                    # A WSGI app as the view's return value: the blueprint's gate ran already.
+                    return gated
+                return _view(filename=filename)
 
-        app.view_functions[endpoint] = serve_gated
+            app.view_functions[source.endpoint] = serve_gated

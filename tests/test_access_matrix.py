@@ -101,6 +101,10 @@ PUBLIC_ENDPOINTS = frozenset(
         "MediaGuestView.join",
         "MediaGuestView.room",
         "MediaGuestView.token",
+        # The installable app (app/pwa.py): the same for everyone, no user data.
+        "pwa.manifest",
+        "pwa.offline",
+        "pwa.service_worker",
     }
 )
 
