@@ -155,3 +155,13 @@ def test_the_service_worker_caches_only_the_offline_page_and_static_files(app: F
 def test_the_policy_lets_the_manifest_and_the_worker_load(app: Flask):
     policy = app.test_client().get("/offline").headers["Content-Security-Policy"]
     assert "manifest-src 'self'" in policy and "worker-src 'self'" in policy
+
+
+def test_the_page_says_its_language_and_has_one_main(app: Flask, world: World):
+    client = signed_in(app, world, "patient")
+    html = client.get("/cabinet/").get_data(as_text=True)
+    assert '<html lang="ru">' in html and html.count("<main") == 1 and html.count("<h1") == 1
+    assert 'class="sr-only">Меню</span>' in html  # the menu button's name
+    client.get("/lang/en")
+    html = client.get("/cabinet/").get_data(as_text=True)
+    assert '<html lang="en">' in html and 'class="sr-only">Menu</span>' in html

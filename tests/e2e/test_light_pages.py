@@ -37,6 +37,7 @@ from tests.e2e.conftest import (
     sign_in,
     transfer_bytes,
 )
+from tests.referral_tables import row, xlsx
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -46,6 +47,7 @@ pytestmark = pytest.mark.e2e
 SMALL_PHONE = {**PHONE, "viewport": {"width": 360, "height": 740}}
 FIRST_VISIT_LIMIT = 300 * 1024
 REPEAT_VISIT_LIMIT = 30 * 1024
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _username(app: Flask, user_id: int) -> str:
@@ -189,6 +191,18 @@ def test_staff_pages_pass_axe_and_the_reports_dashboard_is_light(
             sign_in(page, live_server, _username(app, world.users[actor]))
             _check_pages(page, paths, weigh=weigh, landmarks=False)
             if actor == "manager":
+                # An uploaded referral table: its check page, one good row and one refused.
+                page.goto("/referrals/")
+                table = xlsx([row(), row(name="Петрова Ольга", phone="12")])
+                page.set_input_files(
+                    "#file",
+                    files=[{"name": "направления.xlsx", "mimeType": XLSX, "buffer": table}],
+                )
+                page.locator("#upload-form [type=submit]").click()
+                page.wait_for_url(re.compile(r"/referrals/[0-9a-f-]{36}$"))
+                _check_pages(
+                    page, [page.url.removeprefix(live_server.url)], weigh=False, landmarks=False
+                )
                 reports = [
                     "/reports/",
                     "/reports/consultations/",
