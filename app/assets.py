@@ -137,9 +137,8 @@ def _add_headers(headers: Any, path: str, url: str) -> None:
 def _whitenoise(application: Any) -> WhiteNoise:
     return WhiteNoise(
         application,
-        max_age=None,
+        max_age=None,  # only hashed names are added: _add_headers gives them a year
         allow_all_origins=False,
-        immutable_file_test=lambda path, url: bool(HASHED_NAME.search(url)),
         add_headers_function=_add_headers,
     )
 
@@ -160,7 +159,6 @@ def init_app(app: Flask) -> None:
         for name in source.names.values():
             serving.add_file_to_dictionary(source.prefix + name, str(out / name))
     app.wsgi_app = public  # type: ignore[method-assign]
-    app.extensions["oblako_assets"] = names
 
     @app.url_defaults
     def _hashed(endpoint: str, values: dict[str, Any]) -> None:
