@@ -2,9 +2,9 @@
 
 A patient adds «Облако здоровья» to the home screen from the browser (no app store). The
 service worker (app/static/oblako/sw.js, served here at /sw.js so that its scope is the whole
-site) keeps only the offline page and the static files it needs in its cache: never a page or a
-file with patient data. When the network is down, a page the patient opens shows the offline
-page instead of the browser's error.
+site) keeps only the offline page in its cache (self-contained: its style is inline), never a
+page or a file with patient data. When the network is down, a page the patient opens shows
+the offline page instead of the browser's error.
 
 Everything here is public and the same for everyone: no session, no user data.
 """
@@ -20,12 +20,6 @@ from flask_babel import get_locale, gettext
 THEME_COLOUR = "#1d5fa8"
 BACKGROUND_COLOUR = "#ffffff"
 ICONS = (("oblako/icon-192.png", "192x192"), ("oblako/icon-512.png", "512x512"))
-# What the offline page needs, precached by the service worker when it installs.
-OFFLINE_ASSETS = (
-    ("appbuilder.static", "css/bootstrap.min.css"),
-    ("static", "oblako/oblako.css"),
-    ("static", "oblako/icon-192.png"),
-)
 CACHE_VERSION = "oblako-offline-v1"
 
 bp = Blueprint("pwa", __name__)
@@ -74,16 +68,15 @@ def offline() -> Response:
 
 @bp.get("/sw.js")
 def service_worker() -> Response:
-    """The worker's code with this build's offline page and asset URLs (hashed) filled in."""
-    assets = [url_for("pwa.offline")] + [url_for(e, filename=f) for e, f in OFFLINE_ASSETS]
-    # The same name in every process (hashlib, not hash()): a new build, a new cache.
-    version = CACHE_VERSION + "-" + hashlib.sha256(" ".join(assets).encode()).hexdigest()[:12]
+    """The worker's code with this build's cache name and the offline page's address."""
+    offline_url = url_for("pwa.offline")
+    page = render_template("oblako/offline.html")
+    # The same name in every process (hashlib, not hash()): a changed page, a new cache.
+    version = CACHE_VERSION + "-" + hashlib.sha256(page.encode()).hexdigest()[:12]
     source = (current_app.static_folder or "") + "/oblako/sw.js"
     with open(source, encoding="utf-8") as fh:
         code = fh.read()
-    code = code.replace('"__CACHE__"', json.dumps(version)).replace(
-        "__ASSETS__", json.dumps(assets)
-    )
+    code = code.replace("__CACHE__", version).replace("__OFFLINE__", offline_url)
     response = Response(code, mimetype="text/javascript")
     # Browsers check the worker for updates on every visit; it is small.
     response.headers["Cache-Control"] = "no-cache"

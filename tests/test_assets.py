@@ -137,18 +137,21 @@ def test_the_manifest_names_the_service_and_its_icons(app: Flask):
         assert image.data.startswith(b"\x89PNG")
 
 
-def test_the_service_worker_caches_only_the_offline_page_and_static_files(app: Flask, world: World):
+def test_the_service_worker_caches_only_the_offline_page(app: Flask, world: World):
     client = signed_in(app, world, "patient")
     worker = client.get("/sw.js")
     assert worker.status_code == 200 and worker.mimetype == "text/javascript"
     assert worker.headers["Cache-Control"] == "no-cache"
-    assets = json.loads(re.search(r"var ASSETS = (\[.*?\]);", worker.get_data(as_text=True))[1])
-    assert assets[0] == "/offline"
-    assert all(a.startswith("/static/") and HASHED.search(a) for a in assets[1:]), assets
-    # The offline page is the same for everyone: nothing of the signed-in patient in it.
+    code = worker.get_data(as_text=True)
+    assert 'var OFFLINE = "/offline";' in code and "cache.add(OFFLINE)" in code
+    assert code.count("cache.add") == 1 and "cache.put" not in code  # nothing else is kept
+    assert re.search(r'var CACHE = "oblako-offline-v1-[0-9a-f]{12}";', code)
+    assert client.get("/sw.js").get_data(as_text=True) == code  # stable: no reinstall per visit
+    # The offline page is the same for everyone and needs no other file.
     offline = client.get("/offline").get_data(as_text=True)
     assert "Нет связи" in offline and "Иванова" not in offline
-    assert app.test_client().get("/offline").status_code == 200  # public
+    assert "<link" not in offline and "<script" not in offline and "<img" not in offline
+    assert app.test_client().get("/offline").get_data(as_text=True) == offline  # public
 
 
 @pytest.mark.no_db
