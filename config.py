@@ -177,6 +177,8 @@ def build_config() -> dict:
         "PROFILE_CONTACT_CHANGES_PER_USER": os.environ.get(
             "PROFILE_CONTACT_CHANGES_PER_USER", "10/hour"
         ),
+        # Static files, content-hashed and compressed at start-up (app/assets.py)
+        "STATIC_BUILD_DIR": os.environ.get("STATIC_BUILD_DIR", str(INSTANCE_DIR / "static")),
         # Medical documents
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(INSTANCE_DIR / "storage")),
         "MAX_DOCUMENT_BYTES": int(os.environ.get("MAX_DOCUMENT_BYTES", 50 * 1024 * 1024)),

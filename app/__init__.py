@@ -79,4 +79,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from app.cli import register_cli
 
     register_cli(app)
+    from app import assets, pwa
+
+    pwa.init_app(app)  # the manifest, the offline page and the service worker
+    assets.init_app(app)  # last: it serves every blueprint's static files, hashed
     return app

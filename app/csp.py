@@ -1,5 +1,6 @@
 """Content-Security-Policy for our pages: script only from our own files (or with this response's
-nonce), no plugins, no <base>, never framed.
+nonce), no plugins, no <base>, never framed; the web app manifest and the service worker
+(app/pwa.py) from this site only.
 
 Every behaviour lives in a static file (app/static/oblako/*.js); the nonce exists for what we do
 not write ourselves: Flask-AppBuilder's templates call `csp_nonce()` when it is defined (its
@@ -23,7 +24,7 @@ POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
     "style-src 'self' 'unsafe-inline'; script-src 'self' 'nonce-{nonce}'; "
     "frame-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'; connect-src {connect}"
+    "form-action 'self'; manifest-src 'self'; worker-src 'self'; connect-src {connect}"
 )
 
 

@@ -108,6 +108,10 @@ PUBLIC_ENDPOINTS = frozenset(
         # only (tests/test_ops.py refuses another address); neither shows a patient.
         "ops.healthz",
         "ops.prometheus_metrics",
+        # The installable app (app/pwa.py): the same for everyone, no user data.
+        "pwa.manifest",
+        "pwa.offline",
+        "pwa.service_worker",
     }
 )
 

@@ -44,6 +44,7 @@ SHARED_SETTINGS = (
     "FAB_PASSWORD_HASH_METHOD",
     "LOGIN_FAILURES_PER_ACCOUNT",
     "LOGIN_FAILURES_PER_IP",
+    "STATIC_BUILD_DIR",  # content-addressed: shared, not rebuilt per process
 )
 
 

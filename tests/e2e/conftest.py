@@ -406,3 +406,81 @@ def assert_no_horizontal_overflow(page: Page) -> None:
         f"{page.url}: the page is {found['scroll']} px wide on a {found['inner']} px screen; "
         f"sticking out: {', '.join(found['culprits']) or '(none found by bounding box)'}"
     )
+
+
+# --- Page weight and accessibility (issue 17, items 6 and 7) ---------------------------------
+
+# axe-core from the npm registry (scripts/vendor.py puts it here, pinned by hash; `make setup`).
+AXE_JS = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+BLOCKING_IMPACTS = ("critical", "serious")
+
+
+def transfer_bytes(page: Page, url: str) -> int:
+    """Bytes the browser received from the network to open `url` (until the network is idle):
+    every response's encoded size, compressed body plus headers, as Chromium's DevTools
+    protocol reports it (`Network.loadingFinished.encodedDataLength`); an answer from the
+    browser's cache counts 0. Requests a service worker makes on its own are not the page's:
+    measure with `service_workers="block"` for the whole cost."""
+    cdp = page.context.new_cdp_session(page)
+    sizes: dict[str, int] = {}
+    cdp.on(
+        "Network.loadingFinished",
+        lambda event: sizes.__setitem__(event["requestId"], int(event["encodedDataLength"])),
+    )
+    cdp.send("Network.enable")
+    try:
+        page.goto(url, wait_until="networkidle")
+    finally:
+        cdp.detach()
+    return sum(sizes.values())
+
+
+def clear_browser_cache(page: Page) -> None:
+    """A first visit: the HTTP cache emptied (cookies, and so the session, stay)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("Network.enable")
+        cdp.send("Network.clearBrowserCache")
+    finally:
+        cdp.detach()
+
+
+def axe_violations(page: Page, impacts: tuple[str, ...] = BLOCKING_IMPACTS) -> list[dict]:
+    """axe-core's violations of these impacts on the page as it is now. axe is evaluated through
+    the DevTools protocol (not a <script>): the page's CSP stays as strict as users get it."""
+    if not AXE_JS.exists():
+        pytest.fail(
+            f"{AXE_JS} is missing: run `.venv/bin/python scripts/vendor.py` (`make setup` does)",
+            pytrace=False,
+        )
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE_JS.read_text(encoding="utf-8") + "\n;undefined")
+    found = page.evaluate(
+        """async () => {
+          const result = await axe.run(document, {resultTypes: ["violations"]});
+          return result.violations.map(v => ({
+            id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + ": " + n.failureSummary),
+          }));
+        }"""
+    )
+    return [v for v in found if v["impact"] in impacts]
+
+
+def assert_axe_clean(page: Page) -> None:
+    """No critical and no serious axe-core violation on the page."""
+    bad = axe_violations(page)
+    report = "\n".join(
+        f"- {v['impact']} {v['id']}: {v['help']}\n    " + "\n    ".join(v["nodes"]) for v in bad
+    )
+    assert not bad, f"axe-core on {page.url}:\n{report}"
+
+
+def assert_page_landmarks(page: Page, lang: str = "ru") -> None:
+    """The page's language, one h1, a main landmark and a named menu button."""
+    assert page.evaluate("() => document.documentElement.lang") == lang, page.url
+    assert page.locator("h1").count() == 1, f"{page.url}: {page.locator('h1').all_inner_texts()}"
+    assert page.locator("main, [role=main]").count() == 1, page.url
+    toggle = page.locator("button.navbar-toggle")
+    if toggle.count():
+        expect(toggle).to_have_accessible_name(re.compile(r"\S"))
