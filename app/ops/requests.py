@@ -21,6 +21,7 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
+from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.ops import metrics
@@ -42,7 +43,12 @@ def _user_id() -> int | None:
     user = g.get("_login_user")
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    return getattr(user, "id", None)
+    # The key the row was loaded under: no query, even when the view's unit of work has
+    # ended the session and the instance's attributes expired with its commit.
+    state = inspect(user, raiseerr=False)
+    if state is not None and state.identity:
+        return state.identity[0]
+    return None
 
 
 def init_app(app: Flask) -> None:

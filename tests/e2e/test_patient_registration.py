@@ -106,7 +106,7 @@ def assert_russian_form(page: Page) -> None:
         text = " ".join(label.first.inner_text().split()).rstrip(" *")
         assert CYRILLIC.search(text), f"label of {field_id!r} is not in Russian: {text!r}"
         assert text not in ENGLISH_LABELS, f"label of {field_id!r} is untranslated: {text!r}"
-    heading = page.get_by_role("heading", level=2).first.inner_text()
+    heading = page.get_by_role("heading", level=1).first.inner_text()
     assert CYRILLIC.search(heading), f"the page heading is not in Russian: {heading!r}"
     button = page.locator("form button[type=submit]").last.inner_text().strip()
     assert button == "Зарегистрироваться", f"submit button: {button!r}"
