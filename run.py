@@ -4,14 +4,22 @@ It also starts the background worker (`flask oblako worker`: outbox delivery, re
 the media server (`python -m media_server`: chat and video signalling on MEDIA_PORT) as child
 processes and stops them on exit, so one command runs the whole service on the embedded
 defaults. OBLAKO_WORKER=0 / OBLAKO_MEDIA=0 skip them (when they run as their own services).
+
+A child that dies is started again (as systemd's Restart=on-failure does in production), after
+a back-off that doubles from 1 s up to 30 s while it keeps dying and starts afresh once a child
+has stayed up for a minute; each exit and restart is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app import create_app
@@ -54,6 +62,72 @@ def stop_worker(worker: subprocess.Popen | None) -> None:
     stop_child(worker, signal.SIGINT)  # Huey's graceful stop: running tasks finish
 
 
+log = logging.getLogger("oblako.run")
+
+
+class Supervised:
+    """One child process, started again with back-off whenever it exits on its own."""
+
+    FIRST_DELAY = 1.0
+    MAX_DELAY = 30.0
+    HEALTHY_AFTER = 60.0  # up this long: the next crash starts from FIRST_DELAY again
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen | None]) -> None:
+        self.name = name
+        self._start = start
+        self.child = start()
+        self.started_at = time.monotonic()
+        self.delay = self.FIRST_DELAY
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def poll(self, now: float) -> None:
+        """Notice an exit and schedule the restart; start the child when its time has come."""
+        if self.child is None:
+            return
+        if self.restart_at is None:
+            code = self.child.poll()
+            if code is None:
+                return
+            if now - self.started_at >= self.HEALTHY_AFTER:
+                self.delay = self.FIRST_DELAY
+            log.warning(
+                "%s (pid %s) exited with %s; starting it again in %.0f s",
+                self.name,
+                self.child.pid,
+                code,
+                self.delay,
+            )
+            self.restart_at = now + self.delay
+            self.delay = min(self.delay * 2, self.MAX_DELAY)
+            return
+        if now >= self.restart_at:
+            self.restart_at = None
+            self.child = self._start()
+            self.started_at = now
+            self.restarts += 1
+            log.warning("%s started again (pid %s)", self.name, self.child and self.child.pid)
+
+
+class Supervisor(threading.Thread):
+    """Polls the children twice a second until stop(); then nothing is restarted any more."""
+
+    def __init__(self, children: list[Supervised]) -> None:
+        super().__init__(name="oblako-supervisor", daemon=True)
+        self.children = children
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(0.5):
+            for child in self.children:
+                child.poll(time.monotonic())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join()
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -61,13 +135,19 @@ def _terminate(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "5000"))
     host = os.environ.get("HOST", "127.0.0.1")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops the worker too, like Ctrl-C
-    worker = start_worker()
-    media = start_media()
+    worker = Supervised("worker", start_worker)
+    media = Supervised("media server", start_media)
+    supervisor = Supervisor([worker, media])
+    supervisor.start()
     try:
         app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
     except KeyboardInterrupt:
         pass
     finally:
-        stop_child(media, signal.SIGTERM)  # aiohttp closes the sockets, clients reconnect later
-        stop_worker(worker)
+        supervisor.stop()  # first: a child stopped below is not started again
+        stop_child(media.child, signal.SIGTERM)  # aiohttp closes the sockets, clients reconnect
+        stop_worker(worker.child)
