@@ -68,7 +68,8 @@ SELECTED_PAIRS_JS = """async () => {
     if (pair) {
       const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
       found.push({local: local.candidateType, remote: remote.candidateType,
-                  bytes: pair.bytesReceived || 0, policy: pc.getConfiguration().iceTransportPolicy});
+                  bytes: pair.bytesReceived || 0,
+                  policy: pc.getConfiguration().iceTransportPolicy});
     }
   }
   return found;
@@ -191,7 +192,8 @@ def send_chat(page: Page, text: str) -> None:
 
 
 def expect_chat(page: Page, text: str) -> None:
-    expect(page.locator("#chat-messages .chat-body", has_text=text)).to_have_count(1, timeout=30_000)
+    messages = page.locator("#chat-messages .chat-body", has_text=text)
+    expect(messages).to_have_count(1, timeout=30_000)
 
 
 def test_a_duty_consultation_through_the_whole_topology(
@@ -263,9 +265,7 @@ def test_a_duty_consultation_through_the_whole_topology(
     new_worker = wait_for(
         lambda: stack.pid("worker") != old_worker and stack.pid("worker"), "a new worker"
     )
-    wait_for(
-        lambda: f"PID {new_worker}" in stack.log("worker"), "the new worker's queue consumer"
-    )
+    wait_for(lambda: f"PID {new_worker}" in stack.log("worker"), "the new worker's queue consumer")
     old_sid = doctor.evaluate("() => window.oblakoRoom.sid")
     os.kill(stack.pid("media-b"), signal.SIGKILL)
     doctor.wait_for_function(
