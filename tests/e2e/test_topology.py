@@ -42,6 +42,7 @@ from tests.e2e.conftest import (
     PHONE,
     enter_room_from_consultation_page,
     pdf_text,
+    room_log,
     sign_in,
     wait_until,
 )
@@ -53,11 +54,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.topology]
 TOO_MANY_RU = "Слишком много попыток входа"
 SURNAME = "Связистова"
 
-# The selected ICE candidate pair of each of the page's calls: candidate types, bytes received.
+# The selected ICE candidate pair of each of the page's connections: candidate types, bytes.
+# Browser-to-browser peers, or the media server's relay (publish and subscriptions) when the room
+# counts three or more: both must go through coturn under the "relay" policy.
 SELECTED_PAIRS_JS = """async () => {
+  const room = window.oblakoRoom;
+  const pcs = Object.values(room.peers).map(p => p.pc);
+  if (room.relay.pub) { pcs.push(room.relay.pub); }
+  Object.values(room.relay.subs).forEach(sub => pcs.push(sub.pc));
   const found = [];
-  for (const peer of Object.values(window.oblakoRoom.peers)) {
-    const pc = peer.pc;
+  for (const pc of pcs) {
     const stats = await pc.getStats();
     let pair = null;
     stats.forEach(s => {
@@ -176,14 +182,21 @@ def media_port_of(stack: Stack, key: str) -> set[int]:
     }
 
 
-def assert_relay_call(page: Page) -> None:
-    """The call flows (bytes received) and only through coturn: every selected pair is a pair
-    of relay candidates, on a connection made with iceTransportPolicy "relay"."""
-    pairs = wait_until(
-        page, SELECTED_PAIRS_JS, lambda found: any(p["bytes"] > 20_000 for p in found), 30_000
-    )
+def assert_relay_call(page: Page, *, browser_to_browser: bool = True) -> None:
+    """The call flows (bytes received) and only through coturn: on every connection, made with
+    iceTransportPolicy "relay", the page's own end of the selected pair is a relay candidate;
+    browser to browser, the other end's too (through the media server's aiortc relay, that end
+    is the relay's own address: aiortc does not use TURN)."""
+    try:
+        pairs = wait_until(
+            page, SELECTED_PAIRS_JS, lambda found: any(p["bytes"] > 20_000 for p in found), 30_000
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nroom log:\n{room_log(page)}") from None
     assert all(p["policy"] == "relay" for p in pairs), pairs
-    assert all((p["local"], p["remote"]) == ("relay", "relay") for p in pairs), pairs
+    assert all(p["local"] == "relay" for p in pairs), pairs
+    if browser_to_browser:
+        assert all(p["remote"] == "relay" for p in pairs), pairs
 
 
 def send_chat(page: Page, text: str) -> None:
@@ -274,7 +287,10 @@ def test_a_duty_consultation_through_the_whole_topology(
     wait_for(lambda: stack.services["media-b"].restarts == 1, "media B started again")
     send_chat(doctor, "Связь восстановлена.")
     expect_chat(patient, "Связь восстановлена.")
-    assert_relay_call(doctor)
+    # The killed process's sockets stay listed until its heartbeat key expires (30 s,
+    # media_server/rooms.py): meanwhile the room counts three and the call goes through the
+    # media server's relay. Either way it flows, and through coturn.
+    assert_relay_call(doctor, browser_to_browser=False)
 
     # --- sign-in throttling holds across the three workers ---------------------------------
     check_throttling_across_workers(app, stack, make_staff)
