@@ -79,7 +79,15 @@ def service(app, database_url, tmp_path) -> Iterator[tuple[subprocess.Popen, int
             [sys.executable, "run.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        wait_for(lambda: accepts(port) and accepts(media_port), "the web app and media server")
+        try:
+            wait_for(
+                lambda: accepts(port) and accepts(media_port),
+                "the web app and media server",
+                timeout=120,
+            )
+        except AssertionError:
+            print(log.read_text(errors="replace"))
+            raise
         yield proc, media_port, log
     finally:
         if proc.poll() is None:

@@ -216,6 +216,15 @@ def test_a_duty_consultation_through_the_whole_topology(
     site = Site(stack.base_url)
     patient_login, doctor_login, slot = duty_slot_soon(app, make_patient, make_doctor)
     doctor_name, first_time = slot.split("|")
+    # nginx's sticky routing: a first socket.io request gets a key in a cookie, and every later
+    # request with it goes to the same media process.
+    status, headers, _ = stack.get("/socket.io/?EIO=4&transport=polling")
+    assert status == 200, status
+    cookie = headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/socket.io/" in cookie, cookie
+    given = re.match(r"oblako_media=([0-9a-f]+);", cookie).group(1)
+    first = int(headers["X-Test-Media"].rsplit(":", 1)[1])
+    assert {stack.media_of_key(given) for _ in range(4)} == {first}
     key_a, key_b = stack.keys_for_each_media()
     port_a, port_b = stack.ports.media
     patient = browser_page(browser, stack, key_a, **PHONE)
