@@ -232,6 +232,26 @@ class OblakoUser(User):
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class SignInLink(Model):
+    """A one-time sign-in link sent with a one-time password (the referral invitation SMS).
+
+    Only the SHA-256 of the link's secret is stored. It signs its account in once, until
+    `expires_at` (the password's expiry), and only while that password is still the account's
+    (app/sign_in_links.py).
+    """
+
+    __tablename__ = "sign_in_link"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 # E-mails are matched regardless of case (referral import and preview): an index on the
 # expression the queries use. FAB's table, so declared beside it rather than in its class.
 Index("ix_ab_user_email_lower", func.lower(OblakoUser.__table__.c.email))

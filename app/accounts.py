@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 
 import phonenumbers
@@ -33,6 +34,16 @@ class AccountError(DomainError):
     pass
 
 
+# What a person signs in with, worded once: the sign-in form's labels and the invitation SMS
+# (app/referrals/invitations.py) say the same, so that the SMS reads like the form.
+LOGIN_LABEL = _l("Phone (login)")
+PASSWORD_LABEL = _l("Password")
+
+# Something typed in the login field that is a phone number as people write it
+# (8 913 555-01-01, +7 (913) 555 01 01): digits, spaces, brackets, dashes, an optional plus.
+_PHONE_LIKE = re.compile(r"^\+?[\d\s()\-]{10,24}$")
+
+
 def normalize_phone(raw: str, region: str = "RU") -> str:
     """Return the phone in E.164 or raise AccountError with a translated message."""
     try:
@@ -42,6 +53,18 @@ def normalize_phone(raw: str, region: str = "RU") -> str:
     if not phonenumbers.is_valid_number(number):
         raise AccountError(_l("Enter a valid phone number, for example +7 912 345-67-89."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def sign_in_name(raw: str | None) -> str:
+    """The account name a sign-in looks up: a patient's login is the phone in E.164, so a phone
+    written any usual way is normalised; anything else (a staff login) is kept as typed."""
+    value = (raw or "").strip()
+    if _PHONE_LIKE.match(value):
+        try:
+            return normalize_phone(value)
+        except AccountError:
+            return value
+    return value
 
 
 def hash_password(password: str) -> str:

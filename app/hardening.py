@@ -6,6 +6,7 @@ from flask import Flask, Response, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
 
 from app import csp, throttle
+from app.accounts import sign_in_name
 from app.security import client_ip
 
 API_LOGIN_PATH = "/api/v1/security/login"
@@ -27,11 +28,11 @@ def init_app(app: Flask) -> None:
             return None
         if request.path == API_LOGIN_PATH:
             body = request.get_json(silent=True) or {}
-            username = str(body.get("username") or "")
+            username = sign_in_name(str(body.get("username") or ""))
             if not throttle.get_throttle().allowed(username, client_ip()):
                 return jsonify(message=_("Too many sign-in attempts. Try again later.")), 429
         elif request.endpoint == "OblakoAuthDBView.login":
-            username = request.form.get("username", "")
+            username = sign_in_name(request.form.get("username", ""))
             if not throttle.get_throttle().allowed(username, client_ip()):
                 flash(_("Too many sign-in attempts. Try again in 15 minutes."), "danger")
                 return redirect(url_for("OblakoAuthDBView.login")), 303

@@ -29,8 +29,11 @@ _COMMON = {
     "йцукенгш",
 }
 
-# One-time passwords: unambiguous letters and digits (no 0/O, 1/l/I) so they survive an SMS.
-_OTP_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+# One-time passwords are read off an SMS and typed on a phone, often by older people: small
+# letters and digits only (no Shift), and no character one mistakes for another — 0/o/O,
+# 1/l/i/I, and of 2/z, 5/s, 6/b, 9/g/q, u/v the letter. 25 symbols, about 4.6 bits each.
+OTP_LOOK_ALIKES = frozenset("0oO1lIi" + "zZsSbBgqGQuU")
+_OTP_ALPHABET = "acdefhjkmnprtvwxy" + "23456789"
 
 
 class PasswordPolicyError(DomainError):
@@ -67,6 +70,11 @@ def fab_password_validator(password: str) -> None:
         raise PasswordComplexityValidationError(str(exc)) from exc
 
 
-def generate_one_time_password(length: int = 12) -> str:
-    """12 characters from a 55-symbol alphabet: about 69 bits of entropy."""
-    return "".join(secrets.choice(_OTP_ALPHABET) for _ in range(length))
+def generate_one_time_password(length: int = 14) -> str:
+    """14 characters from a 25-symbol alphabet: about 65 bits of entropy (the draws without a
+    letter or without a digit, redrawn so that it meets the policy's classes, are a tiny
+    fraction of them)."""
+    while True:
+        password = "".join(secrets.choice(_OTP_ALPHABET) for _ in range(length))
+        if re.search(r"\d", password) and re.search(r"[a-z]", password):
+            return password

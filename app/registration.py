@@ -27,6 +27,8 @@ from app.errors import DomainError
 from app.extensions import db
 from app.i18n import RUSSIAN_TIMEZONES
 from app.labels import SEX_LABELS
+from app.otp import EXPIRED_MESSAGE as OTP_EXPIRED_MESSAGE
+from app.otp import one_time_password_expired
 from app.passwords import PasswordPolicyError, check_password
 from app.roles import is_patient
 from app.throttle import get_throttle
@@ -452,7 +454,7 @@ def needs_personal_data_consent(user: OblakoUser) -> bool:
 def check_password_change(
     user: OblakoUser,
     *,
-    current_password: str,
+    current_password: str | None,
     new_password: str,
     confirm: str,
     consent: bool | None = None,
@@ -463,16 +465,26 @@ def check_password_change(
     The caller stores the new password through the security manager's reset_password, which
     hashes it and revokes every other session and API token of the user. On the first sign-in
     of an imported patient (must_change_password, no personal-data consent yet) the consent is
-    required too and recorded here.
+    required too and recorded here. The current password is asked for a change by choice, not
+    on that first sign-in (the one-time password or link has just been used to sign in).
     """
-    consent_needed = user.must_change_password and needs_personal_data_consent(user)
+    first_sign_in = bool(user.must_change_password)
+    consent_needed = first_sign_in and needs_personal_data_consent(user)
     if consent_needed and not consent:
         raise RegistrationError(
             _l("To continue, give your consent to the processing of personal data."), "consent"
         )
-    if not user.password or not check_password_hash(user.password, current_password or ""):
+    if first_sign_in:
+        # Signed in just now with the one-time password or link (issuing either revoked every
+        # older session): it is not asked again, but it must still be in force.
+        if one_time_password_expired(user):
+            raise RegistrationError(str(OTP_EXPIRED_MESSAGE), "new_password")
+        same = bool(user.password and check_password_hash(user.password, new_password or ""))
+    elif not user.password or not check_password_hash(user.password, current_password or ""):
         raise RegistrationError(_l("The current password is wrong."), "current_password")
-    if new_password == current_password:
+    else:
+        same = new_password == current_password
+    if same:
         raise RegistrationError(
             _l("The new password must differ from the current one."), "new_password"
         )

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.security import check_password_hash
 
+from app.accounts import sign_in_name
 from app.otp import EXPIRED_MESSAGE, one_time_password_expired
 from app.throttle import get_throttle
 from models import OblakoUser
@@ -70,6 +71,7 @@ class OblakoSecurityManager(SecurityManager):
 
     # --- sign-in ---------------------------------------------------------------------------
     def auth_user_db(self, username, password):
+        username = sign_in_name(username)  # a phone as people write it: the E.164 login
         throttle = get_throttle()
         ip = client_ip()
         if not throttle.allowed(username or "", ip):
@@ -107,6 +109,16 @@ class OblakoSecurityManager(SecurityManager):
             re.match(view, view_name) and re.match(perm, permission_name)
             for view, perm in self.builtin_roles.get(self.auth_role_public, [])
         )
+
+    def has_access(self, permission_name: str, view_name: str) -> bool:
+        # A page asks the same questions many times (every menu item, every link): answer each
+        # once per request and user. The key holds the user id, so a sign-in mid-request asks anew.
+        user_id = getattr(getattr(g, "user", None), "id", None)
+        key = (user_id, permission_name, view_name)
+        answers = g.setdefault("_oblako_access", {})
+        if key not in answers:
+            answers[key] = super().has_access(permission_name, view_name)
+        return answers[key]
 
     def get_user_roles(self, user):
         if not user.is_authenticated:

@@ -39,16 +39,19 @@ class LoginThrottle:
         self.per_account = parse(app.config["LOGIN_FAILURES_PER_ACCOUNT"])
         self.per_ip = parse(app.config["LOGIN_FAILURES_PER_IP"])
 
-    def _keys(self, username: str, ip: str) -> list[tuple[object, str]]:
-        return [
-            (self.per_account, f"{self.namespace}:acct:{(username or '').strip().lower()}"),
-            (self.per_ip, f"{self.namespace}:ip:{ip or '-'}"),
-        ]
+    def _keys(self, username: str | None, ip: str) -> list[tuple[object, str]]:
+        """The counters an attempt touches: the account's (None: no account is named, as for
+        an unknown sign-in link) and the client address's."""
+        keys = [(self.per_ip, f"{self.namespace}:ip:{ip or '-'}")]
+        if username is not None:
+            account = f"{self.namespace}:acct:{username.strip().lower()}"
+            keys.insert(0, (self.per_account, account))
+        return keys
 
-    def allowed(self, username: str, ip: str) -> bool:
+    def allowed(self, username: str | None, ip: str) -> bool:
         return all(self.limiter.test(limit, key) for limit, key in self._keys(username, ip))
 
-    def failed(self, username: str, ip: str) -> None:
+    def failed(self, username: str | None, ip: str) -> None:
         for limit, key in self._keys(username, ip):
             self.limiter.hit(limit, key)
 

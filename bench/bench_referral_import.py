@@ -366,6 +366,7 @@ def _baseline_import(app: Flask, data: bytes) -> int:
     from app.permissions import PATIENT
     from app.referrals.invitations import invitation_text
     from app.referrals.upload import _HEADER_KEYS, _norm_header
+    from app.sign_in_links import link_url, new_link
     from models import Disease, MedicalCenter, Model, utcnow
 
     t = Model.metadata.tables
@@ -379,8 +380,11 @@ def _baseline_import(app: Flask, data: bytes) -> int:
             centres = {
                 n.lower(): i for n, i in conn.execute(select(MedicalCenter.name, MedicalCenter.id))
             }
-        # The SMS text: translated once, filled per row.
-        sms = invitation_text(sign_in_url=SIGN_IN_URL, login="\x00L", password="\x00P")
+        # The SMS text: translated once, filled per row (with the one-time link, as the service).
+        sms = invitation_text(
+            link="\x00K", sign_in_url=SIGN_IN_URL, login="\x00L", password="\x00P"
+        )
+        link_prefix = link_url(SIGN_IN_URL, "")
 
         wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         ws = wb.worksheets[0]
@@ -467,18 +471,22 @@ def _baseline_import(app: Flask, data: bytes) -> int:
                         for v, pid in zip(batch, patient_ids, strict=True)
                     ],
                 )
+                links = [new_link(p["user_id"], expires) for p in patients]
+                conn.execute(insert(t["sign_in_link"]), [values for _token, values in links])
                 conn.execute(
                     insert(t["outbound_message"]),
                     [
                         {
                             "channel": "sms",
                             "recipient": p["phone"],
-                            "body": sms.replace("\x00L", p["phone"]).replace("\x00P", pw),
+                            "body": sms.replace("\x00L", p["phone"])
+                            .replace("\x00P", pw)
+                            .replace("\x00K", link_prefix + token),
                             "user_id": p["user_id"],
                             "dedupe_key": f"bench-invite:{p['phone']}",
                             "status": "queued",
                         }
-                        for p, pw in zip(patients, passwords, strict=True)
+                        for p, pw, (token, _values) in zip(patients, passwords, links, strict=True)
                     ],
                 )
 

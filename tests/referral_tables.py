@@ -4,6 +4,7 @@ built in memory for the referral import tests (test_referrals, test_referral_vie
 from __future__ import annotations
 
 import io
+import re
 
 from tests.conftest import REFERRAL_CENTRE
 
@@ -70,3 +71,22 @@ def xlsx(rows, header=HEADER) -> bytes:
 def csv_bytes(rows, *, sep=";", encoding="utf-8-sig", header=HEADER) -> bytes:
     lines = [sep.join(header)] + [sep.join(r) for r in rows]
     return "\r\n".join(lines).encode(encoding)
+
+
+# The invitation SMS as a patient reads it (app/referrals/invitations.py), spelt out here rather
+# than read from the app: this is the check. The labels are the sign-in form's.
+INVITATION_RE = re.compile(
+    r"^Облако здоровья: вас приглашают на онлайн-консультацию\.\n"
+    r"Войти одним нажатием: (?P<link>\S+/s/[A-Za-z0-9_-]{22})\n"
+    r"Или на (?P<url>\S+)\n"
+    r"Телефон \(логин\): (?P<login>\+\d+)\n"
+    r"Пароль: (?P<password>[a-z0-9]+)\n"
+    r"Ссылка и пароль действуют 7 дней\.$"
+)
+
+
+def invitation(body: str) -> re.Match:
+    """The invitation SMS's parts (link, url, login, password); fails on any other text."""
+    match = INVITATION_RE.match(body)
+    assert match, f"not an invitation SMS: {body!r}"
+    return match

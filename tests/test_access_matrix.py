@@ -101,6 +101,9 @@ PUBLIC_ENDPOINTS = frozenset(
         "MediaGuestView.join",
         "MediaGuestView.room",
         "MediaGuestView.token",
+        # The invitation SMS's one-time sign-in link: its secret is the key (app/sign_in_links).
+        "SignInLinkView.open",
+        "SignInLinkView.use",
     }
 )
 

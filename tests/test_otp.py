@@ -94,7 +94,7 @@ def change(client, current: str, new: str = NEW_PASSWORD, *, consent: bool):
 def test_one_time_password_entropy_format_and_fast_hash(app, imported_patient):
     from app.extensions import db
     from app.otp import hash_one_time_password
-    from app.passwords import _OTP_ALPHABET
+    from app.passwords import _OTP_ALPHABET, OTP_LOOK_ALIKES
     from models import Patient
 
     patient_id, _ = imported_patient
@@ -103,8 +103,12 @@ def test_one_time_password_entropy_format_and_fast_hash(app, imported_patient):
     passwords = {issue(app, patient_id) for _ in range(20)}
     assert len(passwords) == 20
     for password in passwords:
-        assert len(password) == 12 and set(password) <= set(_OTP_ALPHABET)
-    assert len(set(_OTP_ALPHABET)) == 55 and 12 * math.log2(55) >= 50  # ≈ 69 bits
+        assert len(password) == 14 and set(password) <= set(_OTP_ALPHABET)
+        assert not set(password) & OTP_LOOK_ALIKES and password == password.lower()
+        assert any(c.isdigit() for c in password) and any(c.isalpha() for c in password)
+    # Small letters and digits, none of 0/o/O, 1/l/i/I (and z, s, b, g, q, u beside 2, 5, 6, 9)
+    assert not set("0oO1lIizsbgqu") & set(_OTP_ALPHABET)
+    assert len(set(_OTP_ALPHABET)) == 25 and 14 * math.log2(25) >= 64  # ≈ 65 bits
 
     user = user_of(app, patient_id)
     assert user.password.startswith("pbkdf2:sha256:1$")  # salted, one iteration: not scrypt
@@ -189,8 +193,9 @@ def test_first_sign_in_forces_new_password_and_consent_before_anything(
         assert response.status_code == 302, url
         assert response.headers["Location"].endswith("/account/password/"), url
     page = client.get("/account/password/").get_data(as_text=True)
-    assert "Вы вошли по одноразовому паролю." in page
+    assert "Вы вошли. Теперь придумайте свой пароль" in page
     assert 'name="consent"' in page
+    assert 'name="current_password"' not in page  # just typed to sign in: not asked again
 
     # Without the consent: refused, nothing changes.
     page = change(client, password, consent=False).get_data(as_text=True)

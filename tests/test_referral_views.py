@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import re
 import uuid
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import csrf_token, login, patient_username
-from tests.referral_tables import CENTRE, row, xlsx
+from tests.referral_tables import CENTRE, invitation, row, xlsx
 
 pytest_plugins: list[str] = []
 
@@ -132,7 +131,7 @@ def test_manager_flow(app, catalogue, make_staff):
             select(OutboundMessage.body).where(OutboundMessage.recipient == patient.phone)
         ).scalar_one()
         patient_public_id = patient.public_id
-    old_password = re.search(r"пароль (\S+)\.", old).group(1)
+    old_password = invitation(old)["password"]
     token = csrf_token(client, f"/referrals/{public_id}")
     resent = client.post(
         f"/referrals/resend/{patient_public_id}",
@@ -148,7 +147,7 @@ def test_manager_flow(app, catalogue, make_staff):
         new = db.session.execute(
             select(OutboundMessage.body).order_by(OutboundMessage.id.desc()).limit(1)
         ).scalar_one()
-        assert check_password_hash(user.password, re.search(r"пароль (\S+)\.", new).group(1))
+        assert check_password_hash(user.password, invitation(new)["password"])
 
 
 @pytest.mark.parametrize(

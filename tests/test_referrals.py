@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from tests.referral_tables import HEADER, csv_bytes, row, xlsx
+from tests.referral_tables import HEADER, csv_bytes, invitation, row, xlsx
 
 
 @pytest.fixture
@@ -476,12 +476,14 @@ def test_import_creates_accounts_consultations_and_one_sms(app, catalogue, manag
         )
         assert len(sms) == 2 and {m.recipient for m in sms} == {"+79123450001", "+79123450002"}
         body = next(m.body for m in sms if m.recipient == "+79123450001")
-        assert body.startswith("Облако здоровья: вы приглашены на онлайн-консультацию.")
-        assert "https://oblako.test/login/" in body and "логин +79123450001" in body
+        sms_parts = invitation(body)
+        assert sms_parts["url"] == "https://oblako.test/login/"
+        assert sms_parts["login"] == "+79123450001"
+        assert sms_parts["link"].startswith("https://oblako.test/s/")
         for word in ("I10", "гипертензия", "Эссенциальная", "Кардио"):
             assert word not in body  # never a diagnosis
-        password = body.split("пароль ")[1].split(".")[0]
-        assert len(password) >= 10
+        password = sms_parts["password"]
+        assert len(password) >= 12
         from werkzeug.security import check_password_hash
 
         from app.otp import check_one_time_password  # noqa: F401  (the sign-in part's check)
@@ -541,7 +543,7 @@ def test_resend_credentials(app, catalogue, manager):
     with app.app_context():
         patient = db.session.execute(select(Patient)).scalar_one()
         first = db.session.execute(select(OutboundMessage)).scalar_one().body
-        old = first.split("пароль ")[1].split(".")[0]
+        old = invitation(first)["password"]
         resend_credentials(patient, by=db.session.get(OblakoUser, manager))
         db.session.commit()
         resend_credentials(patient, by=db.session.get(OblakoUser, manager))
@@ -551,7 +553,7 @@ def test_resend_credentials(app, catalogue, manager):
         )
         assert len(messages) == 3
         assert len({m.dedupe_key for m in messages}) == 3
-        new = messages[-1].body.split("пароль ")[1].split(".")[0]
+        new = invitation(messages[-1].body)["password"]
         assert new != old
         user = patient.user
         assert check_password_hash(user.password, new)
@@ -669,7 +671,7 @@ def test_linked_patient_is_told_of_the_new_referral_without_credentials(
         body = sms[0].body
         assert body.startswith("Облако здоровья: у вас новое направление")
         assert "https://oblako.test/login/" in body
-        assert "пароль " not in body.lower() and "логин +7" not in body
+        assert "пароль:" not in body.lower() and "логин): +7" not in body
         for word in ("I10", "гипертензия", "Эссенциальная", "Кардио"):
             assert word not in body  # never a diagnosis
         # The patient the import created gets its invitation only, not this notice as well.
@@ -820,7 +822,8 @@ def test_every_row_of_a_bulk_import_gets_its_own_account_patient_and_consultatio
             sms = db.session.execute(
                 select(OutboundMessage).where(OutboundMessage.user_id == user.id)
             ).scalar_one()
-            assert sms.recipient == patient.phone and f"логин {patient.phone}" in sms.body
+            assert sms.recipient == patient.phone
+            assert invitation(sms.body)["login"] == patient.phone
         assert _count(app, OblakoUser, func.lower(OblakoUser.email).like("patient%")) == 7
 
 

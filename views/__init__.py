@@ -111,6 +111,7 @@ PAGES: tuple[str, ...] = (
     "views.recordings:RecordingView",
     "views.account:NotificationView",
     "views.account:ChangePasswordView",
+    "views.auth:SignInLinkView",
 )
 
 SETUP: tuple[str, ...] = (

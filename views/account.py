@@ -22,6 +22,7 @@ from wtforms.validators import InputRequired
 
 from app import cabinet as notifications
 from app.errors import NotFound
+from app.landing import after_first_password_url
 from app.registration import (
     RegistrationError,
     check_password_change,
@@ -98,6 +99,7 @@ class NotificationView(BaseView):
 
 
 class ChangePasswordForm(FlaskForm):
+    # Removed from the form on the first sign-in (one-time password or link): see _form.
     current_password = PasswordField(
         _l("Current password"),
         validators=[InputRequired(message=REQUIRED)],
@@ -126,6 +128,15 @@ class ChangePasswordView(BaseView):
     route_base = "/account/password"
     default_view = "this_form_get"
 
+    @staticmethod
+    def _form() -> ChangePasswordForm:
+        """The form; on the first sign-in without «Current password»: she has just signed in
+        with the one-time password or link, and is not asked to type it again."""
+        form = ChangePasswordForm()
+        if getattr(g.user, "must_change_password", False):
+            del form.current_password
+        return form
+
     def _render(self, form: ChangePasswordForm):
         user = g.user
         first_sign_in = bool(getattr(user, "must_change_password", False))
@@ -141,21 +152,23 @@ class ChangePasswordView(BaseView):
     @expose("/", methods=["GET"])
     @has_access
     def this_form_get(self):
-        return self._render(ChangePasswordForm())
+        return self._render(self._form())
 
     @expose("/", methods=["POST"])
     @has_access
     def this_form_post(self):
-        form = ChangePasswordForm()
+        form = self._form()
         if not form.validate_on_submit():
             return self._render(form)
         sm = self.appbuilder.sm
         user = sm.get_user_by_id(g.user.id)
+        first_sign_in = bool(user.must_change_password)
+        current = form.current_password.data if "current_password" in form else None
         try:
             with unit_of_work():
                 check_password_change(
                     user,
-                    current_password=form.current_password.data,
+                    current_password=current,
                     new_password=form.new_password.data,
                     confirm=form.confirm_password.data,
                     consent=bool(form.consent.data),
@@ -168,6 +181,8 @@ class ChangePasswordView(BaseView):
             attach_error(form, exc)
             return self._render(form)
         flash(_("Your password has been changed. Other sessions have been signed out."), "success")
+        if first_sign_in:
+            return redirect(after_first_password_url(user))
         return redirect(self.appbuilder.get_url_for_index)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import g, redirect, url_for
+from flask import g, redirect
 from flask_appbuilder import IndexView, expose
 
-from app.roles import is_patient
+from app.landing import landing_url
 
 
 class HomeView(IndexView):
@@ -13,7 +13,7 @@ class HomeView(IndexView):
 
     @expose("/")
     def index(self):
-        user = g.user
-        if user is not None and user.is_authenticated and is_patient(user):
-            return redirect(url_for("CabinetView.index"))
+        target = landing_url(g.user)  # app.landing: the page of the user's role
+        if target != self.appbuilder.get_url_for_index:
+            return redirect(target)
         return self.render_template(self.index_template, appbuilder=self.appbuilder)

@@ -40,6 +40,7 @@ from app.referrals.invitations import (
 )
 from app.referrals.recovery import beat
 from app.referrals.validation import existing_patients
+from app.sign_in_links import link_url, new_link
 from models import (
     OPEN_STATUSES,
     AuditEvent,
@@ -54,6 +55,7 @@ from models import (
     PatientSource,
     ReferralImport,
     ReferralImportRow,
+    SignInLink,
     utcnow,
 )
 
@@ -270,9 +272,14 @@ def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_ur
 
     messages: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
     invitation = invitation_format()
+    link_prefix = link_url(sign_in_url, "")  # the site's link address, the secret appended
     for _row, _data, patient, password in plans:
         if password is not None:
+            # The one-time sign-in link, for as long as the password (app/sign_in_links.py).
+            token, link = new_link(patient.user_id, patient.user_values["password_expires_at"])
+            links.append(link)
             # The rows queue_message() and audit() would add (their own builders), as one
             # executemany each (no ids needed back); the dedupe key names a patient created in
             # this transaction, so nothing can have queued it yet (queue_message's
@@ -281,7 +288,13 @@ def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_ur
                 outbox_values(
                     OutboundChannel.SMS,
                     patient.phone,
-                    invitation % {"url": sign_in_url, "login": patient.phone, "password": password},
+                    invitation
+                    % {
+                        "link": link_prefix + token,
+                        "url": sign_in_url,
+                        "login": patient.phone,
+                        "password": password,
+                    },
                     user_id=patient.user_id,
                     dedupe_key=invite_dedupe_key(patient, imp.file_sha256),
                 )
@@ -319,6 +332,7 @@ def _import_chunk(rows: list[_PendingRow], imp: ReferralImport, role, sign_in_ur
     for consultation, new_id in zip(new_consultations, ids, strict=True):
         consultation.id = new_id
     if messages:
+        db.session.execute(insert(SignInLink.__table__), links)
         db.session.execute(insert(OutboundMessage.__table__), messages)
         db.session.execute(insert(AuditEvent.__table__), events)
     _notify_linked_patients(plans, by_row, new_consultations, imp, sign_in_url)

@@ -1,6 +1,6 @@
-"""What the referral pathway tells a patient: the invitation SMS with a one-time password (never
-a diagnosis), the notice of a new referral to a patient who already has an account, and the
-manager's "send the credentials again"."""
+"""What the referral pathway tells a patient: the invitation SMS with a one-time sign-in link and
+password (never a diagnosis), the notice of a new referral to a patient who already has an
+account, and the manager's "send the credentials again"."""
 
 from __future__ import annotations
 
@@ -11,27 +11,43 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
-from app.accounts import public_sign_in_url
+from app.accounts import LOGIN_LABEL, PASSWORD_LABEL, public_sign_in_url
 from app.audit import audit
 from app.extensions import db
 from app.notifications import notify, queue_message
 from app.referrals.common import ReferralError, chunks
+from app.sign_in_links import issue_sign_in_link, link_url
 from models import OblakoUser, OutboundChannel, OutboundMessage, Patient, PatientSource, utcnow
 
 
 def invitation_format() -> str:
-    """The invitation SMS in Russian, its %(url)s, %(login)s and %(password)s still to fill:
-    service, address, login, password — never a diagnosis. A bulk import translates it once
-    (switching the locale costs more than the rest of a row's SMS) and fills it per row."""
+    """The invitation SMS in Russian, its %(link)s, %(url)s, %(login)s and %(password)s still to
+    fill: service, the one-time sign-in link, the sign-in page with the login and password for
+    typing (labelled as the sign-in form labels them: app.accounts) — never a diagnosis. A bulk
+    import translates it once (switching the locale costs more than the rest of a row's SMS)
+    and fills it per row."""
     with force_locale("ru"):
-        return _(
-            "Health Cloud: you are invited to an online consultation. Sign in: %(url)s, "
-            "login %(login)s, password %(password)s. The password is valid for 7 days."
+        text = _(
+            "Health Cloud: you are invited to an online consultation.\n"
+            "Sign in with one tap: %(link)s\n"
+            "Or at %(url)s\n"
+            "%(login_label)s: %(login)s\n"
+            "%(password_label)s: %(password)s\n"
+            "The link and the password are valid for 7 days."
         )
+        labels = {"%(login_label)s": str(LOGIN_LABEL), "%(password_label)s": str(PASSWORD_LABEL)}
+    for placeholder, label in labels.items():
+        text = text.replace(placeholder, label)
+    return text
 
 
-def invitation_text(*, sign_in_url: str, login: str, password: str) -> str:
-    return invitation_format() % {"url": sign_in_url, "login": login, "password": password}
+def invitation_text(*, link: str, sign_in_url: str, login: str, password: str) -> str:
+    return invitation_format() % {
+        "link": link,
+        "url": sign_in_url,
+        "login": login,
+        "password": password,
+    }
 
 
 def invite_dedupe_key(patient: Patient, file_sha256: str) -> str:
@@ -89,6 +105,9 @@ def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) 
         raise ReferralError(_l("Credentials are only sent to patients invited by a referral."))
     password = issue_password(patient.user)
     patient.user.session_generation = (patient.user.session_generation or 0) + 1
+    # The link goes with this password: the previous SMS's link and password stop working.
+    token = issue_sign_in_link(patient.user)
+    sign_in_url = sign_in_url or public_sign_in_url()
     sent_before = db.session.execute(
         select(func.count())
         .select_from(OutboundMessage)
@@ -98,7 +117,8 @@ def resend_credentials(patient: Patient, *, by, sign_in_url: str | None = None) 
         OutboundChannel.SMS,
         patient.phone,
         invitation_text(
-            sign_in_url=sign_in_url or public_sign_in_url(),
+            link=link_url(sign_in_url, token),
+            sign_in_url=sign_in_url,
             login=patient.phone,
             password=password,
         ),

@@ -333,3 +333,77 @@ def enter_room_from_consultation_page(page: Page, consultation_url: str) -> None
     # The pre-call check: the fake devices are granted, the preview runs, the meter moves.
     expect(page.locator("#precall")).to_contain_text("Камера и микрофон работают")
     page.wait_for_function("() => document.getElementById('local-video').videoWidth > 0")
+
+
+# =============================================================================================
+# Tap counting (issue 17, item 10) — shared by the pathway tests: the referral SMS to her
+# documents (test_sms_taps.py) and the notification to the video room. Self-contained block.
+# =============================================================================================
+
+# Reports every trusted click and every form submission to Python (a binding survives the page
+# being replaced by the next one, which a counter inside the page would not). What one tap sets
+# off in the same task — the submission a submit button's click causes, the click a label
+# forwards to its checkbox — is that one tap, not more: the first report in a task holds the
+# rest back until the task is over.
+TAP_PROBE = """
+(() => {
+  let busy = false;
+  const describe = (el) => {
+    if (!el || !el.tagName) return String(el);
+    const text = (el.innerText || el.value || el.getAttribute("aria-label") || "").trim();
+    return el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+      (text ? " «" + text.slice(0, 40) + "»" : "");
+  };
+  const report = (kind, el) => {
+    if (busy) return;
+    busy = true;
+    setTimeout(() => { busy = false; }, 0);
+    if (window.__oblakoTap) window.__oblakoTap(kind, describe(el));
+  };
+  document.addEventListener("click", (e) => { if (e.isTrusted) report("click", e.target); }, true);
+  document.addEventListener("submit", (e) => report("submit", e.submitter || e.target), true);
+})();
+"""
+
+
+@dataclass
+class Tap:
+    kind: str  # "open" (a link in a message), "click", "submit"
+    what: str  # the element or address
+    url: str  # the page it happened on
+
+
+class TapCounter:
+    """A person's taps in one browser context: clicks and form submissions, as the pages saw
+    them (typing and picking files are not taps and make no click). Opening a link from a
+    message — the SMS, a notification — is a tap too: open() counts it and goes there.
+
+        taps = TapCounter(page.context)
+        taps.open(page, sms_link)
+        ...
+        taps.report("referral SMS → documents")  # prints the count and each tap
+    """
+
+    def __init__(self, context) -> None:
+        self.taps: list[Tap] = []
+        context.expose_binding("__oblakoTap", self._record)
+        context.add_init_script(TAP_PROBE)
+
+    def _record(self, source, kind: str, what: str) -> None:
+        frame = source.get("frame") if isinstance(source, dict) else None
+        self.taps.append(Tap(kind, what, frame.url if frame is not None else "?"))
+
+    def open(self, page: Page, url: str) -> None:
+        self.taps.append(Tap("open", url, url))
+        page.goto(url)
+
+    @property
+    def count(self) -> int:
+        return len(self.taps)
+
+    def report(self, pathway: str) -> str:
+        lines = [f"[taps] {pathway}: {self.count}"]
+        lines += [f"[taps]   {n}. {t.kind}: {t.what} ({t.url})" for n, t in enumerate(self.taps, 1)]
+        text = "\n".join(lines)
+        print("\n" + text)
+        return text

@@ -29,6 +29,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import TEST_PASSWORD
 from tests.e2e.conftest import ARTIFACTS, DEFAULT_TIMEOUT_MS, DESKTOP, _artifact_name
+from tests.referral_tables import invitation
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -64,11 +65,6 @@ PATIENTS = [
     ("Кузнецов Андрей Павлович", "03.11.1958", "м", "8 (913) 555-01-02", "+79135550102"),
     ("Лебедева Ирина Сергеевна", "27.07.1970", "ж", "79135550103", "+79135550103"),
 ]
-SMS_RE = re.compile(
-    r"^Облако здоровья: вы приглашены на онлайн-консультацию\. "
-    r"Вход: (?P<url>\S+), логин (?P<login>\+\d+), пароль (?P<password>[A-Za-z0-9]+)\. "
-    r"Пароль действует 7 дней\.$"
-)
 
 
 def make_pdf(text: str) -> bytes:
@@ -259,9 +255,9 @@ def test_referral_import_to_a_scheduled_consultation(
     assert sorted(sms) == sorted(p[-1] for p in PATIENTS), sms
     credentials = {}
     for phone, body in sms.items():
-        match = SMS_RE.match(body)
-        assert match, body
+        match = invitation(body)
         assert match["url"] == live_server("/login/"), body
+        assert match["link"].startswith(live_server("/s/")), body
         assert match["login"] == phone, body
         assert ICD10 not in body and w.disease_name.lower() not in body.lower(), body
         credentials[phone] = match["password"]
@@ -270,24 +266,21 @@ def test_referral_import_to_a_scheduled_consultation(
     # --- the first patient: signs in with the SMS's credentials on her phone -------------------
     full_name, _born, _sex, _written, login = PATIENTS[0]
     patient = phone_page
-    patient.goto(SMS_RE.match(sms[login])["url"])
+    patient.goto(invitation(sms[login])["url"])  # she types them (the link: test_sms_taps)
     submit_sign_in(patient, login, credentials[login])
     expect(patient).to_have_url(re.compile(r"/account/password/?$"))
-    expect(
-        flash(patient).filter(has_text="Чтобы продолжить, задайте новый пароль.")
-    ).to_be_visible()
+    expect(patient.get_by_text("Теперь придумайте свой пароль")).to_be_visible()
     patient.goto(live_server("/cabinet/"))  # nothing else opens before the change
     expect(patient).to_have_url(re.compile(r"/account/password/?$"))
 
-    # The consent is asked for and required.
+    # The consent is asked for and required; the password just typed is not asked again.
     consent = patient.locator("#consent")
     expect(consent).to_be_visible()
-    patient.locator("#current_password").fill(credentials[login])
+    expect(patient.locator("#current_password")).to_have_count(0)
     patient.locator("#new_password").fill(NEW_PASSWORD)
     patient.locator("#confirm_password").fill(NEW_PASSWORD)
     patient.get_by_role("button", name="Сменить пароль").tap()
     expect(patient.get_by_text("дайте согласие на обработку персональных данных")).to_be_visible()
-    patient.locator("#current_password").fill(credentials[login])
     patient.locator("#new_password").fill(NEW_PASSWORD)
     patient.locator("#confirm_password").fill(NEW_PASSWORD)
     patient.locator("#consent").check()
