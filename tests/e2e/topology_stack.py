@@ -64,10 +64,14 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) 
 def children_of(pid: int) -> list[int]:
     found: list[int] = []
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
-        pass
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
     return found
 
 
