@@ -10,7 +10,8 @@ PORT ?= 5000
 CONSTRAINTS := constraints.txt
 LOCK_VENV ?= .venv-lock
 
-.PHONY: setup run test lint lock browsers fonts services translations messages demo-data bench clean vendor
+.PHONY: setup run test lint lock browsers fonts services translations messages demo-data bench clean vendor \
+	topology topology-packages
 
 ## setup: venv, dependencies, compiled translations, migrated database (idempotent)
 setup: $(VENV)/.installed translations fonts vendor
@@ -79,6 +80,21 @@ TEST_WORKERS ?= 2
 test: setup browsers services
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+## topology: the production topology on loopback (tests/e2e/test_topology.py: nginx, gunicorn,
+## 2 media processes, the worker, coturn) on a fresh PostgreSQL database, played through by
+## Chromium. Runs once (`.ci/run`, after the two suite passes); `make test` leaves it out.
+TOPOLOGY_DATABASE_URL ?= $(if $(filter postgres%,$(DATABASE_URL)),$(DATABASE_URL),postgresql://postgres@127.0.0.1:5432/oblako_topology)
+topology: setup browsers services topology-packages
+	DATABASE_URL=$(TOPOLOGY_DATABASE_URL) $(PY) -m pytest --topology -n 0 -p no:cacheprovider $(PYTEST_ARGS)
+
+## topology-packages: Debian's nginx and coturn for the topology test (their services stay off)
+topology-packages:
+	@if ! command -v nginx >/dev/null || ! command -v turnserver >/dev/null; then \
+	  echo "installing Debian nginx and coturn"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    nginx coturn >/dev/null; \
+	fi
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

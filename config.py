@@ -251,6 +251,16 @@ def build_config() -> dict:
         #  {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]
         # Empty list = host candidates only (enough on one network, as in the tests).
         "MEDIA_ICE_SERVERS": _json_list(os.environ.get("MEDIA_ICE_SERVERS", "[]")),
+        # TURN (coturn, use-auth-secret): each join gets a credential for TURN_URLS that expires
+        # after TURN_CREDENTIAL_TTL_SECONDS (app/turn.py). TURN_SECRET = coturn's
+        # static-auth-secret; empty = no TURN. TURN_URLS, comma-separated, e.g.
+        # turn:turn.example.org:3478?transport=udp,turns:turn.example.org:443?transport=tcp
+        "TURN_SECRET": os.environ.get("TURN_SECRET", ""),
+        "TURN_URLS": _list(os.environ.get("TURN_URLS", "")),
+        "TURN_CREDENTIAL_TTL_SECONDS": int(os.environ.get("TURN_CREDENTIAL_TTL_SECONDS", "14400")),
+        # "all" (direct when possible) or "relay" (every call through TURN: neither side learns
+        # the other's address; needs TURN).
+        "MEDIA_ICE_TRANSPORT_POLICY": _ice_policy(os.environ.get("MEDIA_ICE_TRANSPORT_POLICY", "")),
         # Several media processes share rooms through Redis (python-socketio's Redis manager).
         "MEDIA_REDIS_URL": os.environ.get("MEDIA_REDIS_URL", ""),
         "MEDIA_RECORDINGS_DIR": os.environ.get(
@@ -269,6 +279,13 @@ def _list(raw: str) -> list[str]:
 
 def _local_origins(port: int) -> list[str]:
     return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+def _ice_policy(raw: str) -> str:
+    value = raw.strip().lower() or "all"
+    if value not in {"all", "relay"}:
+        raise ValueError("MEDIA_ICE_TRANSPORT_POLICY must be all or relay")
+    return value
 
 
 def _json_list(raw: str) -> list:

@@ -4,10 +4,15 @@ It also starts the background worker (`flask oblako worker`: outbox delivery, re
 the media server (`python -m media_server`: chat and video signalling on MEDIA_PORT) as child
 processes and stops them on exit, so one command runs the whole service on the embedded
 defaults. OBLAKO_WORKER=0 / OBLAKO_MEDIA=0 skip them (when they run as their own services).
+
+A child that dies is started again (as systemd's Restart=on-failure does in production), after
+a back-off that doubles from 1 s up to 30 s while it keeps dying and starts afresh once a child
+has stayed up for a minute; each exit and restart is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +20,7 @@ import sys
 from pathlib import Path
 
 from app import create_app
+from supervision import Supervised, Supervisor
 
 app = create_app()
 
@@ -61,13 +67,19 @@ def _terminate(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "5000"))
     host = os.environ.get("HOST", "127.0.0.1")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops the worker too, like Ctrl-C
-    worker = start_worker()
-    media = start_media()
+    worker = Supervised("worker", start_worker)
+    media = Supervised("media server", start_media)
+    supervisor = Supervisor([worker, media])
+    supervisor.start()
     try:
         app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
     except KeyboardInterrupt:
         pass
     finally:
-        stop_child(media, signal.SIGTERM)  # aiohttp closes the sockets, clients reconnect later
-        stop_worker(worker)
+        supervisor.stop()  # first: a child stopped below is not started again
+        stop_child(media.child, signal.SIGTERM)  # aiohttp closes the sockets, clients reconnect
+        stop_worker(worker.child)

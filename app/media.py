@@ -39,6 +39,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from app import turn
 from app.audit import audit
 from app.consultations import active_doctor
 from app.errors import DomainError, NotFound
@@ -232,13 +233,15 @@ def participation(user, public_id: uuid.UUID, *, now: datetime | None = None) ->
     raise NotFound(_l("Consultation not found."))
 
 
-def token_for(p: Participation, *, url: str, ice_servers: list, now: datetime | None = None):
-    """What GET /media/token answers: the signed token, where to connect, and the ICE servers."""
+def token_for(p: Participation, *, url: str, now: datetime | None = None):
+    """What GET /media/token answers: the signed token, where to connect, and the ICE servers
+    with a TURN credential of this join (app/turn.py)."""
     ttl = int(current_app.config["MEDIA_TOKEN_TTL_SECONDS"])
+    who = f"{p.consultation.public_id}-{p.role}"
     return {
         "token": mint_join_token(p.grant(), now=now),
         "url": url,
-        "ice_servers": ice_servers,
+        **turn.ice_config(current_app.config, who, now=now),
         "expires_in": ttl,
         # Not part of the token's contract, a hint for the page: what the token allows.
         "media": p.media,

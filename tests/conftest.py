@@ -30,6 +30,26 @@ pytest_plugins = ["tests.media_fixtures", "tests.web_process", "tests.consultati
 TEST_PASSWORD = "Secret123abc"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--topology",
+        action="store_true",
+        help="run the topology test (tests marked topology), and only it: `make topology`",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The topology test runs once, by `make topology` (`.ci/run` calls it after the two suite
+    passes); `make test` deselects it, and `--topology` selects nothing else."""
+    wanted = config.getoption("--topology")
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.get_closest_marker("topology") is not None) == wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def _postgres_test_url(base: str) -> str:
     url = make_url(base.replace("postgres://", "postgresql://", 1))
     url = url.set(drivername="postgresql+psycopg")

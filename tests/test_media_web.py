@@ -3,7 +3,12 @@ and guest pages, the chat on the consultation page, unread counts, invites (issu
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
+import time
 import uuid
 from datetime import timedelta
 
@@ -198,6 +203,65 @@ def test_a_manager_is_refused_with_a_json_403_and_a_visitor_is_sent_to_sign_in(a
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     unknown = signed_in(app, world["p_login"]).get(f"/media/token/{uuid.uuid4()}")
     assert unknown.status_code == 404
+
+
+TURN_SECRET = "a-turn-secret-shared-with-coturn"
+
+
+@pytest.fixture
+def with_turn(app, monkeypatch):
+    monkeypatch.setitem(app.config, "TURN_SECRET", TURN_SECRET)
+    monkeypatch.setitem(
+        app.config, "TURN_URLS", ["turn:turn.test:3478", "turns:turn.test:443?transport=tcp"]
+    )
+    monkeypatch.setitem(app.config, "TURN_CREDENTIAL_TTL_SECONDS", 3600)
+    monkeypatch.setitem(app.config, "MEDIA_ICE_SERVERS", [{"urls": "stun:stun.test:3478"}])
+
+
+def test_each_join_gets_its_own_expiring_turn_credential(app, world, with_turn):
+    before = int(time.time())
+    patient = signed_in(app, world["p_login"]).get(f"/media/token/{world['c']}").get_json()
+    doctor = signed_in(app, "media_d1").get(f"/media/token/{world['c']}").get_json()
+    after = int(time.time())
+    assert patient["ice_transport_policy"] == "all"
+    stun, turn = patient["ice_servers"]
+    assert stun == {"urls": "stun:stun.test:3478"}  # no credential on a STUN server
+    assert turn["urls"] == ["turn:turn.test:3478", "turns:turn.test:443?transport=tcp"]
+    expiry, who = turn["username"].split(":")
+    # coturn's REST scheme: "<expiry>:<who>", the credential base64(HMAC-SHA1(secret, name)).
+    assert before + 3600 <= int(expiry) <= after + 3600
+    assert who == f"{world['c']}-patient"  # the room and the role, never a person's name
+    expected = base64.b64encode(
+        hmac.new(TURN_SECRET.encode(), turn["username"].encode(), hashlib.sha1).digest()
+    ).decode()
+    assert turn["credential"] == expected
+    doctors_turn = doctor["ice_servers"][1]
+    assert doctors_turn["username"].endswith(f":{world['c']}-doctor")
+    assert doctors_turn["credential"] != turn["credential"]
+    # The secret itself never leaves the server.
+    assert TURN_SECRET not in json.dumps(patient) + json.dumps(doctor)
+
+
+def test_no_turn_credential_without_a_valid_join(app, world, with_turn):
+    for username in (world["q_login"], "media_d3", "media_admin"):
+        response = signed_in(app, username).get(f"/media/token/{world['c']}")
+        assert response.status_code == 404
+        assert "ice_servers" not in response.get_json()
+    manager = signed_in(app, "media_manager").get(f"/media/token/{world['c']}")
+    assert manager.status_code == 403 and "ice_servers" not in manager.get_json()
+    anonymous = app.test_client().get(f"/media/token/{world['c']}")
+    assert anonymous.status_code == 302
+    # Nor in the room page itself: the page fetches them with its join token only.
+    page = signed_in(app, world["p_login"]).get(f"/media/room/{world['c']}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "turn.test" not in html and "credential" not in html
+
+
+def test_a_relay_only_policy_reaches_the_page_with_the_token(app, world, with_turn, monkeypatch):
+    monkeypatch.setitem(app.config, "MEDIA_ICE_TRANSPORT_POLICY", "relay")
+    data = signed_in(app, world["p_login"]).get(f"/media/token/{world['c']}").get_json()
+    assert data["ice_transport_policy"] == "relay"
 
 
 def test_too_early_the_token_has_no_media_and_the_pages_say_when_it_opens(app, world):

@@ -18,6 +18,7 @@ import os
 import re
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -132,10 +133,12 @@ class Answer:
 class HttpClient:
     """Cookies kept, redirects not followed: the test reads the status and Location itself."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, tls: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirects()
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+            _NoRedirects(),
+            urllib.request.HTTPSHandler(context=tls),
         )
 
     def request(
@@ -143,6 +146,8 @@ class HttpClient:
     ) -> Answer:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         req = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})  # noqa: S310
+        if body is not None:  # as a browser's form: over HTTPS Flask-WTF checks the referrer
+            req.add_header("Referer", self.base_url + path)
         try:
             with self.opener.open(req, timeout=60) as resp:
                 return Answer(resp.status, dict(resp.headers), resp.read().decode())

@@ -46,6 +46,8 @@ CATEGORIES: dict[str, Category] = {
     "Referrals": Category(_l("Referrals"), "fa-share"),
     "Schedule": Category(_l("Schedule"), "fa-calendar"),
     "Reference": Category(_l("Reference"), "fa-book"),
+    # FAB's own menu of users and roles (app/security.py): the administrator's tools.
+    "Security": Category(_l("Security"), "fa-cogs"),
 }
 
 # fmt: off
@@ -92,6 +94,8 @@ MENU: tuple[MenuEntry, ...] = (
               view="views.reference:DocumentTypeView"),
     MenuEntry("Reports", _l("Reports"), "",
               href="/reports/", icon="fa-bar-chart"),
+    MenuEntry("ConnectionCheck", _l("Connection check"), "Security",
+              view="views.connection_check:ConnectionCheckView", icon="fa-signal"),
 )
 # fmt: on
 

@@ -271,9 +271,7 @@ class MediaView(BaseView):
             p = svc.participation(g.user, public_id)
         except NotFound as exc:
             return json_error(404, "not_found", str(exc))
-        payload = svc.token_for(
-            p, url=media_base_url(), ice_servers=current_app.config["MEDIA_ICE_SERVERS"]
-        )
+        payload = svc.token_for(p, url=media_base_url())
         response = jsonify(payload)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -470,9 +468,7 @@ class MediaGuestView(BaseView):
             p = self._guest()
         except svc.InviteUnavailable as exc:
             return json_error(403, "invite_unavailable", str(exc))
-        payload = svc.token_for(
-            p, url=media_base_url(), ice_servers=current_app.config["MEDIA_ICE_SERVERS"]
-        )
+        payload = svc.token_for(p, url=media_base_url())
         response = jsonify(payload)
         response.headers["Cache-Control"] = "no-store"
         return response

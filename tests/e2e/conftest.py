@@ -11,12 +11,15 @@ never a skip: a browser suite that silently does not run proves nothing.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask, got_request_exception
@@ -297,6 +300,39 @@ def desk_page(request: pytest.FixtureRequest, browser, live_server: LiveServer) 
         except Exception as exc:  # a dead page must not hide the test's own failure
             print(f"\n[e2e] could not save the doctor's page: {exc}")
     context.close()
+
+
+def pdf_text(data: bytes) -> str:
+    """The text of a downloaded PDF (pypdf), to check what it says."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    return "\n".join(page.extract_text() or "" for page in reader.pages)
+
+
+def wait_until(page: Page, script: str, done: Callable[[Any], bool], timeout_ms: int) -> Any:
+    """Polls `script` (it may return a promise: evaluate awaits it) until done(value).
+    Not wait_for_function: that takes a returned promise itself as truthy, and returns at
+    once whatever the promise will say."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = page.evaluate(script)
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{script} never satisfied the wait; last: {value!r}")
+        page.wait_for_timeout(300)
+
+
+def enter_room_from_consultation_page(page: Page, consultation_url: str) -> None:
+    page.goto(consultation_url)
+    join = page.locator("#join-room")
+    expect(join).to_have_text(re.compile("Войти в консультацию"))
+    join.click()
+    expect(page).to_have_url(re.compile(r"/media/room/"))
+    # The pre-call check: the fake devices are granted, the preview runs, the meter moves.
+    expect(page.locator("#precall")).to_contain_text("Камера и микрофон работают")
+    page.wait_for_function("() => document.getElementById('local-video').videoWidth > 0")
 
 
 # =============================================================================================

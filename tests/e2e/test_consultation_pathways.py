@@ -30,7 +30,7 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from tests.conftest import patient_username
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import pdf_text, sign_in
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -295,13 +295,6 @@ def open_queue_item(doctor: Page, public_id: uuid.UUID, *, expect_status: str) -
     expect(row).to_contain_text(expect_status)
     row.get_by_role("link").first.click()
     expect(doctor).to_have_url(re.compile(rf"/care/consultations/{public_id}$"))
-
-
-def pdf_text(data: bytes) -> str:
-    from pypdf import PdfReader
-
-    reader = PdfReader(io.BytesIO(data))
-    return "\n".join(page.extract_text() or "" for page in reader.pages)
 
 
 def count_consultations(app: Flask, patient_id: int) -> int:

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
 from tests.conftest import patient_username
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import enter_room_from_consultation_page, sign_in, wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
@@ -114,34 +113,9 @@ def frames(page: Page) -> int:
     return int(page.evaluate(FRAMES_JS))
 
 
-def wait_until(page: Page, script: str, done: Callable[[Any], bool], timeout_ms: int) -> Any:
-    """Polls `script` (it may return a promise: evaluate awaits it) until done(value).
-    Not wait_for_function: that takes a returned promise itself as truthy, and returns at
-    once whatever the promise will say."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while True:
-        value = page.evaluate(script)
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{script} never satisfied the wait; last: {value!r}")
-        page.wait_for_timeout(300)
-
-
 def wait_for_frames(page: Page, more_than: int, timeout_ms: int = 20_000) -> int:
     """Video frames decoded from the page's inbound streams (WebRTC statistics)."""
     return int(wait_until(page, FRAMES_JS, lambda n: n > more_than, timeout_ms))
-
-
-def enter_room_from_consultation_page(page: Page, consultation_url: str) -> None:
-    page.goto(consultation_url)
-    join = page.locator("#join-room")
-    expect(join).to_have_text(re.compile("Войти в консультацию"))
-    join.click()
-    expect(page).to_have_url(re.compile(r"/media/room/"))
-    # The pre-call check: the fake devices are granted, the preview runs, the meter moves.
-    expect(page.locator("#precall")).to_contain_text("Камера и микрофон работают")
-    page.wait_for_function("() => document.getElementById('local-video').videoWidth > 0")
 
 
 def test_patient_waits_doctor_admits_video_both_ways_and_chat(

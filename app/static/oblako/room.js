@@ -55,6 +55,7 @@
     seen: new Set(),
     pending: new Map(), // client_msg_id -> {body, el, sentAt}
     iceServers: [],
+    icePolicy: "all", // "relay": every call through TURN (MEDIA_ICE_TRANSPORT_POLICY)
     relayVideoKbps: 0, // the cap on video sent to the relay, from the server (kbit/s)
     ended: false,
     micLevel: 0,
@@ -165,7 +166,8 @@
           throw new RoomError(data.message || T.token_failed, response.status < 500);
         }
         if (data.ice_servers) {
-          room.iceServers = data.ice_servers;
+          room.iceServers = data.ice_servers; // with this join's TURN credential
+          room.icePolicy = data.ice_transport_policy || "all";
         }
         if (data.status) {
           room.status = data.status;
@@ -222,9 +224,8 @@
       room.sid = data.sid;
       room.userId = data.user_id;
       room.participants = data.participants || [];
-      if (data.ice_servers) {
-        room.iceServers = data.ice_servers;
-      }
+      // ICE servers come with the join token (fetched just before this connect): they carry
+      // this join's TURN credential, the media server's list does not.
       room.relayVideoKbps = data.relay_video_kbps || 0;
       room.sessionEnded = false;
       status("");
@@ -1004,8 +1005,12 @@
     }
   }
 
+  function rtcConfig() {
+    return { iceServers: room.iceServers || [], iceTransportPolicy: room.icePolicy || "all" };
+  }
+
   function newPeer(remoteSid, pcId) {
-    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    var pc = new RTCPeerConnection(rtcConfig());
     var peer = { pc: pc, id: pcId, remote: remoteSid, candidates: [], timer: null, video: null };
     pc.onicecandidate = function (event) {
       if (event.candidate) {
@@ -1547,7 +1552,7 @@
     if (!stream || !stream.getTracks().length) {
       return; // nothing to send: the others still hear and see each other
     }
-    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    var pc = new RTCPeerConnection(rtcConfig());
     room.relay.pub = pc;
     stream.getTracks().forEach(function (track) {
       var init = { direction: "sendonly", streams: [stream] };
@@ -1581,7 +1586,7 @@
   }
 
   function subscribe(source) {
-    var pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+    var pc = new RTCPeerConnection(rtcConfig());
     var sub = { pc: pc, remote: source, video: null, id: "relay:" + source };
     room.relay.subs[source] = sub;
     pc.addTransceiver("audio", { direction: "recvonly" });

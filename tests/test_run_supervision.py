@@ -1,0 +1,139 @@
+"""`make run` keeps its children up (issue 18, item 5): run.py starts the media server and the
+worker again, with back-off, when one of them dies, as systemd's Restart=on-failure does in
+production. A real run.py on free ports; its children are killed with SIGKILL (a crash)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.media_fixtures import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def children(pid: int) -> dict[int, str]:
+    """pid → command line of each living child of `pid`."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            listed = (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+        for child in listed:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+                status = Path(f"/proc/{child}/stat").read_text().split()[2]
+            except FileNotFoundError:
+                continue
+            if status != "Z":
+                found[int(child)] = cmdline.decode(errors="replace")
+    return found
+
+
+def child_running(pid: int, marker: str) -> int | None:
+    return next((c for c, cmd in children(pid).items() if marker in cmd), None)
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def service(app, database_url, tmp_path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
+    port, media_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))},
+        "OBLAKO_ENV": "development",
+        "OBLAKO_INSTANCE_DIR": str(tmp_path / "instance"),
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "DATABASE_URL": database_url,
+        "REDIS_URL": app.config["REDIS_URL"],
+        "STORAGE_DIR": app.config["STORAGE_DIR"],
+        "HUEY_BACKEND": "sqlite",
+        "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+        "PORT": str(port),
+        "MEDIA_PORT": str(media_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "run.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        try:
+            wait_for(
+                lambda: accepts(port) and accepts(media_port),
+                "the web app and media server",
+                timeout=120,
+            )
+        except AssertionError:
+            print(log.read_text(errors="replace"))
+            raise
+        yield proc, media_port, log
+    finally:
+        print(log.read_text(errors="replace"))  # shown by pytest when the test failed
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_a_killed_media_server_and_worker_come_back(service):
+    proc, media_port, log = service
+    media = child_running(proc.pid, "media_server")
+    worker = child_running(proc.pid, "oblako worker")
+    assert media and worker, children(proc.pid)
+
+    os.kill(media, signal.SIGKILL)
+    again = wait_for(
+        lambda: (c := child_running(proc.pid, "media_server")) and c != media and c,
+        "a new media server",
+    )
+    wait_for(lambda: accepts(media_port), "the media server's port")
+    # It serves socket.io again (engine.io's handshake over polling).
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{media_port}/socket.io/?EIO=4&transport=polling", timeout=10
+    ) as response:
+        assert response.status == 200 and b'"sid"' in response.read()
+
+    os.kill(worker, signal.SIGKILL)
+    worker_again = wait_for(
+        lambda: (c := child_running(proc.pid, "oblako worker")) and c != worker and c,
+        "a new worker",
+    )
+    text = log.read_text(errors="replace")
+    assert f"media server (pid {media}) exited with -9; starting it again in 1 s" in text
+    assert f"media server started again (pid {again})" in text
+    assert f"worker (pid {worker}) exited with -9" in text
+
+    # A clean stop takes the children along, and nothing is started again.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0  # the worker's graceful stop may take a while on a busy machine
+    for pid in (again, worker_again):
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), f"child {pid} to end")
