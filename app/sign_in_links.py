@@ -18,7 +18,7 @@ import hashlib
 import re
 import secrets
 from datetime import datetime
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -86,13 +86,18 @@ def issue_sign_in_link(user: OblakoUser, *, now: datetime | None = None) -> str:
 
 def link_url(sign_in_url: str, token: str) -> str:
     """The link's address on the site whose sign-in page is `sign_in_url` (a message's)."""
-    # A path (outside a request url_for answers an absolute address).
-    login_path = urlsplit(current_app.appbuilder.get_url_for_login).path
+    # Paths from the URL map itself: the worker sends these messages outside any request,
+    # where url_for has no host to build with (and no SERVER_NAME in production).
+    paths = current_app.url_map.bind("localhost")
+    login_path = paths.build(f"{current_app.appbuilder.sm.auth_view.endpoint}.login")
     if sign_in_url.endswith(login_path):
         root = sign_in_url.removesuffix(login_path)
     else:
         root = urljoin(sign_in_url, "/")
-    return f"{root.rstrip('/')}/s/{token}"
+    # The route's address with a stand-in secret, cut off: token "" gives the prefix alone,
+    # to which the importer appends each patient's secret.
+    prefix = paths.build("SignInLinkView.open", {"token": "_"}).removesuffix("_")
+    return f"{root.rstrip('/')}{prefix}{token}"
 
 
 def _find(token: str) -> SignInLink | None:

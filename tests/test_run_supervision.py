@@ -6,58 +6,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.media_fixtures import free_port
+from tests.processes import accepts, children, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def children(pid: int) -> dict[int, str]:
-    """pid → command line of each living child of `pid`."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            listed = (task / "children").read_text().split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that ended meanwhile
-        for child in listed:
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                status = Path(f"/proc/{child}/stat").read_text().split()[2]
-            except FileNotFoundError:
-                continue
-            if status != "Z":
-                found[int(child)] = cmdline.decode(errors="replace")
-    return found
-
-
 def child_running(pid: int, marker: str) -> int | None:
     return next((c for c, cmd in children(pid).items() if marker in cmd), None)
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,22 +28,12 @@ from sqlalchemy import func, select
 
 from tests.conftest import REFERRAL_CENTRE, TEST_PASSWORD, login
 from tests.fakes import FakeSmsProvider
+from tests.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_ROWS = 300
 CHUNK_ROWS = 5
 CENTRE = REFERRAL_CENTRE
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 90.0) -> object:
-    """Poll until `condition()` is truthy (the worker is another process: no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Workers:

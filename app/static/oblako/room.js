@@ -1837,24 +1837,29 @@
     });
   });
 
+  // A form posted in place (reloading the page would drop the call): its JSON answer, or a
+  // RoomError with the server's message (or `fallback`).
+  function postForm(form, fallback) {
+    return fetch(form.action, {
+      method: "POST",
+      body: new FormData(form),
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) {
+          throw new RoomError(data.message || fallback);
+        }
+        return data;
+      });
+    });
+  }
+
   var inviteForm = $("invite-form");
   if (inviteForm) {
     inviteForm.addEventListener("submit", function (event) {
       event.preventDefault();
-      fetch(inviteForm.action, {
-        method: "POST",
-        body: new FormData(inviteForm),
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      })
-        .then(function (response) {
-          return response.json().then(function (data) {
-            if (!response.ok) {
-              throw new RoomError(data.message || T.invite_failed);
-            }
-            return data;
-          });
-        })
+      postForm(inviteForm, T.invite_failed)
         .then(function (data) {
           $("invite-link").value = data.link;
           show($("invite-result"), true);
@@ -1900,20 +1905,7 @@
           return;
         }
         event.preventDefault(); // in place: reloading the page would drop the call
-        fetch(target.action, {
-          method: "POST",
-          body: new FormData(target),
-          credentials: "same-origin",
-          headers: { Accept: "application/json" },
-        })
-          .then(function (response) {
-            return response.json().then(function (data) {
-              if (!response.ok) {
-                throw new RoomError(data.message || E.unknown);
-              }
-              return data;
-            });
-          })
+        postForm(target, E.unknown)
           .then(function (data) {
             var li = target.parentNode;
             if (li && li.parentNode) {
