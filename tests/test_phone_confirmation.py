@@ -113,10 +113,12 @@ def _blank(text: str) -> str:
 
 def comparable(response) -> tuple:
     """Status, body and headers, with what differs per client or per response blanked: the
-    session cookie's value, the CSRF tokens and the Content-Security-Policy nonce."""
+    session cookie's value, the CSRF tokens, the Content-Security-Policy nonce and the
+    request's id (X-Request-ID: random per request, whoever asks)."""
     body = _blank(response.get_data(as_text=True))
+    per_response = {"Set-Cookie": r"^session=[^;]*", "X-Request-ID": r"^.*$"}
     headers = sorted(
-        (name, re.sub(r"^session=[^;]*", "session=…", value) if name == "Set-Cookie" else value)
+        (name, re.sub(per_response[name], "…", value) if name in per_response else value)
         for name, value in ((n, _blank(v)) for n, v in response.headers.items())
     )
     return response.status_code, body, headers
