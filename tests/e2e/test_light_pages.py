@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     DEFAULT_TIMEOUT_MS,
     PHONE,
     assert_axe_clean,
+    assert_no_horizontal_overflow,
     assert_page_landmarks,
     clear_browser_cache,
     sign_in,
@@ -106,7 +107,9 @@ def _check_pages(page: Page, paths: list[str], *, weigh: bool, landmarks: bool) 
         else:
             page.goto(path)
         assert not re.search(r"/login/?", page.url), f"{path} sent the user to sign in"
-        for check in ((assert_page_landmarks,) if landmarks else ()) + (assert_axe_clean,):
+        # The patient's pages (landmarks checked) are read on phones: nothing wider than 360 px.
+        patient_checks = (assert_page_landmarks, assert_no_horizontal_overflow)
+        for check in (patient_checks if landmarks else ()) + (assert_axe_clean,):
             try:
                 check(page)
             except AssertionError as exc:
@@ -135,10 +138,12 @@ def test_every_patient_page_is_light_and_accessible_on_a_small_phone(
             "/cabinet/",
             "/cabinet/documents/",
             "/cabinet/documents/upload",
+            "/cabinet/documents/readers",
             f"/cabinet/documents/{world.ecg}/",
             "/cabinet/consultations/",
             f"/cabinet/consultations/{consultation}",
             "/cabinet/booking/",
+            "/cabinet/booking/?topic=cardiovascular",
             "/cabinet/applications/new",
             "/notifications/",
             "/profile/",
