@@ -229,9 +229,12 @@ def test_a_duty_consultation_through_the_whole_topology(
 
     # --- the patient books the duty doctor over HTTPS --------------------------------------
     sign_in(patient, site, patient_login)
-    patient.goto(site("/cabinet/booking/"))
-    panel = patient.locator(".panel", has_text=doctor_name)
-    panel.get_by_role("link", name=first_time, exact=True).tap()
+    # The topic, then the day (the first, open), then the time: the doctor's first slot.
+    patient.goto(site("/cabinet/booking/?topic=cardiovascular"))
+    day = patient.locator("details.oblako-day[open]")
+    day.locator("a.oblako-slot", has_text=first_time).filter(
+        has_text=doctor_name.split()[0]
+    ).first.tap()
     patient.locator("#question").fill("Давление по утрам 150/95, что делать?")
     patient.get_by_role("button", name="Записаться").tap()
     expect(patient.locator(".alert", has_text="Вы записаны к дежурному врачу")).to_be_visible()
@@ -308,7 +311,8 @@ def test_a_duty_consultation_through_the_whole_topology(
     check_throttling_across_workers(app, stack, make_staff)
 
     # --- the conclusion, and its PDF through nginx -----------------------------------------
-    doctor.locator("#btn-start").click()
+    # Admitting the patient started the consultation (one action): the doctor can end it.
+    expect(doctor.locator("#btn-start")).to_be_hidden()
     expect(doctor.locator("#btn-end")).to_be_visible()
     doctor.on("dialog", lambda dialog: dialog.accept())
     doctor.locator("#btn-end").click()
