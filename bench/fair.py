@@ -8,23 +8,40 @@ first in odd ones, so neither always gets the warm cache), at least five rounds,
 median of the per-round ratios ours/baseline (inverted for lower-is-better figures, so a ratio
 above 1 always means ours did better) and their spread (min–max). The verdict against the target
 is refused when the machine's load exceeded its cores at any point of the comparison: a busy
-neighbour makes one side slower than the other by chance.
+neighbour makes one side slower than the other by chance. "Load" is read between rounds as the
+processes ready to run besides the bench (whose own servers are idle then), not the 1-minute
+load average, which would count the bench's own work.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MIN_ROUNDS = 5
 
 
+def runnable_elsewhere(samples: int = 5, pause: float = 0.1) -> float:
+    """Processes ready to run besides this one, the median of a few samples of the kernel's
+    instantaneous count. Taken between rounds, when the bench's own servers and clients are
+    idle, it counts the neighbours only: the 1-minute load average would count the bench."""
+    counts = []
+    for n in range(samples):
+        if n:
+            time.sleep(pause)
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        counts.append(max(running - 1, 0))
+    return float(statistics.median(counts))
+
+
 def load_ok() -> tuple[bool, float]:
-    """(is the machine quiet enough for a verdict, the 1-minute load average)."""
-    load1, _, _ = os.getloadavg()
-    return load1 <= (os.cpu_count() or 1), load1
+    """(is the machine quiet enough for a verdict, the neighbours' runnable processes)."""
+    busy = runnable_elsewhere()
+    return busy <= (os.cpu_count() or 1), busy
 
 
 @dataclass
@@ -54,7 +71,10 @@ class Comparison:
         if self.target is None:
             return "no target (information)"
         if not self.quiet:
-            return f"no verdict (load {self.max_load:.2f} > {os.cpu_count()} cores: rerun quiet)"
+            return (
+                f"no verdict ({self.max_load:.0f} other processes ready to run between rounds > "
+                f"{os.cpu_count()} cores: rerun quiet)"
+            )
         return "ok" if self.median_ratio >= self.target else "MISSED"
 
     def report(self) -> str:
