@@ -50,6 +50,8 @@ RATIO_TARGET = 0.5
 DEFAULT_CLIENTS = 200
 DEFAULT_SLOTS = 50
 BOOKING_PAGE = "/cabinet/booking/"
+TOPIC = "lifestyle"  # the patient picks a topic first; the bench shift takes every topic
+LIST_PAGE = f"{BOOKING_PAGE}?topic={TOPIC}"
 SERVICE_SLOT_RE = re.compile(r"/cabinet/booking/([0-9a-f-]{36})")
 PLAIN_SLOT_RE = re.compile(r"/book/([0-9a-f-]{36})")
 
@@ -335,7 +337,7 @@ def race(side: Side) -> RaceFigures:
                     results[i] = (0, attempts, refused, None)
                     return
                 attempts += 1
-                form = {"mode": "video", "question": ""}
+                form = {"mode": "video", "question": "", "topic": TOPIC}
                 if side.tokens:
                     form["csrf_token"] = side.tokens[i]
                 answer = http.post(side.book_path.format(rng.choice(free)), form)
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             Served("bench_booking_race:plain_booking_app()", env, GUNICORN_RACE) as plain_url,
         ):
             signed = sign_in_all(service_url, usernames, f"{BOOKING_PAGE}{first_slot}")
-            service = Side("service", BOOKING_PAGE, SERVICE_SLOT_RE, BOOKING_PAGE + "{}", booked)
+            service = Side("service", LIST_PAGE, SERVICE_SLOT_RE, BOOKING_PAGE + "{}", booked)
             service.clients = [http for http, _token in signed]
             service.tokens = [token for _http, token in signed]
             plain = Side("plain", "/slots", PLAIN_SLOT_RE, "/book/{}", "/booked")

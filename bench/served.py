@@ -150,15 +150,15 @@ class Replay:
 
 
 CONTENT_BLOCK = "{% block content %}{% endblock %}"
-CONTENT_START = '<div class="row">'  # FAB's baselayout: container > row > flash + content
+CONTENT_START = '<div class="row">'  # oblako/baselayout: main > row > flash + content
 
 
 def layout_of(body: str) -> str:
-    """The service page's HTML outside its content block, as a Jinja layout (FAB's baselayout:
-    the content is the last thing inside `<div class="container"><div class="row">` after the
-    header, closed by two `</div>` before the footer)."""
+    """The service page's HTML outside its content block, as a Jinja layout (oblako/baselayout:
+    the content is the last thing inside `<main …><div class="row">` after the header, closed
+    by the `</div>` before `</main>`)."""
     start = body.index(CONTENT_START, body.index("</header>")) + len(CONTENT_START)
-    end = body.rindex("</div>", 0, body.rindex("</div>", 0, body.index("<footer>")))
+    end = body.rindex("</div>", 0, body.index("</main>"))
     head, tail = body[:start], body[end:]
     return "{% raw %}" + head + "{% endraw %}" + CONTENT_BLOCK + "{% raw %}" + tail + "{% endraw %}"
 
