@@ -1498,10 +1498,17 @@
   // The relay: publish while recording or with 3+ participants; subscribe with 3+
   // ---------------------------------------------------------------------------------------
 
+  // People admitted, not sockets: after a media process dies, its sockets stay listed until
+  // its heartbeat expires while their owners are back through another process. Counting those
+  // twice would move a call that still flows browser-to-browser onto the relay.
   function admittedCount() {
-    return room.participants.filter(function (p) {
-      return p.state === "admitted";
-    }).length;
+    var people = {};
+    room.participants.forEach(function (p) {
+      if (p.state === "admitted") {
+        people[identity(p)] = true;
+      }
+    });
+    return Object.keys(people).length;
   }
 
   function relayMode() {
