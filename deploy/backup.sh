@@ -19,20 +19,7 @@
 set -eu
 umask 077
 
-ENV_FILE=${OBLAKO_ENV_FILE:-/etc/oblako/oblako.env}
-setting() {  # $1: name; the environment wins over the file (read, never sourced)
-    eval "value=\${$1:-}"
-    if [ -z "$value" ] && [ -r "$ENV_FILE" ]; then
-        value=$(sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed "s/^['\"]//; s/['\"]\$//")
-    fi
-    printf '%s' "$value"
-}
-
-DATABASE_URL=$(setting DATABASE_URL)
-STORAGE_DIR=$(setting STORAGE_DIR)
-RECORDINGS_DIR=$(setting MEDIA_RECORDINGS_DIR)
-[ -n "$STORAGE_DIR" ] || STORAGE_DIR=/var/lib/oblako/storage
-[ -n "$RECORDINGS_DIR" ] || RECORDINGS_DIR=$STORAGE_DIR/recordings
+. "$(dirname "$0")/settings.sh"  # DATABASE_URL, STORAGE_DIR, RECORDINGS_DIR
 PYTHON=${OBLAKO_PYTHON:-python3}
 
 dest=${1:-/var/backups/oblako}/$(date -u +%Y%m%dT%H%M%SZ)

@@ -13,19 +13,7 @@ set -eu
 umask 077
 
 src=${1:?usage: restore.sh BACKUP_DIRECTORY}
-ENV_FILE=${OBLAKO_ENV_FILE:-/etc/oblako/oblako.env}
-setting() {
-    eval "value=\${$1:-}"
-    if [ -z "$value" ] && [ -r "$ENV_FILE" ]; then
-        value=$(sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed "s/^['\"]//; s/['\"]\$//")
-    fi
-    printf '%s' "$value"
-}
-DATABASE_URL=$(setting DATABASE_URL)
-STORAGE_DIR=$(setting STORAGE_DIR)
-RECORDINGS_DIR=$(setting MEDIA_RECORDINGS_DIR)
-[ -n "$STORAGE_DIR" ] || STORAGE_DIR=/var/lib/oblako/storage
-[ -n "$RECORDINGS_DIR" ] || RECORDINGS_DIR=$STORAGE_DIR/recordings
+. "$(dirname "$0")/settings.sh"  # DATABASE_URL, STORAGE_DIR, RECORDINGS_DIR
 
 (cd "$src" && sha256sum --quiet --check SHA256SUMS)  # a damaged copy stops here
 
