@@ -1352,9 +1352,20 @@
   // in place: the tracks, the video element and whatever still flows stay as they are.
   function answerRestart(peer, data) {
     trace("restart offer", data.pc);
-    peer.pc
+    answerOffer(peer, data).catch(function (err) {
+      console.warn("restart answer failed", err);
+    });
+  }
+
+  // Answer the doctor's offer on `peer.pc`; `prepare` runs once the offer is set, before the
+  // answer is made (a new connection adds its tracks and the candidates that came early).
+  function answerOffer(peer, data, prepare) {
+    return peer.pc
       .setRemoteDescription({ type: "offer", sdp: data.sdp })
       .then(function () {
+        if (prepare) {
+          prepare();
+        }
         return peer.pc.createAnswer();
       })
       .then(function (answer) {
@@ -1362,9 +1373,6 @@
       })
       .then(function () {
         signal({ to: data.from, kind: "answer", pc: data.pc, sdp: peer.pc.localDescription.sdp });
-      })
-      .catch(function (err) {
-        console.warn("restart answer failed", err);
       });
   }
 
@@ -1438,22 +1446,12 @@
       closePeer("doctor");
       peer = newPeer(data.from, data.pc);
       room.peers.doctor = peer;
-      peer.pc
-        .setRemoteDescription({ type: "offer", sdp: data.sdp })
-        .then(function () {
-          addLocalTracks(peer.pc, false);
-          flushCandidates(peer);
-          return peer.pc.createAnswer();
-        })
-        .then(function (answer) {
-          return peer.pc.setLocalDescription(answer);
-        })
-        .then(function () {
-          signal({ to: data.from, kind: "answer", pc: data.pc, sdp: peer.pc.localDescription.sdp });
-        })
-        .catch(function (err) {
-          console.warn("answer failed", err);
-        });
+      answerOffer(peer, data, function () {
+        addLocalTracks(peer.pc, false);
+        flushCandidates(peer);
+      }).catch(function (err) {
+        console.warn("answer failed", err);
+      });
     } else if (data.kind === "answer") {
       if (!peer || peer.id !== data.pc || typeof data.sdp !== "string") {
         return;
