@@ -118,6 +118,43 @@ def test_manager_menu_is_russian(app, make_staff):
         assert label in html, label
 
 
+def test_menu_is_per_role_and_language_and_a_made_role_is_read_live(app, make_staff):
+    """The navbar menu is rendered once per role set and language (views/account.py): each role
+    still gets its own, each language its own, and a role made on the Roles screen (permissions
+    in the database) sees an edit of its permissions on the next page."""
+    from app.accounts import create_user
+    from app.extensions import db
+
+    manager, doctor = _signed_in(app, make_staff("Manager")), _signed_in(app, make_staff("Doctor"))
+    for _ in range(2):  # the second page comes from the cache
+        assert 'href="/outbox/list/"' in _text(manager.get("/notifications/"))
+        assert 'href="/outbox/list/"' not in _text(doctor.get("/notifications/"))
+    assert "Исходящие сообщения" in _text(manager.get("/notifications/"))
+    manager.get("/lang/en")
+    assert "Outbound messages" in _text(manager.get("/notifications/"))
+
+    sm = app.appbuilder.sm
+    with app.app_context():
+        role = sm.add_role("Регистратура")
+        sm.add_permission_role(role, sm.add_permission_view_menu("menu_access", "Outbox"))
+        create_user(
+            username="desk1",
+            password=TEST_PASSWORD,
+            role_names=["Регистратура"],
+            first_name="Регистратор",
+            last_name="Первый",
+            email="desk1@example.org",
+        )
+        db.session.commit()
+    desk = _signed_in(app, "desk1")
+    assert 'href="/outbox/list/"' in _text(desk.get("/no-such-page/"))
+    with app.app_context():
+        role = sm.find_role("Регистратура")
+        sm.del_permission_role(role, sm.find_permission_view_menu("menu_access", "Outbox"))
+        db.session.commit()
+    assert 'href="/outbox/list/"' not in _text(desk.get("/no-such-page/"))
+
+
 def test_manager_creates_centre(app, make_staff):
     from models import MedicalCenter
 
