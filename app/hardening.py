@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, Response, flash, jsonify, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import gettext as _
 
 from app import csp, throttle
@@ -18,7 +19,35 @@ def safe_back(default: str = "/") -> str:
     return ref if ref.startswith(request.host_url) else default
 
 
+# The same for every visitor, fetched in the background (the service worker, monitors).
+SESSIONLESS_ENDPOINTS = frozenset(
+    {
+        "static",
+        "pwa.manifest",
+        "pwa.offline",
+        "pwa.service_worker",
+        "ops.healthz",
+        "ops.prometheus_metrics",
+    }
+)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """The signed cookie session, never written by the answers of SESSIONLESS_ENDPOINTS.
+
+    Flask-Login marks any anonymous session "not fresh", which rewrites the cookie: the service
+    worker's fetch of /offline, sent from the sign-in page and answered after the sign-in (a
+    loaded phone, a slow network), would put the signed-out cookie back and sign her out.
+    """
+
+    def save_session(self, app, session, response) -> None:  # type: ignore[no-untyped-def]
+        if request.endpoint in SESSIONLESS_ENDPOINTS:
+            return
+        super().save_session(app, session, response)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = SessionInterface()
     throttle.init_app(app)
     csp.init_app(app)
 

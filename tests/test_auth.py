@@ -258,3 +258,24 @@ def test_session_cookie_is_httponly_and_samesite(client, make_staff):
     assert cookies
     assert "HttpOnly" in cookies[-1]
     assert "SameSite=Lax" in cookies[-1]
+
+
+def test_a_background_fetch_answered_after_the_sign_in_keeps_her_signed_in(
+    app, client, make_patient
+):
+    """The sign-in page registers the service worker, which fetches /sw.js and /offline with
+    the signed-out cookie; answered after the sign-in (a loaded phone), such an answer must
+    not put that cookie back (app/hardening.py)."""
+    username = patient_username(app, make_patient())
+    client.get("/login/")
+    signed_out = client.get_cookie("session").value
+    late = app.test_client()  # the same browser, its background request still in flight
+    late.set_cookie("session", signed_out, domain="localhost")
+    login(client, username)
+    for url in ("/sw.js", "/offline", "/manifest.webmanifest", "/healthz"):
+        response = late.get(url)
+        assert response.status_code == 200, url
+        assert not [c for c in response.headers.getlist("Set-Cookie") if "session=" in c], url
+    # An ordinary page still keeps its session up to date.
+    assert any("session=" in c for c in late.get("/").headers.getlist("Set-Cookie"))
+    assert signed_in(client)
