@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tests.consultation_world import World
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 SMALL_PHONE = {"width": 360, "height": 740}
 LONG_CENTRE = "Федеральный центр сердечно-сосудистой хирургии имени академика Б. А. Королёва"
@@ -85,7 +85,8 @@ def test_consultations_and_documents_fit_a_small_phone(
         doctor_user = db.session.get(Doctor, doctor_id).user.username
     login(doctor, doctor_user)
     assert doctor.get(f"/staff/documents/{world.ecg}/").status_code == 200
-    page.get_by_role("link", name="Кто открывал мои документы").click()
+    with page.expect_navigation():  # the next page, not the one it leaves
+        page.get_by_role("link", name="Кто открывал мои документы").click()
     assert_no_horizontal_overflow(page)
     reading = page.locator("tr.reading-row").first
     expect(reading).to_contain_text(doctor_name)
@@ -102,12 +103,14 @@ def test_booking_by_topic_fits_a_small_phone(
     sign_in(page, live_server, patient_username(app, make_patient()))
     page.goto(live_server("/cabinet/booking/"))
     assert_no_horizontal_overflow(page)
-    page.get_by_role("link", name="Здоровый образ жизни").click()
+    with page.expect_navigation():  # the next page, not the one it leaves
+        page.get_by_role("link", name="Здоровый образ жизни").click()
     assert_no_horizontal_overflow(page)
     slots = page.locator("details.oblako-day[open] a.oblako-slot")
     expect(slots).to_have_count(6)
     in_viewport(page, slots.last)
-    slots.first.click()
+    with page.expect_navigation():  # the next page, not the one it leaves
+        slots.first.click()
     assert_no_horizontal_overflow(page)
     expect(page.get_by_label("Только звук (при слабом интернете)")).not_to_be_checked()
     expect(page.get_by_label("Видеосвязь")).to_be_checked()
