@@ -75,11 +75,13 @@ services:
 	@bash scripts/services.sh
 
 ## test: set up, then run the whole suite (SQLite unless DATABASE_URL says otherwise) on
-## TEST_WORKERS processes (pytest-xdist; each has its own test database and Redis database)
-TEST_WORKERS ?= 2
+## TEST_WORKERS processes (pytest-xdist; each has its own test database and Redis database).
+## One more than the cores: many tests wait on timers, browsers and other processes; work
+## stealing keeps a worker from idling behind a long test (at most 16: one Redis db each).
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 16 ? n + 1 : 16 )))
 test: setup browsers services
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## topology: the production topology on loopback (tests/e2e/test_topology.py: nginx, gunicorn,
 ## 2 media processes, the worker, coturn) on a fresh PostgreSQL database, played through by

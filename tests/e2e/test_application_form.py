@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tests.consultation_world import World
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 COMPLAINTS = "Перебои в работе сердца по ночам, одышка при подъёме по лестнице"
 

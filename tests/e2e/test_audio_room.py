@@ -18,7 +18,7 @@ from tests.e2e.conftest import assert_no_horizontal_overflow, sign_in
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 TRACKS_JS = """() => {
   const s = document.getElementById("local-video").srcObject;

@@ -28,7 +28,7 @@ from tests.e2e.conftest import enter_room_from_consultation_page, sign_in, wait_
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 FRAMES_JS = "() => window.oblakoRoom.inboundVideoFrames()"
 RELAY_AUDIO_JS = """async () => {

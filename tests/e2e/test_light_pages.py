@@ -43,7 +43,7 @@ from tests.referral_tables import row, xlsx
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 SMALL_PHONE = {**PHONE, "viewport": {"width": 360, "height": 740}}
 FIRST_VISIT_LIMIT = 300 * 1024

@@ -26,7 +26,7 @@ from tests.conftest import registration_code
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 

@@ -22,7 +22,7 @@ from tests.e2e.conftest import DEFAULT_TIMEOUT_MS
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 DESKTOP = {"viewport": {"width": 1280, "height": 900}, "locale": "ru-RU"}
 
