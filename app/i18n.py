@@ -68,3 +68,11 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["local_datetime"] = local_datetime
     app.jinja_env.filters["local_date"] = local_date
     app.jinja_env.globals["viewer_timezone"] = timezone_name
+    # `|tojson` page configs (<script type="application/json">: the room's, the connection
+    # check's) carry translated texts: UTF-8 as it is, not \uXXXX escapes three times the size
+    # (the room's page weight, tests/e2e/test_light_pages.py). Still HTML-safe: <, >, & and '
+    # are escaped by the filter itself.
+    app.jinja_env.policies["json.dumps_kwargs"] = {
+        **app.jinja_env.policies["json.dumps_kwargs"],
+        "ensure_ascii": False,
+    }
