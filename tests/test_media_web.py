@@ -360,9 +360,13 @@ def test_the_room_page_renders_for_each_participant(app, world, username, role):
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "<title>Консультация" in html
-    # Content-hashed names (app/assets.py): socket.io.min.<hash>.js, room.<hash>.js
-    assert re.search(r"/static/vendor/socket\.io\.min\.[0-9a-f]{12}\.js", html)
-    assert re.search(r"/static/oblako/room\.[0-9a-f]{12}\.js", html)
+    # Content-hashed names (app/assets.py): socket.io.min.<hash>.js, then the room's parts in
+    # their load order (room/core.<hash>.js first, room/controls.<hash>.js, which starts, last).
+    socket_io = re.search(r"/static/vendor/socket\.io\.min\.[0-9a-f]{12}\.js", html)
+    assert socket_io
+    parts = re.findall(r"/static/oblako/room/(\w+)\.[0-9a-f]{12}\.js", html)
+    assert parts == ["core", "chat", "precall", "presence", "peers", "relay", "controls"]
+    assert socket_io.start() < html.index("/static/oblako/room/core.")
     config = room_config(html)
     assert config["role"] == role and config["mode"] == "room"
     assert config["token_url"] == f"/media/token/{world['c']}"

@@ -214,7 +214,7 @@ def _artifact_name(nodeid: str) -> str:
 
 
 def room_log(page) -> str:
-    """The consultation room's own record of its decisions (room.js `trace`), if any."""
+    """The consultation room's own record of its decisions (room/core.js `trace`), if any."""
     try:
         return page.evaluate("() => (window.oblakoRoom && window.oblakoRoom.log || []).join('\\n')")
     except Exception as exc:  # a closed or crashed page
