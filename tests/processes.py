@@ -4,10 +4,37 @@ Shared here so that every such test waits and looks the same way."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+
+def inherited_environ() -> dict[str, str]:
+    """This process's environment without the service's own settings (OBLAKO_*, HUEY_*): a
+    child started by a test gets only the settings the test gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))}
+
+
+def service_env(app: Any, database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a service process (run.py, the worker) started by a test: the test's
+    database, Redis, storage and secret, a real queue in a SQLite file of its own (not the
+    tests' immediate mode), its instance folder under `tmp_path`; `extra` adds or overrides."""
+    return {
+        **inherited_environ(),
+        "OBLAKO_ENV": "development",
+        "OBLAKO_INSTANCE_DIR": str(tmp_path / "instance"),
+        "SECRET_KEY": str(app.config["SECRET_KEY"]),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": app.config["REDIS_URL"],
+        "STORAGE_DIR": app.config["STORAGE_DIR"],
+        "HUEY_BACKEND": "sqlite",
+        "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def wait_for(

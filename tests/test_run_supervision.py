@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.media_fixtures import free_port
-from tests.processes import accepts, children, wait_for
+from tests.processes import accepts, children, service_env, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,20 +27,7 @@ def child_running(pid: int, marker: str) -> int | None:
 @pytest.fixture
 def service(app, database_url, tmp_path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     port, media_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))},
-        "OBLAKO_ENV": "development",
-        "OBLAKO_INSTANCE_DIR": str(tmp_path / "instance"),
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "DATABASE_URL": database_url,
-        "REDIS_URL": app.config["REDIS_URL"],
-        "STORAGE_DIR": app.config["STORAGE_DIR"],
-        "HUEY_BACKEND": "sqlite",
-        "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
-        "PORT": str(port),
-        "MEDIA_PORT": str(media_port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = service_env(app, database_url, tmp_path, PORT=str(port), MEDIA_PORT=str(media_port))
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -13,7 +13,6 @@ new worker is started and nobody presses anything:
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import REFERRAL_CENTRE, TEST_PASSWORD, login
 from tests.fakes import FakeSmsProvider
-from tests.processes import wait_for
+from tests.processes import service_env, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_ROWS = 300
@@ -42,18 +41,10 @@ class Workers:
     def __init__(self, app, database_url: str, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.children: list[subprocess.Popen] = []
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))},
-            "OBLAKO_ENV": "development",  # not "test": a real queue, not immediate mode
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "DATABASE_URL": database_url,
-            "REDIS_URL": app.config["REDIS_URL"],
-            "STORAGE_DIR": app.config["STORAGE_DIR"],
-            "HUEY_BACKEND": "sqlite",
-            "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
-            "PUBLIC_SIGN_IN_URL": "https://oblako.test/login/",
-            "PYTHONUNBUFFERED": "1",
-        }
+        # A real queue, not the tests' immediate mode (service_env).
+        self.env = service_env(
+            app, database_url, tmp_path, PUBLIC_SIGN_IN_URL="https://oblako.test/login/"
+        )
 
     def start(self, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"worker{len(self.children)}.log", "wb")

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.processes import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,19 +24,7 @@ def test_a_job_enqueued_by_a_request_is_logged_by_the_worker_with_its_id(
     from logs import request_id_var
 
     queue = tmp_path / "huey.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))},
-        "OBLAKO_ENV": "development",  # a real queue, not the tests' immediate mode
-        "OBLAKO_INSTANCE_DIR": str(tmp_path / "instance"),
-        "SECRET_KEY": str(app.config["SECRET_KEY"]),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": app.config["REDIS_URL"],
-        "STORAGE_DIR": app.config["STORAGE_DIR"],
-        "HUEY_BACKEND": "sqlite",
-        "HUEY_SQLITE_PATH": str(queue),
-        "LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = service_env(app, database_url, tmp_path, LOG_FORMAT="json")
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
         worker = subprocess.Popen(

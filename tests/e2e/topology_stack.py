@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervision import Supervised, Supervisor
-from tests.processes import accepts, children, wait_for
+from tests.processes import accepts, children, inherited_environ, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_SITE = ROOT / "deploy" / "nginx" / "oblako.conf"
@@ -75,7 +75,7 @@ class Stack:
         self.turn_secret = secrets.token_hex(16)
         self.base_url = f"https://{HOST}:{self.ports.https}"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OBLAKO_", "HUEY_"))},
+            **inherited_environ(),
             "OBLAKO_ENV": "production",
             "OBLAKO_INSTANCE_DIR": str(tmp / "instance"),
             "SECRET_KEY": secret_key,
