@@ -377,9 +377,11 @@ def add_shift(
     slots: int = 4,
     minutes: int = 30,
     topic_codes: str = "",
+    topics: str = "Профилактика, вопросы ЗОЖ",
 ):
     """A duty shift cut into `slots` slots; returns their public ids (str), earliest first.
-    `topic_codes`: the DutyTopic values it takes (space-separated; "" takes every topic)."""
+    `topic_codes`: the DutyTopic values it takes (space-separated; "" takes every topic);
+    `topics`: the shift's own words for them, shown beside the doctor's name."""
     from app.extensions import db
     from app.scheduling import generate_slots
     from models import DutyShift
@@ -390,7 +392,7 @@ def add_shift(
             starts_at=starts_at,
             ends_at=starts_at + timedelta(minutes=slots * minutes),
             slot_minutes=minutes,
-            topics="Профилактика, вопросы ЗОЖ",
+            topics=topics,
             topic_codes=topic_codes,
         )
         db.session.add(shift)

@@ -29,7 +29,7 @@ from babel.dates import format_datetime
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from tests.conftest import patient_username
+from tests.conftest import add_shift, patient_username
 from tests.e2e.conftest import pdf_text, sign_in
 
 if TYPE_CHECKING:
@@ -369,8 +369,7 @@ def duty_world(app: Flask, make_patient, make_doctor) -> DutyWorld:
     """A duty doctor on shift tomorrow 10:00–12:00 Moscow time, cut into 30-minute slots."""
     from app.catalogue import load_catalogue
     from app.extensions import db
-    from app.scheduling import generate_slots
-    from models import Doctor, DutyShift
+    from models import Doctor
 
     doctor_id = make_doctor(is_duty=True)
     patient_id = make_patient(surname=SURNAME, timezone=PATIENT_TZ)
@@ -379,23 +378,19 @@ def duty_world(app: Flask, make_patient, make_doctor) -> DutyWorld:
     starts = datetime.combine(tomorrow, time(10, 0), tzinfo=moscow).astimezone(UTC)
     with app.app_context():
         load_catalogue()
-        shift = DutyShift(
-            doctor_id=doctor_id,
-            starts_at=starts,
-            ends_at=starts + timedelta(hours=2),
-            slot_minutes=30,
-            topics="Профилактика сердечно-сосудистых заболеваний",
-        )
-        db.session.add(shift)
-        slots = generate_slots(shift)
-        db.session.add_all(slots)
-        db.session.commit()
-        yakutsk = ZoneInfo(PATIENT_TZ)
+    slots = add_shift(
+        app, doctor_id, starts, slots=4, topics="Профилактика сердечно-сосудистых заболеваний"
+    )
+    yakutsk = ZoneInfo(PATIENT_TZ)
+    with app.app_context():
         world = DutyWorld(
             patient_username=patient_username(app, patient_id),
             patient_id=patient_id,
             doctor_name=db.session.get(Doctor, doctor_id).full_name,
-            slot_times=[s.starts_at.astimezone(yakutsk).strftime("%H:%M") for s in slots],
+            slot_times=[
+                (starts + timedelta(minutes=30 * n)).astimezone(yakutsk).strftime("%H:%M")
+                for n in range(len(slots))
+            ],
         )
     assert len(world.slot_times) == 4
     return world

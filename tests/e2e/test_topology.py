@@ -37,7 +37,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from tests.conftest import TEST_PASSWORD, patient_username
+from tests.conftest import TEST_PASSWORD, add_shift, patient_username
 from tests.e2e.conftest import (
     DEFAULT_TIMEOUT_MS,
     DESKTOP,
@@ -137,24 +137,14 @@ def browser_page(browser, stack: Stack, sticky_key: str, **device) -> Page:
 def duty_slot_soon(app: Flask, make_patient, make_doctor) -> tuple[str, str, str]:
     """A duty doctor's shift whose first slot starts in 5 minutes (the room is open)."""
     from app.extensions import db
-    from app.scheduling import generate_slots
-    from models import Doctor, DutyShift
+    from models import Doctor
 
     doctor_username = f"topo_duty_{uuid.uuid4().hex[:6]}"
     doctor_id = make_doctor(username=doctor_username, is_duty=True)
     patient_id = make_patient(surname=SURNAME, timezone="Europe/Moscow")
     starts = (datetime.now(UTC) + timedelta(minutes=5)).replace(second=0, microsecond=0)
+    add_shift(app, doctor_id, starts, slots=2, topics="Давление")
     with app.app_context():
-        shift = DutyShift(
-            doctor_id=doctor_id,
-            starts_at=starts,
-            ends_at=starts + timedelta(minutes=60),
-            slot_minutes=30,
-            topics="Давление",
-        )
-        db.session.add(shift)
-        db.session.add_all(generate_slots(shift))
-        db.session.commit()
         doctor_name = db.session.get(Doctor, doctor_id).full_name
     first = starts.astimezone(ZoneInfo("Europe/Moscow")).strftime("%H:%M")
     return patient_username(app, patient_id), doctor_username, f"{doctor_name}|{first}"
