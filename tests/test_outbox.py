@@ -255,8 +255,11 @@ def test_unknown_backend_keeps_messages_queued(app, monkeypatch):
     assert "SMS_BACKEND" in message.last_error
 
 
-def test_two_concurrent_workers_send_each_message_once(app, http_sms):
+def test_two_concurrent_workers_send_each_message_once(app, http_sms, monkeypatch):
     http_sms.delay = 0.02  # a little latency so that the two workers overlap
+    # Not a timeout test: on a loaded machine a 0.5 s timeout would turn a slow answer into a
+    # retry, which is correct behaviour but not what this test counts.
+    monkeypatch.setitem(app.config, "SMS_HTTP_TIMEOUT", 10)
     ids = [_queue(app, recipient=f"+7912555{n:04d}", body=f"Сообщение {n}") for n in range(40)]
     barrier = threading.Barrier(2)
     reports, errors = [], []
