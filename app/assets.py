@@ -39,6 +39,10 @@ HASHED_NAME = re.compile(rf"\.[0-9a-f]{{{HASH_LENGTH}}}\.[A-Za-z0-9]+$")
 CSS_URL = re.compile(r"""url\(\s*(['"]?)([^'")]+?)\1\s*\)""")
 # Blueprints whose files are served only through their own (gated) Flask view.
 GATED_ENDPOINTS = frozenset({"reports.static"})
+# Shipped by the libraries but never linked from a page: style sources and Font Awesome's 1,264
+# loose SVGs in Flask-Admin's folder. Left out of the build (every start hashes what it builds);
+# if something ever asks for one, Flask's own static route still serves it.
+NOT_BUILT = re.compile(r"(^|/)(svgs|less|scss|metadata)/|\.(less|scss)$")
 
 
 @dataclass
@@ -93,11 +97,9 @@ def _write_once(target: Path, data: bytes, compressor: Compressor) -> None:
 def build(source: StaticSource, out: Path) -> None:
     """Hash and copy one static folder into `out`; fills `source.names`."""
     compressor = Compressor(use_gzip=True, use_brotli=False, quiet=True)
-    files = sorted(
-        p.relative_to(source.folder).as_posix()
-        for p in source.folder.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-    )
+    paths = (p for p in source.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    relatives = (p.relative_to(source.folder).as_posix() for p in paths)
+    files = sorted(r for r in relatives if not NOT_BUILT.search(r))
     # CSS last: its url() references need the other files' hashed names.
     for relative in sorted(files, key=lambda r: r.endswith(".css")):
         data = (source.folder / relative).read_bytes()

@@ -100,6 +100,17 @@ def test_a_changed_file_changes_its_name_and_the_css_that_uses_it(tmp_path: Path
     assert second["site.css"] != first["site.css"]
 
 
+@pytest.mark.no_db
+def test_style_sources_and_loose_icons_are_not_built(tmp_path: Path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for relative in ("css/all.css", "scss/_icons.scss", "less/icons.less", "svgs/solid/x.svg"):
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        (src / relative).write_text("x")
+    source = StaticSource("static", "/static/", src)
+    build(source, out)
+    assert list(source.names) == ["css/all.css"]
+
+
 def test_the_reports_files_stay_behind_the_reports_gate(app: Flask, world: World):
     url = _url(app, "reports.static", "admin/css/bootstrap4/admin.css")
     assert HASHED.search(url.split("?")[0]), url
