@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -108,8 +109,13 @@ def compile_all() -> None:
     for po in TRANSLATIONS.glob("*/LC_MESSAGES/messages.po"):
         with po.open("rb") as fh:
             catalog = read_po(fh, locale=po.parent.parent.name)
-        with po.with_suffix(".mo").open("wb") as fh:
+        # Written aside and renamed: a process starting meanwhile (another `make` running
+        # setup, a server) reads the old catalogue or the new one, never half of one.
+        mo = po.with_suffix(".mo")
+        aside = mo.with_name(f".{mo.name}.{os.getpid()}")
+        with aside.open("wb") as fh:
             write_mo(fh, catalog, use_fuzzy=False)
+        os.replace(aside, mo)
 
 
 def check() -> list[str]:
