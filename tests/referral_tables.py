@@ -1,5 +1,5 @@
 """Referral tables as a centre sends them (XLSX and CSV bytes, the template's Russian header),
-built in memory for the referral import tests (test_referrals, test_referral_views)."""
+built in memory for the referral import tests (test_referrals_*, test_referral_views)."""
 
 from __future__ import annotations
 
