@@ -10,7 +10,7 @@ from tests.conftest import login
 
 
 # SQLite cannot reflect the lower(email) expression index, so it is left out of the comparison
-# there (PostgreSQL compares it; test_referrals checks the plan uses it).
+# there (PostgreSQL compares it; tests/test_emails.py checks the plan uses it).
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 @pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based")
 def test_migrations_match_models(app):
