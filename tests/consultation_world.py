@@ -1,15 +1,15 @@
 """A small world for consultation tests: two centres, their doctors, a duty doctor, staff and
 two patients with documents (`world`), and consultations in any status (`make_consultation`).
-Also the small helpers their tests share (a signed-in client, a page's text, a form post).
-Registered as a plugin in tests/conftest.py: test_consultations, test_care_views and
-test_referral_flow share it (no test module imports another)."""
+Also the small helpers their tests share (a signed-in client, a page's text, a form post, the
+actors and their notifications). Registered as a plugin in tests/conftest.py: the consultation
+and care-view tests, test_referral_flow and others share it (no test module imports another)."""
 
 from __future__ import annotations
 
 import io
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -249,3 +249,26 @@ def audit_actions(public_id: uuid.UUID) -> list[str]:
             .order_by(AuditEvent.id)
         ).scalars()
     )
+
+
+# The actors of the service-level tests (tests/test_consultation_{scope,submission,transitions,
+# scheduling}.py): the patient who owns the consultation, another patient, a doctor of its centre,
+# a doctor of another centre, a duty doctor, a manager (and an admin where it matters).
+ACTORS = ("patient", "other_patient", "doctor_c1", "doctor_c2", "duty", "manager")
+
+
+def notifications_of(world: World, actor: str) -> list:
+    from app.extensions import db
+    from models import Notification
+
+    return list(
+        db.session.execute(
+            select(Notification)
+            .where(Notification.user_id == world.users[actor])
+            .order_by(Notification.id)
+        ).scalars()
+    )
+
+
+def tomorrow_at(hour: int, minute: int = 0) -> tuple[date, time]:
+    return (datetime.now(UTC) + timedelta(days=2)).date(), time(hour, minute)
