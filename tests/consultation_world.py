@@ -48,6 +48,16 @@ def world(app, make_patient, make_center, make_doctor, make_staff) -> World:
     return build_world(app, make_patient, make_center, make_doctor, make_staff)
 
 
+@pytest.fixture
+def types_ids(app, world):
+    """The document types' ids by code (the world's catalogue)."""
+    from app.extensions import db
+    from models import DocumentType
+
+    with app.app_context():
+        return {t.code: t.id for t in db.session.execute(select(DocumentType)).scalars()}
+
+
 def build_world(app, make_patient, make_center, make_doctor, make_staff) -> World:
     """Two centres, their doctors, a duty doctor, staff, and two patients with documents."""
     from app.accounts import get_role
