@@ -1,7 +1,7 @@
 """Dates within reason (issue 15, item 15): one birth-date rule on every path that takes one.
 
 Scheduling consultations and duty shifts is tested through their screens in
-tests/test_care_views.py and tests/test_staff_views.py; the birth date here, on each path:
+tests/test_care_actions.py and tests/test_staff_schedule.py; the birth date here, on each path:
 registration, accounts created by staff (and demo data), referral table rows.
 """
 
