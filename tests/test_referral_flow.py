@@ -27,15 +27,6 @@ from tests.consultation_world import (
 pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
-@pytest.fixture
-def types_ids(app, world):
-    from app.extensions import db
-    from models import DocumentType
-
-    with app.app_context():
-        return {t.code: t.id for t in db.session.execute(select(DocumentType)).scalars()}
-
-
 def make_referral(app, world: World, *, patient_id: int | None = None) -> uuid.UUID:
     """A referral consultation as the import leaves it: awaiting documents, none attached."""
     from app.extensions import db
