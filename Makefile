@@ -7,6 +7,10 @@ FLASK := $(VENV)/bin/flask
 export FLASK_APP := run.py
 PORT ?= 5000
 
+# Python's own bytecode cache, whatever the machine's environment says: without it every test
+# process compiles and assertion-rewrites the whole suite again (seconds of CPU each).
+unexport PYTHONDONTWRITEBYTECODE
+
 CONSTRAINTS := constraints.txt
 LOCK_VENV ?= .venv-lock
 
