@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from flask_appbuilder import AppBuilder
+from werkzeug.security import generate_password_hash
 from werkzeug.utils import import_string
 
 import config as config_module
@@ -38,6 +39,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     validator = app.config.get("FAB_PASSWORD_COMPLEXITY_VALIDATOR")
     if isinstance(validator, str):
         app.config["FAB_PASSWORD_COMPLEXITY_VALIDATOR"] = import_string(validator)
+    # A sign-in with an unknown login checks this hash so that it takes as long as a wrong
+    # password: made with the configured method, whatever FAB's built-in default is (scrypt).
+    app.config.setdefault(
+        "AUTH_DB_FAKE_PASSWORD_HASH_CHECK",
+        generate_password_hash(
+            "password", method=app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt")
+        ),
+    )
     # Roles live in the matrix (no SQL per permission check); tables come from migrations.
     app.config["FAB_UPDATE_PERMS"] = False
     app.config["FAB_CREATE_DB"] = False
