@@ -349,6 +349,7 @@ def test_without_trusted_proxies_a_forwarded_address_is_ignored(app, client):
     assert _fail_sign_in(client, limit, "203.0.113.8").status_code == 303
 
 
+@pytest.mark.once
 def test_behind_one_trusted_proxy_the_clients_address_is_throttled(
     app, monkeypatch, web_process_factory
 ):

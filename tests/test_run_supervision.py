@@ -55,6 +55,7 @@ def service(app, database_url, tmp_path) -> Iterator[tuple[subprocess.Popen, int
                 proc.wait(10)
 
 
+@pytest.mark.once
 def test_a_killed_media_server_and_worker_come_back(service):
     proc, media_port, log = service
     media = child_running(proc.pid, "media_server")

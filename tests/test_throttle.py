@@ -22,6 +22,7 @@ def sign_in(client: HttpClient, username: str, password: str):
     return client.post("/login/", {"username": username, "password": password, "csrf_token": token})
 
 
+@pytest.mark.once
 def test_failures_count_across_two_web_processes(app, make_staff, web_process_factory):
     username = make_staff("Manager")
     limit = int(app.config["LOGIN_FAILURES_PER_ACCOUNT"].split("/")[0])

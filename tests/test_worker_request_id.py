@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.processes import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.once
 def test_a_job_enqueued_by_a_request_is_logged_by_the_worker_with_its_id(
     app, database_url, tmp_path
 ):
