@@ -39,13 +39,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     validator = app.config.get("FAB_PASSWORD_COMPLEXITY_VALIDATOR")
     if isinstance(validator, str):
         app.config["FAB_PASSWORD_COMPLEXITY_VALIDATOR"] = import_string(validator)
-    # A sign-in with an unknown login checks this hash so that it takes as long as a wrong
-    # password: made with the configured method, whatever FAB's built-in default is (scrypt).
+    # How passwords are hashed (FAB's defaults, named once: app.accounts.hash_password reads
+    # them). A sign-in with an unknown login checks the fake hash so that it takes as long as a
+    # wrong password: made with the same method, not FAB's fixed scrypt one.
+    app.config.setdefault("FAB_PASSWORD_HASH_METHOD", "scrypt")
+    app.config.setdefault("FAB_PASSWORD_HASH_SALT_LENGTH", 16)
     app.config.setdefault(
         "AUTH_DB_FAKE_PASSWORD_HASH_CHECK",
-        generate_password_hash(
-            "password", method=app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt")
-        ),
+        generate_password_hash("password", method=app.config["FAB_PASSWORD_HASH_METHOD"]),
     )
     # Roles live in the matrix (no SQL per permission check); tables come from migrations.
     app.config["FAB_UPDATE_PERMS"] = False

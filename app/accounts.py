@@ -70,8 +70,8 @@ def sign_in_name(raw: str | None) -> str:
 def hash_password(password: str) -> str:
     return generate_password_hash(
         password,
-        method=current_app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt"),
-        salt_length=current_app.config.get("FAB_PASSWORD_HASH_SALT_LENGTH", 16),
+        method=current_app.config["FAB_PASSWORD_HASH_METHOD"],
+        salt_length=current_app.config["FAB_PASSWORD_HASH_SALT_LENGTH"],
     )
 
 
