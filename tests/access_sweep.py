@@ -324,7 +324,7 @@ def sweep(app: Flask, world: World, persona: str) -> Sweep:
     result = Sweep(persona)
     query_probe = "?" + urlencode(
         {
-            "patient": world.b_patient_public_id,
+            "patient": world.b_public_id,
             "patient_id": B_PATIENT_ID,
             "pk": B_PATIENT_ID,
             "id": B_PATIENT_ID,

@@ -32,14 +32,17 @@ MARKERS = {
 }
 EVERYTHING = frozenset(MARKERS)
 
-# B's rows get explicit keys, distinct and far above any other row's: a FAB CRUD route given
-# "B's id" can then only reach B's row, never (as Admin or Manager legitimately may) delete an
-# account, role or centre that happens to share a small integer with it.
-B_PATIENT_ID = 70_001
-B_DOCUMENT_ID = 70_002
-B_CONSULTATION_ID = 70_003
-B_NOTIFICATION_ID = 70_004
-B_LOOSE_DOCUMENT_ID = 70_005
+# B's rows get explicit keys far above any other row's: a FAB CRUD route given "B's id" can then
+# only reach B's row, never (as Admin or Manager legitimately may) delete an account, role or
+# centre that happens to share a small integer with it. B's patient, document, consultation and
+# notification share one key and one public UUID (a key is unique per table, not across
+# tables): each route is then tried with B's row of whatever kind it takes, with no list of
+# which route takes which kind, in half the requests of a key per row. The loose document, in
+# the same table as the first, has its own.
+B_ID = 70_001
+B_PUBLIC_ID = uuid.UUID("7b0b0b0b-0000-4000-8000-000000070001")
+B_PATIENT_ID = B_DOCUMENT_ID = B_CONSULTATION_ID = B_NOTIFICATION_ID = B_ID
+B_LOOSE_DOCUMENT_ID = 70_002
 LARGE_INT = "9999999999"  # past a 32-bit integer column: PostgreSQL refuses it in a query
 
 
@@ -68,12 +71,15 @@ def plain_pdf() -> bytes:
 
 
 @contextmanager
-def explicit_id(model: type, value: int) -> Iterator[None]:
-    """Give the next inserted row of `model` the primary key `value` (services build the row)."""
+def explicit_id(model: type, value: int, public_id: uuid.UUID | None = None) -> Iterator[None]:
+    """Give the next inserted row of `model` the primary key `value`, and `public_id` when
+    given (services build the row)."""
 
     def assign(_mapper, _connection, target) -> None:
         if target.id is None:
             target.id = value
+            if public_id is not None:
+                target.public_id = public_id
 
     event.listen(model, "before_insert", assign)
     try:
@@ -86,10 +92,7 @@ def explicit_id(model: type, value: int) -> Iterator[None]:
 class World:
     usernames: dict[str, str | None]
     b_username: str
-    b_patient_public_id: str
-    b_document_public_id: str
-    b_consultation_public_id: str
-    b_notification_public_id: str
+    b_public_id: str  # of B's patient, document, consultation and notification alike
     b_loose_document_public_id: str
     candidates: list[str] = field(default_factory=list)
 
@@ -106,7 +109,7 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
     admin, manager = make_staff("Admin"), make_staff("Manager")
     patient_a = make_patient(surname="Обычная")
     other = make_patient(surname="Другова")  # C2's own patient: C2's screens are not empty
-    with explicit_id(Patient, B_PATIENT_ID):
+    with explicit_id(Patient, B_PATIENT_ID, B_PUBLIC_ID):
         patient_b = make_patient(surname=SURNAME)
     assert patient_b == B_PATIENT_ID
 
@@ -121,7 +124,7 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
             document_type=types["discharge"],
             note="заметка А",
         )
-        with explicit_id(MedicalDocument, B_DOCUMENT_ID):
+        with explicit_id(MedicalDocument, B_DOCUMENT_ID, B_PUBLIC_ID):
             b_doc = store_document(
                 b,
                 by=b.user,
@@ -145,6 +148,7 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
         assert (b_loose.id, b_loose.original_name) == (B_LOOSE_DOCUMENT_ID, LOOSE_DOC_NAME)
         b_consultation = Consultation(
             id=B_CONSULTATION_ID,
+            public_id=B_PUBLIC_ID,
             kind="centre_request",
             status="requested",
             patient_id=b.id,
@@ -165,6 +169,7 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
         )
         b_notification = Notification(
             id=B_NOTIFICATION_ID,
+            public_id=B_PUBLIC_ID,
             user_id=b.user_id,
             kind="test",
             text=NOTIFICATION_TEXT,
@@ -172,6 +177,8 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
         )
         db.session.add(b_notification)
         db.session.commit()
+        shared = {b.public_id, b_doc.public_id, b_consultation.public_id, b_notification.public_id}
+        assert shared == {B_PUBLIC_ID}, shared
         world = World(
             usernames={
                 "anonymous": None,
@@ -183,22 +190,13 @@ def stage_world(app, make_patient, make_doctor, make_center, make_staff) -> Worl
                 "patient_a": a.phone,
             },
             b_username=b.phone,
-            b_patient_public_id=str(b.public_id),
-            b_document_public_id=str(b_doc.public_id),
-            b_consultation_public_id=str(b_consultation.public_id),
-            b_notification_public_id=str(b_notification.public_id),
+            b_public_id=str(B_PUBLIC_ID),
             b_loose_document_public_id=str(b_loose.public_id),
         )
     assert patient_username(app, patient_b) == world.b_username
     world.candidates = [
-        str(B_PATIENT_ID),
-        world.b_patient_public_id,
-        str(B_DOCUMENT_ID),
-        world.b_document_public_id,
-        str(B_CONSULTATION_ID),
-        world.b_consultation_public_id,
-        str(B_NOTIFICATION_ID),
-        world.b_notification_public_id,
+        str(B_ID),
+        world.b_public_id,
         str(B_LOOSE_DOCUMENT_ID),
         world.b_loose_document_public_id,
         str(uuid.uuid4()),

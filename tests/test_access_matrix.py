@@ -6,11 +6,12 @@ it could be deleted), and a notification. Every route in app.url_map (HTML views
 downloads and previews, the REST API; not static files, FAB's /lang/ and the sign-in / sign-out /
 registration forms, covered by their own tests) is requested as: anonymous, Admin, Manager, a
 Doctor of C1, a Doctor of an unrelated centre C2, an unrelated DutyDoctor and Patient A. Every
-URL parameter is filled with each of B's identifiers (integer keys and public UUIDs of the
-patient, the documents, the consultation and the notification), a random UUID and a large integer
-(past PostgreSQL's INTEGER); parameterless GET routes are also asked with B's identifiers in the
-query string. GET routes are requested; POST routes are posted with a valid
-CSRF token, once empty and once with garbage that names B as the owner.
+URL parameter is filled with each of B's identifiers (B's patient, first document, consultation
+and notification share one integer key and one public UUID, the loose document has its own:
+tests/access_world.py), a random UUID and a large integer (past PostgreSQL's INTEGER);
+parameterless GET routes are also asked with B's identifiers in the query string. GET routes are
+requested; POST routes are posted with a valid CSRF token, once empty and once with garbage that
+names B as the owner.
 
 Asserted for every persona:
  1. no answer is a 500 (an exception inside the app counts as one);
@@ -95,7 +96,7 @@ def _get(client: FlaskClient, url: str):
 
 def test_positive_controls(app, world):
     """Those who may see B do see B: a scope of "deny all" would fail here, not pass."""
-    doc = world.b_document_public_id
+    doc = world.b_public_id
     pdf = PDF_BYTES.encode()
 
     for persona in ("doctor_c1", "admin"):
@@ -107,7 +108,7 @@ def test_positive_controls(app, world):
         download.close()
         show = client.get(f"/staff/documents/{doc}/").get_data(as_text=True)
         assert DOC_NAME in show and DOC_NOTE in show, f"{persona} does not see B's document"
-        listing = client.get(f"/staff/documents/?patient={world.b_patient_public_id}")
+        listing = client.get(f"/staff/documents/?patient={world.b_public_id}")
         assert DOC_NAME in listing.get_data(as_text=True)
         patient = client.get(f"/staff/patients/show/{B_PATIENT_ID}")
         assert patient.status_code == 200 and SURNAME in patient.get_data(as_text=True)
