@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
@@ -18,6 +19,9 @@ from tests.e2e.conftest import TapCounter, sign_in
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LiveServer
+
+# Taps in the browser; the database only stages a scheduled consultation: runs once, on SQLite.
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 DOCTOR_TZ = "Europe/Moscow"  # create_doctor's default
 MAX_TAPS = 3
