@@ -22,6 +22,7 @@ from tests.access_world import (
     B_DOCUMENT_ID,
     B_NOTIFICATION_ID,
     B_PATIENT_ID,
+    B_PUBLIC_ID,
     EVERYTHING,
     MARKERS,
     World,
@@ -324,7 +325,7 @@ def sweep(app: Flask, world: World, persona: str) -> Sweep:
     result = Sweep(persona)
     query_probe = "?" + urlencode(
         {
-            "patient": world.b_public_id,
+            "patient": str(B_PUBLIC_ID),
             "patient_id": B_PATIENT_ID,
             "pk": B_PATIENT_ID,
             "id": B_PATIENT_ID,

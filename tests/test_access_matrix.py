@@ -50,6 +50,7 @@ from tests.access_sweep import (
 )
 from tests.access_world import (
     B_PATIENT_ID,
+    B_PUBLIC_ID,
     DOC_NAME,
     DOC_NOTE,
     LARGE_INT,
@@ -96,7 +97,7 @@ def _get(client: FlaskClient, url: str):
 
 def test_positive_controls(app, world):
     """Those who may see B do see B: a scope of "deny all" would fail here, not pass."""
-    doc = world.b_public_id
+    doc = B_PUBLIC_ID
     pdf = PDF_BYTES.encode()
 
     for persona in ("doctor_c1", "admin"):
@@ -108,7 +109,7 @@ def test_positive_controls(app, world):
         download.close()
         show = client.get(f"/staff/documents/{doc}/").get_data(as_text=True)
         assert DOC_NAME in show and DOC_NOTE in show, f"{persona} does not see B's document"
-        listing = client.get(f"/staff/documents/?patient={world.b_public_id}")
+        listing = client.get(f"/staff/documents/?patient={B_PUBLIC_ID}")
         assert DOC_NAME in listing.get_data(as_text=True)
         patient = client.get(f"/staff/patients/show/{B_PATIENT_ID}")
         assert patient.status_code == 200 and SURNAME in patient.get_data(as_text=True)
