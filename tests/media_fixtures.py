@@ -427,7 +427,9 @@ class MediaClient:
         while not predicate():
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                raise TimeoutError(f"condition not met; events: {list(self.events)}")
+                counts = {name: len(got) for name, got in self.events.items()}
+                state = self.got("room.state")[-1:]  # who this client last heard was in the room
+                raise TimeoutError(f"condition not met; events: {counts}; last room.state: {state}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
