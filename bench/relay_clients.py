@@ -220,7 +220,9 @@ async def measure_latency(url: str, tokens: dict) -> tuple[float, float]:
     await doctor.until(
         lambda: any(
             p["sid"] == patient.sid and p["state"] == "waiting"
-            for p in doctor.events.get("room.state", [{}])[-1].get("participants", [])
+            for p in max(
+                doctor.events.get("room.state", [{}]), key=lambda s: s.get("version", 0)
+            ).get("participants", [])
         )
     )
     seen: dict[str, float] = {}

@@ -9,14 +9,20 @@ heartbeat key per process so the entries of a crashed process stop counting.
 A participant is a plain dict: the contract's `{sid, user_id, role, name, state}` plus `sub`
 (the token subject, used for re-admission) and `proc` (the owning process); `public()` drops
 the two internal fields before anything goes to a client.
+
+`snapshot()` numbers what it reads: python-socketio delivers a process's own emits at once and
+other processes' emits later, through Redis, so two `room.state`s can reach a page in the other
+order than they were read. The number (higher = read later) lets the page drop the older one.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 PRESENT, WAITING, ADMITTED = "present", "waiting", "admitted"
 READMIT_SECONDS = 600  # "admitted in this room in the last 10 minutes" (contract)
@@ -31,12 +37,20 @@ def public(p: Participant) -> Participant:
     return {k: p[k] for k in ("sid", "user_id", "role", "name", "state")}
 
 
+def redis_channel(url: str) -> str:
+    """Pub/sub channels ignore Redis database numbers: name the channel after the database so
+    deployments (and test runs) on different databases of one Redis never hear each other."""
+    path = urlparse(url).path.strip("/") or "0"
+    return f"oblako-media-{path}"
+
+
 class Rooms(Protocol):
     proc: str
 
     async def add(self, room: str, p: Participant) -> None: ...
     async def get(self, room: str, sid: str) -> Participant | None: ...
     async def list(self, room: str) -> list[Participant]: ...
+    async def snapshot(self, room: str) -> tuple[int, list[Participant]]: ...
     async def set_state(
         self, room: str, sid: str, state: str, *, expect: str | None = None
     ) -> Participant | None: ...
@@ -70,6 +84,8 @@ class MemoryRooms:
         self._rooms: dict[str, dict[str, Participant]] = {}
         self._admitted: dict[str, dict[str, float]] = {}
         self._marks = marks
+        # From the clock, so that a restarted process numbers above what its pages last heard.
+        self._versions = itertools.count(time.time_ns() // 1_000_000)
 
     async def add(self, room: str, p: Participant) -> None:
         self._rooms.setdefault(room, {})[p["sid"]] = dict(p, proc=self.proc)
@@ -80,6 +96,9 @@ class MemoryRooms:
 
     async def list(self, room: str) -> list[Participant]:
         return [dict(p) for p in self._rooms.get(room, {}).values()]
+
+    async def snapshot(self, room: str) -> tuple[int, list[Participant]]:
+        return next(self._versions), await self.list(room)
 
     async def set_state(
         self, room: str, sid: str, state: str, *, expect: str | None = None
@@ -164,6 +183,21 @@ return #all / 2
 """
 
 
+# The members and the next version number, read in one step. A new counter starts from the
+# clock in milliseconds, so that one that expired with an idle room numbers above its old value.
+_SNAPSHOT = """
+local members = redis.call('HGETALL', KEYS[1])
+local v = redis.call('INCR', KEYS[2])
+if v == 1 then
+  local t = redis.call('TIME')
+  v = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('SET', KEYS[2], string.format('%d', v))
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return {v, members}
+"""
+
+
 class RedisRooms:
     def __init__(self, url: str, *, prefix: str = "oblako:media:") -> None:
         import redis.asyncio as aioredis
@@ -173,6 +207,7 @@ class RedisRooms:
         self.redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._set_state = self.redis.register_script(_SET_STATE)
         self._end = self.redis.register_script(_END)
+        self._snapshot = self.redis.register_script(_SNAPSHOT)
 
     def _room(self, room: str) -> str:
         return f"{self.prefix}room:{room}"
@@ -205,7 +240,17 @@ class RedisRooms:
 
     async def list(self, room: str) -> list[Participant]:
         raw = await self.redis.hgetall(self._room(room))
-        members = [json.loads(v) for v in raw.values()]
+        return await self._alive(room, [json.loads(v) for v in raw.values()])
+
+    async def snapshot(self, room: str) -> tuple[int, list[Participant]]:
+        version, flat = await self._snapshot(
+            keys=[self._room(room), f"{self._room(room)}:version"], args=[ROOM_TTL_SECONDS]
+        )
+        members = [json.loads(v) for v in flat[1::2]]  # HGETALL's field, value, field, value…
+        return int(version), await self._alive(room, members)
+
+    async def _alive(self, room: str, members: list[Participant]) -> list[Participant]:
+        """The members whose process still beats; the others' entries are removed."""
         procs = sorted({p["proc"] for p in members if p.get("proc") != self.proc})
         alive = {self.proc}
         if procs:

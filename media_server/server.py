@@ -14,7 +14,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import socketio
 from aiohttp import web
@@ -49,6 +48,7 @@ from media_server.rooms import (
     RedisRooms,
     Rooms,
     public,
+    redis_channel,
 )
 from media_server.sessions import SESSION_ENDED, session_live, watch_sessions
 from media_server.store import (
@@ -382,7 +382,7 @@ class MediaServer:
 
     async def _welcome(self, conn: Conn, history: list[dict[str, Any]]) -> None:
         await asyncio.sleep(0)
-        participants = await self._participants(conn.room)
+        state = await self._room_state(conn.room)
         claims = conn.claims
         await self.sio.emit(
             "joined",
@@ -391,14 +391,14 @@ class MediaServer:
                 "role": claims.role,
                 "name": claims.name,
                 "user_id": claims.user_id,
-                "participants": participants,
+                **state,
                 "ice_servers": self.cfg.get("MEDIA_ICE_SERVERS", []),
                 "relay_video_kbps": int(self.cfg.get("MEDIA_RELAY_VIDEO_KBPS") or 0),
             },
             to=conn.sid,
         )
         await self.sio.emit("chat.history", {"messages": history}, to=conn.sid)
-        await self.sio.emit("room.state", {"participants": participants}, to=conn.room)
+        await self.sio.emit("room.state", state, to=conn.room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
@@ -413,11 +413,13 @@ class MediaServer:
             self._room_locks.pop(conn.room, None)
         await self._broadcast_state(conn.room)
 
-    async def _participants(self, room: str) -> list[dict[str, Any]]:
-        return [public(p) for p in await self.rooms.list(room)]
+    async def _room_state(self, room: str) -> dict[str, Any]:
+        """`room.state`: who is in the room, numbered so that pages drop an older one (rooms.py)."""
+        version, members = await self.rooms.snapshot(room)
+        return {"version": version, "participants": [public(p) for p in members]}
 
     async def _broadcast_state(self, room: str) -> None:
-        await self.sio.emit("room.state", {"participants": await self._participants(room)}, to=room)
+        await self.sio.emit("room.state", await self._room_state(room), to=room)
 
     # --- chat ------------------------------------------------------------------------------
 
@@ -580,13 +582,6 @@ class MediaServer:
 
 
 MEDIA_KEY = web.AppKey("media", MediaServer)  # aiohttp app → its MediaServer
-
-
-def redis_channel(url: str) -> str:
-    """Pub/sub channels ignore Redis database numbers: name the channel after the database so
-    deployments (and test runs) on different databases of one Redis never hear each other."""
-    path = urlparse(url).path.strip("/") or "0"
-    return f"oblako-media-{path}"
 
 
 def create_server(

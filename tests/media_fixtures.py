@@ -422,14 +422,21 @@ class MediaClient:
     def sid(self) -> str:
         return self.got("joined")[-1]["sid"]
 
+    def participants(self) -> list[dict[str, Any]]:
+        """Who is in the room as the page sees it: the highest-numbered list heard, since lists
+        from other processes can arrive late (media_server/rooms.py)."""
+        lists = self.got("joined")[-1:] + self.got("room.state")
+        return max(lists, key=lambda s: s["version"])["participants"] if lists else []
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while not predicate():
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 counts = {name: len(got) for name, got in self.events.items()}
-                state = self.got("room.state")[-1:]  # who this client last heard was in the room
-                raise TimeoutError(f"condition not met; events: {counts}; last room.state: {state}")
+                raise TimeoutError(
+                    f"condition not met; events: {counts}; participants: {self.participants()}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))

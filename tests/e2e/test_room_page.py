@@ -1,6 +1,6 @@
 """The consultation room's page in a real browser: it fits a phone (no scrolling, nothing under
-16 px, a movable self-view), guidance when the camera is denied or missing, and the call ended
-with a reason when the patient signs out elsewhere."""
+16 px, a movable self-view), guidance when the camera is denied or missing, the call ended
+with a reason when the patient signs out elsewhere, and a late participant list ignored."""
 
 from __future__ import annotations
 
@@ -172,3 +172,26 @@ def test_signing_out_elsewhere_ends_the_call_and_the_page_says_why(
         "() => window.oblakoRoom.localStream.getTracks().every(t => t.readyState === 'ended')"
     )
     expect(page.locator("#btn-join")).to_be_hidden()
+
+
+def test_an_older_participant_list_never_replaces_a_newer_one(
+    room_world: RoomWorld, phone_page: Page, live_server: LiveServer
+) -> None:
+    """With several media processes, another process's older `room.state` can arrive after a
+    newer one (media_server/rooms.py): the page keeps the highest-numbered list."""
+    page = phone_page
+    sign_in(page, live_server, room_world.patient_username)
+    page.goto(live_server(f"/media/room/{room_world.public_id}"))
+    page.wait_for_function("() => !!window.oblakoRoom.sid")
+    kept, taken = page.evaluate(
+        """() => {
+          const room = window.oblakoRoom;
+          const hear = (data) => room.socket.listeners("room.state").forEach((f) => f(data));
+          const before = JSON.stringify(room.participants);
+          hear({version: room.stateVersion - 1, participants: []});
+          const kept = JSON.stringify(room.participants) === before && before !== "[]";
+          hear({version: room.stateVersion + 1, participants: []});
+          return [kept, room.participants.length === 0];
+        }"""
+    )
+    assert kept and taken

@@ -246,8 +246,7 @@ async def admit(doctor: MediaClient, client: MediaClient) -> None:
     assert (await client.call("room.enter", {}))["state"] == "waiting"
     await doctor.wait_for(
         lambda: any(
-            p["sid"] == client.sid and p["state"] == "waiting"
-            for p in doctor.got("room.state")[-1]["participants"]
+            p["sid"] == client.sid and p["state"] == "waiting" for p in doctor.participants()
         )
     )
     assert await doctor.call("room.admit", {"sid": client.sid}) == {"ok": True}

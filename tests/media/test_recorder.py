@@ -72,9 +72,7 @@ async def call_in(server, doctor: MediaClient, patient: MediaClient) -> None:
     await patient.connect()
     await doctor.call("room.enter", {})
     await patient.call("room.enter", {})
-    await doctor.wait_for(
-        lambda: any(p["state"] == "waiting" for p in doctor.got("room.state")[-1]["participants"])
-    )
+    await doctor.wait_for(lambda: any(p["state"] == "waiting" for p in doctor.participants()))
     await doctor.call("room.admit", {"sid": patient.sid})
     await patient.wait_for(lambda: patient.got("room.admitted"))
 

@@ -59,7 +59,7 @@ async def enter_all(people: dict[str, MediaClient]) -> None:
         await doctor.wait_for(
             lambda name=name: any(
                 p["sid"] == people[name].sid and p["state"] == "waiting"
-                for p in doctor.got("room.state")[-1]["participants"]
+                for p in doctor.participants()
             )
         )
         assert await doctor.call("room.admit", {"sid": people[name].sid}) == {"ok": True}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from tests.media.conftest import set_status
@@ -20,7 +23,7 @@ def clients(server, room, *, media: bool = True):
 
 
 def states(client) -> dict[str, str]:
-    last = client.got("room.state")[-1]["participants"]
+    last = client.participants()
     return {p["sid"]: p["state"] for p in last}
 
 
@@ -207,3 +210,53 @@ def test_doctor_ends_the_room(media_server, make_room):
     assert by_patient == {"ok": False, "error": "forbidden"}
     assert ended == {"ok": True}
     assert again == {"ok": True, "state": "waiting"}
+
+
+@pytest.mark.once  # the subject is Redis's delivery order; the database only stages the room
+def test_a_late_list_from_another_process_does_not_undo_a_newer_one(
+    redis_url, media_server_factory, make_room
+):
+    """Process one's list reaches the doctor on process two through Redis, after process two's
+    own newer list: the version tells the doctor's client which one is current."""
+    one = media_server_factory(MEDIA_REDIS_URL=redis_url)
+    two = media_server_factory(MEDIA_REDIS_URL=redis_url)
+    room = make_room()
+    held, release = threading.Event(), threading.Event()
+    emit = one.server.sio.emit
+
+    async def late_room_state(event, data=None, **kw):
+        if event == "room.state" and not held.is_set():
+            held.set()  # read, not yet sent
+            await asyncio.to_thread(release.wait, 10)
+        return await emit(event, data, **kw)
+
+    one.server.sio.emit = late_room_state
+
+    def token(server):
+        return lambda: server.token(room.consultation_id, room.patient_user_id, "patient")
+
+    doctor = MediaClient(
+        two.url, lambda: two.token(room.consultation_id, room.doctor_user_id, "doctor")
+    )
+    patient, second_tab = MediaClient(one.url, token(one)), MediaClient(two.url, token(two))
+
+    async def scenario():
+        await doctor.connect()
+        await patient.connect()
+        await asyncio.to_thread(held.wait, 10)
+        await second_tab.connect()
+        everyone = {doctor.sid, patient.sid, second_tab.sid}
+        await doctor.wait_for(lambda: {p["sid"] for p in doctor.participants()} == everyone)
+        heard = len(doctor.got("room.state"))
+        release.set()
+        await doctor.wait_for(lambda: len(doctor.got("room.state")) > heard)
+        for c in (doctor, patient, second_tab):
+            await c.close()
+        return everyone
+
+    everyone = run(scenario())
+    late, newer = doctor.got("room.state")[-1], doctor.got("room.state")[-2]
+    # The late list (without the second tab) did arrive last, numbered below the newer one.
+    assert {p["sid"] for p in late["participants"]} == everyone - {second_tab.sid}
+    assert late["version"] < newer["version"]
+    assert {p["sid"] for p in doctor.participants()} == everyone

@@ -151,10 +151,7 @@ def test_an_open_socket_is_closed_on_logout_and_the_room_carries_on(app, media_s
         await asyncio.to_thread(web.get, "/logout/")
         await patient.wait_for(lambda: not patient.sio.connected, timeout=CLOSE_DEADLINE)
         await doctor.wait_for(
-            lambda: (
-                {p["role"] for p in doctor.got("room.state")[-1]["participants"]}
-                == {"doctor", "guest"}
-            )
+            lambda: {p["role"] for p in doctor.participants()} == {"doctor", "guest"}
         )
         sent = await doctor.call("chat.send", {"client_msg_id": "after", "body": "Вы здесь?"})
         await guest.wait_for(lambda: guest.got("chat.message"))
@@ -189,9 +186,7 @@ def test_sockets_on_every_process_are_closed(app, redis_url, media_process_facto
         await asyncio.to_thread(web.get, "/logout/")
         for tab in (tab_one, tab_two):
             await tab.wait_for(lambda t=tab: not t.sio.connected, timeout=CLOSE_DEADLINE)
-        await doctor.wait_for(
-            lambda: [p["role"] for p in doctor.got("room.state")[-1]["participants"]] == ["doctor"]
-        )
+        await doctor.wait_for(lambda: [p["role"] for p in doctor.participants()] == ["doctor"])
         sent = await doctor.call("chat.send", {"client_msg_id": "d1", "body": "Остался"})
         await doctor.close()
         return sent

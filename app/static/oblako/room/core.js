@@ -53,6 +53,7 @@
     role: cfg.role,
     status: cfg.status,
     participants: [],
+    stateVersion: 0,
     state: "present", // present | waiting | admitted (mine, as the server says)
     wantRoom: false, // pressed «join» and has not hung up
     localStream: null,
@@ -225,12 +226,25 @@
       });
   }
 
+  // Who is in the room, unless this socket already heard a newer list: another media process's
+  // older list can arrive after this one's newer (media_server/rooms.py). A new socket starts
+  // over (the disconnect handler), so a restarted server's numbers never look old.
+  function takeState(data) {
+    var version = data.version || 0;
+    if (version < room.stateVersion) {
+      return false;
+    }
+    room.stateVersion = version;
+    room.participants = data.participants || [];
+    return true;
+  }
+
   function bind(socket) {
     socket.on("joined", function (data) {
       trace("joined", data.sid);
       room.sid = data.sid;
       room.userId = data.user_id;
-      room.participants = data.participants || [];
+      takeState(data);
       // ICE servers come with the join token (fetched just before this connect): they carry
       // this join's TURN credential, the media server's list does not.
       room.relayVideoKbps = data.relay_video_kbps || 0;
@@ -255,7 +269,9 @@
       R.markRead();
     });
     socket.on("room.state", function (data) {
-      room.participants = (data && data.participants) || [];
+      if (!data || !takeState(data)) {
+        return;
+      }
       trace("room.state", room.participants.map(function (p) {
         return p.sid + ":" + p.state;
       }).join(","));
@@ -290,6 +306,7 @@
     });
     socket.on("disconnect", function (reason) {
       trace("socket disconnect", reason);
+      room.stateVersion = 0;
       if (room.sessionEnded && reason === "io server disconnect") {
         // Signed out, password changed or account switched off: a fresh token decides. Signed
         // out here too: the call ends and the page says so; otherwise it joins again.
