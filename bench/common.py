@@ -192,10 +192,11 @@ class QueryCounter:
     is also steadier than the wall-clock time, which includes waiting for a CPU.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keep_parameters: bool = True) -> None:
         self.engine = engine
         self.statements: list[str] = []
         self.parameters: list[Any] = []  # the DB-API parameters of each statement
+        self.keep_parameters = keep_parameters
         self.sql_seconds = 0.0
         self.active = False
         self._started: float | None = None
@@ -205,7 +206,8 @@ class QueryCounter:
     def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if self.active:
             self.statements.append(statement)
-            self.parameters.append(parameters)
+            if self.keep_parameters:
+                self.parameters.append(parameters)
             self._started = time.perf_counter()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
