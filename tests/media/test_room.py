@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import pytest
 
@@ -260,3 +261,26 @@ def test_a_late_list_from_another_process_does_not_undo_a_newer_one(
     assert {p["sid"] for p in late["participants"]} == everyone - {second_tab.sid}
     assert late["version"] < newer["version"]
     assert {p["sid"] for p in doctor.participants()} == everyone
+
+
+@pytest.mark.no_db
+def test_room_state_numbers_keep_rising_after_the_counter_expires(redis_url):
+    """The version counter expires with an idle room (ROOM_TTL_SECONDS); a page that stayed
+    connected still holds the last number, so a new counter starts from the clock, above it."""
+    from media_server.rooms import RedisRooms
+
+    async def scenario() -> list[int]:
+        prefix = f"oblako:test:{uuid.uuid4().hex}:"
+        rooms, counter = RedisRooms(redis_url, prefix=prefix), f"{prefix}room:r:version"
+        try:
+            heard = [(await rooms.snapshot("r"))[0] for _ in range(3)]
+            await rooms.redis.delete(counter)  # as if it expired
+            await asyncio.sleep(0.01)
+            heard.append((await rooms.snapshot("r"))[0])
+            await rooms.redis.delete(counter)
+            return heard
+        finally:
+            await rooms.close()
+
+    heard = run(scenario())
+    assert heard == sorted(set(heard)), heard
