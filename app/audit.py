@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from app.extensions import db
-from models import AuditEvent, AuditOutcome, utcnow
+from models import AuditEvent, AuditOutcome, Consultation, utcnow
 
 _client_address: ContextVar[str] = ContextVar("oblako_client_address", default="")
 
@@ -84,3 +84,18 @@ def audit(
     )
     db.session.add(event)
     return event
+
+
+def audit_consultation(
+    action: str, c: Consultation, by=None, *, by_id: int | None = None
+) -> AuditEvent:
+    """An event whose object is a consultation (a transition, an invitation, a consent): `by`
+    the acting user (or only its id), None the system."""
+    return audit(
+        action,
+        actor=by,
+        actor_id=by_id,
+        obj_type="consultation",
+        obj_id=c.public_id,
+        patient_id=c.patient_id,
+    )

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import turn
-from app.audit import audit
+from app.audit import audit_consultation
 from app.consultations import active_doctor
 from app.errors import DomainError, NotFound
 from app.extensions import db
@@ -480,13 +480,7 @@ def create_invite(
     )
     db.session.add(invite)
     db.session.flush()
-    audit(
-        "media.invite",
-        actor=db.session.get(OblakoUser, p.user_id),
-        obj_type="consultation",
-        obj_id=c.public_id,
-        patient_id=c.patient_id,
-    )
+    audit_consultation("media.invite", c, by_id=p.user_id)
     return invite, secret
 
 
@@ -505,13 +499,7 @@ def revoke_invite(
         raise NotFound(_l("The invitation was not found."))
     if invite.revoked_at is None:
         invite.revoked_at = now or utcnow()
-        audit(
-            "media.invite_revoked",
-            actor=db.session.get(OblakoUser, p.user_id),
-            obj_type="consultation",
-            obj_id=p.consultation.public_id,
-            patient_id=p.consultation.patient_id,
-        )
+        audit_consultation("media.invite_revoked", p.consultation, by_id=p.user_id)
     return invite
 
 
@@ -541,13 +529,7 @@ def consume_invite(secret: str, *, now: datetime | None = None) -> MediaInvite:
     if claimed.rowcount != 1:
         raise InviteUnavailable(_l("This invitation link is not valid or has already been used."))
     db.session.refresh(invite)
-    c = db.session.get(Consultation, invite.consultation_id)
-    audit(
-        "media.invite_used",
-        obj_type="consultation",
-        obj_id=c.public_id if c else "",
-        patient_id=c.patient_id if c else None,
-    )
+    audit_consultation("media.invite_used", db.session.get(Consultation, invite.consultation_id))
     return invite
 
 

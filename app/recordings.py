@@ -26,7 +26,7 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, update
 
-from app.audit import audit
+from app.audit import audit, audit_consultation
 from app.dates import zone
 from app.errors import DomainError
 from app.extensions import db
@@ -128,13 +128,7 @@ def give_consent(c: Consultation, *, by, ip: str | None = None) -> Consent:
     )
     db.session.add(consent)
     db.session.flush()
-    audit(
-        "recording.consent",
-        actor=by,
-        obj_type="consultation",
-        obj_id=c.public_id,
-        patient_id=c.patient_id,
-    )
+    audit_consultation("recording.consent", c, by)
     return consent
 
 
@@ -160,13 +154,7 @@ def withdraw_consent(c: Consultation, *, by) -> int:
     )
     if not result.rowcount:
         raise RecordingError(_l("There is no consent to withdraw."))
-    audit(
-        "recording.consent_withdraw",
-        actor=by,
-        obj_type="consultation",
-        obj_id=c.public_id,
-        patient_id=c.patient_id,
-    )
+    audit_consultation("recording.consent_withdraw", c, by)
     return result.rowcount
 
 

@@ -24,6 +24,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import joinedload
 
+from app.consultations import patient_link, staff_link
 from app.extensions import db
 from app.notifications import notify
 from models import Consultation, ConsultationStatus, Doctor, Patient, utcnow
@@ -145,7 +146,7 @@ def _notify(consultation_id: int, *, hour: bool) -> None:
         c.patient.user,
         kind,
         patient_text,
-        link=f"/cabinet/consultations/{c.public_id}",
+        link=patient_link(c),
         dedupe_key=f"{prefix}:{c.public_id}:{stamp}",
     )
     if c.doctor is not None:
@@ -167,7 +168,7 @@ def _notify(consultation_id: int, *, hour: bool) -> None:
             c.doctor.user,
             kind,
             doctor_text,
-            link=f"/care/consultations/{c.public_id}",
+            link=staff_link(c),
             sms=False,
             email=False,
         )

@@ -365,8 +365,10 @@ def test_booking_notifies_and_audits_through_the_transitions_helpers(
     app, make_patient, duty, monkeypatch
 ):
     """The booking is a transition like the others: its doctor's notification goes through
-    notify() and its audit event through audit(), the helpers every transition calls
-    (app/consultations/common.py), not rows of its own making. Spies that call through."""
+    notify() (app/consultations/common.py) and its audit event through audit_consultation()
+    (app/audit.py), the helpers every transition calls, not rows of its own making. Spies
+    that call through."""
+    import app.audit as audit_module
     import app.consultations.common as common
     from app.extensions import db
     from models import Doctor, Patient
@@ -374,7 +376,7 @@ def test_booking_notifies_and_audits_through_the_transitions_helpers(
     doctor_id, slots = duty
     patient_id = make_patient()
     seen: list[tuple] = []
-    real_notify, real_audit = common.notify, common.audit
+    real_notify, real_audit = common.notify, audit_module.audit
 
     def notify_spy(user, kind, text, **kw):
         seen.append(("notify", user.id, kind, kw.get("link")))
@@ -385,7 +387,7 @@ def test_booking_notifies_and_audits_through_the_transitions_helpers(
         return real_audit(action, **kw)
 
     monkeypatch.setattr(common, "notify", notify_spy)
-    monkeypatch.setattr(common, "audit", audit_spy)
+    monkeypatch.setattr(audit_module, "audit", audit_spy)
     consultation_id = book(app, patient_id, slots[0])
     with app.app_context():
         from models import Consultation

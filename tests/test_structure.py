@@ -19,9 +19,6 @@ from tests.conftest import login, patient_username
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Referral actions still named in the old style: app/referrals.py belongs to the referral split
-# (another branch of issue 16); the merge renames them and empties this set.
-
 
 def _python_files(folder: str) -> list[Path]:
     return sorted((ROOT / folder).rglob("*.py"))
@@ -151,7 +148,7 @@ def _audit_names() -> dict[str, list[str]]:
                 func = node.func
                 called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
                 if (
-                    called not in {"audit", "_audit", "audit_values", "audit_transition"}
+                    called not in {"audit", "_audit", "audit_values", "audit_consultation"}
                     or not node.args
                 ):
                     continue
@@ -167,6 +164,32 @@ def test_audit_action_names_use_one_style():
     assert len(names) > 20  # the scan sees the calls
     odd = {n for n in names if not re.fullmatch(r"[a-z_]+\.[a-z_]+", n)}
     assert odd == set()
+
+
+# The cabinet and care paths of a consultation, and a conclusion's PDF, as notifications carry
+# them: spelled only in app/consultations/common.py (the routes themselves live in views/).
+_LINK_RE = re.compile(r"^/(cabinet/consultations|care/consultations|conclusions)/")
+
+
+@pytest.mark.no_db
+def test_consultation_audit_object_and_links_are_built_in_one_place():
+    """Every event on a consultation goes through app.audit.audit_consultation, and every
+    notification link to one through app/consultations/common.py."""
+    audit_objects, links = [], []
+    for folder in ("app", "media_server"):
+        for path in _python_files(folder):
+            rel = path.relative_to(ROOT).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.keyword) and node.arg == "obj_type":
+                    value = node.value
+                    if isinstance(value, ast.Constant) and value.value == "consultation":
+                        audit_objects.append(f"{rel}:{value.lineno}")
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if _LINK_RE.match(node.value):  # f-strings too: their first part
+                        links.append(f"{rel}:{node.lineno}")
+    assert [p for p in audit_objects if not p.startswith("app/audit.py:")] == []
+    assert [p for p in links if not p.startswith("app/consultations/common.py:")] == []
+    assert len(links) == 3  # the scan sees the three templates
 
 
 def _user(*roles: str):

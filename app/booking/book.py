@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 
+from app.audit import audit_consultation
 from app.booking.slots import (
     SLOT_TAKEN,
     TOPIC_LABELS,
@@ -47,7 +48,6 @@ from app.booking.slots import (
 )
 from app.consultations.common import (
     ConsultationError,
-    audit_transition,
     notify_staff,
     own_documents,
     own_patient,
@@ -255,7 +255,7 @@ def book_slot(
 
     doctor = slot.doctor
     when = slot.starts_at.astimezone(zone(doctor.timezone)).strftime("%d.%m.%Y %H:%M")
-    audit_transition("consultation.book", c, by_id=patient.user_id)
+    audit_consultation("consultation.book", c, by_id=patient.user_id)
     notify_staff(
         c,
         "consultation_booked",

@@ -21,12 +21,9 @@ immutability.py.
 
 from __future__ import annotations
 
-from flask import current_app, url_for
-from werkzeug.routing import BuildError
-
 from app.consultations import ConsultationError
 from app.extensions import db
-from models import Conclusion, Consultation, Doctor
+from models import Consultation, Doctor
 
 PDF_LOCALE = "ru"  # a medical document of a Russian service: always in Russian
 
@@ -41,29 +38,6 @@ class ConclusionImmutableError(RuntimeError):
 
 class ConclusionFontMissing(RuntimeError):
     """The configured Cyrillic font for the conclusion PDF is not installed."""
-
-
-def link(endpoint: str, fallback: str, **values) -> str:
-    """A site-relative link for a notification; the fallback when the view is not there."""
-    if endpoint in current_app.view_functions:
-        try:
-            return url_for(endpoint, _external=False, **values)
-        except (BuildError, RuntimeError):
-            pass
-    return fallback
-
-
-def patient_consultation_link(consultation: Consultation) -> str:
-    fallback = f"/cabinet/consultations/{consultation.public_id}"
-    return link("MyConsultationView.show", fallback, public_id=consultation.public_id)
-
-
-def pdf_link(conclusion: Conclusion) -> str:
-    return link(
-        "ConclusionView.pdf",
-        f"/conclusions/{conclusion.public_id}.pdf",
-        public_id=conclusion.public_id,
-    )
 
 
 def lock(consultation: Consultation) -> None:

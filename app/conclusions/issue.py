@@ -14,20 +14,19 @@ from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from app.audit import audit
+from app.audit import audit, audit_consultation
 from app.conclusions import (
     ConclusionError,
     ConclusionFontMissing,
     lock,
-    pdf_link,
     same_doctor,
 )
 from app.conclusions.access import latest_conclusion
 from app.conclusions.form import ConclusionData, clean_data, validate_data
 from app.conclusions.pdf import conclusion_pdf
+from app.consultations import conclusion_pdf_link, notify_patient
 from app.documents.checks import write_file
 from app.extensions import db
-from app.notifications import notify
 from app.storage import on_rollback, remove_stored
 from models import Conclusion, Consultation, ConsultationStatus, Doctor, utcnow
 
@@ -130,18 +129,12 @@ def issue_conclusion(
         patient_id=consultation.patient_id,
     )
     if first:
-        audit(
-            "consultation.complete",
-            actor=by.user,
-            obj_type="consultation",
-            obj_id=consultation.public_id,
-            patient_id=consultation.patient_id,
-        )
-    notify(
-        consultation.patient.user,
+        audit_consultation("consultation.complete", consultation, by.user)
+    notify_patient(
+        consultation,
         "conclusion_issued" if first else "conclusion_corrected",
         _issued_text(consultation.display_number, conclusion.version),
-        link=pdf_link(conclusion),
+        link=conclusion_pdf_link(conclusion),
         dedupe_key=f"conclusion:{conclusion.public_id}",
     )
     return conclusion

@@ -12,11 +12,10 @@ from datetime import timedelta
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from app.audit import audit
-from app.conclusions import lock, patient_consultation_link
-from app.consultations import ConsultationError
+from app.audit import audit_consultation
+from app.conclusions import lock
+from app.consultations import ConsultationError, notify_patient
 from app.i18n import local_datetime
-from app.notifications import notify
 from models import Consultation, ConsultationStatus, Doctor, utcnow
 
 START_EARLY = timedelta(minutes=15)
@@ -78,21 +77,14 @@ def start_consultation(consultation: Consultation, *, by: Doctor | None) -> None
         consultation.doctor = by
     consultation.status = ConsultationStatus.IN_PROGRESS
     consultation.started_at = now
-    audit(
-        "consultation.start",
-        actor=by.user,
-        obj_type="consultation",
-        obj_id=consultation.public_id,
-        patient_id=consultation.patient_id,
-    )
-    notify(
-        consultation.patient.user,
+    audit_consultation("consultation.start", consultation, by.user)
+    notify_patient(
+        consultation,
         "consultation_started",
         lambda: _(
             "The consultation has started: the doctor is waiting for you (№%(number)s).",
             number=consultation.display_number,
         ),
-        link=patient_consultation_link(consultation),
         # Someone waiting on the line now: the cabinet and an SMS, no e-mail read next day.
         email=False,
         dedupe_key=f"consultation_started:{consultation.public_id}",

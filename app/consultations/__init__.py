@@ -4,7 +4,8 @@ The package is the area's public face (views and other areas import from `app.co
 each module holds one responsibility:
 
 - common.py        the error, limits and status sets, links, the acting person, and the one
-                   way every transition notifies (notify()) and audits (audit())
+                   way every transition notifies (notify_staff(), notify_patient()); each
+                   audits with app.audit.audit_consultation()
 - scope.py         row scope: who may open which consultation (404 for the rest)
 - applications.py  pathway 1: centres and their catalogue, submit_application, and one
                    application per centre and disease (the form token, the unique index)
@@ -36,12 +37,15 @@ from app.consultations.common import (
     DOCUMENTS_OPEN,
     MAX_DURATION,
     MIN_DURATION,
+    PATIENT_LINK,
     QUEUE_STATUSES,
     REASON_MAX,
     REFERRAL_DUE,
     ConsultationError,
     active_doctor,
     centre_doctors,
+    conclusion_pdf_link,
+    notify_patient,
     patient_link,
     staff_link,
 )
@@ -79,6 +83,7 @@ __all__ = [
     "DOCUMENTS_OPEN",
     "MAX_DURATION",
     "MIN_DURATION",
+    "PATIENT_LINK",
     "QUEUE_PAGE_SIZE",
     "QUEUE_STATUSES",
     "REASON_MAX",
@@ -95,6 +100,7 @@ __all__ = [
     "centre_diseases",
     "centre_doctors",
     "clean_form_token",
+    "conclusion_pdf_link",
     "consultation_for_patient",
     "consultation_for_staff",
     "doctor_day",
@@ -105,6 +111,7 @@ __all__ = [
     "mark_missed",
     "missing_documents",
     "new_form_token",
+    "notify_patient",
     "patient_consultation_condition",
     "patient_link",
     "reject_consultation",

@@ -23,12 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from app.audit import audit_consultation
 from app.consultations.common import (
     APPLICATION_DUE,
     COMPLAINTS_MAX,
     DIAGNOSIS_MAX,
     ConsultationError,
-    audit_transition,
     clean_text,
     notify_staff,
     own_documents,
@@ -186,7 +186,7 @@ def submit_application(
     )
     c.documents.extend(documents)
     insert_application(c)
-    audit_transition("consultation.submit", c, user)
+    audit_consultation("consultation.submit", c, user)
     number = str(c)
     notify_staff(
         c,

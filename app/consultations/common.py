@@ -1,9 +1,10 @@
 """What every consultation module shares: the error, the limits and status sets, the links that
-notifications carry, the acting person, and the one way a transition notifies and audits.
+notifications carry, the acting person, and the one way a transition notifies.
 
-Each transition (transitions.py, applications.py, app/booking) tells the people concerned with
-notify() (cabinet + outbox) and records itself with audit(), through the helpers here, so that
-the links, the audit object and who is told stay the same everywhere.
+Each transition (transitions.py, applications.py, app/booking, app/conclusions) tells the people
+concerned with notify_staff() / notify_patient() (cabinet + outbox) and records itself with
+app.audit.audit_consultation(), so that the links, the audit object and who is told stay the
+same everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from app.audit import audit
 from app.errors import DomainError
 from app.extensions import db
 from app.notifications import notify
@@ -24,6 +24,7 @@ from app.permissions import DOCTOR, PATIENT
 from app.roles import role_names
 from models import (
     OPEN_STATUSES,
+    Conclusion,
     Consultation,
     ConsultationStatus,
     Doctor,
@@ -71,6 +72,7 @@ REASON_MAX = 2000
 # views/cabinet.py), so that a service can build them outside any request.
 PATIENT_LINK = "/cabinet/consultations/{}"
 STAFF_LINK = "/care/consultations/{}"
+CONCLUSION_PDF_LINK = "/conclusions/{}.pdf"  # views/conclusions.py: ConclusionView.pdf
 
 
 def patient_link(c: Consultation) -> str:
@@ -79,6 +81,10 @@ def patient_link(c: Consultation) -> str:
 
 def staff_link(c: Consultation) -> str:
     return STAFF_LINK.format(c.public_id)
+
+
+def conclusion_pdf_link(conclusion: Conclusion) -> str:
+    return CONCLUSION_PDF_LINK.format(conclusion.public_id)
 
 
 def clean_text(text: str | None, limit: int, too_long) -> str:
@@ -178,17 +184,7 @@ def notify_staff(c: Consultation, kind: str, text, **options) -> None:
         notify(doctor.user, kind, text, link=staff_link(c), **options)
 
 
-def notify_patient(c: Consultation, kind: str, text) -> None:
-    notify(c.patient.user, kind, text, link=patient_link(c))
-
-
-def audit_transition(action: str, c: Consultation, by=None, *, by_id: int | None = None) -> None:
-    """The audit event of a transition: `by` the acting user (or only its id), None the system."""
-    audit(
-        action,
-        actor=by,
-        actor_id=by_id,
-        obj_type="consultation",
-        obj_id=c.public_id,
-        patient_id=c.patient_id,
-    )
+def notify_patient(c: Consultation, kind: str, text, *, link: str = "", **options) -> None:
+    """The patient, with a link to the consultation unless another is given (the conclusion's
+    PDF); `options` go to notify() as they are."""
+    notify(c.patient.user, kind, text, link=link or patient_link(c), **options)

@@ -1,7 +1,7 @@
 """The status machine of a consultation after it exists: one function per transition.
 
 Each checks the actor, changes the status, notifies the people concerned and writes the audit
-event (common.notify_staff / notify_patient / audit_transition), and never commits. How a
+event (common.notify_staff / notify_patient, app.audit.audit_consultation), and never commits. How a
 consultation comes to exist: applications.submit_application (requested), app/booking
 (book_slot: scheduled), the referral import (awaiting_documents).
 
@@ -24,6 +24,7 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
+from app.audit import audit_consultation
 from app.consultations.common import (
     BUSY_STATUSES,
     CANCELLABLE,
@@ -34,7 +35,6 @@ from app.consultations.common import (
     REASON_MAX,
     REFERRAL_DUE,
     ConsultationError,
-    audit_transition,
     centre_doctor,
     clean_text,
     notify_patient,
@@ -84,7 +84,7 @@ def attach_documents(
     if not added:
         raise ConsultationError(_l("Choose or upload at least one document."))
     c.documents.extend(added)
-    audit_transition("consultation.documents_added", c, by)
+    audit_consultation("consultation.documents_added", c, by)
     if c.status in (ConsultationStatus.NEEDS_DOCUMENTS, ConsultationStatus.AWAITING_DOCUMENTS):
         documents_uploaded(c, by=by)
     return len(added)
@@ -102,7 +102,7 @@ def documents_uploaded(c: Consultation, *, by, now: datetime | None = None) -> N
     if c.status != ConsultationStatus.NEEDS_DOCUMENTS:
         raise ConsultationError(_l("The doctor has not asked for documents."))
     c.status = ConsultationStatus.REQUESTED
-    audit_transition("consultation.documents_uploaded", c, by)
+    audit_consultation("consultation.documents_uploaded", c, by)
     number = str(c)
     notify_staff(
         c,
@@ -117,7 +117,7 @@ def _referral_documents_uploaded(c: Consultation, *, by, now: datetime) -> None:
     c.status = ConsultationStatus.REQUESTED
     c.submitted_at = now
     c.due_by = now + REFERRAL_DUE
-    audit_transition("consultation.referral_documents_uploaded", c, by)
+    audit_consultation("consultation.referral_documents_uploaded", c, by)
     number = str(c)
     notify_staff(
         c,
@@ -209,7 +209,7 @@ def schedule_consultation(
     c.duration_minutes = int(duration_minutes)
     c.scheduled_set_at = now
     c.reviewed_at = c.reviewed_at or now
-    audit_transition("consultation.schedule", c, by)
+    audit_consultation("consultation.schedule", c, by)
     number, tz_name = str(c), c.patient.timezone
     notify_patient(
         c,
@@ -238,7 +238,7 @@ def request_documents(c: Consultation, *, by, message: str) -> None:
     c.status = ConsultationStatus.NEEDS_DOCUMENTS
     c.staff_message = message
     c.reviewed_at = utcnow()
-    audit_transition("consultation.request_documents", c, by)
+    audit_consultation("consultation.request_documents", c, by)
     number = str(c)
     # The message itself stays in the cabinet: SMS and e-mail carry no medical content.
     notify_patient(
@@ -271,7 +271,7 @@ def reject_consultation(c: Consultation, *, by, reason: str) -> None:
     c.status = ConsultationStatus.REJECTED
     c.reject_reason = reason
     c.rejected_at = c.reviewed_at = utcnow()
-    audit_transition("consultation.reject", c, by)
+    audit_consultation("consultation.reject", c, by)
     number = str(c)
     notify_patient(
         c,
@@ -307,7 +307,7 @@ def cancel_consultation(c: Consultation, *, by, reason: str) -> None:
     c.cancelled_at = utcnow()
     c.cancelled_by_id = by.id
     c.cancel_reason = reason
-    audit_transition("consultation.cancel", c, by)
+    audit_consultation("consultation.cancel", c, by)
     number = str(c)
     if by_patient:
         notify_staff(
@@ -338,7 +338,7 @@ def mark_missed(c: Consultation, *, by=None, now: datetime | None = None) -> Non
         raise ConsultationError(_l("The consultation has not ended yet."))
     c.status = ConsultationStatus.MISSED
     c.missed_at = now
-    audit_transition("consultation.missed", c, by)
+    audit_consultation("consultation.missed", c, by)
     number = str(c)
     notify_patient(
         c,

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from app.accounts import LOGIN_LABEL, PASSWORD_LABEL, public_sign_in_url
 from app.audit import audit
+from app.consultations import PATIENT_LINK
 from app.extensions import db
 from app.notifications import notify, queue_message
 from app.referrals.common import ReferralError, chunks
@@ -73,7 +74,7 @@ def notify_linked(
         user,
         "referral_received",
         lambda: referral_notice_text(sign_in_url=sign_in_url),
-        link=f"/cabinet/consultations/{consultation_public_id}",
+        link=PATIENT_LINK.format(consultation_public_id),
         # One message per new consultation: its public_id is new in this transaction.
         dedupe_key=f"referral-new:{consultation_public_id}",
         new_dedupe_key=True,
