@@ -24,9 +24,8 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import joinedload
 
-from app.consultations import patient_link, staff_link
+from app.consultations import notify_patient, notify_staff
 from app.extensions import db
-from app.notifications import notify
 from models import Consultation, ConsultationStatus, Doctor, Patient, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,13 +141,7 @@ def _notify(consultation_id: int, *, hour: bool) -> None:
             "Health Cloud reminder: your consultation is on %(when)s (your local time).",
             when=patient_when,
         )
-    notify(
-        c.patient.user,
-        kind,
-        patient_text,
-        link=patient_link(c),
-        dedupe_key=f"{prefix}:{c.public_id}:{stamp}",
-    )
+    notify_patient(c, kind, patient_text, dedupe_key=f"{prefix}:{c.public_id}:{stamp}")
     if c.doctor is not None:
         doctor_when = local_when(c.scheduled_at, c.doctor.timezone)
         if hour:
@@ -164,11 +157,4 @@ def _notify(consultation_id: int, *, hour: bool) -> None:
                 when=doctor_when,
             )
         # Staff read reminders in their cabinet; no SMS or e-mail for them.
-        notify(
-            c.doctor.user,
-            kind,
-            doctor_text,
-            link=staff_link(c),
-            sms=False,
-            email=False,
-        )
+        notify_staff(c, kind, doctor_text, sms=False, email=False)

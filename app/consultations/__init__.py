@@ -46,6 +46,7 @@ from app.consultations.common import (
     centre_doctors,
     conclusion_pdf_link,
     notify_patient,
+    notify_staff,
     patient_link,
     staff_link,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "missing_documents",
     "new_form_token",
     "notify_patient",
+    "notify_staff",
     "patient_consultation_condition",
     "patient_link",
     "reject_consultation",
