@@ -26,8 +26,8 @@ RUSSIAN_TIMEZONES = [
 ]
 
 
-# The zone names of the installed tz database, read once: listing them walks its folder on disk
-# (≈ 16 ms), and every page asks for the viewer's zone. An updated database needs a restart.
+# The zone names of the installed tz database, read once: listing them walks its folder on disk,
+# and every page asks for the viewer's zone. An updated database needs a restart.
 _zone_names = cache(available_timezones)
 
 
