@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from werkzeug.security import check_password_hash
 
 from app.accounts import sign_in_name
+from app.boundary import INT32
 from app.otp import EXPIRED_MESSAGE, one_time_password_expired
 from app.throttle import get_throttle
 from models import OblakoUser
@@ -165,11 +166,16 @@ class OblakoSecurityManager(SecurityManager):
 
     def reset_password(self, userid, password):
         """Every password change revokes the user's other sessions and tokens."""
-        user = self.get_user_by_id(userid)
-        if user is None:  # FAB's reset form takes the user from ?pk= and crashes on a bad one
+        # FAB's reset form takes the user from ?pk= as it comes: missing, not a number (a
+        # database error on PostgreSQL) or nobody is 404, as any unknown record.
+        raw = str(userid or "")
+        user = None
+        if raw.isascii() and raw.isdigit() and int(raw) < INT32:
+            user = self.get_user_by_id(int(raw))
+        if user is None:
             abort(404)
         revoke_sessions(user)
-        super().reset_password(userid, password)
+        super().reset_password(user.id, password)
         if session.get("_user_id") == str(user.id):
             session[SESSION_GENERATION_KEY] = user.session_generation
 

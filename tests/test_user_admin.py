@@ -134,6 +134,25 @@ def test_admin_adds_edits_and_resets_a_user(app, make_staff):
     assert answer.status_code == 302 and "/login" not in answer.headers["Location"]
 
 
+@pytest.mark.parametrize("pk", ["", "abc", "1.5", "-1", "99999999999999999999", "424242"])
+def test_the_reset_form_with_a_bad_or_unknown_user_is_not_found(app, make_staff, pk):
+    """FAB's reset form reads the user from ?pk= as typed: anything but a user's id is the
+    Russian «not found» page on either database, and no password changes."""
+    make_staff("Manager", "bystander")
+    admin = signed_in(app, make_staff("Admin", "boss"))
+    url = "/resetpassword/form" + (f"?pk={pk}" if pk else "")
+    token = csrf_token(admin, url)
+    answer = admin.post(
+        url, data={"csrf_token": token, "password": NEW_PASSWORD, "conf_password": NEW_PASSWORD}
+    )
+    assert answer.status_code == 404
+    assert "Страница не найдена" in page_text(answer)
+    for username in ("bystander", "boss"):
+        kept = login(app.test_client(), username, TEST_PASSWORD)
+        assert kept.status_code == 302 and "/login" not in kept.headers["Location"]
+        assert "/login" in login(app.test_client(), username, NEW_PASSWORD).headers["Location"]
+
+
 @pytest.mark.parametrize(
     ("password", "message"),
     [
