@@ -8,6 +8,7 @@ from sqlalchemy import event, func, select, text
 from tests.conftest import csrf_token, login
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     ("raw", "stored"),
     [
@@ -23,6 +24,7 @@ def test_normalize_email_stores_lower_case_and_empty_as_none(app, raw, stored):
     assert normalize_email(raw) == stored
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     "raw",
     ["not-an-email", "ivan@mail..ru", "ivan@-mail.ru", "ivan petrov@mail.ru", "@mail.ru", "a@b"],

@@ -11,6 +11,9 @@ from app.spreadsheet import FORMULA_PREFIXES, csv_text, formula_like, xlsx_text_
 DANGEROUS = ["=1+1", "+79123450001", "-2", "@SUM(A1)", "\tcmd", "\rcmd", "=cmd|' /C calc'!A0"]
 HARMLESS = ["Иванова Мария", "I10", "1=1", "a-b", " =spaced", "'quoted"]
 
+# Pure functions / in-memory peers: no database (run once, on SQLite).
+pytestmark = pytest.mark.no_db
+
 
 def test_the_prefixes_are_the_six_a_spreadsheet_evaluates():
     assert set(FORMULA_PREFIXES) == {"=", "+", "-", "@", "\t", "\r"}

@@ -38,6 +38,7 @@ def _is_views(module: str) -> bool:
     return module == "views" or module.startswith("views.")
 
 
+@pytest.mark.no_db
 def test_app_imports_no_views_module():
     """Only the composition root (create_app) may import views/, to register them."""
     offenders = []
@@ -56,6 +57,7 @@ def test_app_imports_no_views_module():
     assert offenders == []
 
 
+@pytest.mark.no_db
 def test_app_modules_import_without_views():
     """Every app/ module imports (the security manager included) with no views/ module loaded."""
     modules = [
@@ -77,6 +79,7 @@ def test_app_modules_import_without_views():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.no_db
 def test_views_import_no_other_view_module():
     """A view module imports from views/ only the shared helpers (views/common.py)."""
     offenders = []
@@ -90,6 +93,7 @@ def test_views_import_no_other_view_module():
     assert offenders == []
 
 
+@pytest.mark.no_db
 def test_menu_is_one_table(app):
     """Every menu item comes from views.MENU, once, in its order; names are unique."""
     import views
@@ -115,6 +119,7 @@ def test_patient_menu_lists_consultations_once(app, make_patient):
     assert navbar.count('href="/cabinet/consultations/"') == 1
 
 
+@pytest.mark.no_db
 def test_status_vocabularies_name_their_audience_and_cover_every_status():
     from app import labels
     from models import ConsultationKind, ConsultationStatus
@@ -125,6 +130,7 @@ def test_status_vocabularies_name_their_audience_and_cover_every_status():
         assert set(mapping) == set(ConsultationKind)
 
 
+@pytest.mark.no_db
 def test_views_define_no_status_vocabulary_of_their_own():
     """Status words live in app/labels.py: no view or service outside it spells them."""
     pattern = re.compile(r'_l\("(Application sent|Needs documents|Documents needed)"\)')
@@ -158,6 +164,7 @@ def _audit_names() -> dict[str, list[str]]:
     return names
 
 
+@pytest.mark.no_db
 def test_audit_action_names_use_one_style():
     """ "<object>.<verb>", like consultation.cancel (the dominant style)."""
     names = _audit_names()
@@ -198,6 +205,7 @@ def _user(*roles: str):
     )
 
 
+@pytest.mark.no_db
 @pytest.mark.parametrize(
     "roles, listed, cared",
     [
@@ -213,6 +221,7 @@ def test_consultation_scopes_are_two_named_rules(roles, listed, cared):
     assert str(care_consultation_condition(_user(*roles))) == cared
 
 
+@pytest.mark.no_db
 def test_doctor_scopes_agree_between_list_and_care():
     from app.access import care_consultation_condition, consultation_list_condition
 
@@ -241,6 +250,7 @@ def test_audit_records_the_address_given_by_the_unit_of_work(app):
     }
 
 
+@pytest.mark.no_db
 def test_services_do_not_read_the_request():
     """DESIGN §3: no service module imports flask's request (the boundary modules may)."""
     boundary = {

@@ -14,6 +14,9 @@ from media_server.peers import RelayHub
 from tests.media import peer_clients as pc
 from tests.media_fixtures import run
 
+# Pure functions / in-memory peers: no database (run once, on SQLite).
+pytestmark = pytest.mark.no_db
+
 
 def test_video_is_forwarded_as_encoded_and_a_late_subscriber_gets_a_keyframe(monkeypatch):
     """Direct on the hub: the publisher's VP8 frames reach subscribers as they are (the only

@@ -11,8 +11,9 @@ from media_server.peers import PeerError, RelayHub
 from tests.media import peer_clients as pc
 from tests.media_fixtures import run
 
+pytestmark = pytest.mark.no_db  # the hub in memory: no database (run once, on SQLite)
 
-@pytest.mark.no_db
+
 def test_publishers_per_room_are_capped():
     """Direct on the hub (no socket.io): the cap counts other publishers of the same room."""
 
